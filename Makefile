@@ -1,0 +1,50 @@
+# plex: the common tasks. `make demo` and `make test` are the README's two commands.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PLEX    := $(BIN)/plex
+PYTEST_ARGS ?=
+
+.PHONY: install setup demo test unit integration lint bench nightly clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python            ## install plex and its dev tools into .venv
+	$(BIN)/pip install -q -e '.[dev]'
+
+setup:                            ## install/start Incus, btrfs pool and bridge (needs root)
+	bin/setup-incus
+
+demo: install setup               ## bake and deploy the demo plex on local Incus
+	$(PLEX) validate plexes/demo.yaml
+	$(PLEX) show demo
+	$(PLEX) identity demo
+	$(PLEX) bake demo --type all
+	$(PLEX) deploy demo --yes
+	$(PLEX) status demo
+
+test: install setup               ## every test: unit and real-Incus integration
+	CI=$${CI:-true} $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install                     ## pure tests only (no daemon needed)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: install setup
+	CI=$${CI:-true} $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check plex tests bench
+	$(BIN)/ruff format --check plex tests bench
+	$(BIN)/mypy
+
+bench: install setup
+	$(BIN)/python bench/bake.py
+	$(BIN)/python bench/reset.py
+
+nightly: install setup
+	$(PLEX) nightly verniplex
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,60 @@
+"""Entry point: logging and signal handling, then the CLI; PlexErrors become one clean line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from plex.errors import ConfigErrors, Interrupted, PlexError
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM behaves like Ctrl-C: raise inside the main thread so `finally` blocks clean up
+    # (transient build instances, half-written files, locks).
+    raise Interrupted("interrupted by SIGTERM" if signum == signal.SIGTERM else "interrupted")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("PLEX_DEBUG") else logging.WARNING,
+        format="%(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    from plex import ui
+    from plex.cli import app
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConfigErrors as e:
+        for err in e.errors:
+            ui.error(err.message)
+        return e.exit_code
+    except PlexError as e:
+        ui.error(e.message, e.hint)
+        return e.exit_code
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        return 130
+    except SystemExit as e:
+        return int(e.code or 0) if isinstance(e.code, int | None) else 1
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            return e.exit_code
+        if isinstance(e, click.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            ui.error("aborted")
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bake: role recipes -> two cached layers -> published, exported, catalogued images."""
