@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if os.environ.get("PLEX_DEBUG") else logging.WARNING,
         format="%(name)s: %(message)s",
     )
+    # Parallel bakes share pylxd's one-connection unix-socket pool: urllib3 warns about each
+    # extra connection it opens and discards. Harmless; keep the terminal clean.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     from plex import ui

@@ -58,6 +58,7 @@ class Incus(Protocol):
     def ensure_project(self) -> None: ...
     def delete_project(self) -> None: ...
     def observe(self, plex: str) -> Observed: ...
+    def observe_builds(self, plex: str) -> list[ObservedInstance]: ...
     def instance_names(self) -> list[str]: ...
     def instance_config(self, name: str) -> dict[str, str]: ...
     def instance_state(self, name: str) -> dict[str, Any]: ...
@@ -256,7 +257,7 @@ class PylxdIncus:
         instances = {}
         for inst in self._instances_full():
             config = inst.get("config", {})
-            if not owned(config, plex):
+            if not owned(config, plex) or config.get(owner.BUILD):
                 continue
             instances[inst["name"]] = ObservedInstance(
                 name=inst["name"],
@@ -271,6 +272,19 @@ class PylxdIncus:
                                                         params={"recursion": "1"}) or []
         }
         return Observed(plex=plex, project=self.project, instances=instances, aliases=aliases)
+
+    def observe_builds(self, plex: str) -> list[ObservedInstance]:
+        """Transient bake instances of `plex` (marked with user.plex.build)."""
+        out = []
+        for inst in self._instances_full():
+            config = inst.get("config", {})
+            if owned(config, plex) and config.get(owner.BUILD):
+                out.append(ObservedInstance(
+                    name=inst["name"], status=inst.get("status", "Unknown"),
+                    uuid=config.get("volatile.uuid", ""),
+                    config={k: v for k, v in config.items() if k.startswith(owner.PREFIX)},
+                ))
+        return out
 
     def instance_config(self, name: str) -> dict[str, str]:
         meta = self._sync("GET", f"instances/{name}", what=f"get {name}")

@@ -1,0 +1,69 @@
+"""The template context of a role: the plex, its nodes and the PUBLIC parts of its identity. Pure.
+
+Private host keys are deliberately absent: nothing a template renders can leak one into an image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from plex import topology
+from plex.config import Engine, Plex, Role
+from plex.identity import Identity, hosts_file, known_hosts_file
+
+
+def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, Any]:
+    all_nodes = topology.nodes(plex)
+    net = ipaddress.ip_network(plex.network.cidr, strict=False)
+    api_name = topology.api_name(plex)
+    ctx: dict[str, Any] = {
+        "plex": plex,
+        "role": role.value,
+        "nodes": all_nodes,
+        "role_nodes": [n for n in all_nodes if n.role is role],
+        "servers": [n for n in all_nodes if n.role is Role.SERVER],
+        "lbs": [n for n in all_nodes if n.role is Role.LB],
+        "master": topology.master(plex),
+        "registry_node": topology.registry_node(plex),
+        "prefixlen": net.prefixlen,
+        "api": {
+            "name": api_name,
+            "fqdn": f"{api_name}.{plex.network.domain}",
+            "address": topology.api_address(plex),
+        },
+        # Shared secrets every node of the plex holds (not private keys).
+        "token": identity.token,
+        "vrrp_secret": identity.vrrp_secret,
+        "hosts_text": hosts_file(plex).rstrip("\n"),
+        "known_hosts_text": known_hosts_file(plex, identity).rstrip("\n"),
+    }
+    ctx.update(_registry_context(plex, role))
+    return ctx
+
+
+def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
+    """Registry-related data, only for the roles that render it (keeps other digests stable)."""
+    from plex.registry import distribution, mirrors, zot
+
+    if role.is_kube:
+        return {
+            "registries_yaml": mirrors.registries_yaml(plex),
+            "hosts_toml": [
+                {"file": f"{name}/hosts.toml", "text": text.rstrip("\n")}
+                for name, text in sorted(mirrors.hosts_toml(plex).items())
+            ],
+        }
+    if role is Role.REGISTRY:
+        if plex.registry.engine is Engine.ZOT:
+            return {"zot_config": zot.zot_config(plex)}
+        proxies = distribution.distribution_proxies(plex)
+        return {
+            "distribution_proxies": [
+                {"file": f"{p.upstream.name}.yml", "name": p.upstream.name, "port": p.port,
+                 "config": p.config, "unit": p.unit_name}
+                for p in proxies
+            ],
+            "distribution_unit": distribution.unit_text().rstrip("\n"),
+        }
+    return {}
