@@ -27,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
+    import typer
+
     from plex import ui
     from plex.cli import app
 
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, prog_name="plex", standalone_mode=False)
     except ConfigErrors as e:
         for err in e.errors:
             ui.error(err.message)
@@ -44,20 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return int(e.code or 0) if isinstance(e.code, int | None) else 1
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        if isinstance(e, click.ClickException):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            ui.error("aborted")
-            return 130
+    except typer.Abort:
+        ui.error("aborted")
+        return 130
+    except Exception as e:
+        # Usage errors (unknown command, bad option) arrive here in non-standalone mode. They
+        # are click's ClickException, which recent typer vendors as typer._click: recognise
+        # them by their interface rather than by a module that may not be installed.
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         raise
-    return 0
-
+    # In non-standalone mode `raise typer.Exit(n)` comes back as the return value.
+    return rv if isinstance(rv, int) else 0
 
 if __name__ == "__main__":
     sys.exit(main())

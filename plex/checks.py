@@ -46,7 +46,9 @@ def check_plex(plex: Plex) -> list[Problem]:
         return [Problem(("network", "cidr"), f"'{net_cfg.cidr}' has no prefix length (/24)")]
 
     # Usable host numbers: skip network and broadcast addresses on IPv4 networks that have them.
-    first_host, last_host = (1, net.num_addresses - 2) if net.prefixlen < 31 else (0, net.num_addresses - 1)
+    first_host, last_host = (
+        (1, net.num_addresses - 2) if net.prefixlen < 31 else (0, net.num_addresses - 1)
+    )
 
     ranges: list[tuple[Role, int, int]] = []
     for role, rc in plex.roles.items():
@@ -86,8 +88,11 @@ def check_plex(plex: Plex) -> list[Problem]:
             err(Problem(("network", field), f"'{value}' is not an IP address"))
         elif addr not in net:
             err(Problem(("network", field), f"{value} is outside {net}"))
-        elif (role := in_ranges(addr)) is not None:
-            err(Problem(("network", field), f"{value} is inside the {role.value} node range"))
+        elif not first_host <= int(addr) - int(net.network_address) <= last_host:
+            err(Problem(("network", field),
+                        f"{value} is the network or broadcast address of {net}"))
+        elif (holder := in_ranges(addr)) is not None:
+            err(Problem(("network", field), f"{value} is inside the {holder.value} node range"))
     if net_cfg.gateway and net_cfg.vip and net_cfg.gateway == net_cfg.vip:
         err(Problem(("network", "vip"), "the VIP equals the gateway"))
     for i, d in enumerate(net_cfg.dns):
@@ -101,7 +106,12 @@ def check_plex(plex: Plex) -> list[Problem]:
         except ValueError:
             err(Problem(("kubernetes", field), f"'{value}' is not a CIDR"))
             continue
-        if kn.overlaps(net):
+        if kn.overlaps(net) and field not in plex.kubernetes.model_fields_set:
+            # A default the file never mentions: point at the line the user did write.
+            err(Problem(("network", "cidr"),
+                        f"{net} overlaps the default kubernetes.{field} {value}; "
+                        f"move the node network or set kubernetes.{field}"))
+        elif kn.overlaps(net):
             err(Problem(("kubernetes", field), f"{value} overlaps the node network {net}"))
 
     k = plex.kubernetes

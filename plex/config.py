@@ -7,6 +7,7 @@ Cross-field rules (addresses inside the CIDR, overlapping ranges...) live in `pl
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +20,9 @@ from plex.errors import ConfigError, ConfigErrors, UsageError
 
 # Incus instance names are hostnames: one DNS label.
 LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
-DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+DOMAIN_RE = re.compile(
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 SIZE_RE = re.compile(r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 DURATION_RE = re.compile(r"^(\d+h)?(\d+m)?$")
 
@@ -100,6 +103,14 @@ class IncusConfig(_Model):
         if v != "local" and not v.startswith("https://"):
             raise ValueError("must be 'local' or an https:// URL")
         return v
+
+    @field_validator("verify", mode="plain", json_schema_input_type=bool | str)
+    @classmethod
+    def _verify(cls, v: object) -> bool | str:
+        # Plain: pydantic would report a bool | str union once per member, tagged in the path.
+        if isinstance(v, bool | str):
+            return v
+        raise ValueError("must be true, false or the path of a CA certificate")
 
     @field_validator("project")
     @classmethod
@@ -289,44 +300,88 @@ class Plex(_Model):
 # Loading
 
 
-def _line_map(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map every YAML path (keys and list indexes) to its 1-based line, for error messages."""
+def _line_map(text: str) -> tuple[dict[tuple[str | int, ...], int], list[tuple[str, str, int]]]:
+    """Map every YAML path (keys and list indexes) to its 1-based line, for error messages.
+
+    Also returns what a plain `safe_load` hides: keys given twice (the last one would silently
+    win) and aliases that contain themselves (infinite data), as (path, problem, line).
+    """
     lines: dict[tuple[str | int, ...], int] = {}
+    problems: list[tuple[str, str, int]] = []
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return lines
+        return lines, problems
+    # An alias reuses a node: walk each node once, so shared or recursive aliases stay cheap.
+    seen: set[int] = set()
 
-    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+    def walk(node: yaml.Node, path: tuple[str | int, ...], parents: frozenset[int]) -> None:
+        if id(node) in parents:
+            problems.append((_dotted(path), "a YAML alias that contains itself",
+                             node.start_mark.line + 1))
+            return
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        inside = parents | {id(node)}
         if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
             for k, v in node.value:
                 key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
                 p = (*path, key)
-                lines[p] = k.start_mark.line + 1
-                walk(v, p)
+                line = k.start_mark.line + 1
+                ident = (k.tag, key)
+                if ident in first and key != "<<":
+                    problems.append((_dotted(p), f"key given twice (first on line {first[ident]})",
+                                     line))
+                first.setdefault(ident, line)
+                lines.setdefault(p, line)
+                walk(v, p, inside)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 p = (*path, i)
-                lines[p] = v.start_mark.line + 1
-                walk(v, p)
+                lines.setdefault(p, v.start_mark.line + 1)
+                walk(v, p, inside)
 
     if root is not None:
-        walk(root, ())
-    return lines
+        walk(root, (), frozenset())
+    return lines, problems
 
 
-def _nearest_line(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+def _nearest_line(
+    lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]
+) -> int | None:
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return None
 
 
+_PLAIN_KEY = re.compile(r"[^\s.\[\]\"']+")
+
+
 def _dotted(loc: tuple[str | int, ...]) -> str:
+    """`roles.server.config["limits.cpu"]`: keys a user may spell oddly are quoted."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{json.dumps(part)}]"
+        else:
+            out += f".{part}" if out else part
     return out
+
+
+def _one_line(text: str) -> str:
+    """Error lines quote user input: escape what would break the line (newline, NEL, U+2028)."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def _error(file: str, path: str, problem: str, line: int | None) -> ConfigError:
+    return ConfigError(file, _one_line(path), _one_line(problem), line)
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -345,34 +400,57 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind in ("model_type", "dict_type"):
-        return f"must be a mapping, not {type(err.get('input')).__name__}"
+        return f"must be a mapping, not {_yaml_type(err.get('input'))}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        got = type(err.get("input")).__name__
+        got = _yaml_type(err.get("input"))
         return f"{msg.lower()} (got {got} {err.get('input')!r})"
     return msg[0].lower() + msg[1:] if msg else kind
 
 
+def _yaml_type(value: object) -> str:
+    """A value's type as a YAML user names it."""
+    names = {type(None): "null", bool: "boolean", int: "integer", float: "number",
+             str: "string", list: "list", dict: "mapping"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _loc(err: dict[str, Any]) -> tuple[str | int, ...]:
-    # pydantic appends the union member / tagged type to loc for unions: drop those parts.
-    return tuple(p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    # pydantic marks a bad mapping key with a trailing '[key]': the key itself is the path.
+    # (The model has no unions that pydantic would tag in loc: see _verify.)
+    return tuple(p for p in err["loc"] if p != "[key]")
 
 
 def parse_plex(text: str, file: str = "<plex>") -> Plex:
     """Parse and validate plex YAML text. Raises ConfigErrors with every problem found."""
+    try:
+        return _parse(text, file)
+    except RecursionError:
+        # PyYAML composes recursively: absurdly deep nesting must be an error, not a crash.
+        raise ConfigErrors([ConfigError(file, "", "the YAML is nested too deeply", 1)]) from None
+
+
+def _parse(text: str, file: str) -> Plex:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigErrors([ConfigError(file, "", f"invalid YAML: {problem}", line)]) from None
+        raise ConfigErrors([_error(file, "", f"invalid YAML: {problem}", line)]) from None
+    if data is None:
+        raise ConfigErrors(
+            [ConfigError(file, "", "the file is empty; a plex is a YAML mapping", 1)]
+        )
     if not isinstance(data, dict):
         raise ConfigErrors(
-            [ConfigError(file, "", f"must be a YAML mapping, not {type(data).__name__}", 1)]
+            [_error(file, "", f"must be a YAML mapping, not {_yaml_type(data)}", 1)]
         )
     if any(not isinstance(k, str) for k in data):
-        raise ConfigErrors([ConfigError(file, "", "top-level keys must be strings", 1)])
-    lines = _line_map(text)
+        raise ConfigErrors([_error(file, "", "top-level keys must be strings", 1)])
+    lines, structural = _line_map(text)
+    if structural:
+        raise ConfigErrors([_error(file, path, problem, line)
+                            for path, problem, line in structural])
     try:
         plex = Plex.model_validate({**data, "source": file})
     except ValidationError as e:
@@ -380,7 +458,7 @@ def parse_plex(text: str, file: str = "<plex>") -> Plex:
         for err in e.errors():
             loc = _loc(dict(err))
             errors.append(
-                ConfigError(file, _dotted(loc), _describe(dict(err)), _nearest_line(lines, loc))
+                _error(file, _dotted(loc), _describe(dict(err)), _nearest_line(lines, loc))
             )
         raise ConfigErrors(errors) from None
     from plex.checks import check_plex  # cross-field rules; imported late to keep modules small
@@ -389,7 +467,7 @@ def parse_plex(text: str, file: str = "<plex>") -> Plex:
     if problems:
         raise ConfigErrors(
             [
-                ConfigError(file, p.path, p.message, _nearest_line(lines, p.loc))
+                _error(file, p.path, p.message, _nearest_line(lines, p.loc))
                 for p in problems
             ]
         )

@@ -15,3 +15,4 @@ GENERATION = "user.plex.generation"  # bumps on every replacement
 BUILD = "user.plex.build"  # set on transient bake instances: the bake's id ("<pid>@<host>")
 CREATED = "user.plex.created"  # unix time of creation
 DEPLOY = "user.plex.deploy"  # id of the deploy run that created it
+READY = "user.plex.ready"  # "true" once the node passed its probes; unset = unfinished deploy

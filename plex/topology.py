@@ -34,7 +34,7 @@ class Node:
 
 
 def cidrhost(cidr: str, hostnum: int) -> str:
-    """Terraform's cidrhost: the hostnum-th address of the network (negative counts from the end)."""
+    """Terraform's cidrhost: the hostnum-th address of the network (negative: from the end)."""
     net = ipaddress.ip_network(cidr, strict=False)
     if hostnum < 0:
         hostnum += net.num_addresses

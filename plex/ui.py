@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,21 +36,28 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
         t.add_column(c)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
+    # Piped output has no width: rich would assume 80 columns and cut names to "omniplex-serv…",
+    # which breaks `plex show | grep`. Let the table take the width it needs.
+    # (print(width=...) is capped at the console's width, hence a console for this table.)
+    out = console if console.is_terminal else Console(file=console.file, width=250,
+                                                      highlight=False)
+    out.print(t)
 
 
 def info(message: str) -> None:
-    err_console.print(message)
+    # One message, one line: wrapping at 80 columns would split paths in logs and pipes.
+    err_console.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    # Messages quote user input ('[/x]' would be a markup error): escape, and keep one line.
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     if hint:
-        err_console.print(f"  [dim]hint: {hint}[/dim]")
+        err_console.print(f"  [dim]hint: {escape(hint)}[/dim]", soft_wrap=True)
 
 
 @contextmanager

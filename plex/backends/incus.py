@@ -83,6 +83,8 @@ class Incus(Protocol):
         self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None: ...
     def pull_file(self, name: str, path: str) -> bytes: ...
+    def file_mode(self, name: str, path: str) -> int: ...
+    def set_config(self, name: str, config: dict[str, str]) -> None: ...
     def publish(
         self,
         name: str,
@@ -92,7 +94,7 @@ class Incus(Protocol):
         compression: str = "zstd",
     ) -> str: ...
     def import_image(
-        self, metadata: Path, rootfs: Path | None, properties: dict[str, str]
+        self, metadata: Path, rootfs: Path | None, properties: dict[str, str], vm: bool = False
     ) -> str: ...
     def export_image(self, fingerprint: str, dest: Path) -> list[Path]: ...
     def images(self) -> list[ImageInfo]: ...
@@ -114,6 +116,11 @@ def _socket_path(cfg: IncusConfig) -> str:
         if Path(cand).exists():
             return cand
     return DEFAULT_SOCKETS[0]
+
+
+def _names(urls: list[str] | None) -> list[str]:
+    """Names from API URLs like /1.0/profiles/web?project=p."""
+    return [u.split("?", 1)[0].rsplit("/", 1)[-1] for u in urls or []]
 
 
 def _error_text(resp: requests.Response) -> str:
@@ -228,14 +235,11 @@ class PylxdIncus:
             self.delete_instance(name)
         for img in self.images():
             self.delete_image(img.fingerprint)
-        for pool in self._sync("GET", "storage-pools", project=False) or []:
-            pool_name = pool.rsplit("/", 1)[-1]
-            vols = self._sync("GET", f"storage-pools/{pool_name}/volumes/custom") or []
-            for v in vols:
-                self.delete_volume(pool_name, v.rsplit("/", 1)[-1])
-        profiles = self._sync("GET", "profiles") or []
-        for p in profiles:
-            pname = p.rsplit("/", 1)[-1]
+        for pool_name in _names(self._sync("GET", "storage-pools", project=False)):
+            vols = self._sync("GET", f"storage-pools/{pool_name}/volumes/custom")
+            for v in _names(vols):
+                self.delete_volume(pool_name, v)
+        for pname in _names(self._sync("GET", "profiles")):
             if pname != "default":
                 self._sync("DELETE", f"profiles/{pname}", what=f"delete profile {pname}")
         self._request(
@@ -246,8 +250,7 @@ class PylxdIncus:
     # -- instances ---------------------------------------------------------------------------
 
     def instance_names(self) -> list[str]:
-        urls = self._sync("GET", "instances") or []
-        return [u.rsplit("/", 1)[-1].split("?")[0] for u in urls]
+        return _names(self._sync("GET", "instances"))
 
     def _instances_full(self) -> list[dict[str, Any]]:
         return self._sync("GET", "instances", params={"recursion": "1"}) or []
@@ -391,6 +394,18 @@ class PylxdIncus:
         assert resp is not None
         return resp.content
 
+    def file_mode(self, name: str, path: str) -> int:
+        """The file's mode as Incus reports it (X-Incus-mode), to check what a push applied."""
+        resp = self._request("GET", f"instances/{name}/files", params={"path": path},
+                             what=f"stat {path} in {name}")
+        assert resp is not None
+        return int(resp.headers.get("X-Incus-mode", "0"), 8)
+
+    def set_config(self, name: str, config: dict[str, str]) -> None:
+        """Merge `config` keys into the instance's config (PATCH keeps the other keys)."""
+        self._sync("PATCH", f"instances/{name}", json={"config": config},
+                   what=f"update {name}")
+
     # -- images ------------------------------------------------------------------------------
 
     def publish(
@@ -414,9 +429,12 @@ class PylxdIncus:
         return fingerprint
 
     def import_image(
-        self, metadata: Path, rootfs: Path | None, properties: dict[str, str]
+        self, metadata: Path, rootfs: Path | None, properties: dict[str, str], vm: bool = False
     ) -> str:
-        """Import a split (metadata + rootfs) or unified image tarball; returns its fingerprint."""
+        """Import a split (metadata + rootfs) or unified image tarball; returns its fingerprint.
+
+        `vm`: the rootfs is a VM disk (qcow2); Incus tells the two apart by the part's name.
+        """
         headers = {
             "X-Incus-properties": "&".join(
                 f"{requests.utils.quote(k)}={requests.utils.quote(v)}"
@@ -434,7 +452,8 @@ class PylxdIncus:
                 root_f = stack.enter_context(rootfs.open("rb"))
                 # Multipart: the metadata part first, then the rootfs (Incus requires this order).
                 files = [("metadata", (metadata.name, meta_f, "application/octet-stream")),
-                         ("rootfs", (rootfs.name, root_f, "application/octet-stream"))]
+                         ("rootfs.img" if vm else "rootfs",
+                          (rootfs.name, root_f, "application/octet-stream"))]
                 meta = self._sync("POST", "images", files=files, headers=headers,
                                   what=f"import {metadata.name}")
         fp: str = meta["metadata"]["fingerprint"]

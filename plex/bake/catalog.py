@@ -121,3 +121,28 @@ def digest_alias(plex: str, role: Role | str, digest: str) -> str:
 
 def package_alias(digest: str) -> str:
     return f"plex-pkg/{digest[:12]}"
+
+
+def current_images(plex: Any, aliases: dict[str, str] | None = None) -> dict[Role, Any]:
+    """The image each role deploys: what its moving alias `<plex>/<role>` points at.
+
+    `aliases` (alias -> fingerprint) comes from an Observed snapshot; without it, the newest
+    catalog entry per role is used (planning offline). Roles with no image are left out: the
+    planner reports them as unbaked.
+    """
+    from plex.deploy.spec import ImageRef
+
+    catalog = load_catalog(plex.name)
+    out: dict[Role, ImageRef] = {}
+    for role, _rc in plex.roles.items():
+        alias = image_alias(plex.name, role)
+        entry: Entry | None
+        if aliases is not None:
+            fp = aliases.get(alias)
+            entry = next((e for e in catalog.generations(role) if e.fingerprint == fp), None)
+        else:
+            entry = catalog.latest(role)
+        if entry is not None:
+            out[role] = ImageRef(role=role, digest=entry.digest, fingerprint=entry.fingerprint,
+                                 alias=alias)
+    return out

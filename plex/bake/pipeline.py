@@ -126,7 +126,12 @@ class Baker:
                     for fut, role in futures.items():
                         try:
                             results[role] = fut.result()
-                        except PlexError as e:  # includes Interrupted
+                        except Interrupted as e:
+                            # Ctrl-C/SIGTERM (raised here, in the main thread, while waiting):
+                            # stop every role at its next step.
+                            self.cancel.set()
+                            errors.append((role, e))
+                        except PlexError as e:
                             # Roles are independent: the others finish and publish; only the
                             # failed role publishes nothing.
                             errors.append((role, e))
@@ -270,7 +275,8 @@ class Baker:
             self._check()
             if recipe.layer.services:
                 self.report(role, "enable services")
-                self._exec(name, ["systemctl", "enable", *recipe.layer.services])
+                # Offline (--root): no race with systemd still booting in the build instance.
+                self._exec(name, ["systemctl", "--root=/", "enable", *recipe.layer.services])
             for v in recipe.layer.validate:
                 self.report(role, "validate")
                 self._exec(name, ["/bin/sh", "-ec", v], what="validation")

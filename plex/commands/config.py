@@ -16,7 +16,9 @@ from plex.errors import ConfigError, ConfigErrors
 
 def validate(paths: list[Path]) -> tuple[list[Plex], list[str], list[ConfigError]]:
     """Validate every file; collect all errors instead of stopping at the first file."""
-    plexes, warns, errors = [], [], []
+    plexes: list[Plex] = []
+    warns: list[str] = []
+    errors: list[ConfigError] = []
     for p in paths:
         try:
             plex = load_plex(p)

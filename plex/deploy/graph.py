@@ -1,0 +1,71 @@
+"""The order nodes may be (re)created in, as a dependency graph, and the waves it yields. Pure.
+
+registry -> lb1 -> lb2 -> master -> server2 -> server3 ... -> every agent -> deletes
+
+- lbs go one at a time so the keepalived VIP stays held by a peer while one is replaced;
+- etcd admits one new member at a time, so each non-master server waits for the previous one;
+- agents join through the VIP once the control plane is complete, all together;
+- orphans are deleted last, when their replacements (if any) are already serving.
+Nodes that do not change are kept in the graph (so ordering is transitive) but not in a wave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from graphlib import TopologicalSorter
+
+from plex.config import Role
+from plex.topology import Node
+
+
+def dependencies(
+    nodes: Sequence[Node], server_order: Sequence[str], orphans: Collection[str] = ()
+) -> dict[str, set[str]]:
+    """node -> the nodes that must be done first. `server_order`: the non-master servers, in the
+    order they go (the caller puts broken ones first, which restores quorum sooner)."""
+    graph: dict[str, set[str]] = {}
+    previous: set[str] = set()  # the last step of the chain so far
+    by_role = {role: [n for n in nodes if n.role is role] for role in Role}
+
+    def chain(name: str) -> None:
+        nonlocal previous
+        graph[name] = set(previous)
+        previous = {name}
+
+    for n in by_role[Role.REGISTRY]:
+        chain(n.name)
+    for n in by_role[Role.LB]:
+        chain(n.name)
+    for n in by_role[Role.SERVER]:
+        if n.is_master:
+            chain(n.name)
+    for name in server_order:
+        chain(name)
+    agents = [n.name for n in by_role[Role.AGENT]]
+    for name in agents:
+        graph[name] = set(previous)
+    if agents:
+        previous = set(agents)
+    every_node = {n.name for n in nodes}
+    for name in orphans:
+        graph[name] = set(every_node) or set(previous)
+    return graph
+
+
+def waves(
+    graph: Mapping[str, Collection[str]], changing: Collection[str], order: Sequence[str]
+) -> list[list[str]]:
+    """Group the changing nodes into waves: a wave may start when every earlier one is healthy.
+
+    `order` sorts the nodes inside a wave (for a stable, readable plan)."""
+    rank = {name: i for i, name in enumerate(order)}
+    sorter: TopologicalSorter[str] = TopologicalSorter(graph)
+    sorter.prepare()  # raises graphlib.CycleError on a cycle: a bug in dependencies()
+    out: list[list[str]] = []
+    while sorter.is_active():
+        ready = sorter.get_ready()
+        wave = sorted((n for n in ready if n in changing), key=lambda n: (rank.get(n, 1 << 30), n))
+        if wave:
+            out.append(wave)
+        sorter.done(*ready)
+    return out

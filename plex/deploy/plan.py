@@ -1,0 +1,365 @@
+"""The deploy plan: which nodes to create, replace, keep or delete, in health-gated waves. Pure.
+
+Inputs are the plex file, the current image of each role and a snapshot of what Incus holds
+(`Observed`); nothing here talks to Incus. Nodes are never changed in place: a node whose image
+or spec drifted, that is not running, or that the user names in `--replace` is replaced
+(deleted and created again). Replacing the master (the first server, which bootstraps etcd)
+means a new cluster, so every other server and agent is replaced with it: the cascade.
+
+Safety: outside a cascade, servers go one at a time, and a plan that would leave etcd without
+quorum at any wave is refused (PlanRefused) unless forced. A plan made over the state a
+successful apply leaves behind (`simulate_apply`) is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from plex import owner, topology
+from plex.config import Plex, Role
+from plex.deploy.graph import dependencies, waves
+from plex.deploy.observed import Observed, ObservedInstance, owned
+from plex.deploy.spec import ImageRef, InstanceSpec, RoleProfile, instance_spec, load_profile
+from plex.errors import PlanRefused, PlexError, UsageError
+
+ALL = "all"
+
+# Reasons, in the order they are listed when several apply.
+FORCED = "forced"
+NOT_RUNNING = "not running"
+# Created but never passed its probes: a deploy was interrupted (SIGKILL) or failed on it.
+UNFINISHED = "unfinished deploy"
+IMAGE_CHANGED = "image changed"
+SPEC_CHANGED = "spec changed"
+ROLE_CHANGED = "role changed"
+MISSING = "missing"
+ORPHAN = "not in the plex file"
+
+
+def cascade_reason(root: str) -> str:
+    return f"cascade from {root}"
+
+
+class Verb(StrEnum):
+    CREATE = "create"
+    REPLACE = "replace"
+    DELETE = "delete"
+    KEEP = "keep"
+
+    @property
+    def symbol(self) -> str:
+        return {"create": "+", "replace": "-/+", "delete": "-", "keep": "="}[self.value]
+
+    @property
+    def changes(self) -> bool:
+        return self is not Verb.KEEP
+
+
+@dataclass(frozen=True)
+class Action:
+    """One node's fate. `spec` is what to create (create/replace) or what is current (keep)."""
+
+    verb: Verb
+    node: str
+    role: Role | None  # None for an orphan whose role key is unknown
+    reasons: tuple[str, ...] = ()
+    spec: InstanceSpec | None = None
+    # Drain the node (kubectl drain, then delete the Kubernetes node) before deleting it: set
+    # for kube nodes leaving a live cluster that survives the plan.
+    drain: bool = False
+    generation: int = 0  # user.plex.generation after the action (apply writes it)
+    cascade_from: str | None = None  # the master whose replacement rebuilds the cluster
+
+    @property
+    def reason(self) -> str:
+        return ", ".join(self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "role": self.role.value if self.role else None,
+            "action": self.verb.value,
+            "reason": self.reason,
+            "drain": self.drain,
+            "generation": self.generation,
+            "cascade_from": self.cascade_from,
+            "image": self.spec.config[owner.IMAGE] if self.spec else None,
+            "spec": self.spec.digest if self.spec else None,
+            "target": self.spec.target if self.spec else None,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    plex: str
+    project: str
+    actions: tuple[Action, ...]  # every node in wave order, then orphans
+    waves: tuple[tuple[Action, ...], ...]  # changing actions only; a wave runs in parallel
+    cascade_from: str | None = None
+    notes: tuple[str, ...] = ()  # warnings worth showing (forced quorum loss, broken etcd)
+
+    @property
+    def empty(self) -> bool:
+        return not self.waves
+
+    def count(self, verb: Verb) -> int:
+        return sum(1 for a in self.actions if a.verb is verb)
+
+    def action(self, node: str) -> Action:
+        for a in self.actions:
+            if a.node == node:
+                return a
+        raise KeyError(node)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plex": self.plex,
+            "project": self.project,
+            "empty": self.empty,
+            "cascade_from": self.cascade_from,
+            "summary": {v.value: self.count(v) for v in Verb},
+            "actions": [a.to_json() for a in self.actions],
+            "waves": [[a.node for a in wave] for wave in self.waves],
+            "notes": list(self.notes),
+        }
+
+    def render_rows(self) -> list[tuple[str, str, str, str]]:
+        """(symbol, node, action, reason) rows, like `terraform plan`."""
+        rows = []
+        for a in self.actions:
+            verb = a.verb.value + (" (drain)" if a.drain else "")
+            rows.append((a.verb.symbol, a.node, verb, a.reason))
+        return rows
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _generation(inst: ObservedInstance) -> int:
+    try:
+        return int(inst.config.get(owner.GENERATION, "1"))
+    except ValueError:
+        return 1
+
+
+def _role(value: str | None) -> Role | None:
+    try:
+        return Role(value) if value else None
+    except ValueError:
+        return None
+
+
+def resolve_replace(plex: Plex, replace: Sequence[str]) -> set[str]:
+    """`--replace` arguments to node names: names, short names, `master`, `all`."""
+    out: set[str] = set()
+    for r in replace:
+        if r == ALL:
+            out |= {n.name for n in topology.nodes(plex)}
+        else:
+            out.add(topology.resolve(plex, r).name)
+    return out
+
+
+def _ours(plex: Plex, observed: Observed, names: Collection[str]) -> dict[str, ObservedInstance]:
+    """The plex's deployed instances. Bake build instances belong to bake, others to nobody."""
+    mine: dict[str, ObservedInstance] = {}
+    for name, inst in observed.instances.items():
+        if owned(inst.config, plex.name) and inst.build is None:
+            mine[name] = inst
+        elif name in names:
+            # Incus would refuse the create anyway; say why before anything is touched.
+            raise PlexError(
+                f"instance '{name}' in project '{observed.project}' is not a node of plex "
+                f"'{plex.name}' (user.plex.plex is "
+                f"{inst.plex!r}{', a bake build instance' if inst.build else ''})",
+                hint="delete or rename it; plex never touches instances it does not own",
+            )
+    return mine
+
+
+def make_plan(
+    plex: Plex,
+    images: Mapping[Role, ImageRef],
+    observed: Observed,
+    replace: Sequence[str] = (),
+    force: bool = False,
+    profiles: Mapping[Role, RoleProfile] | None = None,
+) -> Plan:
+    """Compare the plex file and its images with what Incus holds. See the module docstring.
+
+    `profiles` overrides the role profiles read from deploy/profiles (tests pin them)."""
+    nodes = topology.nodes(plex)
+    names = [n.name for n in nodes]
+    mine = _ours(plex, observed, names)
+    forced = resolve_replace(plex, replace)
+
+    missing = sorted({n.role.value for n in nodes} - {r.value for r in images})
+    if missing:
+        raise UsageError(f"no image for role {', '.join(missing)} of plex '{plex.name}'",
+                         hint=f"run: plex bake {plex.name}")
+
+    loaded: dict[Role, RoleProfile] = dict(profiles or {})
+    specs: dict[str, InstanceSpec] = {}
+    for n in nodes:
+        if n.role not in loaded:
+            loaded[n.role] = load_profile(n.role, n.virt)
+        specs[n.name] = instance_spec(plex, n, images[n.role], loaded[n.role])
+
+    # 1. Each node on its own: missing, drifted, broken or forced.
+    own: dict[str, list[str]] = {}
+    for n in nodes:
+        inst = mine.get(n.name)
+        if inst is None:
+            continue
+        reasons = []
+        if n.name in forced:
+            reasons.append(FORCED)
+        if not inst.running:
+            reasons.append(NOT_RUNNING)
+        elif inst.config.get(owner.READY) != "true":
+            reasons.append(UNFINISHED)
+        if inst.image != images[n.role].digest:
+            reasons.append(IMAGE_CHANGED)
+        if inst.spec != specs[n.name].digest:
+            reasons.append(SPEC_CHANGED)
+        if inst.role != n.role.value:
+            reasons.append(ROLE_CHANGED)
+        own[n.name] = reasons
+
+    # 2. The cascade: a new master is a new cluster, which every existing kube node must join.
+    master = next((n for n in nodes if n.is_master), None)
+    cascade: str | None = None
+    if master is not None and (master.name not in mine or own[master.name]):
+        cascade = master.name
+    cascaded = {
+        n.name for n in nodes
+        if cascade and n.role.is_kube and n.name != cascade and n.name in mine
+    }
+    live = master is not None and cascade is None and mine[master.name].running
+
+    actions: dict[str, Action] = {}
+    for n in nodes:
+        spec = specs[n.name]
+        inst = mine.get(n.name)
+        if inst is None:
+            actions[n.name] = Action(Verb.CREATE, n.name, n.role, (MISSING,), spec, generation=1)
+            continue
+        reasons = list(own[n.name])
+        if n.name in cascaded:
+            reasons.append(cascade_reason(cascade or ""))
+        if not reasons:
+            actions[n.name] = Action(Verb.KEEP, n.name, n.role, (), spec,
+                                     generation=_generation(inst))
+            continue
+        actions[n.name] = Action(
+            Verb.REPLACE, n.name, n.role, tuple(reasons), spec,
+            drain=live and n.role.is_kube and inst.running,
+            generation=_generation(inst) + 1,
+            cascade_from=cascade if n.name in cascaded or n.name == cascade else None,
+        )
+    orphans = sorted(set(mine) - set(names))
+    for name in orphans:
+        inst = mine[name]
+        role = _role(inst.role)
+        actions[name] = Action(
+            Verb.DELETE, name, role, (ORPHAN,),
+            drain=live and role is not None and role.is_kube and inst.running,
+            generation=_generation(inst),
+        )
+
+    # 3. Waves. Broken servers go first: bringing one back restores quorum before a healthy
+    # one is taken down.
+    others = [n for n in nodes if n.role is Role.SERVER and not n.is_master]
+    server_order = [n.name for n in sorted(
+        others, key=lambda n: (n.name not in mine or mine[n.name].running, n.index))]
+    order = [*names, *orphans]
+    changing = {name for name, a in actions.items() if a.verb.changes}
+    graph = dependencies(nodes, server_order, orphans)
+    planned = tuple(
+        tuple(actions[name] for name in wave) for wave in waves(graph, changing, order)
+    )
+
+    notes: list[str] = []
+    if cascade is None:
+        notes += _check_quorum(plex, mine, planned, force)
+    return Plan(
+        plex=plex.name,
+        project=plex.incus.project,
+        actions=tuple(actions[name] for name in order),
+        waves=planned,
+        cascade_from=cascade if cascaded else None,
+        notes=tuple(notes),
+    )
+
+
+def _check_quorum(
+    plex: Plex,
+    mine: Mapping[str, ObservedInstance],
+    planned: Sequence[Sequence[Action]],
+    force: bool,
+) -> list[str]:
+    """Walk the waves keeping count of etcd members; refuse a wave that loses quorum.
+
+    Assumes apply removes a deleted server from etcd (drain + delete node), so membership
+    shrinks with deletes, and that a wave's new servers are healthy before the next wave."""
+    members = {name for name, inst in mine.items() if inst.role == Role.SERVER.value}
+    up = {name for name in members if mine[name].running}
+    notes: list[str] = []
+    if len(members) >= 3 and len(up) < len(members) // 2 + 1:
+        notes.append(
+            f"etcd has no quorum ({len(up)} of {len(members)} servers running): replacing "
+            f"servers cannot restore it; `plex deploy {plex.name} --replace master` rebuilds "
+            "the cluster"
+        )
+    for i, wave in enumerate(planned, 1):
+        servers = [a for a in wave if a.role is Role.SERVER]
+        lost = sorted(a.node for a in servers
+                      if a.verb in (Verb.REPLACE, Verb.DELETE) and a.node in up)
+        quorum = len(members) // 2 + 1
+        left = len(up) - len(lost)
+        if lost and len(members) >= 3 and left < quorum and len(up) >= quorum:
+            message = (
+                f"wave {i} takes down {', '.join(lost)}, leaving {left} of {len(members)} "
+                f"etcd members (quorum is {quorum})"
+            )
+            if not force:
+                raise PlanRefused(
+                    f"plan refused: {message}",
+                    hint="remove servers one per deploy (lower the count by one at a time), "
+                    "or pass --force to accept losing the cluster",
+                )
+            notes.append(f"forced: {message}")
+        for a in servers:
+            if a.verb is Verb.DELETE:
+                members.discard(a.node)
+                up.discard(a.node)
+            elif a.verb in (Verb.CREATE, Verb.REPLACE):
+                members.add(a.node)
+                up.add(a.node)
+    return notes
+
+
+def simulate_apply(plan: Plan, observed: Observed) -> Observed:
+    """What Incus holds after `plan` applied successfully: the planner's own round-trip check."""
+    instances = dict(observed.instances)
+    for a in plan.actions:
+        if a.verb is Verb.DELETE:
+            instances.pop(a.node, None)
+        elif a.verb in (Verb.CREATE, Verb.REPLACE):
+            assert a.spec is not None
+            config = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}
+            config[owner.GENERATION] = str(a.generation)
+            config[owner.READY] = "true"  # apply marks a node ready once its probes pass
+            instances[a.node] = ObservedInstance(
+                name=a.node,
+                status="Running",
+                uuid=f"simulated-{a.node}-{a.generation}",
+                config=config,
+                location=a.spec.target,
+                type=a.spec.type,
+            )
+    return dataclasses.replace(observed, instances=instances)

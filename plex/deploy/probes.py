@@ -1,0 +1,193 @@
+"""Health probes: per-role checks a node must pass before its wave is done.
+
+Definitions are data (deploy/probes.yaml). Probes run inside the nodes through the Incus
+backend (no SSH or routing from the plex host needed), retried until their timeout; a probe
+that times out raises ProbeError naming the node, the probe and its last output.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from plex import topology
+from plex.config import Engine, Plex, Role
+from plex.errors import ConfigError, ConfigErrors, ProbeError
+from plex.identity import Identity
+from plex.topology import Node
+
+KUBECTL = "/var/lib/rancher/rke2/bin/kubectl"
+KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
+
+
+class Executor(Protocol):
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    run: str
+    expect: str | None = None
+    timeout: float = 60.0
+    interval: float = 1.0
+    on: str = "self"  # self | master
+    per_port: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    node: str
+    probe: str
+    ok: bool
+    seconds: float
+    output: str
+    attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "probe": self.probe, "ok": self.ok,
+                "seconds": round(self.seconds, 2), "output": self.output[-200:],
+                "attempts": self.attempts}
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    common: tuple[Probe, ...]
+    roles: dict[str, tuple[Probe, ...]] = field(default_factory=dict)
+
+    def for_role(self, role: Role) -> tuple[Probe, ...]:
+        return (*self.common, *self.roles.get(role.value, ()))
+
+
+_KEYS = {"name", "run", "expect", "timeout", "interval", "on", "per_port"}
+
+
+def load_probes(path: Path) -> ProbeSet:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigErrors([ConfigError(str(path), "", f"cannot read probes: {e}")]) from None
+
+    def parse(items: Any, where: str) -> tuple[Probe, ...]:
+        out = []
+        for i, item in enumerate(items or []):
+            loc = f"{where}[{i}]"
+            if not isinstance(item, dict) or not {"name", "run"} <= set(item):
+                raise ConfigErrors([ConfigError(str(path), loc, "a probe needs name and run")])
+            if set(item) - _KEYS:
+                raise ConfigErrors([ConfigError(str(path), f"{loc}.{sorted(set(item) - _KEYS)[0]}",
+                                                "unknown key")])
+            out.append(Probe(**item))
+        return tuple(out)
+
+    roles = data.get("roles") or {}
+    return ProbeSet(parse(data.get("common"), "common"),
+                    {r: parse(v, f"roles.{r}") for r, v in roles.items()})
+
+
+def registry_ports(plex: Plex) -> list[int]:
+    if plex.registry.engine is Engine.ZOT:
+        return [plex.registry.port]
+    return [plex.registry.port + i for i in range(len(plex.registry.upstreams))]
+
+
+def variables(plex: Plex, node: Node, identity: Identity) -> dict[str, str]:
+    keys = identity.host_keys(node.name)
+    return {
+        "node": node.name,
+        "address": node.address,
+        "vip": plex.network.vip or "",
+        "api": topology.api_address(plex),
+        "ed25519": re.escape(keys["ed25519"].public_key),
+        "rsa": re.escape(keys["rsa"].public_key),
+        "kubectl": KUBECTL,
+        "kubeconfig": KUBECONFIG,
+    }
+
+
+def expand(probe: Probe, plex: Plex, node: Node, identity: Identity) -> list[tuple[str, Probe]]:
+    """(label, probe with variables filled) pairs; per_port probes give one per registry port."""
+    v = variables(plex, node, identity)
+    ports = registry_ports(plex) if probe.per_port else [0]
+    out = []
+    for port in ports:
+        vv = {**v, "port": str(port)}
+        run = probe.run.format(**vv)
+        expect = probe.expect.format(**vv) if probe.expect else None
+        label = probe.name if not probe.per_port else f"{probe.name} :{port}"
+        out.append((label, Probe(label, run, expect, probe.timeout, probe.interval, probe.on)))
+    return out
+
+
+Sleep = Callable[[float], None]
+
+
+def run_probe(incus: Executor, target: str, node: str, probe: Probe,
+              clock: Callable[[], float] = time.monotonic, sleep: Sleep = time.sleep,
+              cancelled: Callable[[], bool] = lambda: False) -> ProbeResult:
+    """Retry `probe` in `target` until it passes or times out (then ProbeError)."""
+    start = clock()
+    attempts = 0
+    last = ""
+    pattern = re.compile(probe.expect) if probe.expect else None
+    while True:
+        attempts += 1
+        res = incus.exec(target, ["/bin/sh", "-c", probe.run])
+        out = res.stdout.strip()
+        last = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
+        if res.returncode == 0 and (pattern is None or pattern.search(out)):
+            return ProbeResult(node, probe.name, True, clock() - start, out, attempts)
+        if clock() - start >= probe.timeout or cancelled():
+            raise ProbeError(
+                f"{node}: probe '{probe.name}' failed after {clock() - start:.0f}s "
+                f"({attempts} attempts); last output: {last[-300:] or '(none)'} "
+                f"[exit {res.returncode}]",
+                hint=f"inspect with: incus exec {target} -- sh -c {probe.run!r}",
+            )
+        sleep(probe.interval)
+
+
+def probe_node(incus: Executor, plex: Plex, node: Node, identity: Identity, probes: ProbeSet,
+               cancelled: Callable[[], bool] = lambda: False) -> list[ProbeResult]:
+    master = topology.master(plex)
+    results = []
+    for p in probes.for_role(node.role):
+        for _, concrete in expand(p, plex, node, identity):
+            target = master.name if concrete.on == "master" else node.name
+            results.append(run_probe(incus, target, node.name, concrete, cancelled=cancelled))
+    return results
+
+
+def vip_holders(incus: Executor, plex: Plex, lbs: Sequence[Node]) -> list[str]:
+    vip = plex.network.vip
+    holders = []
+    for n in lbs:
+        res = incus.exec(n.name, ["ip", "-o", "-4", "addr", "show", "dev", plex.network.interface])
+        if vip and re.search(rf"inet {re.escape(vip)}/", res.stdout):
+            holders.append(n.name)
+    return holders
+
+
+def probe_vip(incus: Executor, plex: Plex, timeout: float = 30.0,
+              sleep: Sleep = time.sleep) -> ProbeResult:
+    """Wave probe for lb: the VIP is held by exactly one lb."""
+    lbs = [n for n in topology.nodes(plex) if n.role is Role.LB]
+    start = time.monotonic()
+    attempts = 0
+    while True:
+        attempts += 1
+        holders = vip_holders(incus, plex, lbs)
+        if len(holders) == 1:
+            return ProbeResult(holders[0], "VIP held by one lb", True,
+                               time.monotonic() - start, holders[0], attempts)
+        if time.monotonic() - start > timeout:
+            raise ProbeError(f"VIP {plex.network.vip} is held by {len(holders)} lb nodes "
+                             f"({', '.join(holders) or 'none'}) after {timeout:.0f}s",
+                             hint="check keepalived on the lb nodes (journalctl -u keepalived)")
+        sleep(1.0)

@@ -1,0 +1,205 @@
+"""Bake every role of the demo plex on real Incus and check what the images hold."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plex import owner
+from plex.bake.catalog import digest_alias, image_alias, load_catalog
+from plex.bake.pipeline import Baker, Paths
+from plex.config import Plex, Role, parse_plex
+from plex.identity import hosts_file, known_hosts_file, require_identity
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.incus
+
+PEM_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{64,}")
+
+EXPECTED = {
+    "lb": (["/etc/haproxy/haproxy.cfg", "/etc/keepalived/check_apiserver.sh"],
+           ["haproxy", "keepalived", "ssh", "plex-node", "systemd-networkd"]),
+    "server": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
+                "/etc/rancher/rke2/registries.yaml", "/etc/containerd/certs.d/docker.io/hosts.toml"],
+               ["rke2-server", "ssh", "plex-node"]),
+    "agent": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
+               "/etc/rancher/rke2/registries.yaml"], ["rke2-agent", "ssh", "plex-node"]),
+    "registry": (["/etc/docker/registry/docker.io.yml",
+                  "/etc/systemd/system/plex-registry@.service"],
+                 ["plex-registry.target", "ssh", "plex-node"]),
+}
+
+
+def launch(incus, plex: Plex, role: str, name: str) -> None:
+    incus.create_instance(
+        name, image=image_alias(plex.name, role), profiles=[],
+        config={owner.PLEX: "bake-test-probe"},
+        devices={"root": {"type": "disk", "path": "/", "pool": plex.incus.pool},
+                 "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"}})
+    incus.start(name)
+
+
+def sh(incus, name: str, cmd: str) -> str:
+    res = incus.exec(name, ["/bin/sh", "-c", cmd])
+    assert res.returncode == 0, f"{cmd}: {res.output}"
+    return res.stdout
+
+
+@pytest.mark.parametrize("role", ["lb", "server", "agent", "registry"])
+def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role) -> None:
+    assert role in baked
+    files, services = EXPECTED[role]
+    name = f"probe-{role}"
+    launch(incus, test_plex, role, name)
+    try:
+        identity = require_identity(test_plex)
+        assert incus.pull_file(name, "/etc/hosts").decode() == hosts_file(test_plex)
+        assert (incus.pull_file(name, "/etc/ssh/ssh_known_hosts").decode()
+                == known_hosts_file(test_plex, identity))
+        for f in files:
+            sh(incus, name, f"test -s {f}")
+        for s in services:
+            assert sh(incus, name, f"systemctl --root=/ is-enabled {s}").strip() == "enabled", s
+        # No host key of any kind in the image: the node's own are pushed at deploy.
+        assert sh(incus, name, "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true").strip() == "0"
+        if role == "lb":
+            sh(incus, name, "haproxy -c -f /etc/haproxy/haproxy.cfg")
+            for n in ("demo-lb1", "demo-lb2"):
+                sh(incus, name, f"keepalived -t -f /etc/plex/nodes/{n}/etc/keepalived/keepalived.conf")
+            # Per-node files are there for every lb, and 0600 where the recipe says so.
+            mode = sh(incus, name, "stat -c %a /etc/plex/nodes/demo-lb2/etc/keepalived/keepalived.conf")
+            assert mode.strip() == "600"
+        if role in ("server", "agent"):
+            assert "stand-in" in sh(incus, name, "/usr/local/bin/rke2 --version")
+            cfg = yaml.safe_load(incus.pull_file(name, "/etc/rancher/rke2/config.yaml"))
+            assert cfg["token"] == identity.token
+    finally:
+        incus.delete_instance(name)
+
+
+def test_no_private_key_in_any_exported_image(incus, test_plex, baked, tmp_path) -> None:
+    from plex.bake.artifact import export_image, iter_artifact_members
+
+    identity = require_identity(test_plex)
+    secrets = [k.private.strip().splitlines()[1].encode()
+               for keys in identity.keys.values() for k in keys.values()]
+    scanned = 0
+    for role in baked:
+        manifest = export_image(incus, test_plex.name, role, tmp_path)
+        artifact = tmp_path / f"{test_plex.name}-{role}-{manifest.digest[:12]}.tar.zst"
+        for member, content in iter_artifact_members(artifact):
+            scanned += 1
+            # A key is a PEM marker followed by a base64 body (ssh binaries contain the bare
+            # marker as a format string, which is not a key).
+            assert not PEM_KEY.search(content), f"{role}: private key in {member}"
+            for s in secrets:
+                assert s not in content, f"{role}: a node's host key in {member}"
+    assert scanned > 1000  # a whole rootfs was read, not an empty tarball
+
+
+def test_unchanged_recipe_is_a_cached_noop_under_a_second(incus, test_plex, baked) -> None:
+    baker = Baker(test_plex, incus, Paths.under(ROOT))
+    start = time.monotonic()
+    results = baker.bake(list(Role))
+    elapsed = time.monotonic() - start
+    assert all(r.cached for r in results), [r.to_json() for r in results]
+    assert [r.digest for r in results] == [baked[r.role.value].digest for r in results]
+    assert elapsed < 1.0, f"no-op bake took {elapsed:.2f}s"
+
+
+def _with_agent_offset(plex: Plex, offset: int) -> Plex:
+    data = plex.model_dump(mode="json", exclude={"source"})
+    data["roles"]["agent"]["offset"] = offset
+    return parse_plex(yaml.safe_dump(data), "moved-agent.yaml")
+
+
+def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> None:
+    moved = _with_agent_offset(test_plex, 41)
+    layers_before = {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")}
+    pkg_images_before = {i.fingerprint for i in incus.images()
+                         if any(a.startswith("plex-pkg/") for a in i.aliases)}
+    results = Baker(moved, incus, Paths.under(ROOT)).bake(list(Role))
+    for r in results:
+        assert not r.cached, f"{r.role}: hosts changed, the plex layer must rebuild"
+        assert r.package_cached, f"{r.role}: the package layer must be reused"
+        assert r.digest != baked[r.role.value].digest
+    assert {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")} == layers_before
+    assert {i.fingerprint for i in incus.images()
+            if any(a.startswith("plex-pkg/") for a in i.aliases)} == pkg_images_before
+    # Back to the original data: a cache hit, and the moving aliases move back.
+    back = Baker(test_plex, incus, Paths.under(ROOT)).bake(list(Role))
+    assert all(r.cached for r in back)
+    for r in back:
+        assert incus.image_by_alias(image_alias(test_plex.name, r.role)).fingerprint == \
+            baked[r.role.value].fingerprint
+
+
+def _layer_dir() -> Path:
+    from plex.state import cache_root
+
+    return cache_root() / "layers"
+
+
+def _bake_process(plex: Plex, tmp_path: Path) -> subprocess.Popen[bytes]:
+    f = tmp_path / "killed.yaml"
+    f.write_text(yaml.safe_dump(plex.model_dump(mode="json", exclude={"source"})))
+    env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "plex", "bake", str(f), "--type", "lb"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_build_instance(incus, plex_name: str, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        builds = incus.observe_builds(plex_name)
+        if builds:
+            return builds[0].name
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.2)
+    raise AssertionError("no build instance appeared")
+
+
+def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
+        incus, test_plex, baked, tmp_path) -> None:
+    changed = _with_agent_offset(test_plex, 51)  # a change, so the lb plex layer must rebuild
+    before = load_catalog(test_plex.name)
+    proc = _bake_process(changed, tmp_path)
+    leftover = _wait_for_build_instance(incus, test_plex.name, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert leftover in incus.instance_names()  # SIGKILL: nothing could clean up
+    # The catalog and the aliases still point at the previous good image.
+    assert load_catalog(test_plex.name) == before
+    lb = baked["lb"]
+    assert incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint == lb.fingerprint
+    assert incus.image_by_alias(digest_alias(test_plex.name, "lb", lb.digest)) is not None
+    # The next bake removes the leftover first.
+    results = Baker(test_plex, incus, Paths.under(ROOT)).bake([Role.LB])
+    assert results[0].cached
+    assert leftover not in incus.instance_names()
+    assert incus.observe_builds(test_plex.name) == []
+
+
+def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(incus, test_plex, baked,
+                                                          tmp_path) -> None:
+    changed = _with_agent_offset(test_plex, 52)
+    images_before = {i.fingerprint for i in incus.images()}
+    proc = _bake_process(changed, tmp_path)
+    _wait_for_build_instance(incus, test_plex.name, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted" in err.decode()
+    assert incus.observe_builds(test_plex.name) == []
+    assert {i.fingerprint for i in incus.images()} == images_before
+    assert incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint == \
+        baked["lb"].fingerprint

@@ -1,0 +1,195 @@
+"""Deploy the demo plex on real Incus: plan, waves, cascades, probes, fail-over, convergence.
+
+The kube nodes run the STAND-IN RKE2 release (tests/fixtures/standin_rke2: no internet here),
+which answers the product's real probes (supervisor /ping over TLS, kubeconfig readiness,
+node Ready) through the real haproxy and keepalived VIP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plex import owner, topology
+from plex.config import Plex, Role
+from plex.deploy.ops import deploy, destroy, make_deploy_plan
+from plex.deploy.plan import Verb
+from plex.deploy.probes import vip_holders
+from plex.deploy.spec import registry_volume
+from plex.identity import require_identity
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.incus
+
+FOREIGN = "not-plex-owned"
+
+
+def uuids(incus, plex: Plex) -> dict[str, str]:
+    return {n: i.uuid for n, i in incus.observe(plex.name).instances.items()}
+
+
+def write_plex_file(plex: Plex, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(plex.model_dump(mode="json", exclude={"source"})))
+    return path
+
+
+def plex_cli(args: list[str], **kw) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "plex", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.fixture(scope="module")
+def deployed(incus, test_plex, baked, incus_cfg):
+    """A foreign instance in the plex's project, then the whole demo plex from nothing."""
+    incus.create_instance(FOREIGN, image=baked["lb"].fingerprint, profiles=[],
+                          config={"user.note": "created by hand, not by plex"},
+                          devices={"root": {"type": "disk", "path": "/",
+                                            "pool": incus_cfg.pool}})
+    plan, _ = make_deploy_plan(test_plex, incus)
+    assert {a.verb for a in plan.actions} == {Verb.CREATE}
+    plan, result = deploy(test_plex, incus, ROOT)
+    return {"plan": plan, "result": result}
+
+
+def test_deploy_from_nothing_then_the_replan_is_empty(incus, test_plex, deployed) -> None:
+    waves = [[a.node for a in w] for w in deployed["plan"].waves]
+    assert waves[0] == ["demo-registry1"]
+    assert waves[-1] == ["demo-agent1", "demo-agent2"]
+    assert waves.index(["demo-server1"]) < waves.index(["demo-server2"])
+    plan, _ = make_deploy_plan(test_plex, incus)
+    assert plan.empty, plan.render_rows()
+    seen = incus.observe(test_plex.name).instances
+    assert set(seen) == {n.name for n in topology.nodes(test_plex)}
+    assert all(i.running and i.config[owner.READY] == "true" for i in seen.values())
+    assert FOREIGN in incus.instance_names()
+
+
+def _fingerprint(public_line: str) -> str:
+    blob = base64.b64decode(public_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def test_every_node_presents_its_precomputed_host_key_over_the_bridge(
+        test_plex, deployed) -> None:
+    identity = require_identity(test_plex)
+    for n in topology.nodes(test_plex):
+        out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519,rsa", n.address],
+                             capture_output=True, text=True, check=False).stdout
+        got = {line.split()[1]: _fingerprint(line.split(None, 1)[1])
+               for line in out.splitlines() if line and not line.startswith("#")}
+        keys = identity.host_keys(n.name)
+        assert got == {"ssh-ed25519": keys["ed25519"].fingerprint,
+                       "ssh-rsa": keys["rsa"].fingerprint}, n.name
+
+
+def test_private_host_keys_are_0600_on_the_nodes(incus, test_plex, deployed) -> None:
+    for n in topology.nodes(test_plex):
+        res = incus.exec(n.name, ["stat", "-c", "%a %U", "/etc/ssh/ssh_host_ed25519_key",
+                                  "/etc/ssh/ssh_host_rsa_key"])
+        assert res.stdout.split() == ["600", "root", "600", "root"], n.name
+
+
+def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex,
+                                                             deployed) -> None:
+    before = uuids(incus, test_plex)
+    plan, result = deploy(test_plex, incus, ROOT, replace=["master"])
+    after = uuids(incus, test_plex)
+    kube = {n.name for n in topology.nodes(test_plex) if n.role.is_kube}
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == kube
+    order = [a.node for w in plan.waves for a in w]
+    assert order[0] == "demo-server1"
+    assert set(order[-2:]) == {"demo-agent1", "demo-agent2"}
+    assert [w.nodes for w in result.waves][0] == ["demo-server1"]
+    assert make_deploy_plan(test_plex, incus)[0].empty
+
+
+def test_replace_one_agent_touches_one_node(incus, test_plex, deployed) -> None:
+    before = uuids(incus, test_plex)
+    plan, _ = deploy(test_plex, incus, ROOT, replace=["demo-agent2"])
+    after = uuids(incus, test_plex)
+    assert {n for n in before if before[n] != after[n]} == {"demo-agent2"}
+    assert [a.node for w in plan.waves for a in w] == ["demo-agent2"]
+    assert plan.action("demo-agent2").drain  # a live cluster: drained first
+
+
+def _tcp_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_vip_moves_within_5s_when_its_lb_stops(incus, test_plex, deployed) -> None:
+    lbs = [n for n in topology.nodes(test_plex) if n.role is Role.LB]
+    vip = test_plex.network.vip
+    holders = vip_holders(incus, test_plex, lbs)
+    assert len(holders) == 1
+    assert _tcp_ok(vip, 6443)
+    incus.stop(holders[0], force=True)
+    start = time.monotonic()
+    others = [n for n in lbs if n.name != holders[0]]
+    while vip_holders(incus, test_plex, others) == [] and time.monotonic() - start < 10:
+        time.sleep(0.2)
+    moved = time.monotonic() - start
+    assert vip_holders(incus, test_plex, others) != [], "VIP never moved"
+    assert moved < 5.0, f"VIP took {moved:.1f}s to move"
+    deadline = time.monotonic() + 10
+    while not _tcp_ok(vip, 6443) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _tcp_ok(vip, 6443), "TCP to VIP:6443 does not work after fail-over"
+    # The stopped lb is "not running": the next deploy replaces just it.
+    plan, _ = make_deploy_plan(test_plex, incus)
+    assert [a.node for w in plan.waves for a in w] == [holders[0]]
+    deploy(test_plex, incus, ROOT)
+    assert make_deploy_plan(test_plex, incus)[0].empty
+
+
+def test_sigkill_during_deploy_then_deploy_again_converges(incus, test_plex, deployed,
+                                                           tmp_path) -> None:
+    f = write_plex_file(test_plex, tmp_path / "demo.yaml")
+    before = uuids(incus, test_plex)
+    proc = plex_cli(["deploy", str(f), "--replace", "master", "--yes"])
+    # Kill it in the middle: once the master was recreated but the cascade is not done.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        now = uuids(incus, test_plex)
+        if now.get("demo-server1") not in (None, before["demo-server1"]):
+            break
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    unfinished = make_deploy_plan(test_plex, incus)[0]
+    assert not unfinished.empty
+    deploy(test_plex, incus, ROOT)
+    assert make_deploy_plan(test_plex, incus)[0].empty
+    names = set(incus.instance_names())
+    assert names == {n.name for n in topology.nodes(test_plex)} | {FOREIGN}, "orphans left"
+
+
+def test_reset_and_destroy_spare_what_plex_does_not_own(incus, test_plex, deployed,
+                                                        tmp_path) -> None:
+    f = write_plex_file(test_plex, tmp_path / "demo.yaml")
+    proc = plex_cli(["reset", str(f), "--yes", "-o", "json"])
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert FOREIGN in incus.instance_names()
+    destroy(test_plex, incus)
+    assert incus.observe(test_plex.name).instances == {}
+    assert FOREIGN in incus.instance_names()
+    # The registry cache volume survives destroy (not --all).
+    assert incus.volume_exists(test_plex.incus.pool, registry_volume(test_plex))

@@ -1,0 +1,156 @@
+"""Node-side mirrors: RKE2 registries.yaml and containerd hosts.toml, for both engines."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plex.config import Engine, Plex, Upstream, load_plex
+from plex.errors import UsageError
+from plex.registry import RenderedFile
+from plex.registry.mirrors import hosts_toml, mirror_url, node_files, registries_yaml
+
+GOLDEN = Path(__file__).parent / "golden" / "registry"
+CASES = ("one", "four", "http")
+ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)
+
+
+def load_case(name: str, engine: Engine) -> Plex:
+    plex = load_plex(GOLDEN / "cases" / f"{name}.yaml")
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"engine": engine})})
+
+
+def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
+    return plex.model_copy(
+        update={"registry": plex.registry.model_copy(update={"upstreams": ups})}
+    )
+
+
+def bundle(files: list[RenderedFile]) -> str:
+    out = []
+    for f in files:
+        flag = " secret" if f.secret else ""
+        out.append(f"==> {f.path} mode={f.mode:04o} owner={f.owner}:{f.group}{flag} <==\n")
+        out.append(f.content)
+    return "".join(out)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("PLEX_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with PLEX_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_golden_node_files(case: str, engine: Engine) -> None:
+    check_golden(f"{case}-{engine.value}-nodes.txt", bundle(node_files(load_case(case, engine))))
+
+
+def test_zot_endpoints_carry_the_destination_path() -> None:
+    doc = registries_yaml(load_case("four", Engine.ZOT))
+    assert doc == {"mirrors": {
+        name: {"endpoint": [f"http://10.20.0.5:5000/v2/{name}"]}
+        for name in ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io")
+    }}
+
+
+def test_distribution_endpoints_are_domain_roots_on_their_own_ports() -> None:
+    doc = registries_yaml(load_case("four", Engine.DISTRIBUTION))
+    assert doc == {"mirrors": {
+        "docker.io": {"endpoint": ["http://10.20.0.5:5000"]},
+        "ghcr.io": {"endpoint": ["http://10.20.0.5:5001"]},
+        "quay.io": {"endpoint": ["http://10.20.0.5:5002"]},
+        "registry.k8s.io": {"endpoint": ["http://10.20.0.5:5003"]},
+    }}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_endpoint_is_explicit_http(engine: Engine) -> None:
+    for case in CASES:
+        for m in registries_yaml(load_case(case, engine))["mirrors"].values():
+            assert m["endpoint"][0].startswith("http://")
+
+
+def test_a_non_default_upstream_is_the_explicit_fallback() -> None:
+    doc = registries_yaml(load_case("http", Engine.ZOT))
+    assert doc["mirrors"]["lab.internal:5000"]["endpoint"] == [
+        "http://10.99.0.5:5050/v2/lab.internal-5000", "http://10.99.0.2:5000"]
+    # docker.io's URL is containerd's own default: no second endpoint.
+    assert doc["mirrors"]["docker.io"]["endpoint"] == ["http://10.99.0.5:5050/v2/docker.io"]
+    assert "configs" not in doc  # tls_verify: false on http changes nothing
+
+
+def test_insecure_https_upstream_fallback_skips_verification() -> None:
+    plex = with_upstreams(load_case("one", Engine.ZOT),
+                          Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False))
+    doc = registries_yaml(plex)
+    assert doc["configs"] == {"harbor.lab": {"tls": {"insecure_skip_verify": True}}}
+    hosts = tomllib.loads(hosts_toml(plex)["harbor.lab"])
+    assert hosts["server"] == "https://harbor.lab"
+    assert hosts["skip_verify"] is True
+
+
+def test_hosts_toml_zot() -> None:
+    texts = hosts_toml(load_case("four", Engine.ZOT))
+    assert list(texts) == ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
+    doc = tomllib.loads(texts["docker.io"])
+    assert doc == {
+        "server": "https://registry-1.docker.io",
+        "host": {"http://10.20.0.5:5000/v2/docker.io": {
+            "capabilities": ["pull", "resolve"], "override_path": True}},
+    }
+
+
+def test_hosts_toml_distribution_has_no_override_path() -> None:
+    doc = tomllib.loads(hosts_toml(load_case("four", Engine.DISTRIBUTION))["quay.io"])
+    assert doc == {
+        "server": "https://quay.io",
+        "host": {"http://10.20.0.5:5002": {"capabilities": ["pull", "resolve"]}},
+    }
+
+
+def test_mirror_url() -> None:
+    assert mirror_url(load_case("http", Engine.ZOT), "lab.internal:5000") == (
+        "http://10.99.0.5:5050/v2/lab.internal-5000")
+    assert mirror_url(load_case("http", Engine.DISTRIBUTION), "lab.internal:5000") == (
+        "http://10.99.0.5:5051")
+    with pytest.raises(UsageError, match="no registry upstream 'nope'"):
+        mirror_url(load_case("one", Engine.ZOT), "nope")
+
+
+def test_ipv6_registry_address_is_bracketed() -> None:
+    plex = load_case("one", Engine.ZOT)
+    plex = plex.model_copy(update={"network": plex.network.model_copy(
+        update={"cidr": "fd00:77::/64"})})
+    assert mirror_url(plex, "docker.io") == "http://[fd00:77::5]:5000/v2/docker.io"
+    tomllib.loads(hosts_toml(plex)["docker.io"])
+
+
+def test_without_a_registry_node_nothing_is_mirrored() -> None:
+    plex = load_case("one", Engine.ZOT)
+    plex = plex.model_copy(update={"roles": plex.roles.model_copy(update={"registry": None})})
+    assert registries_yaml(plex) == {}
+    assert hosts_toml(plex) == {}
+    assert node_files(plex) == []
+    with pytest.raises(UsageError, match="no registry node"):
+        mirror_url(plex, "docker.io")
+
+
+def test_node_files_paths_and_yaml() -> None:
+    files = node_files(load_case("four", Engine.ZOT))
+    assert [f.path for f in files] == [
+        "/etc/rancher/rke2/registries.yaml",
+        "/etc/containerd/certs.d/docker.io/hosts.toml",
+        "/etc/containerd/certs.d/ghcr.io/hosts.toml",
+        "/etc/containerd/certs.d/quay.io/hosts.toml",
+        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml",
+    ]
+    assert not any(f.secret for f in files)
+    assert yaml.safe_load(files[0].content) == registries_yaml(load_case("four", Engine.ZOT))

@@ -1,0 +1,411 @@
+"""The STAND-IN RKE2 release: its layout, and its server/agent/kubectl answering plex's probes.
+
+The stand-in runs on the host here, in a temporary root (RKE2_STANDIN_ROOT) on free loopback
+ports; inside node images it runs as /usr/local/bin/rke2 under systemd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.build_standin import STANDIN_VERSION, build_standin_rke2
+
+TOKEN = "standin-test-token"
+HEARTBEAT = "0.2"
+GRACE = "1.5"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_standin_rke2(tmp_path_factory.mktemp("release"), bundle_containerd=False)
+
+
+@pytest.fixture(scope="module")
+def prefix(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tarball extracted like the real tar install (`tar xzf ... -C /usr/local`)."""
+    usr_local = tmp_path_factory.mktemp("usr_local")
+    with tarfile.open(release / "rke2.linux-amd64.tar.gz") as tar:
+        tar.extractall(usr_local, filter="tar")
+    return usr_local
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    """One stand-in process (`rke2 server` or `rke2 agent`) in its own root."""
+
+    prefix: Path
+    root: Path
+    role: str
+    config: dict[str, str]
+    supervisor: int = field(default_factory=free_port)
+    apiserver: int = field(default_factory=free_port)
+    proc: subprocess.Popen[str] | None = None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RKE2_STANDIN_ROOT": str(self.root),
+            "RKE2_STANDIN_BIND": "127.0.0.1",
+            "RKE2_STANDIN_SUPERVISOR_PORT": str(self.supervisor),
+            "RKE2_STANDIN_APISERVER_PORT": str(self.apiserver),
+            "RKE2_STANDIN_HEARTBEAT": HEARTBEAT,
+            "RKE2_STANDIN_NODE_GRACE": GRACE,
+            **extra,
+        }
+
+    def start(self, wait_ready: bool = True) -> Node:
+        conf = self.root / "etc/rancher/rke2/config.yaml"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text("".join(f"{k}: {v}\n" for k, v in self.config.items()))
+        # systemd's notify protocol, on an abstract socket as systemd itself uses.
+        name = f"@plex-standin-{secrets.token_hex(6)}"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind("\0" + name[1:])
+        notify.settimeout(15)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.prefix / "bin/rke2"), self.role],
+            env=self.env(NOTIFY_SOCKET=name),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        with notify:
+            if wait_ready:
+                assert notify.recv(64) == b"READY=1", self.output()
+        return self
+
+    def output(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "etc/rancher/rke2/rke2.yaml"
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The kubectl stand-in that `rke2 server` installed, used the way plex's probes do."""
+        kubectl = self.root / "var/lib/rancher/rke2/bin/kubectl"
+        return subprocess.run(
+            [sys.executable, str(kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def ready(self, node: str) -> str:
+        r = self.kubectl(
+            "get", "node", node, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+        )
+        return r.stdout if r.returncode == 0 else f"error: {r.stderr.strip()}"
+
+
+def wait_for(check: object, want: str, timeout: float = 10) -> str:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while (got := check()) != want and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return str(got)
+
+
+@pytest.fixture(scope="module")
+def server(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    root = tmp_path_factory.mktemp("server-root")
+    node = Node(
+        prefix,
+        root,
+        "server",
+        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1", "tls-san": "[10.0.0.10]"},
+    )
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def agent_factory(prefix: Path, server: Node, tmp_path: Path) -> Iterator[object]:
+    started: list[Node] = []
+
+    def make(name: str, token: str = TOKEN, wait_ready: bool = True) -> Node:
+        node = Node(
+            prefix,
+            tmp_path / name,
+            "agent",
+            {
+                "token": token,
+                "node-name": name,
+                "server": f"https://127.0.0.1:{server.supervisor}",
+            },
+        )
+        started.append(node)
+        return node.start(wait_ready=wait_ready)
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+def tls_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # as haproxy/keepalived health checks do (curl -k)
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+# --- the release -----------------------------------------------------------------------------
+
+
+def test_release_is_laid_out_like_the_real_one(release: Path) -> None:
+    assert release.name == STANDIN_VERSION
+    assert sorted(p.name for p in release.iterdir()) == [
+        "rke2-images.linux-amd64.txt",
+        "rke2.linux-amd64.tar.gz",
+        "sha256sum-amd64.txt",
+    ]
+    for line in (release / "sha256sum-amd64.txt").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((release / name).read_bytes()).hexdigest() == digest
+    with tarfile.open(release / "rke2.linux-amd64.tar.gz") as tar:
+        names = set(tar.getnames())
+        rke2 = tar.getmember("bin/rke2")
+    assert {
+        "bin/rke2",
+        "bin/rke2-killall.sh",
+        "bin/rke2-uninstall.sh",
+        "lib/systemd/system/rke2-server.service",
+        "lib/systemd/system/rke2-agent.service",
+    } <= names
+    assert rke2.mode == 0o755 and rke2.uid == 0
+    # Like the real release, no key material ships: the server makes its own at first start.
+    with tarfile.open(release / "rke2.linux-amd64.tar.gz") as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                assert b"PRIVATE KEY" not in data, m.name
+
+
+def test_release_is_reproducible(release: Path, tmp_path: Path) -> None:
+    again = build_standin_rke2(tmp_path, bundle_containerd=False)
+    assert (again / "sha256sum-amd64.txt").read_text() == (
+        release / "sha256sum-amd64.txt"
+    ).read_text()
+
+
+def test_everything_says_standin(prefix: Path) -> None:
+    script = (prefix / "bin/rke2").read_text()
+    assert script.startswith("#!/usr/bin/env python3\n# RKE2 STAND-IN FOR TESTS")
+    out = subprocess.run(
+        [str(prefix / "bin/rke2"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[0] == f"rke2 version {STANDIN_VERSION} (stand-in for tests)"
+    unit = (prefix / "lib/systemd/system/rke2-server.service").read_text()
+    assert "stand-in for tests" in unit
+    assert "Type=notify" in unit and "ExecStart=/usr/local/bin/rke2 server" in unit
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def test_supervisor_ping_answers_pong_over_tls(server: Node, prefix: Path) -> None:
+    assert tls_get(server.supervisor, "/ping") == (200, "pong")
+    # The certificate the server made at start verifies for 127.0.0.1: strict clients work too.
+    ctx = ssl.create_default_context(cafile=server.root / "var/lib/rancher/rke2/server/tls/serving.crt")
+    with urllib.request.urlopen(f"https://127.0.0.1:{server.supervisor}/ping", context=ctx) as r:
+        assert r.read() == b"pong"
+
+
+def test_readyz_needs_the_token_like_the_real_apiserver(server: Node) -> None:
+    code, body = tls_get(server.apiserver, "/readyz")
+    assert code == 401 and json.loads(body)["reason"] == "Unauthorized"
+    assert tls_get(server.apiserver, "/readyz", token="wrong")[0] == 401
+    assert tls_get(server.apiserver, "/readyz", token=TOKEN) == (200, "ok")
+
+
+def test_server_writes_kubeconfig_and_node_token(server: Node) -> None:
+    kubeconfig = server.kubeconfig.read_text()
+    assert f"server: https://127.0.0.1:{server.apiserver}" in kubeconfig
+    assert (server.kubeconfig.stat().st_mode & 0o777) == 0o600
+    node_token = (server.root / "var/lib/rancher/rke2/server/node-token").read_text().strip()
+    assert node_token.startswith("K10") and node_token.endswith(f"::server:{TOKEN}")
+
+
+def test_kubectl_standin_readyz_and_own_node(server: Node) -> None:
+    r = server.kubectl("get", "--raw", "/readyz")
+    assert (r.returncode, r.stdout) == (0, "ok\n")
+    assert server.ready("server-1") == "True"
+    nodes = json.loads(server.kubectl("get", "nodes", "-o", "json").stdout)
+    me = next(n for n in nodes["items"] if n["metadata"]["name"] == "server-1")
+    assert me["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == "true"
+
+
+def test_kubectl_standin_fails_like_kubectl_when_the_server_is_down(
+    server: Node, tmp_path: Path
+) -> None:
+    dead = tmp_path / "dead.yaml"
+    port = free_port()
+    dead.write_text(server.kubeconfig.read_text().replace(f":{server.apiserver}", f":{port}"))
+    kubectl = server.root / "var/lib/rancher/rke2/bin/kubectl"
+    r = subprocess.run(
+        [sys.executable, str(kubectl), "--kubeconfig", str(dead), "get", "--raw", "/readyz"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1
+    assert f"The connection to the server 127.0.0.1:{port} was refused" in r.stderr
+
+
+def test_agent_joins_and_becomes_ready(server: Node, agent_factory: object) -> None:
+    assert callable(agent_factory)
+    assert server.ready("agent-1").startswith("error: Error from server (NotFound)")
+    agent_factory("agent-1")
+    assert wait_for(lambda: server.ready("agent-1"), "True") == "True"
+    table = server.kubectl("get", "nodes").stdout
+    assert "agent-1" in table and "server-1" in table
+
+
+def test_a_stopped_agent_goes_not_ready(server: Node, agent_factory: object) -> None:
+    assert callable(agent_factory)
+    agent = agent_factory("agent-2")
+    assert wait_for(lambda: server.ready("agent-2"), "True") == "True"
+    agent.stop()
+    assert wait_for(lambda: server.ready("agent-2"), "Unknown") == "Unknown"
+
+
+def test_wrong_token_is_refused(server: Node, agent_factory: object) -> None:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{server.supervisor}/v1-standin/join",
+        data=json.dumps({"token": "nope", "name": "intruder", "role": "agent"}).encode(),
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, context=ctx, timeout=5)
+    assert err.value.code == 401
+
+    assert callable(agent_factory)
+    agent = agent_factory("agent-bad", token="wrong-token", wait_ready=False)
+    assert agent.proc is not None
+    assert agent.proc.wait(timeout=15) == 1
+    assert "401 Unauthorized" in agent.output()
+    assert server.ready("agent-bad").startswith("error: Error from server (NotFound)")
+
+
+def test_drain_and_delete(server: Node, agent_factory: object) -> None:
+    assert callable(agent_factory)
+    agent_factory("agent-3")
+    assert wait_for(lambda: server.ready("agent-3"), "True") == "True"
+    r = server.kubectl("drain", "agent-3", "--ignore-daemonsets", "--delete-emptydir-data")
+    assert r.returncode == 0 and "node/agent-3 drained" in r.stdout
+    assert "Ready,SchedulingDisabled" in server.kubectl("get", "nodes").stdout
+    r = server.kubectl("delete", "node", "agent-3")
+    assert (r.returncode, r.stdout) == (0, 'node "agent-3" deleted\n')
+    time.sleep(float(HEARTBEAT) * 3)  # its kubelet keeps beating, but a deleted node stays gone
+    assert "agent-3" not in server.kubectl("get", "nodes", "-o", "name").stdout
+
+
+def test_joining_server_sees_the_whole_cluster(
+    server: Node, prefix: Path, tmp_path: Path, agent_factory: object
+) -> None:
+    assert callable(agent_factory)
+    agent_factory("agent-4")
+    second = Node(
+        prefix,
+        tmp_path / "server-2",
+        "server",
+        {
+            "token": TOKEN,
+            "node-name": "server-2",
+            "node-ip": "127.0.0.1",
+            "server": f"https://127.0.0.1:{server.supervisor}",
+        },
+    )
+    try:
+        second.start()
+        assert wait_for(lambda: second.ready("agent-4"), "True") == "True"
+        assert wait_for(lambda: server.ready("server-2"), "True") == "True"
+        # A delete on one server reaches the other (as it would through etcd).
+        assert second.kubectl("delete", "node", "agent-4").returncode == 0
+        gone = "error: Error from serv"
+        assert wait_for(lambda: server.ready("agent-4")[:22], gone) == gone
+    finally:
+        second.stop()
+
+
+CONTAINERD = Path("/usr/bin/containerd")
+
+
+@pytest.mark.skipif(
+    not CONTAINERD.is_file() or os.geteuid() != 0,
+    reason="needs root and Debian's containerd package (bin/setup-incus installs it)",
+)
+def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
+    release = build_standin_rke2(tmp_path / "release", bundle_containerd=True)
+    usr_local = tmp_path / "usr_local"
+    with tarfile.open(release / "rke2.linux-amd64.tar.gz") as tar:
+        assert {"bin/containerd", "bin/ctr", "bin/containerd-shim-runc-v2"} <= set(tar.getnames())
+        tar.extractall(usr_local, filter="tar")
+    # A short root: unix socket paths are limited to 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="rke2-", dir="/tmp"))
+    node = Node(usr_local, root, "server", {"token": TOKEN, "node-ip": "127.0.0.1"})
+    try:
+        node.start()
+        sock = root / "run/k3s/containerd/containerd.sock"
+        r = subprocess.run(
+            [str(usr_local / "bin/ctr"), "--address", str(sock), "version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0 and "Server:" in r.stdout, r.stderr
+        conf = (root / "var/lib/rancher/rke2/agent/etc/containerd/config.toml").read_text()
+        assert f'config_path = "{root}/etc/containerd/certs.d"' in conf
+        containerd_pid = int((root / "run/k3s/standin-containerd.pid").read_text())
+    finally:
+        node.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    # Stopping rke2 stops the containerd it started.
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(containerd_pid, 0)
+            time.sleep(0.1)

@@ -1,0 +1,121 @@
+"""VmBaker's cache, catalog and alias semantics, with recording fakes of the Packer and Incus
+Protocols (a real MicroOS build needs KVM and internet; tests/integration/test_packer.py runs
+the real Packer on what it can)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from plex.backends.incus import ImageInfo
+from plex.backends.packer import Artifact
+from plex.bake.catalog import load_catalog
+from plex.bake.downloads import Downloaded
+from plex.bake.packer_template import Qcow2Base, VmSpec, vm_digest, vm_files
+from plex.bake.pipeline import Paths
+from plex.bake.vm import VmBaker, VmRecipe, verify_vm_artifact
+from plex.config import Role
+from tests.unit.test_packer_template import REPO, load, vm_recipe
+
+
+class RecordingPacker:
+    def __init__(self) -> None:
+        self.templates: list[dict[str, object]] = []
+
+    def version(self) -> str:
+        return "1.6.6"
+
+    def validate(self, template: Path) -> None:
+        self.templates.append(json.loads(template.read_text()))
+
+    def build(self, template: Path, *, output_dir: Path | None = None,
+              progress: object = None) -> list[Artifact]:
+        builder = json.loads(template.read_text())["builders"][0]
+        out = Path(builder["output_directory"])
+        assert out == output_dir
+        out.mkdir()
+        disk = out / builder["vm_name"]
+        disk.write_bytes(b"QFI\xfb fake qcow2 of " + builder["name"].encode())
+        return [Artifact(0, "transcend.qemu", "VM", "", (str(disk),))]
+
+
+class RecordingIncus:
+    project = "test"
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {}
+        self.imports: list[tuple[str, bool, dict[str, str]]] = []
+
+    def image_by_alias(self, alias: str) -> ImageInfo | None:
+        fp = self.aliases.get(alias)
+        return ImageInfo(fp, (alias,), {}, 1, "") if fp else None
+
+    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
+        self.aliases[alias] = fingerprint
+
+    def import_image(self, metadata: Path, rootfs: Path | None, properties: dict[str, str],
+                     vm: bool = False) -> str:
+        assert rootfs is not None
+        fp = hashlib.sha256(rootfs.read_bytes()).hexdigest()
+        self.imports.append((fp, vm, properties))
+        return fp
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("PLEX_CACHE_DIR", str(d))
+    return d
+
+
+def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path,
+                                                               cache: Path) -> None:
+    plex = load("verniplex")
+    recipe = vm_recipe(plex, Role.LB)
+    vr = VmRecipe(recipe, Qcow2Base.from_base(recipe.package.base), vm_digest(plex, recipe),
+                  vm_files(plex, recipe), VmSpec.for_role(plex, Role.LB))
+    base_file = tmp_path / "microos.qcow2"
+    base_file.write_bytes(b"base")
+    base_sha = hashlib.sha256(b"base").hexdigest()
+    fetched: list[str] = []
+
+    def fetch(base: Qcow2Base) -> Downloaded:
+        fetched.append(base.url)
+        return Downloaded(base_file, base_sha, base.url)
+
+    packer, incus = RecordingPacker(), RecordingIncus()
+    baker = VmBaker(plex, incus, packer, Paths.under(REPO), fetch=fetch)
+
+    first = baker.bake_role(vr)
+    assert not first.cached and first.digest == vr.digest
+    (template,) = packer.templates
+    builder = template["builders"][0]  # type: ignore[index]
+    assert builder["iso_checksum"] == f"sha256:{base_sha}"
+    assert builder["iso_url"] == str(base_file)  # the verified local copy, not the URL
+    ((fp, vm, props),) = incus.imports
+    assert vm is True and props["plex.digest"] == vr.digest and props["plex.virt"] == "vm"
+    assert incus.aliases == {f"verniplex/lb@{vr.short}": fp, "verniplex/lb": fp}
+    entry = load_catalog("verniplex").find(Role.LB, vr.digest)
+    assert entry is not None and entry.virt == "vm" and entry.fingerprint == fp
+    assert entry.inputs["base"]["sha256"] == base_sha
+    manifest = verify_vm_artifact(cache / "images" / "verniplex" / f"lb-{vr.short}")
+    assert set(manifest["files"]) == {"verniplex-lb.qcow2", "verniplex-lb.qcow2.zst"}
+    assert not list((cache / "vm-build").iterdir())  # key, seed and work dir are gone
+
+    again = baker.bake_role(vr)
+    assert again.cached and again.fingerprint == fp
+    assert len(packer.templates) == 1 and len(fetched) == 1
+
+    del incus.aliases[f"verniplex/lb@{vr.short}"]  # someone deleted the image
+    rebuilt = baker.bake_role(vr)
+    assert not rebuilt.cached and len(packer.templates) == 2
+
+
+def test_cli_refuses_a_container_base_as_vm(cli, plex_home: Path, state_dir: Path) -> None:
+    res = cli("bake", "omniplex", "--type", "lb", "--virt", "vm")
+    assert res.code == 2
+    assert res.err_lines[0].endswith("roles.lb.os.base: 'debian-bookworm' (mmdebstrap) cannot "
+                                     "be baked as a VM")
