@@ -246,6 +246,17 @@ class RebootWindows(_Model):
         return v
 
 
+class NightlyConfig(_Model):
+    """`plex nightly` on this plex as the staging plex (see docs/nightly.md)."""
+
+    smoke_image: str = Field(
+        "docker.io/library/busybox:1.36",
+        description="image a kube node pulls through the plex registry in the smoke check; "
+        "its registry must be one of registry.upstreams",
+    )
+    keep: int = Field(3, ge=1, le=100, description="image generations per role kept by prune")
+
+
 class Roles(_Model):
     registry: RoleConfig | None = None
     lb: RoleConfig | None = None
@@ -278,6 +289,7 @@ class Plex(_Model):
     registry: RegistryConfig = RegistryConfig()
     roles: Roles
     reboot_windows: RebootWindows = RebootWindows()
+    nightly: NightlyConfig = NightlyConfig()
     # Where the file came from: set by load_plex, excluded from schema and digests.
     source: str = Field("", exclude=True, json_schema_extra={"hidden": True})
 

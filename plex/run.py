@@ -60,6 +60,8 @@ class Streamed:
             env={**os.environ, **env} if env else None,
             cwd=cwd,
             text=True,
+            # A tool's odd byte must not crash the reader: decode what can't be, replaced.
+            errors="replace",
             bufsize=1,
             # Own process group: Ctrl-C reaches plex first, which then stops the child cleanly.
             start_new_session=True,

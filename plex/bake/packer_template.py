@@ -399,7 +399,7 @@ def packer_template(
     ])
 
     return {
-        "_comment": f"Written by plex for {plex.name}/{role.value} (recipe {recipe.short}); "
+        "_comment": f"Written by plex for {plex.name}/{role.value}; "
                     "regenerated on every bake, do not edit.",
         "min_packer_version": MIN_PACKER,
         "builders": [builder],

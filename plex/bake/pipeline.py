@@ -288,6 +288,8 @@ class Baker:
             props = {
                 "os": recipe.package.base.family,
                 "description": f"plex {self.plex.name}/{role.value} {recipe.short}",
+                # Published images inherit the package layer's properties: say what this is.
+                "plex.layer": "role",
                 "plex.plex": self.plex.name,
                 "plex.role": role.value,
                 "plex.digest": recipe.digest,

@@ -74,6 +74,14 @@ def demo_plex(project: str, **overrides: object) -> Plex:
     data["incus"]["project"] = project
     data["incus"]["pool"] = POOL
     data["incus"]["network"] = NETWORK
+    # Follow the test bridge's subnet (same host numbers as the demo), so test runs on
+    # different bridges (PLEX_TEST_NETWORK) never share addresses.
+    import ipaddress
+
+    gw = bridge_address(NETWORK)
+    net = ipaddress.ip_network(f"{gw}/24", strict=False)
+    data["network"].update({"cidr": str(net), "gateway": gw, "dns": [gw],
+                            "vip": str(net.network_address + 10)})
     for key, value in overrides.items():
         node = data
         parts = key.split(".")
