@@ -223,9 +223,8 @@ class SdkDocker:
                 volumes={vol: {"bind": path, "mode": "rw"} for vol, path in spec.volumes.items()},
                 detach=True,
             )
-            if spec.files:
-                if not c.put_archive("/", _tar(spec.files)):
-                    raise BackendError(f"docker: copying files into {spec.name} failed")
+            if spec.files and not c.put_archive("/", _tar(spec.files)):
+                raise BackendError(f"docker: copying files into {spec.name} failed")
             c.start()
         except self._errors as e:
             raise self._fail(f"run {spec.name}", e) from None

@@ -199,7 +199,14 @@ class PylxdIncus:
                 project=False,
             )
             assert resp is not None
-            meta: dict[str, Any] = resp.json()["metadata"]
+            data = resp.json()
+            if data.get("type") == "error":
+                # Incus 6.0 answers a wait that timed out with HTTP 200, type "error" and
+                # "context deadline exceeded": the operation is still running, wait again.
+                if "deadline exceeded" in str(data.get("error")):
+                    continue
+                raise BackendError(f"Incus {what}: {data.get('error')}")
+            meta: dict[str, Any] = data["metadata"]
             code = meta.get("status_code")
             if code == 200:
                 return meta

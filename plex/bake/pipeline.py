@@ -34,7 +34,6 @@ from plex.bake.catalog import (
 )
 from plex.bake.context import template_context
 from plex.bake.recipe import (
-    BaseImage,
     PackageLayer,
     Recipe,
     load_base_image,
@@ -46,6 +45,8 @@ from plex.config import Plex, Role
 from plex.errors import BackendError, Interrupted, PlexError
 from plex.identity import require_identity
 from plex.lock import owner_id, plex_lock, process_alive
+from plex.nightly import channels as channels_mod
+from plex.nightly.channels import Channel
 from plex.state import cache_root
 
 Report = Callable[[Role, str], None]  # progress: (role, what is happening)
@@ -71,26 +72,40 @@ class BakeResult:
     seconds: float
     size: int
     package_cached: bool
+    package_digest: str = ""  # the package layer the image was built on
+    channel: str = ""  # stable: that layer is the stable one of its lineage; else latest
 
     def to_json(self) -> dict[str, object]:
         return {
             "role": self.role.value, "digest": self.digest, "fingerprint": self.fingerprint,
             "cached": self.cached, "package_cached": self.package_cached,
             "seconds": round(self.seconds, 2), "size": self.size,
+            "package_digest": self.package_digest, "channel": self.channel,
         }
 
 
-def plan_recipes(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, Recipe]:
-    """Compute every role's recipe (downloads artifacts if needed; no Incus)."""
+def plan_recipes(plex: Plex, roles: Sequence[Role], paths: Paths,
+                 channel: Channel | str = Channel.LATEST,
+                 chans: channels_mod.Channels | None = None) -> dict[Role, Recipe]:
+    """Compute every role's recipe (downloads artifacts if needed; no Incus).
+
+    With `channel` stable, a role whose package-layer lineage has a stable record builds its
+    plex layer on that layer instead of the one its recipe describes now (plex.nightly.channels).
+    """
     identity = require_identity(plex)
     renderer = Renderer(paths.bake / "templates")
+    chans = chans if chans is not None else channels_mod.load_channels()
     out: dict[Role, Recipe] = {}
     for role in roles:
         role_recipe = load_role_recipe(paths.bake, role, plex.registry.engine)
         base = load_base_image(paths.images, plex.os_for(role).base)
         resolved = {a.name: artifacts_mod.resolve(plex, a.name) for a in role_recipe.artifacts}
-        out[role] = make_recipe(plex, role, role_recipe, base, renderer,
-                                template_context(plex, identity, role), resolved)
+        ctx = template_context(plex, identity, role)
+        recipe = make_recipe(plex, role, role_recipe, base, renderer, ctx, resolved)
+        pinned = channels_mod.pinned_layer(recipe, channel, chans)
+        if pinned is not None:
+            recipe = channels_mod.rebase(recipe, pinned, role_recipe, renderer, ctx)
+        out[role] = recipe
     return out
 
 
@@ -98,10 +113,11 @@ class Baker:
     """Bakes the roles of one plex against one Incus project."""
 
     def __init__(self, plex: Plex, incus: Incus, paths: Paths, report: Report | None = None,
-                 compression: str = COMPRESSION) -> None:
+                 compression: str = COMPRESSION, channel: Channel | str = Channel.STABLE) -> None:
         self.plex = plex
         self.incus = incus
         self.paths = paths
+        self.channel = Channel(channel)
         self.report: Report = report or (lambda role, msg: None)
         self.compression = compression
         self.cancel = threading.Event()
@@ -109,13 +125,17 @@ class Baker:
         self._pkg_guard = threading.Lock()
         self._catalog_guard = threading.Lock()
         self.bake_id = owner_id()
+        self._layers: dict[Role, tuple[str, str]] = {}  # role -> (package digest, channel)
 
     # -- the whole bake ------------------------------------------------------------------------
 
     def bake(self, roles: Sequence[Role], parallel: int = 4) -> list[BakeResult]:
         with plex_lock(self.plex.name, "bake"):
             self.remove_leftovers()
-            recipes = plan_recipes(self.plex, roles, self.paths)
+            chans = channels_mod.load_channels()
+            recipes = plan_recipes(self.plex, roles, self.paths, self.channel, chans)
+            self._layers = {r: (recipes[r].package.digest,
+                                channels_mod.channel_of(recipes[r], chans).value) for r in roles}
             results: dict[Role, BakeResult] = {}
             errors: list[tuple[Role, BaseException]] = []
             with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
@@ -166,13 +186,14 @@ class Baker:
     def bake_role(self, recipe: Recipe) -> BakeResult:
         start = time.monotonic()
         role = recipe.role
+        layer = self._layers.get(role, (recipe.package.digest, ""))
         self.report(role, f"recipe {recipe.short}")
         hit = self.cached_image(recipe)
         if hit is not None:
             self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
             self.report(role, f"cached {recipe.short}")
             return BakeResult(role, recipe.digest, hit.fingerprint, True,
-                              time.monotonic() - start, hit.size, True)
+                              time.monotonic() - start, hit.size, True, *layer)
         self._check()
         pkg_fp, pkg_cached = self.package_layer(recipe)
         self._check()
@@ -187,7 +208,8 @@ class Baker:
         with self._catalog_guard:
             save_catalog(load_catalog(self.plex.name).record(entry))
         self.report(role, f"built {recipe.short}")
-        return BakeResult(role, recipe.digest, fingerprint, False, seconds, size, pkg_cached)
+        return BakeResult(role, recipe.digest, fingerprint, False, seconds, size, pkg_cached,
+                          *layer)
 
     def cached_image(self, recipe: Recipe) -> Entry | None:
         """A catalog entry for this digest whose image Incus still holds under its alias."""
@@ -322,8 +344,9 @@ class Baker:
 
 
 def bake(plex: Plex, incus: Incus, roles: Sequence[Role], paths: Paths,
-         report: Report | None = None, parallel: int = 4) -> list[BakeResult]:
-    return Baker(plex, incus, paths, report).bake(roles, parallel)
+         report: Report | None = None, parallel: int = 4,
+         channel: Channel | str = Channel.STABLE) -> list[BakeResult]:
+    return Baker(plex, incus, paths, report, channel=channel).bake(roles, parallel)
 
 
 def catalog_for(plex: Plex) -> Catalog:

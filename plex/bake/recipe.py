@@ -28,8 +28,11 @@ from plex.bake.render import Renderer
 from plex.config import Engine, Plex, Role
 from plex.errors import ConfigError, ConfigErrors
 
+# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 RECIPE_FORMAT = 1  # bump when the meaning of a recipe changes, to rebuild every layer
-ARTIFACT_DIR = "/tmp/plex-artifacts"
+ARTIFACT_DIR = "/tmp/plex-artifacts"  # noqa: S108 - inside the image being built
 NODES_DIR = "/etc/plex/nodes"
 
 
@@ -97,7 +100,7 @@ def _recipe_error(file: Path, path: str, problem: str) -> ConfigErrors:
 
 def _load_yaml(file: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.load(file.read_text(), Loader=_LOADER)  # noqa: S506
     except FileNotFoundError:
         raise _recipe_error(file, "", "recipe file not found") from None
     except yaml.YAMLError as e:
@@ -187,7 +190,7 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
 def load_base_image(images_dir: Path, name: str) -> BaseImage:
     file = images_dir / f"{name}.yaml"
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.load(file.read_text(), Loader=_LOADER)  # noqa: S506
     except FileNotFoundError:
         known = sorted(p.stem for p in images_dir.glob("*.yaml"))
         raise ConfigErrors([ConfigError(str(file), "", f"no base image '{name}' "

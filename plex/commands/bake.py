@@ -30,7 +30,8 @@ def parse_roles(plex: Plex, types: list[str]) -> list[Role]:
         try:
             role = Role(t)
         except ValueError:
-            raise UsageError(f"unknown role '{t}'", hint="lb, server, agent, registry or all")
+            raise UsageError(f"unknown role '{t}'",
+                             hint="lb, server, agent, registry or all") from None
         if role not in configured:
             raise UsageError(f"plex '{plex.name}' has no {t} nodes")
         if role not in out:
@@ -45,10 +46,15 @@ def bake_cli(
     virt: Annotated[str | None, typer.Option("--virt", help="container or vm (default: the "
                                              "plex's per-role setting)")] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
+    channel: Annotated[str, typer.Option(help="package layers to build on: stable (what the "
+                                         "last passing nightly promoted, when there is one) "
+                                         "or latest (what the recipes say now)")] = "stable",
     output: OutputOpt = "table",
 ) -> None:
     """Bake role images: an unchanged recipe is a no-op; plex data changes rebuild a thin layer."""
     as_json = check_output(output)
+    if channel not in ("stable", "latest"):
+        raise UsageError(f"--channel must be stable or latest, not '{channel}'")
     p = get_plex(plex)
     roles = parse_roles(p, types or [])
     if virt is not None and virt not in ("container", "vm"):
@@ -62,11 +68,12 @@ def bake_cli(
     else:
         results = []
     if roles:
-        results += _bake_containers(p, roles, parallel)
+        results += _bake_containers(p, roles, parallel, channel)
     _render(results, as_json)
 
 
-def _bake_containers(p: Plex, roles: list[Role], parallel: int) -> list:  # type: ignore[type-arg]
+def _bake_containers(p: Plex, roles: list[Role], parallel: int,
+                     channel: str = "stable") -> list:  # type: ignore[type-arg]
     from plex.backends.incus import connect
     from plex.bake.pipeline import Baker, Paths
 
@@ -78,7 +85,7 @@ def _bake_containers(p: Plex, roles: list[Role], parallel: int) -> list:  # type
         def report(role: Role, msg: str) -> None:
             prog.update(tasks[role], description=msg)
 
-        baker = Baker(p, incus, Paths.under(project_root()), report)
+        baker = Baker(p, incus, Paths.under(project_root()), report, channel=channel)
         results = baker.bake(roles, parallel=parallel)
         for r in results:
             prog.update(tasks[r.role], total=1, completed=1)
@@ -89,9 +96,10 @@ def _render(results: list, as_json: bool) -> None:  # type: ignore[type-arg]
     if as_json:
         ui.print_json({"results": [r.to_json() for r in results]})
         return
-    ui.table("bake", ["role", "digest", "result", "seconds", "size"], [
+    ui.table("bake", ["role", "digest", "result", "package layer", "seconds", "size"], [
         [r.role.value, r.digest[:12], "cached" if r.cached else
          ("built (package layer cached)" if r.package_cached else "built"),
+         f"{r.package_digest[:12]} ({r.channel})" if r.channel else "-",
          f"{r.seconds:.1f}", _size(r.size)] for r in results])
 
 

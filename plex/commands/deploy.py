@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,9 +11,11 @@ from plex import ui
 from plex.cli_app import OutputOpt, app, check_output, get_plex
 from plex.commands.bake import project_root
 from plex.config import Plex, Role
-from plex.deploy.apply import ApplyResult
-from plex.deploy.plan import Plan
 from plex.errors import UsageError
+
+if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
+    from plex.deploy.apply import ApplyResult
+    from plex.deploy.plan import Plan
 
 ReplaceOpt = Annotated[list[str] | None, typer.Option(
     "--replace", "-r", help="replace NODE (or master, or all) and everything depending on it",

@@ -22,6 +22,9 @@ from plex.errors import ConfigError, ConfigErrors, ProbeError
 from plex.identity import Identity
 from plex.topology import Node
 
+# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 KUBECTL = "/var/lib/rancher/rke2/bin/kubectl"
 KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
 
@@ -37,7 +40,7 @@ class Probe:
     expect: str | None = None
     timeout: float = 60.0
     interval: float = 1.0
-    on: str = "self"  # self | master
+    runs_on: str = "self"  # self | master (`on:` would be YAML 1.1's boolean True)
     per_port: bool = False
 
 
@@ -65,12 +68,12 @@ class ProbeSet:
         return (*self.common, *self.roles.get(role.value, ()))
 
 
-_KEYS = {"name", "run", "expect", "timeout", "interval", "on", "per_port"}
+_KEYS = {"name", "run", "expect", "timeout", "interval", "runs_on", "per_port"}
 
 
 def load_probes(path: Path) -> ProbeSet:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_LOADER)  # noqa: S506
     except (OSError, yaml.YAMLError) as e:
         raise ConfigErrors([ConfigError(str(path), "", f"cannot read probes: {e}")]) from None
 
@@ -83,6 +86,9 @@ def load_probes(path: Path) -> ProbeSet:
             if set(item) - _KEYS:
                 raise ConfigErrors([ConfigError(str(path), f"{loc}.{sorted(set(item) - _KEYS)[0]}",
                                                 "unknown key")])
+            if item.get("runs_on", "self") not in ("self", "master"):
+                raise ConfigErrors([ConfigError(str(path), f"{loc}.runs_on",
+                                                "must be self or master")])
             out.append(Probe(**item))
         return tuple(out)
 
@@ -121,7 +127,7 @@ def expand(probe: Probe, plex: Plex, node: Node, identity: Identity) -> list[tup
         run = probe.run.format(**vv)
         expect = probe.expect.format(**vv) if probe.expect else None
         label = probe.name if not probe.per_port else f"{probe.name} :{port}"
-        out.append((label, Probe(label, run, expect, probe.timeout, probe.interval, probe.on)))
+        out.append((label, Probe(label, run, expect, probe.timeout, probe.interval, probe.runs_on)))
     return out
 
 
@@ -159,7 +165,7 @@ def probe_node(incus: Executor, plex: Plex, node: Node, identity: Identity, prob
     results = []
     for p in probes.for_role(node.role):
         for _, concrete in expand(p, plex, node, identity):
-            target = master.name if concrete.on == "master" else node.name
+            target = master.name if concrete.runs_on == "master" else node.name
             results.append(run_probe(incus, target, node.name, concrete, cancelled=cancelled))
     return results
 
@@ -177,7 +183,10 @@ def vip_holders(incus: Executor, plex: Plex, lbs: Sequence[Node]) -> list[str]:
 def probe_vip(incus: Executor, plex: Plex, timeout: float = 30.0,
               sleep: Sleep = time.sleep) -> ProbeResult:
     """Wave probe for lb: the VIP is held by exactly one lb."""
-    lbs = [n for n in topology.nodes(plex) if n.role is Role.LB]
+    # Only the lbs that exist: waves create them one at a time so the VIP stays up.
+    present = set(incus.instance_names()) if hasattr(incus, "instance_names") else None
+    lbs = [n for n in topology.nodes(plex)
+           if n.role is Role.LB and (present is None or n.name in present)]
     start = time.monotonic()
     attempts = 0
     while True:

@@ -30,6 +30,9 @@ from plex.config import Engine, Plex, Role, Virt
 from plex.errors import ConfigError, ConfigErrors
 from plex.topology import Node
 
+# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 ROOT_DEVICE = "root"
 NIC_DEVICE = "eth0"
 CACHE_DEVICE = "registry-cache"
@@ -135,7 +138,7 @@ def _parse_profile(path: str, mtime_ns: int) -> _ProfileFile:
     # most of a plan's cost; an edited file has a new mtime and is read again.
     del mtime_ns
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506
     except FileNotFoundError:
         raise ConfigError(path, "", "missing role profile") from None
     except yaml.YAMLError as e:

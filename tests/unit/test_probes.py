@@ -1,0 +1,85 @@
+"""The shipped probe definitions load, and probes retry until their timeout."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from plex.config import Role
+from plex.deploy.probes import Probe, expand, load_probes, run_probe
+from plex.errors import ConfigErrors, ProbeError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_probes_load_for_every_role() -> None:
+    probes = load_probes(ROOT / "deploy" / "probes.yaml")
+    for role in Role:
+        names = [p.name for p in probes.for_role(role)]
+        assert "systemd" in names and "sshd host key" in names
+    agent = {p.name: p for p in probes.for_role(Role.AGENT)}
+    assert agent["node Ready"].runs_on == "master"
+
+
+def test_probe_variables_are_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
+    from plex.config import load_plex
+    from plex.identity import ensure_identity
+    from plex.topology import resolve
+
+    plex = load_plex(ROOT / "plexes" / "demo.yaml")
+    identity, _ = ensure_identity(plex)
+    probes = load_probes(ROOT / "deploy" / "probes.yaml")
+    reg = [p for p in probes.for_role(Role.REGISTRY) if p.per_port][0]
+    out = expand(reg, plex, resolve(plex, "demo-registry1"), identity)
+    assert [p.run.split("127.0.0.1:")[1].split("/")[0] for _, p in out] == ["5000"]
+    sshd = [p for p in probes.common if p.name == "sshd host key"][0]
+    [(_, concrete)] = expand(sshd, plex, resolve(plex, "demo-lb1"), identity)
+    assert concrete.expect is not None
+    assert re.search(concrete.expect, identity.host_keys("demo-lb1")["ed25519"].public_key)
+    assert not re.search(concrete.expect, identity.host_keys("demo-lb2")["ed25519"].public_key)
+
+
+def test_unknown_probe_key_names_its_path(tmp_path: Path) -> None:
+    f = tmp_path / "probes.yaml"
+    f.write_text("common:\n  - {name: x, run: 'true', on: master}\n")
+    with pytest.raises(ConfigErrors, match=r"common\[0\]\.True: unknown key"):
+        load_probes(f)
+
+
+@dataclass
+class Res:
+    returncode: int
+    stdout: str
+    stderr: str = ""
+
+
+class Scripted:
+    """A recording fake of the exec part of the Incus backend."""
+
+    def __init__(self, answers: list[Res]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Res:
+        self.calls.append((name, argv))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_probe_retries_until_it_passes() -> None:
+    fake = Scripted([Res(1, ""), Res(0, "starting"), Res(0, "pong")])
+    t = [0.0]
+    res = run_probe(fake, "n1", "n1", Probe("ping", "curl", "^pong$", timeout=10),
+                    clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    assert res.ok and res.attempts == 3 and res.output == "pong"
+
+
+def test_probe_timeout_names_node_probe_and_last_output() -> None:
+    fake = Scripted([Res(7, "", "connection refused")])
+    t = [0.0]
+    with pytest.raises(ProbeError, match=r"n1: probe 'ping' failed after 5s .*connection refused"):
+        run_probe(fake, "n1", "n1", Probe("ping", "curl", "^pong$", timeout=5),
+                  clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))

@@ -1,0 +1,457 @@
+"""plex.registry.ops without a daemon: references, warm over a fake registry, log and metrics
+parsing, and `up` for runtime docker over a recording fake of the Docker Protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plex import topology
+from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerInfo, ContainerSpec
+from plex.backends.incus import ExecResult
+from plex.config import Engine, Plex, Role, Runtime, Upstream, load_plex
+from plex.deploy.spec import RoleProfile, instance_spec
+from plex.errors import UsageError
+from plex.registry import ops
+from plex.registry.credentials import parse_credentials
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "registry"
+
+# Real lines from docker-registry 2.8.2 (bookworm) serving as a proxy: a manifest and a blob
+# fetched from upstream (misses), then the same blob served again (a hit). Digests shortened
+# to keep the lines readable would not match: they are real.
+D1 = "sha256:89cc0070432b4216ab2f9ae9412807082f0a566a3c68a9c5591e1c724e30b3dc"
+D2 = "sha256:78205730fdc6203d012842092bf1dd27674cf3e7ad6fcce2c1cdceb9a1325e47"
+MANIFEST = "sha256:4cb845d02107e2d1facc26aa470c6d6c9f300beba250796a35d991c7486153c0"
+LOG = f"""\
+time="2026-11-22T00:56:58.95Z" level=info msg="Adding new scheduler entry for library/plextest@{MANIFEST} with ttl=167h59m59.99s" go.version=go1.19.8
+127.0.0.1 - - [22/Nov/2026:00:56:58 +0000] "GET /v2/library/plextest/manifests/1.0 HTTP/1.1" 200 418 "" "containerd/1.6.20"
+127.0.0.1 - - [22/Nov/2026:00:56:58 +0000] "GET /v2/library/plextest/blobs/{D1} HTTP/1.1" 200 197 "" "containerd/1.6.20"
+time="2026-11-22T00:56:59.00Z" level=info msg="Adding new scheduler entry for library/plextest@{D1} with ttl=167h59m59.99s" go.version=go1.19.8
+127.0.0.1 - - [22/Nov/2026:00:56:58 +0000] "GET /v2/library/plextest/blobs/{D2} HTTP/1.1" 200 342 "" "containerd/1.6.20"
+time="2026-11-22T00:56:59.02Z" level=info msg="Adding new scheduler entry for library/plextest@{D2} with ttl=167h59m59.99s" go.version=go1.19.8
+127.0.0.1 - - [22/Nov/2026:00:57:00 +0000] "GET /v2/library/plextest/blobs/{D1} HTTP/1.1" 200 197 "" "containerd/1.6.20"
+127.0.0.1 - - [22/Nov/2026:00:57:00 +0000] "HEAD /v2/library/plextest/blobs/{D2} HTTP/1.1" 200 0 "" "containerd/1.6.20"
+127.0.0.1 - - [22/Nov/2026:00:57:00 +0000] "GET /v2/library/plextest/blobs/{D2} HTTP/1.1" 404 157 "" "containerd/1.6.20"
+"""  # noqa: E501
+
+
+def demo() -> Plex:
+    return load_plex(REPO / "plexes" / "demo.yaml")
+
+
+def with_registry(plex: Plex, **changes: Any) -> Plex:
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update=changes)})
+
+
+# --------------------------------------------------------------------------------------------
+# references and lists
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("nginx", "docker.io/library/nginx:latest"),
+    ("nginx:1.27", "docker.io/library/nginx:1.27"),
+    ("rancher/rke2-runtime:v1.31.4-rke2r1", "docker.io/rancher/rke2-runtime:v1.31.4-rke2r1"),
+    ("docker.io/rancher/hardened-etcd:v3.5", "docker.io/rancher/hardened-etcd:v3.5"),
+    ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
+    ("ghcr.io/project-zot/zot-linux-amd64:v2.1.2", "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"),
+    ("lab.internal:5000/team/app:2", "lab.internal:5000/team/app:2"),
+    ("localhost/app", "localhost/app:latest"),
+    (f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}"),
+])
+def test_parse_reference(text: str, want: str) -> None:
+    assert str(ops.parse_reference(text)) == want
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER/case", "docker.io/", "a//b"])
+def test_parse_reference_rejects(bad: str) -> None:
+    with pytest.raises(UsageError):
+        ops.parse_reference(bad)
+
+
+def test_read_image_list_skips_blanks_and_comments() -> None:
+    text = "# rke2 images\ndocker.io/rancher/a:1\n\n  docker.io/rancher/b:2  # pinned\n"
+    assert ops.read_image_list(text) == ["docker.io/rancher/a:1", "docker.io/rancher/b:2"]
+
+
+def test_cache_path_per_engine() -> None:
+    ref = ops.parse_reference("docker.io/library/nginx:1")
+    plex = demo()
+    assert ops.cache_path(plex, ref) == (5000, "/v2/library/nginx")
+    two = with_registry(plex, upstreams=(
+        Upstream(name="quay.io", url="https://quay.io"),
+        Upstream(name="docker.io", url="https://registry-1.docker.io")))
+    assert ops.cache_path(two, ref) == (5001, "/v2/library/nginx")  # one port per upstream
+    z = with_registry(two, engine=Engine.ZOT)
+    assert ops.cache_path(z, ref) == (5000, "/v2/docker.io/library/nginx")
+    with pytest.raises(UsageError, match="not an upstream"):
+        ops.cache_path(plex, ops.parse_reference("ghcr.io/x/y:1"))
+
+
+# --------------------------------------------------------------------------------------------
+# warm over a fake registry
+
+
+@dataclass
+class FakeCache:
+    """A registry answering from a dict of path -> (content type, body); records requests."""
+
+    objects: dict[str, tuple[str, bytes]]
+    requests: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def get(self, port: int, path: str, accept: str = "") -> ops.Reply:
+        self.requests.append(("get", port, path))
+        if path not in self.objects:
+            return ops.Reply(404)
+        ctype, body = self.objects[path]
+        return ops.Reply(200, ctype, body.decode(), len(body))
+
+    def drain(self, port: int, path: str) -> ops.Reply:
+        self.requests.append(("drain", port, path))
+        if path not in self.objects:
+            return ops.Reply(404)
+        return ops.Reply(200, size=len(self.objects[path][1]))
+
+    def data_size(self) -> int | None:
+        return 1234
+
+    def tag_paths(self, upstream: str) -> str:
+        return ""
+
+    def access_log(self, upstream: str) -> str:
+        return ""
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fake_image(base: str) -> FakeCache:
+    """An index with arm64 and amd64 manifests; only amd64's blobs exist."""
+    config, layer = b'{"os":"linux"}', b"layer-bytes" * 100
+    amd = json.dumps({"schemaVersion": 2,
+                      "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "config": {"digest": _digest(config)},
+                      "layers": [{"digest": _digest(layer)}]}).encode()
+    index = json.dumps({"schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [
+                            {"digest": "sha256:" + "a" * 64,
+                             "platform": {"os": "linux", "architecture": "arm64"}},
+                            {"digest": _digest(amd),
+                             "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    return FakeCache({
+        f"{base}/manifests/1.0": ("application/vnd.oci.image.index.v1+json", index),
+        f"{base}/manifests/{_digest(amd)}": (oci, amd),
+        f"{base}/blobs/{_digest(config)}": ("", config),
+        f"{base}/blobs/{_digest(layer)}": ("", layer),
+    })
+
+
+def test_warm_follows_the_index_to_linux_amd64_and_drains_every_blob() -> None:
+    cache = fake_image("/v2/library/app")
+    [w] = ops.warm(demo(), cache, ["app:1.0"])
+    assert w.ok and w.blobs == 2 and w.bytes == len(b'{"os":"linux"}') + 1100, w
+    assert w.digest == _digest(cache.objects[cache.requests[1][2]][1])
+    assert [r[0] for r in cache.requests] == ["get", "get", "drain", "drain"]
+    assert all(r[1] == 5000 for r in cache.requests)
+
+
+def test_warm_uses_the_zot_prefix() -> None:
+    plex = with_registry(demo(), engine=Engine.ZOT)
+    [w] = ops.warm(plex, fake_image("/v2/docker.io/library/app"), ["docker.io/library/app:1.0"])
+    assert w.ok, w
+
+
+def test_warm_reports_each_failure_and_goes_on() -> None:
+    cache = fake_image("/v2/library/app")
+    missing_blob = dict(cache.objects)
+    del missing_blob[next(k for k in missing_blob if k.endswith(
+        _digest(b"layer-bytes" * 100)))]
+    seen: list[ops.Warmed] = []
+    results = ops.warm(demo(), cache, ["app:2.0", "quay.io/a/b:1", "Bad Ref", "app:1.0"],
+                       seen.append)
+    assert [w.ok for w in results] == [False, False, False, True]
+    assert seen == results
+    assert "HTTP 404" in (results[0].error or "")
+    assert "not an upstream" in (results[1].error or "")
+    assert "not an image reference" in (results[2].error or "")
+    [w] = ops.warm(demo(), FakeCache(missing_blob), ["app:1.0"])
+    assert not w.ok and "blob sha256:" in (w.error or "")
+
+
+def test_warm_without_an_amd64_manifest_fails() -> None:
+    index = json.dumps({"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"digest": "sha256:" + "b" * 64, "platform": {"os": "linux", "architecture": "arm64"}}]})
+    cache = FakeCache({"/v2/library/app/manifests/1": ("", index.encode())})
+    [w] = ops.warm(demo(), cache, ["app:1"])
+    assert not w.ok and "linux/amd64" in (w.error or "")
+
+
+# --------------------------------------------------------------------------------------------
+# stats parsing
+
+
+def test_distribution_hits_from_a_real_log() -> None:
+    # D1 and D2 stored from upstream (2 misses); D1 served again (1 hit); the HEAD and the 404
+    # are not blob downloads; the manifest's scheduler entry is not a blob.
+    assert ops.distribution_hits(LOG) == (1, 2)
+    assert ops.distribution_hits("") == (0, 0)
+
+
+def test_parse_curl_output() -> None:
+    r = ops._parse_curl('{"repositories":[]}\n%PLEX%\n200\napplication/json; charset=utf-8')
+    assert (r.status, r.content_type, r.body) == (200, "application/json; charset=utf-8",
+                                                  '{"repositories":[]}')
+    assert ops._parse_curl("curl: (7) refused").status == 0
+
+
+def test_parse_tag_paths() -> None:
+    root = "/var/lib/docker-registry/docker.io/docker/registry/v2/repositories"
+    out = "\n".join([f"{root}/library/plextest/_manifests/tags/1.0/current",
+                     f"{root}/rancher/rke2-runtime/_manifests/tags/v1/current",
+                     f"{root}/library/plextest/_manifests/tags/0.9/current"])
+    assert ops.parse_tag_paths(out) == {"library/plextest": ["0.9", "1.0"],
+                                        "rancher/rke2-runtime": ["v1"]}
+
+
+def test_parse_metrics_sums_by_repo() -> None:
+    text = """# HELP zot_repo_downloads_total Total number times an image was downloaded
+# TYPE zot_repo_downloads_total counter
+zot_repo_downloads_total{repo="docker.io/library/nginx"} 3
+zot_repo_downloads_total{repo="ghcr.io/a/b"} 1
+zot_repo_storage_bytes{repo="ghcr.io/a/b"} 99
+"""
+    assert ops.parse_metrics(text, "zot_repo_downloads_total") == {
+        "docker.io/library/nginx": 3.0, "ghcr.io/a/b": 1.0}
+
+
+def test_stats_for_distribution_over_a_fake_cache() -> None:
+    @dataclass
+    class Cache(FakeCache):
+        def tag_paths(self, upstream: str) -> str:
+            return "/x/repositories/library/plextest/_manifests/tags/1.0/current\n"
+
+        def access_log(self, upstream: str) -> str:
+            return LOG
+
+    cache = Cache({"/v2/_catalog?n=100000": ("application/json",
+                                             b'{"repositories":["library/plextest"]}')})
+    st = ops.stats(demo(), cache, "incus")
+    assert st.to_json() == {
+        "plex": "demo", "engine": "distribution", "runtime": "incus",
+        "repositories": [{"upstream": "docker.io", "name": "library/plextest",
+                          "tags": ["1.0"]}],
+        "size_bytes": 1234, "hits": 1, "misses": 2, "note": st.note}
+
+
+# --------------------------------------------------------------------------------------------
+# registry up on Incus: the plan covers the registry alone
+
+
+def test_registry_only_keeps_the_registry_node_and_its_spec() -> None:
+    plex = demo()
+    alone = ops.registry_only(plex)
+    node = topology.registry_node(plex)
+    assert node is not None
+    assert topology.nodes(alone) == [node]
+    from plex.deploy.spec import ImageRef
+
+    image = ImageRef(Role.REGISTRY, "d" * 64, "f" * 64, "demo/registry")
+    profile = RoleProfile(config={}, devices={})
+    assert instance_spec(alone, node, image, profile) == instance_spec(plex, node, image,
+                                                                      profile)
+
+
+@dataclass
+class RecordingIncus:
+    """The four Incus calls push_credentials makes."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)
+
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+        self.calls.append(("exec", name, tuple(argv)))
+        if argv[:2] == ["getent", "group"]:
+            return ExecResult(0, f"{argv[2]}:x:121:\n", "")
+        return ExecResult(0, "", "")
+
+    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
+                  gid: int = 0) -> None:
+        self.calls.append(("push", name, path, len(data), mode, uid, gid))
+        self.modes[path] = mode
+
+    def file_mode(self, name: str, path: str) -> int:
+        return self.modes[path]
+
+
+def test_push_credentials_writes_only_secret_files_and_restarts_their_units() -> None:
+    creds_path = GOLDEN / "cases" / "credentials.yaml"
+    creds = parse_credentials(creds_path.read_text(), str(creds_path))
+    plex = load_plex(GOLDEN / "cases" / "four.yaml")
+    plex = with_registry(plex, engine=Engine.DISTRIBUTION)
+    incus = RecordingIncus()
+    paths = ops.push_credentials(plex, incus, "four-registry1", creds)  # type: ignore[arg-type]
+    assert paths == ["/etc/docker/registry/docker.io.yml", "/etc/docker/registry/quay.io.yml"]
+    pushes = [c for c in incus.calls if c[0] == "push"]
+    assert [(c[2], c[4], c[6]) for c in pushes] == [
+        ("/etc/docker/registry/docker.io.yml", 0o640, 121),
+        ("/etc/docker/registry/quay.io.yml", 0o640, 121)]
+    assert incus.calls[-1] == ("exec", "four-registry1", (
+        "systemctl", "restart", "plex-registry@docker.io.service",
+        "plex-registry@quay.io.service"))
+    # Nothing recorded carries a password.
+    assert "FAKE" not in repr(incus.calls)
+
+
+def test_push_credentials_without_a_credentials_file_does_nothing() -> None:
+    incus = RecordingIncus()
+    assert ops.push_credentials(demo(), incus, "demo-registry1") == []  # type: ignore[arg-type]
+    assert incus.calls == []
+
+
+# --------------------------------------------------------------------------------------------
+# runtime docker over a recording fake of the Docker Protocol
+
+
+@dataclass
+class FakeDocker:
+    volumes: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    images: set[str] = field(default_factory=set)
+    running: dict[str, ContainerSpec] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def volume_exists(self, name: str) -> bool:
+        return name in self.volumes
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
+        if name in self.volumes:
+            return False
+        self.calls.append(("volume", name))
+        self.volumes[name] = labels
+        return True
+
+    def delete_volume(self, name: str) -> None:
+        self.calls.append(("delete volume", name))
+        self.volumes.pop(name, None)
+
+    def volume_size(self, name: str) -> int | None:
+        return 42
+
+    def has_image(self, image: str) -> bool:
+        return image in self.images
+
+    def pull_image(self, image: str) -> None:
+        self.calls.append(("pull", image))
+        self.images.add(image)
+
+    def containers(self, plex: str) -> list[ContainerInfo]:
+        return [ContainerInfo(s.name, "running", s.image, {**s.labels, LABEL_SPEC: s.digest()})
+                for s in self.running.values() if s.labels.get(LABEL_PLEX) == plex]
+
+    def run(self, spec: ContainerSpec) -> None:
+        assert spec.image in self.images
+        self.calls.append(("run", spec.name))
+        self.running[spec.name] = spec
+
+    def remove(self, name: str) -> None:
+        self.calls.append(("remove", name))
+        self.running.pop(name, None)
+
+    def exec(self, name: str, argv: Sequence[str]) -> ExecResult:
+        return ExecResult(0, "", "")
+
+    def logs(self, name: str) -> str:
+        return ""
+
+
+def docker_plex(**changes: Any) -> Plex:
+    ups = (Upstream(name="docker.io", url="https://registry-1.docker.io"),
+           Upstream(name="lab.internal:5000", url="http://10.77.0.2:5000"))
+    return with_registry(demo(), runtime=Runtime.DOCKER, upstreams=ups, **changes)
+
+
+def test_docker_specs_for_distribution_one_container_per_upstream() -> None:
+    specs = ops.docker_specs(docker_plex())
+    assert [s.name for s in specs] == ["demo-registry-docker.io", "demo-registry-lab.internal-5000"]
+    for s, port in zip(specs, (5000, 5001), strict=True):
+        assert s.image == "registry:2"
+        assert s.entrypoint == ("/bin/registry",)
+        assert s.volumes == {"demo-registry-cache": "/var/lib/docker-registry"}
+        [cfg] = s.files
+        assert s.command == ("serve", cfg.path)
+        assert f"addr: :{port}" in cfg.content.decode()
+        assert not cfg.secret and cfg.mode == 0o644
+
+
+def test_docker_specs_keep_logins_secret() -> None:
+    creds_path = GOLDEN / "cases" / "credentials.yaml"
+    creds = parse_credentials(creds_path.read_text(), str(creds_path))
+    four = with_registry(load_plex(GOLDEN / "cases" / "four.yaml"), engine=Engine.DISTRIBUTION,
+                         runtime=Runtime.DOCKER)
+    specs = ops.docker_specs(four, creds)
+    cfg = specs[0].files[0]
+    assert cfg.secret and cfg.mode == 0o600
+    assert b"FAKE-golden-docker-0001" in cfg.content
+    assert "FAKE" not in repr(specs) and "<secret>" in repr(cfg)
+    # The digest label changes with the password but does not carry it.
+    assert specs[0].digest() != ops.docker_specs(four)[0].digest()
+    assert not ops.docker_specs(four, creds)[1].files[0].secret  # ghcr.io: no login
+
+
+def test_docker_specs_for_zot_one_container() -> None:
+    [s] = ops.docker_specs(docker_plex(engine=Engine.ZOT))
+    assert s.name == "demo-registry"
+    assert s.image == "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"
+    assert (s.entrypoint, s.command) == (("/usr/bin/zot",), ("serve", "/etc/zot/config.json"))
+    assert s.volumes == {"demo-registry-cache": "/var/lib/registry"}
+    assert [f.path for f in s.files] == ["/etc/zot/config.json"]
+
+
+def test_up_docker_creates_then_keeps_then_replaces_what_changed() -> None:
+    docker = FakeDocker()
+    plex = docker_plex()
+    first = ops.up_docker(plex, docker)
+    assert first.volume_created and first.runtime == "docker"
+    assert docker.calls == [("volume", "demo-registry-cache"), ("pull", "registry:2"),
+                            ("run", "demo-registry-docker.io"),
+                            ("run", "demo-registry-lab.internal-5000")]
+    assert first.endpoints == ("http://10.77.0.5:5000", "http://10.77.0.5:5001")
+    docker.calls.clear()
+    again = ops.up_docker(plex, docker)
+    assert docker.calls == [] and not again.volume_created
+    assert again.actions == ("demo-registry-docker.io: keep",
+                             "demo-registry-lab.internal-5000: keep")
+    # One upstream fewer, the other moved to another port: replace one, remove the other.
+    moved = with_registry(plex, port=6000, upstreams=plex.registry.upstreams[:1])
+    ops.up_docker(moved, docker)
+    assert docker.calls == [("remove", "demo-registry-docker.io"),
+                            ("run", "demo-registry-docker.io"),
+                            ("remove", "demo-registry-lab.internal-5000")]
+
+
+def test_down_docker_keeps_the_volume_unless_everything() -> None:
+    docker = FakeDocker()
+    plex = docker_plex()
+    ops.up_docker(plex, docker)
+    assert ops.down_docker(plex, docker) == ["demo-registry-docker.io",
+                                             "demo-registry-lab.internal-5000"]
+    assert "demo-registry-cache" in docker.volumes
+    ops.up_docker(plex, docker)
+    assert ops.down_docker(plex, docker, everything=True)[-1] == "volume demo-registry-cache"
+    assert docker.volumes == {}
+
+
+def test_up_docker_uses_an_image_override() -> None:
+    docker = FakeDocker(images={"plex-test/registry:2"})
+    ops.up_docker(docker_plex(), docker, images={Engine.DISTRIBUTION: "plex-test/registry:2"})
+    assert ("pull", "registry:2") not in docker.calls
+    assert {s.image for s in docker.running.values()} == {"plex-test/registry:2"}
