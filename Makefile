@@ -14,8 +14,9 @@ $(BIN)/python:
 install: $(BIN)/python            ## install plex and its dev tools into .venv
 	$(BIN)/pip install -q -e '.[dev]'
 
-setup:                            ## install/start Incus, btrfs pool and bridge (needs root)
+setup:                            ## install/start Incus (btrfs pool, bridge) and a Docker engine (root)
 	bin/setup-incus
+	bin/setup-docker >/dev/null
 
 demo: install setup               ## bake and deploy the demo plex on local Incus
 	$(PLEX) validate plexes/demo.yaml
@@ -24,6 +25,9 @@ demo: install setup               ## bake and deploy the demo plex on local Incu
 	$(PLEX) bake demo --type all
 	$(PLEX) deploy demo --yes
 	$(PLEX) status demo
+
+DOCKER_HOST ?= unix:///run/plex-docker.sock
+export DOCKER_HOST
 
 test: install setup               ## every test: unit and real-Incus integration
 	CI=$${CI:-true} $(BIN)/pytest $(PYTEST_ARGS)

@@ -10,7 +10,8 @@ PLEX = "user.plex.plex"  # plex name
 ROLE = "user.plex.role"
 NODE = "user.plex.node"  # node name (equals the instance name)
 IMAGE = "user.plex.image"  # digest of the image the node was created from
-SPEC = "user.plex.spec"  # digest of the instance spec (profile, limits, devices) it was created with
+# digest of the instance spec (profile, limits, devices) it was created with
+SPEC = "user.plex.spec"
 GENERATION = "user.plex.generation"  # bumps on every replacement
 BUILD = "user.plex.build"  # set on transient bake instances: the bake's id ("<pid>@<host>")
 CREATED = "user.plex.created"  # unix time of creation

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,19 @@ def _names(urls: list[str] | None) -> list[str]:
     return [u.split("?", 1)[0].rsplit("/", 1)[-1] for u in urls or []]
 
 
+def _observed(inst: dict[str, Any]) -> ObservedInstance:
+    """The snapshot of one instance: only plex's own config keys, never a lazy API object."""
+    config = inst.get("config", {})
+    return ObservedInstance(
+        name=inst["name"],
+        status=inst.get("status", "Unknown"),
+        uuid=config.get("volatile.uuid", ""),
+        config={k: v for k, v in config.items() if k.startswith(owner.PREFIX)},
+        location=inst.get("location") or None,
+        type=inst.get("type", "container"),
+    )
+
+
 def _error_text(resp: requests.Response) -> str:
     try:
         data = resp.json()
@@ -140,7 +154,7 @@ class PylxdIncus:
         endpoint = cfg.remote if cfg.remote != "local" else _socket_path(cfg)
         cert = None
         if cfg.remote != "local" and cfg.client_cert and cfg.client_key:
-            cert = (os.path.expanduser(cfg.client_cert), os.path.expanduser(cfg.client_key))
+            cert = (str(Path(cfg.client_cert).expanduser()), str(Path(cfg.client_key).expanduser()))
         try:
             # The constructor already calls the API: a dead daemon fails here, clearly.
             self.client = pylxd.Client(endpoint=endpoint, cert=cert, verify=cfg.verify)
@@ -173,7 +187,8 @@ class PylxdIncus:
         url = self._url(path)
         p = self._params(params) if project else (params or {})
         try:
-            resp = self.client.api.session.request(method, url, params=p, timeout=600, **kwargs)
+            resp: requests.Response = self.client.api.session.request(
+                method, url, params=p, timeout=600, **kwargs)
         except requests.RequestException as e:
             raise BackendError(f"Incus {what or path}: {e}") from None
         if resp.status_code == 404 and ok_missing:
@@ -269,14 +284,7 @@ class PylxdIncus:
             config = inst.get("config", {})
             if not owned(config, plex) or config.get(owner.BUILD):
                 continue
-            instances[inst["name"]] = ObservedInstance(
-                name=inst["name"],
-                status=inst.get("status", "Unknown"),
-                uuid=config.get("volatile.uuid", ""),
-                config={k: v for k, v in config.items() if k.startswith(owner.PREFIX)},
-                location=inst.get("location") or None,
-                type=inst.get("type", "container"),
-            )
+            instances[inst["name"]] = _observed(inst)
         aliases = {
             a["name"]: a["target"] for a in self._sync("GET", "images/aliases",
                                                         params={"recursion": "1"}) or []
@@ -289,11 +297,7 @@ class PylxdIncus:
         for inst in self._instances_full():
             config = inst.get("config", {})
             if owned(config, plex) and config.get(owner.BUILD):
-                out.append(ObservedInstance(
-                    name=inst["name"], status=inst.get("status", "Unknown"),
-                    uuid=config.get("volatile.uuid", ""),
-                    config={k: v for k, v in config.items() if k.startswith(owner.PREFIX)},
-                ))
+                out.append(_observed(inst))
         return out
 
     def instance_config(self, name: str) -> dict[str, str]:
@@ -347,15 +351,29 @@ class PylxdIncus:
         self._state(name, "stop", force=force)
 
     def delete_instance(self, name: str) -> None:
-        with contextlib.suppress(BackendError):
-            self.stop(name, force=True)
-        self._request("DELETE", f"instances/{name}", ok_missing=True, what=f"delete {name}")
-        # DELETE is async; wait for it so a re-create with the same name cannot race it.
-        for _ in range(600):
+        """Stop (forced) and delete `name`, waiting for both; gone already is fine.
+
+        Retried: an instance another (killed) plex process was starting or stopping can be
+        busy for a moment, and a deploy must finish that work without a manual step."""
+        last: BackendError | None = None
+        for attempt in range(5):
+            state = self._sync("GET", f"instances/{name}/state", ok_missing=True,
+                               what=f"state of {name}")
+            if state is None:
+                return
+            try:
+                if state.get("status") not in ("Stopped", None):
+                    self._state(name, "stop", force=True)
+                self._sync("DELETE", f"instances/{name}", ok_missing=True,
+                           what=f"delete {name}")
+            except BackendError as e:
+                last = e
+                time.sleep(1 + attempt)
+                continue
             if self._request("GET", f"instances/{name}", ok_missing=True) is None:
                 return
-            time.sleep(0.1)
-        raise BackendError(f"Incus: {name} still exists after delete")
+        why = last.message if last else "it is still there"
+        raise BackendError(f"Incus: cannot delete {name}: {why}")
 
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
         body = {
@@ -444,7 +462,7 @@ class PylxdIncus:
         """
         headers = {
             "X-Incus-properties": "&".join(
-                f"{requests.utils.quote(k)}={requests.utils.quote(v)}"
+                f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}"
                 for k, v in properties.items()
             ),
             "X-Incus-public": "0",
@@ -485,7 +503,8 @@ class PylxdIncus:
             for part in msg.iter_parts():
                 fname = part.get_filename() or part.get_param("name", header="content-disposition")
                 path = dest / str(fname)
-                path.write_bytes(part.get_payload(decode=True) or b"")
+                payload = part.get_payload(decode=True)
+                path.write_bytes(payload if isinstance(payload, bytes) else b"")
                 out.append(path)
             return out
         path = dest / f"{fingerprint}.tar"

@@ -87,7 +87,8 @@ def build_rootfs(
     except CommandError as e:
         raise BackendError(f"mmdebstrap failed for package layer {layer.digest[:12]}: "
                            f"{_last_error(e.output)}",
-                           hint=f"mirror {mirror_for(layer)}; set {MIRROR_ENV} to use another")
+                           hint=f"mirror {mirror_for(layer)}; set {MIRROR_ENV} to use another"
+                           ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

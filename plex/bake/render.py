@@ -25,7 +25,7 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
-            autoescape=False,  # config files, not HTML
+            autoescape=False,  # noqa: S701 - config files, not HTML
         )
         self.env.filters["to_yaml"] = _to_yaml
 

@@ -58,7 +58,7 @@ def run_deploy(p: Plex, replace: list[str], yes: bool, parallel: int, force: boo
         if not yes and not ui.confirm(f"{verb} {p.name}: apply {len(plan.waves)} wave(s)?"):
             raise UsageError("not applied", hint="re-run with --yes to apply without asking")
         with ui.progress() as prog:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, ui.TaskID] = {}
 
             def report(node: str, msg: str) -> None:
                 if node not in tasks:

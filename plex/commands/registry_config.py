@@ -100,8 +100,10 @@ def _size(n: int | None) -> str:
 @registry_app.command("up")
 def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
            output: OutputOpt = "table") -> None:
-    """Bring up the pull-through cache: the registry node (runtime incus) or its containers
-    (runtime docker), over a cache volume that reset and destroy keep."""
+    """Bring up the pull-through cache on a volume that reset and destroy keep.
+
+    Runtime incus: the registry node alone. Runtime docker: its containers.
+    """
     as_json = check_output(output)
     p = get_plex(plex)
     if p.registry.runtime is Runtime.DOCKER:

@@ -144,7 +144,10 @@ def run_probe(incus: Executor, target: str, node: str, probe: Probe,
     pattern = re.compile(probe.expect) if probe.expect else None
     while True:
         attempts += 1
-        res = incus.exec(target, ["/bin/sh", "-c", probe.run])
+        # Bound each attempt by the time left: a probe command that blocks (systemctl --wait on
+        # a node stuck booting) must not outlive the probe's timeout.
+        left = max(1, int(probe.timeout - (clock() - start)) + 1)
+        res = incus.exec(target, ["timeout", str(left), "/bin/sh", "-c", probe.run])
         out = res.stdout.strip()
         last = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
         if res.returncode == 0 and (pattern is None or pattern.search(out)):

@@ -365,9 +365,8 @@ class DockerCache:
                 return Reply(resp.status, resp.headers.get("Content-Type", ""), body, size)
         except urllib.error.HTTPError as e:
             return Reply(e.code, e.headers.get("Content-Type", "") if e.headers else "")
-        except (urllib.error.URLError, OSError) as e:
-            raise BackendError(f"registry at {self._url(port, '')}: {e}",
-                               hint=f"plex registry up {self.plex.name}") from None
+        except (urllib.error.URLError, OSError):
+            return Reply(0)  # no HTTP answer at all, as curl reports it on the Incus side
 
     def get(self, port: int, path: str, accept: str = "") -> Reply:
         def read(resp: Any) -> tuple[str, int]:
@@ -603,14 +602,24 @@ def parse_metrics(text: str, name: str) -> dict[str, float]:
     return out
 
 
-def _catalog(cache: Cache, port: int) -> list[str]:
-    reply = cache.get(port, "/v2/_catalog?n=100000")
-    if reply.status != 200:
-        raise BackendError(f"registry /v2/_catalog on port {port}: HTTP {reply.status}")
-    try:
-        return [str(r) for r in json.loads(reply.body).get("repositories") or []]
-    except (ValueError, AttributeError):
-        raise BackendError(f"registry /v2/_catalog on port {port}: not JSON") from None
+CATALOG_PAGE = 1000  # Distribution's default catalog.maxentries: a larger n is HTTP 400
+
+
+def _catalog(cache: Cache, port: int, page_size: int = CATALOG_PAGE) -> list[str]:
+    """Every repository, page by page (`last` is where the previous page ended)."""
+    out: list[str] = []
+    while True:
+        path = f"/v2/_catalog?n={page_size}" + (f"&last={out[-1]}" if out else "")
+        reply = cache.get(port, path)
+        if reply.status != 200:
+            raise BackendError(f"registry /v2/_catalog on port {port}: HTTP {reply.status}")
+        try:
+            page = [str(r) for r in json.loads(reply.body).get("repositories") or []]
+        except (ValueError, AttributeError):
+            raise BackendError(f"registry /v2/_catalog on port {port}: not JSON") from None
+        out += page
+        if len(page) < page_size:
+            return out
 
 
 def stats(plex: Plex, cache: Cache, runtime: str) -> Stats:

@@ -29,7 +29,8 @@ EXPECTED = {
     "lb": (["/etc/haproxy/haproxy.cfg", "/etc/keepalived/check_apiserver.sh"],
            ["haproxy", "keepalived", "ssh", "plex-node", "systemd-networkd"]),
     "server": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
-                "/etc/rancher/rke2/registries.yaml", "/etc/containerd/certs.d/docker.io/hosts.toml"],
+                "/etc/rancher/rke2/registries.yaml",
+                "/etc/containerd/certs.d/docker.io/hosts.toml"],
                ["rke2-server", "ssh", "plex-node"]),
     "agent": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
                "/etc/rancher/rke2/registries.yaml"], ["rke2-agent", "ssh", "plex-node"]),
@@ -70,13 +71,16 @@ def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role
         for s in services:
             assert sh(incus, name, f"systemctl --root=/ is-enabled {s}").strip() == "enabled", s
         # No host key of any kind in the image: the node's own are pushed at deploy.
-        assert sh(incus, name, "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true").strip() == "0"
+        keys = sh(incus, name, "ls /etc/ssh/ | grep -c '^ssh_host_.*_key$' || true")
+        assert keys.strip() == "0"
         if role == "lb":
             sh(incus, name, "haproxy -c -f /etc/haproxy/haproxy.cfg")
             for n in ("demo-lb1", "demo-lb2"):
-                sh(incus, name, f"keepalived -t -f /etc/plex/nodes/{n}/etc/keepalived/keepalived.conf")
+                conf = f"/etc/plex/nodes/{n}/etc/keepalived/keepalived.conf"
+                sh(incus, name, f"keepalived -t -f {conf}")
             # Per-node files are there for every lb, and 0600 where the recipe says so.
-            mode = sh(incus, name, "stat -c %a /etc/plex/nodes/demo-lb2/etc/keepalived/keepalived.conf")
+            conf = "/etc/plex/nodes/demo-lb2/etc/keepalived/keepalived.conf"
+            mode = sh(incus, name, f"stat -c %a {conf}")
             assert mode.strip() == "600"
         if role in ("server", "agent"):
             assert "stand-in" in sh(incus, name, "/usr/local/bin/rke2 --version")

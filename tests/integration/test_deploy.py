@@ -112,7 +112,7 @@ def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex,
     order = [a.node for w in plan.waves for a in w]
     assert order[0] == "demo-server1"
     assert set(order[-2:]) == {"demo-agent1", "demo-agent2"}
-    assert [w.nodes for w in result.waves][0] == ["demo-server1"]
+    assert result.waves[0].nodes == ["demo-server1"]
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 
@@ -185,7 +185,7 @@ def test_reset_and_destroy_spare_what_plex_does_not_own(incus, test_plex, deploy
                                                         tmp_path) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     proc = plex_cli(["reset", str(f), "--yes", "-o", "json"])
-    out, err = proc.communicate(timeout=900)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert FOREIGN in incus.instance_names()
     destroy(test_plex, incus)

@@ -33,10 +33,10 @@ def test_probe_variables_are_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     identity, _ = ensure_identity(plex)
     probes = load_probes(ROOT / "deploy" / "probes.yaml")
-    reg = [p for p in probes.for_role(Role.REGISTRY) if p.per_port][0]
+    reg = next(p for p in probes.for_role(Role.REGISTRY) if p.per_port)
     out = expand(reg, plex, resolve(plex, "demo-registry1"), identity)
     assert [p.run.split("127.0.0.1:")[1].split("/")[0] for _, p in out] == ["5000"]
-    sshd = [p for p in probes.common if p.name == "sshd host key"][0]
+    sshd = next(p for p in probes.common if p.name == "sshd host key")
     [(_, concrete)] = expand(sshd, plex, resolve(plex, "demo-lb1"), identity)
     assert concrete.expect is not None
     assert re.search(concrete.expect, identity.host_keys("demo-lb1")["ed25519"].public_key)

@@ -214,6 +214,13 @@ def test_parse_curl_output() -> None:
     assert ops._parse_curl("curl: (7) refused").status == 0
 
 
+def test_catalog_follows_pages() -> None:
+    cache = FakeCache({
+        "/v2/_catalog?n=2": ("", b'{"repositories":["a","b"]}'),
+        "/v2/_catalog?n=2&last=b": ("", b'{"repositories":["c"]}')})
+    assert ops._catalog(cache, 5000, page_size=2) == ["a", "b", "c"]
+
+
 def test_parse_tag_paths() -> None:
     root = "/var/lib/docker-registry/docker.io/docker/registry/v2/repositories"
     out = "\n".join([f"{root}/library/plextest/_manifests/tags/1.0/current",
@@ -243,7 +250,7 @@ def test_stats_for_distribution_over_a_fake_cache() -> None:
         def access_log(self, upstream: str) -> str:
             return LOG
 
-    cache = Cache({"/v2/_catalog?n=100000": ("application/json",
+    cache = Cache({"/v2/_catalog?n=1000": ("application/json",
                                              b'{"repositories":["library/plextest"]}')})
     st = ops.stats(demo(), cache, "incus")
     assert st.to_json() == {

@@ -247,7 +247,8 @@ def test_everything_says_standin(prefix: Path) -> None:
 def test_supervisor_ping_answers_pong_over_tls(server: Node, prefix: Path) -> None:
     assert tls_get(server.supervisor, "/ping") == (200, "pong")
     # The certificate the server made at start verifies for 127.0.0.1: strict clients work too.
-    ctx = ssl.create_default_context(cafile=server.root / "var/lib/rancher/rke2/server/tls/serving.crt")
+    tls = server.root / "var/lib/rancher/rke2/server/tls"
+    ctx = ssl.create_default_context(cafile=tls / "serving.crt")
     with urllib.request.urlopen(f"https://127.0.0.1:{server.supervisor}/ping", context=ctx) as r:
         assert r.read() == b"pong"
 
