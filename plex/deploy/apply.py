@@ -135,6 +135,13 @@ class Applier:
         self._check()
         self.create(action.spec, action.generation)
         self._check()
+        if action.spec.role is Role.REGISTRY:
+            # Upstream logins never go into an image: they are pushed to each new registry
+            # node (0600/0640, checked) from the credentials file outside git.
+            from plex.registry.ops import push_credentials
+
+            if push_credentials(self.plex, self.incus, name):
+                self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
         results = probe_node(self.incus, self.plex, node, self.identity, self.probes,

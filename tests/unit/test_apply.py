@@ -1,0 +1,139 @@
+"""The wave runner over a recording fake of the Incus backend (the real one: integration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plex import owner
+from plex.backends.incus import ExecResult
+from plex.config import Role, load_plex
+from plex.deploy.apply import Applier
+from plex.deploy.observed import Observed, ObservedInstance
+from plex.deploy.plan import make_plan
+from plex.deploy.probes import Probe, ProbeSet
+from plex.deploy.spec import ImageRef, RoleProfile
+from plex.errors import BackendError
+from plex.identity import ensure_identity
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RecordingIncus:
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    existing: set[str] = field(default_factory=set)
+    ignore_mode: bool = False  # behave like an Incus that drops the file mode header
+    modes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def ensure_volume(self, pool: str, name: str, config: dict[str, str]) -> bool:
+        self.calls.append(("volume", name))
+        return True
+
+    def create_instance(self, name: str, **kw: Any) -> None:
+        self.calls.append(("create", name, kw["image"]))
+        self.existing.add(name)
+
+    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
+                  gid: int = 0) -> None:
+        self.calls.append(("push", name, path, mode))
+        self.modes[(name, path)] = 0o644 if self.ignore_mode else mode
+
+    def file_mode(self, name: str, path: str) -> int:
+        return self.modes[(name, path)]
+
+    def start(self, name: str) -> None:
+        self.calls.append(("start", name))
+
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+        self.calls.append(("exec", name, argv[-1]))
+        if "ip -o -4 addr" in " ".join(argv) or argv[:2] == ["ip", "-o"]:
+            holds = name.endswith("lb1")
+            return ExecResult(0, "2: eth0 inet 10.77.0.10/24 scope global" if holds else "", "")
+        return ExecResult(0, "ok\n", "")
+
+    def set_config(self, name: str, config: dict[str, str]) -> None:
+        self.calls.append(("config", name, tuple(sorted(config.items()))))
+
+    def delete_instance(self, name: str) -> None:
+        self.calls.append(("delete", name))
+        self.existing.discard(name)
+
+    def instance_names(self) -> list[str]:
+        return sorted(self.existing)
+
+
+PROBES = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=5),))
+PROFILE = RoleProfile(config={}, devices={})
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
+    plex = load_plex(ROOT / "plexes" / "demo.yaml")
+    identity, _ = ensure_identity(plex)
+    images = {r: ImageRef(r, r.value[0] * 64, "f" * 63 + str(i), f"demo/{r.value}")
+              for i, r in enumerate(Role)}
+    return plex, identity, images
+
+
+def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    plan = make_plan(plex, images, Observed("demo", "plex-demo"),
+                     profiles=dict.fromkeys(Role, PROFILE))
+    incus = RecordingIncus()
+    Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
+    # The cache volume exists before the registry node that mounts it.
+    assert incus.calls.index(("volume", "demo-registry-cache")) < next(
+        i for i, c in enumerate(incus.calls) if c[:2] == ("create", "demo-registry1"))
+    reg = [c for c in incus.calls if c[1] == "demo-registry1"]
+    kinds = [c[0] for c in reg]
+    assert kinds[0] == "create"
+    assert kinds.index("push") < kinds.index("start") < kinds.index("exec") < kinds.index("config")
+    assert reg[-1] == ("config", "demo-registry1", ((owner.READY, "true"),))
+    keys = [(c[2], c[3]) for c in reg if c[0] == "push"]
+    assert ("/etc/ssh/ssh_host_ed25519_key", 0o600) in keys
+    assert ("/etc/ssh/ssh_host_rsa_key.pub", 0o644) in keys
+    # Waves in order: registry first, agents last; every node ends ready.
+    created = [c[1] for c in incus.calls if c[0] == "create"]
+    assert created[0] == "demo-registry1" and set(created[-2:]) == {"demo-agent1", "demo-agent2"}
+    ready = {c[1] for c in incus.calls if c[0] == "config"}
+    assert ready == set(created)
+
+
+def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    plan = make_plan(plex, images, Observed("demo", "plex-demo"),
+                     profiles=dict.fromkeys(Role, PROFILE))
+    incus = RecordingIncus(ignore_mode=True)
+    with pytest.raises(BackendError, match=r"demo-registry1: /etc/ssh/ssh_host_ed25519_key has "
+                                           r"mode 0644, not 0600"):
+        Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
+    assert ("start", "demo-registry1") not in incus.calls
+
+
+def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    fresh = make_plan(plex, images, Observed("demo", "plex-demo"),
+                      profiles=dict.fromkeys(Role, PROFILE))
+    instances = {}
+    for a in fresh.actions:
+        assert a.spec is not None
+        cfg = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}
+        cfg[owner.READY] = "true"
+        instances[a.node] = ObservedInstance(a.node, "Running", f"u-{a.node}", cfg)
+    observed = Observed("demo", "plex-demo", instances)
+    plan = make_plan(plex, images, observed, replace=["master"],
+                     profiles=dict.fromkeys(Role, PROFILE))
+    incus = RecordingIncus(existing=set(instances))
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    order = [(c[0], c[1]) for c in incus.calls if c[0] in ("delete", "create")]
+    master_create = order.index(("create", "demo-server1"))
+    torn_down = {n for kind, n in order[:master_create] if kind == "delete"}
+    assert torn_down == {"demo-server1", "demo-server2", "demo-server3", "demo-agent1",
+                         "demo-agent2"}
+    assert not any(c[1].startswith(("demo-lb", "demo-registry")) for c in incus.calls
+                   if c[0] in ("delete", "create"))
