@@ -73,6 +73,7 @@ class Incus(Protocol):
         profiles: list[str],
         virt: str = "container",
         target: str | None = None,
+        source: dict[str, str] | None = None,
     ) -> None: ...
     def start(self, name: str) -> None: ...
     def stop(self, name: str, force: bool = True) -> None: ...
@@ -317,12 +318,16 @@ class PylxdIncus:
         profiles: list[str],
         virt: str = "container",
         target: str | None = None,
+        source: dict[str, str] | None = None,
     ) -> None:
-        source: dict[str, str] = {"type": "image"}
-        if len(image) == 64 and all(c in "0123456789abcdef" for c in image):
-            source["fingerprint"] = image
-        else:
-            source["alias"] = image
+        """Create (not start) an instance from a local image (fingerprint or alias), or from
+        an explicit `source` such as a remote image server's alias."""
+        if source is None:
+            source = {"type": "image"}
+            if len(image) == 64 and all(c in "0123456789abcdef" for c in image):
+                source["fingerprint"] = image
+            else:
+                source["alias"] = image
         body = {
             "name": name,
             "type": virt,

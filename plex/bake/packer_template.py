@@ -64,7 +64,6 @@ PLACEHOLDER_KEY = "ssh-ed25519 AAAAplexplaceholder plex-build"
 FILES_TAR = "plex-files.tar"
 
 # The recipes name Debian's units; MicroOS calls some of them differently.
-SUSE_SERVICES = {"ssh": "sshd"}
 # The recipes configure the NIC with systemd-networkd (network.j2), which MicroOS does not ship
 # by default; the distribution's own network managers are disabled in the image.
 MICROOS_PACKAGES = ("systemd-network",)
@@ -296,7 +295,8 @@ def _artifact_steps(recipe: Recipe, base: Qcow2Base) -> list[dict[str, Any]]:
 
 
 def _services(recipe: Recipe) -> list[str]:
-    return [SUSE_SERVICES.get(s, s) for s in recipe.layer.services]
+    # The recipe already names the units of the image's family (bake/common.yaml services).
+    return list(recipe.layer.services)
 
 
 def packer_template(

@@ -235,11 +235,22 @@ class Baker:
             if img is not None:
                 return img.fingerprint, True
             self.report(recipe.role, f"package layer {digest[:12]}")
+            if recipe.package.base.kind == "incus-remote":
+                from plex.bake.remote_layer import build_in_instance
+
+                paths = {a.name: artifacts_mod.local_path(self.plex, a.name)
+                         for a, _ in recipe.package.artifacts}
+                fp = build_in_instance(self.incus, self.plex, recipe.package, paths,
+                                       self.bake_id,
+                                       report=lambda m: self.report(recipe.role, m),
+                                       check=self._check)
+                return fp, False
             if recipe.package.base.kind != "mmdebstrap":
                 raise BackendError(
                     f"base '{recipe.package.base.name}' ({recipe.package.base.kind}) is not a "
-                    "container base this machine can build",
-                    hint="container images use an mmdebstrap base; VM bases bake with --virt vm",
+                    "container base",
+                    hint="container bases are mmdebstrap or incus-remote; qcow2 bases bake "
+                         "with --virt vm",
                 )
             rootfs = self._rootfs(recipe.package, recipe.role)
             self._check()

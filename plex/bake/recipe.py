@@ -69,7 +69,7 @@ class RoleRecipe:
     packages: Mapping[str, tuple[str, ...]]  # family -> packages
     artifacts: tuple[ArtifactSpec, ...]
     files: tuple[FileSpec, ...]
-    services: tuple[str, ...]
+    services: Mapping[str, tuple[str, ...]]  # family (or "all") -> units to enable
     package_commands: tuple[str, ...]
     plex_commands: tuple[str, ...]
     validate: tuple[str, ...]
@@ -139,7 +139,7 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
     packages: dict[str, list[str]] = {}
     artifacts: list[ArtifactSpec] = []
     files: dict[str, FileSpec] = {}
-    services: list[str] = []
+    services: dict[str, list[str]] = {}
     pkg_cmds: list[str] = []
     plex_cmds: list[str] = []
     validate: list[str] = []
@@ -167,7 +167,13 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
             # A later entry for the same path (the role's) overrides an included one.
             files[f["path"]] = FileSpec(f["path"], f["template"], mode,
                                         bool(f.get("per_node", False)), f.get("expand"))
-        services.extend(_str_list(file, "services", part.get("services")))
+        svc = part.get("services") or []
+        # A list applies to every OS family; a mapping names units per family (ssh is
+        # `ssh` on Debian and `sshd` on openSUSE), with `all` for the common ones.
+        for family, names in (svc.items() if isinstance(svc, dict) else [("all", svc)]):
+            services.setdefault(family, []).extend(
+                _str_list(file, f"services.{family}" if isinstance(svc, dict) else "services",
+                          names))
         cmds = part.get("commands") or {}
         if not isinstance(cmds, dict) or set(cmds) - {"package", "plex"}:
             raise _recipe_error(file, "commands", "must have only package: and plex: lists")
@@ -179,7 +185,7 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
         packages={k: tuple(dict.fromkeys(v)) for k, v in packages.items()},
         artifacts=tuple(artifacts),
         files=tuple(files.values()),
-        services=tuple(dict.fromkeys(services)),
+        services={k: tuple(dict.fromkeys(v)) for k, v in services.items()},
         package_commands=tuple(pkg_cmds),
         plex_commands=tuple(plex_cmds),
         validate=tuple(validate),
@@ -330,7 +336,8 @@ def make_recipe(
     layer = PlexLayer(
         package_digest=package.digest,
         files=files,
-        services=role_recipe.services,
+        services=tuple(dict.fromkeys((*role_recipe.services.get("all", ()),
+                                      *role_recipe.services.get(family, ())))),
         commands=role_recipe.plex_commands,
         validate=role_recipe.validate,
     )

@@ -61,7 +61,8 @@ def renderer(tmp_path: Path) -> Renderer:
 def role_recipe(packages: tuple[str, ...]) -> RoleRecipe:
     return RoleRecipe(role=Role.SERVER, packages={"debian": packages, "suse": packages},
                       artifacts=(), files=(FileSpec("/etc/plex/layer", "layer.j2"),),
-                      services=("ssh",), package_commands=(), plex_commands=(), validate=(),
+                      services={"all": ("ssh",)}, package_commands=(), plex_commands=(),
+                      validate=(),
                       sources=("bake/server.yaml",))
 
 

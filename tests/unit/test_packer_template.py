@@ -123,7 +123,7 @@ def test_template_shape_for_a_kube_role() -> None:
     script = provisioner_text(t)
     assert "tar -xzf /var/cache/plex-build/rke2.linux-amd64.tar.gz -C /opt/rke2" in script
     assert "REBOOT_METHOD" not in script  # it is a file in the tarball, not a command
-    assert "systemctl enable plex-node systemd-networkd sshd rke2-server" in script
+    assert "systemctl enable plex-node systemd-networkd rke2-server sshd" in script
     assert "systemctl disable rebootmgr.service" in script
     assert "cloud-init clean --logs" in script
     assert "truncate -s 0 /etc/machine-id" in script
