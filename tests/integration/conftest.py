@@ -157,3 +157,10 @@ def baked(test_plex: Plex, incus: object, state_dirs: Path) -> dict[str, object]
     roles = [r for r, rc in test_plex.roles.items() if rc.count]
     results = baker.bake(roles)
     return {r.role.value: r for r in results}
+
+
+def with_agent_offset(plex: Plex, offset: int) -> Plex:
+    """The same plex with its agents moved to another host range (a plex-data change)."""
+    data = plex.model_dump(mode="json", exclude={"source"})
+    data["roles"]["agent"]["offset"] = offset
+    return parse_plex(yaml.safe_dump(data), "moved-agent.yaml")

@@ -16,10 +16,10 @@ import yaml
 from plex import owner
 from plex.bake.catalog import digest_alias, image_alias, load_catalog
 from plex.bake.pipeline import Baker, Paths
-from plex.config import Plex, Role, parse_plex
+from plex.config import Plex, Role
 from plex.identity import hosts_file, known_hosts_file, require_identity
 
-from .conftest import ROOT
+from .conftest import ROOT, with_agent_offset
 
 pytestmark = pytest.mark.incus
 
@@ -120,14 +120,8 @@ def test_unchanged_recipe_is_a_cached_noop_under_a_second(incus, test_plex, bake
     assert elapsed < 1.0, f"no-op bake took {elapsed:.2f}s"
 
 
-def _with_agent_offset(plex: Plex, offset: int) -> Plex:
-    data = plex.model_dump(mode="json", exclude={"source"})
-    data["roles"]["agent"]["offset"] = offset
-    return parse_plex(yaml.safe_dump(data), "moved-agent.yaml")
-
-
 def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> None:
-    moved = _with_agent_offset(test_plex, 41)
+    moved = with_agent_offset(test_plex, 41)
     layers_before = {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")}
     pkg_images_before = {i.fingerprint for i in incus.images()
                          if any(a.startswith("plex-pkg/") for a in i.aliases)}
@@ -174,7 +168,7 @@ def _wait_for_build_instance(incus, plex_name: str, proc: subprocess.Popen[bytes
 
 def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
         incus, test_plex, baked, tmp_path) -> None:
-    changed = _with_agent_offset(test_plex, 51)  # a change, so the lb plex layer must rebuild
+    changed = with_agent_offset(test_plex, 51)  # a change, so the lb plex layer must rebuild
     before = load_catalog(test_plex.name)
     proc = _bake_process(changed, tmp_path)
     leftover = _wait_for_build_instance(incus, test_plex.name, proc)
@@ -195,7 +189,7 @@ def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
 
 def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(incus, test_plex, baked,
                                                           tmp_path) -> None:
-    changed = _with_agent_offset(test_plex, 52)
+    changed = with_agent_offset(test_plex, 52)
     images_before = {i.fingerprint for i in incus.images()}
     proc = _bake_process(changed, tmp_path)
     _wait_for_build_instance(incus, test_plex.name, proc)

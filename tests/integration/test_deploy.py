@@ -28,7 +28,7 @@ from plex.deploy.probes import vip_holders
 from plex.deploy.spec import registry_volume
 from plex.identity import require_identity
 
-from .conftest import ROOT
+from .conftest import ROOT, with_agent_offset
 
 pytestmark = pytest.mark.incus
 
@@ -179,6 +179,25 @@ def test_sigkill_during_deploy_then_deploy_again_converges(incus, test_plex, dep
     assert make_deploy_plan(test_plex, incus)[0].empty
     names = set(incus.instance_names())
     assert names == {n.name for n in topology.nodes(test_plex)} | {FOREIGN}, "orphans left"
+
+
+def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> None:
+    from plex.bake.pipeline import Baker, Paths
+    from plex.deploy.ops import kubeconfig, rollback_aliases, status_rows
+
+    # A newer generation of every role (plex data changed): the plan wants to replace.
+    Baker(with_agent_offset(test_plex, 41), incus, Paths.under(ROOT)).bake(list(Role))
+    assert not make_deploy_plan(test_plex, incus)[0].empty
+    assert not any(r["up_to_date"] for r in status_rows(test_plex, incus))
+    # Rolling back points every role at the generation the nodes run: nothing to redeploy.
+    moved = rollback_aliases(test_plex, incus)
+    assert {m.role: m.to_digest for m in moved} == {r: baked[r].digest for r in baked}
+    assert make_deploy_plan(test_plex, incus)[0].empty
+    rows = status_rows(test_plex, incus)
+    assert all(r["ready"] and r["up_to_date"] and r["state"] == "Running" for r in rows), rows
+    kc = kubeconfig(test_plex, incus)
+    assert f"server: https://{test_plex.network.vip}:6443" in kc
+    assert "127.0.0.1" not in kc
 
 
 def test_reset_and_destroy_spare_what_plex_does_not_own(incus, test_plex, deployed,

@@ -1,0 +1,60 @@
+"""Deploy-side operations that need no daemon: inventory, kubeconfig rewrite, locks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plex.config import load_plex
+from plex.deploy.ops import inventory, inventory_yaml, kubeconfig
+from plex.errors import LockedError
+from plex.lock import plex_lock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo():  # type: ignore[no-untyped-def]
+    return load_plex(ROOT / "plexes" / "demo.yaml")
+
+
+def test_inventory_groups_nodes_by_role_with_their_addresses() -> None:
+    inv = inventory(demo())["all"]
+    assert inv["vars"]["plex_vip"] == "10.77.0.10"
+    children = inv["children"]
+    assert set(children["server"]["hosts"]) == {"demo-server1", "demo-server2", "demo-server3"}
+    assert children["server"]["hosts"]["demo-server1"] == {
+        "ansible_host": "10.77.0.21", "plex_role": "server", "plex_master": True}
+    assert children["kube"] == {"children": {"server": {}, "agent": {}}}
+    assert yaml.safe_load(inventory_yaml(demo())) == inventory(demo())
+
+
+class MasterFiles:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pulled: list[tuple[str, str]] = []
+
+    def pull_file(self, name: str, path: str) -> bytes:
+        self.pulled.append((name, path))
+        return self.text.encode()
+
+
+def test_kubeconfig_comes_from_the_master_pointing_at_the_vip() -> None:
+    fake = MasterFiles("clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n")
+    kc = kubeconfig(demo(), fake)  # type: ignore[arg-type]
+    assert fake.pulled == [("demo-server1", "/etc/rancher/rke2/rke2.yaml")]
+    assert "server: https://10.77.0.10:6443" in kc and "127.0.0.1" not in kc
+
+
+def test_a_second_deploy_of_the_same_plex_is_refused(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
+    with plex_lock("demo", "deploy"):
+        refused = pytest.raises(LockedError, match=r"another deploy of plex 'demo' is running")
+        with refused, plex_lock("demo", "deploy"):
+            pass
+        with plex_lock("demo", "bake"):  # a bake is a different lock
+            pass
+    with plex_lock("demo", "deploy"):  # released on exit
+        pass
