@@ -10,7 +10,6 @@ the calls plex needs are made against the REST API directly so that:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import urllib.parse
@@ -596,7 +595,3 @@ def throwaway_project(cfg: IncusConfig, name: str) -> Iterator[PylxdIncus]:
         yield inc
     finally:
         inc.delete_project()
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -24,7 +24,6 @@ from plex import owner
 from plex.backends.incus import Incus
 from plex.bake import artifacts as artifacts_mod
 from plex.bake.catalog import (
-    Catalog,
     Entry,
     digest_alias,
     image_alias,
@@ -352,13 +351,3 @@ class Baker:
                 f"{what} failed in build instance: {shlex.join(argv)} "
                 f"(exit {res.returncode}): {(res.output.splitlines() or ['no output'])[-1]}"
             )
-
-
-def bake(plex: Plex, incus: Incus, roles: Sequence[Role], paths: Paths,
-         report: Report | None = None, parallel: int = 4,
-         channel: Channel | str = Channel.STABLE) -> list[BakeResult]:
-    return Baker(plex, incus, paths, report, channel=channel).bake(roles, parallel)
-
-
-def catalog_for(plex: Plex) -> Catalog:
-    return load_catalog(plex.name)
