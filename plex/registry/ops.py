@@ -53,7 +53,9 @@ DEFAULT_REGISTRY = "docker.io"
 # Distribution 2.8 logs one of these for every blob (and manifest) it stores from upstream.
 _STORED_RE = re.compile(r"scheduler entry for (\S+)@(sha256:[0-9a-f]{64})")
 # Its access log (combined format): a blob served to a client.
-_BLOB_GET_RE = re.compile(r'"GET /v2/(\S+)/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 200 ')
+# containerd adds `?ns=<upstream>` to every request it sends to a mirror.
+_BLOB_GET_RE = re.compile(
+    r'"GET /v2/(\S+)/blobs/(sha256:[0-9a-f]{64})(?:\?\S*)? HTTP/[0-9.]+" 200 ')
 # distribution-spec repository names: path components joined by single slashes.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")

@@ -3,10 +3,11 @@ binary cannot be downloaded here): the demo plex's nodes pull a test image by it
 name (docker.io/library/plextest:1.0) through containerd, and the stand-in upstream's access
 log says how often the cache went upstream for each blob.
 
-Distribution 2.8 fetches a blob from its upstream TWICE on a cold miss (one GET stores it, one
-streams it to the client: registry/proxy/proxyblobstore.go ServeBlob); measured here, and the
-count the tests expect for "fetched by the cache once". What matters is that it never grows
-with the number of nodes, resets, or registry replacements.
+Distribution 2.8 may fetch a blob from its upstream twice on a cold miss (one GET stores it,
+and racing it one may stream it to the client: registry/proxy/proxyblobstore.go ServeBlob);
+measured here as 1 or 2 from run to run, so that is what "fetched by the cache once" accepts.
+What matters is that it never grows with the number of nodes, resets, or registry
+replacements: every later count is exactly 0.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ pytestmark = pytest.mark.incus
 
 IMAGE = "docker.io/library/plextest:1.0"
 WARM_REPO = "library/plexwarm"
-COLD_MISS_FETCHES = 2  # docker-registry 2.8: see the module docstring
+# docker-registry 2.8 on a cold miss: one GET stores the blob and, racing it, one may stream it
+# to the client (seen here: sometimes 2, sometimes 1). Never 0, never more; nothing afterwards.
+COLD_MISS_FETCHES = (1, 2)
+
+
+def cold_miss(counts: dict[str, int]) -> bool:
+    return all(n in COLD_MISS_FETCHES for n in counts.values()) and bool(counts)
 CTR = ["ctr", "--address", "/run/k3s/containerd/containerd.sock", "-n", "k8s.io"]
 TIMES: dict[str, float] = {}
 
@@ -104,6 +111,9 @@ def fetches(upstream, digests) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def registry_up(incus, test_plex, baked):
+    # Start from nothing and a cold cache: earlier modules of the session (the nightly's smoke
+    # pull) may have deployed this plex and filled its cache volume.
+    destroy(test_plex, incus, everything=True)
     up, plan, _ = ops.up_incus(test_plex, incus, ROOT)
     return {"up": up, "plan": plan}
 
@@ -138,10 +148,11 @@ def test_warm_pulls_through_the_cache_so_nodes_never_go_upstream(
     assert ok.ok and ok.blobs == 2 and ok.bytes > 0, ok
     assert not absent.ok and "HTTP 404" in (absent.error or ""), absent
     assert not foreign.ok and "not an upstream" in (foreign.error or ""), foreign
-    assert fetches(upstream, blobs) == dict.fromkeys(blobs, COLD_MISS_FETCHES)
+    warmed = fetches(upstream, blobs)
+    assert cold_miss(warmed), warmed
     # Warm again: all hits.
     assert ops.warm(test_plex, cache, [f"docker.io/{WARM_REPO}:1.0"])[0].ok
-    assert fetches(upstream, blobs) == dict.fromkeys(blobs, COLD_MISS_FETCHES)
+    assert fetches(upstream, blobs) == warmed
 
 
 def test_default_warm_list_is_the_rke2_release_list(test_plex):
@@ -160,10 +171,11 @@ def cluster(incus, test_plex, registry_up):
 
 def test_two_nodes_pull_by_upstream_name_and_the_cache_fetches_each_blob_once(
         incus, test_plex, cluster, upstream):
-    assert fetches(upstream, upstream.blobs) == dict.fromkeys(upstream.blobs, 0)
+    # The upstream is shared by the whole session: count from here.
+    base = fetches(upstream, upstream.blobs)
     TIMES["cold pull demo-agent1"] = pull(incus, "demo-agent1")
     first = fetches(upstream, upstream.blobs)
-    assert first == dict.fromkeys(upstream.blobs, COLD_MISS_FETCHES), first
+    assert cold_miss({d: first[d] - base[d] for d in first}), (base, first)
     TIMES["cached pull demo-server2"] = pull(incus, "demo-server2")
     assert fetches(upstream, upstream.blobs) == first, "the second node went upstream"
     # Warmed earlier: a node pulls it with no upstream blob request at all.
@@ -315,7 +327,7 @@ def test_runtime_docker_cache_survives_its_containers(session_project, upstream)
         TIMES["docker: cold warm"] = time.monotonic() - t0
         assert w.ok and w.blobs == 2, w
         cold = fetches(upstream, upstream.blobs)
-        assert {d: cold[d] - before[d] for d in cold} == dict.fromkeys(cold, COLD_MISS_FETCHES)
+        assert cold_miss({d: cold[d] - before[d] for d in cold}), (before, cold)
         st = ops.stats(plex, cache, "docker")
         assert [(r.name, r.tags) for r in st.repositories] == [("library/plextest", ("1.0",))]
         assert (st.hits, st.misses) == (0, 2), st

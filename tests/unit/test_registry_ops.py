@@ -207,6 +207,13 @@ def test_distribution_hits_from_a_real_log() -> None:
     assert ops.distribution_hits("") == (0, 0)
 
 
+def test_distribution_hits_count_containerd_mirror_requests() -> None:
+    # containerd sends `?ns=<upstream>` on every request to a mirror (seen in the real run).
+    log = (f'10.77.0.31 - - [22/Nov/2026:01:30:00 +0000] "GET /v2/library/plextest/blobs/{D1}'
+           f'?ns=docker.io HTTP/1.1" 200 197 "" "containerd/1.6.20"\n')
+    assert ops.distribution_hits(LOG + log) == (2, 2)
+
+
 def test_parse_curl_output() -> None:
     r = ops._parse_curl('{"repositories":[]}\n%PLEX%\n200\napplication/json; charset=utf-8')
     assert (r.status, r.content_type, r.body) == (200, "application/json; charset=utf-8",
