@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from registry_golden import GOLDEN, bundle, check_golden
 
 from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import ConfigError, UsageError
-from plex.registry import RenderedFile, engine_files
+from plex.registry import engine_files
 from plex.registry.credentials import parse_credentials
 from plex.registry.distribution import (
     distribution_files,
@@ -20,7 +20,6 @@ from plex.registry.distribution import (
     unit_text,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "registry"
 CASES = ("one", "four", "http")
 
 
@@ -38,23 +37,6 @@ def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
     return plex.model_copy(
         update={"registry": plex.registry.model_copy(update={"upstreams": ups})}
     )
-
-
-def bundle(files: list[RenderedFile]) -> str:
-    out = []
-    for f in files:
-        flag = " secret" if f.secret else ""
-        out.append(f"==> {f.path} mode={f.mode:04o} owner={f.owner}:{f.group}{flag} <==\n")
-        out.append(f.content)
-    return "".join(out)
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("PLEX_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with PLEX_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
+from registry_golden import GOLDEN, bundle, check_golden
 
 from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import UsageError
-from plex.registry import RenderedFile
 from plex.registry.mirrors import hosts_toml, mirror_url, node_files, registries_yaml
 
-GOLDEN = Path(__file__).parent / "golden" / "registry"
 CASES = ("one", "four", "http")
 ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)
 
@@ -28,23 +25,6 @@ def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
     return plex.model_copy(
         update={"registry": plex.registry.model_copy(update={"upstreams": ups})}
     )
-
-
-def bundle(files: list[RenderedFile]) -> str:
-    out = []
-    for f in files:
-        flag = " secret" if f.secret else ""
-        out.append(f"==> {f.path} mode={f.mode:04o} owner={f.owner}:{f.group}{flag} <==\n")
-        out.append(f.content)
-    return "".join(out)
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("PLEX_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with PLEX_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import ConfigError
-from plex.registry import RenderedFile, engine_files
+from plex.registry import engine_files
 from plex.registry.credentials import parse_credentials
 from plex.registry.zot import (
     CREDENTIALS_PATH,
@@ -24,7 +23,8 @@ from plex.registry.zot import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = Path(__file__).parent / "golden" / "registry"
+from registry_golden import GOLDEN, bundle, check_golden  # noqa: E402
+
 CASES = ("one", "four", "http")
 KEYS_FILE = ROOT / "deploy" / "registry" / "zot-keys.txt"
 
@@ -37,23 +37,6 @@ def load_case(name: str, engine: Engine = Engine.ZOT) -> Plex:
 def case_credentials() -> Any:
     path = GOLDEN / "cases" / "credentials.yaml"
     return parse_credentials(path.read_text(), str(path))
-
-
-def bundle(files: list[RenderedFile]) -> str:
-    out = []
-    for f in files:
-        flag = " secret" if f.secret else ""
-        out.append(f"==> {f.path} mode={f.mode:04o} owner={f.owner}:{f.group}{flag} <==\n")
-        out.append(f.content)
-    return "".join(out)
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("PLEX_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with PLEX_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
 
 
 @pytest.mark.parametrize("case", CASES)
