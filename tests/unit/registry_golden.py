@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from plex.config import Engine, Plex, load_plex
 from plex.registry import RenderedFile
+from plex.registry.credentials import Credentials, parse_credentials
 
 GOLDEN = Path(__file__).parent / "golden" / "registry"
 
@@ -26,3 +28,17 @@ def check_golden(name: str, text: str) -> None:
         path.write_text(text)
     assert path.exists(), f"{path} missing: run with PLEX_UPDATE_GOLDEN=1 and review it"
     assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
+
+
+CASES = ("one", "four", "http")
+
+
+def golden_case(name: str, engine: Engine) -> Plex:
+    """A plex from golden/registry/cases/<name>.yaml with its registry engine set."""
+    plex = load_plex(GOLDEN / "cases" / f"{name}.yaml")
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"engine": engine})})
+
+
+def case_credentials() -> Credentials:
+    path = GOLDEN / "cases" / "credentials.yaml"
+    return parse_credentials(path.read_text(), str(path))

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from registry_golden import GOLDEN, bundle, check_golden
+from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case
 
 from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import ConfigError, UsageError
 from plex.registry import engine_files
-from plex.registry.credentials import parse_credentials
 from plex.registry.distribution import (
     distribution_files,
     distribution_proxies,
@@ -20,17 +18,10 @@ from plex.registry.distribution import (
     unit_text,
 )
 
-CASES = ("one", "four", "http")
-
 
 def load_case(name: str, engine: Engine = Engine.DISTRIBUTION) -> Plex:
-    plex = load_plex(GOLDEN / "cases" / f"{name}.yaml")
-    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"engine": engine})})
+    return golden_case(name, engine)
 
-
-def case_credentials() -> Any:
-    path = GOLDEN / "cases" / "credentials.yaml"
-    return parse_credentials(path.read_text(), str(path))
 
 
 def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:

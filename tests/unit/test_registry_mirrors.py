@@ -6,19 +6,16 @@ import tomllib
 
 import pytest
 import yaml
-from registry_golden import GOLDEN, bundle, check_golden
+from registry_golden import CASES, bundle, check_golden, golden_case
 
-from plex.config import Engine, Plex, Upstream, load_plex
+from plex.config import Engine, Plex, Upstream
 from plex.errors import UsageError
 from plex.registry.mirrors import hosts_toml, mirror_url, node_files, registries_yaml
 
-CASES = ("one", "four", "http")
 ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)
 
 
-def load_case(name: str, engine: Engine) -> Plex:
-    plex = load_plex(GOLDEN / "cases" / f"{name}.yaml")
-    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"engine": engine})})
+load_case = golden_case
 
 
 def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:

@@ -23,20 +23,14 @@ from plex.registry.zot import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-from registry_golden import GOLDEN, bundle, check_golden  # noqa: E402
+from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case  # noqa: E402
 
-CASES = ("one", "four", "http")
 KEYS_FILE = ROOT / "deploy" / "registry" / "zot-keys.txt"
 
 
 def load_case(name: str, engine: Engine = Engine.ZOT) -> Plex:
-    plex = load_plex(GOLDEN / "cases" / f"{name}.yaml")
-    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"engine": engine})})
+    return golden_case(name, engine)
 
-
-def case_credentials() -> Any:
-    path = GOLDEN / "cases" / "credentials.yaml"
-    return parse_credentials(path.read_text(), str(path))
 
 
 @pytest.mark.parametrize("case", CASES)
