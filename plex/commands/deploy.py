@@ -172,14 +172,18 @@ def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")
 @app.command("inventory")
 def inventory_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
                   output: Annotated[str, typer.Option("--output", "-o",
-                                                      help="yaml or json")] = "yaml") -> None:
-    """An Ansible inventory of the plex, grouped by role."""
+                                                      help="yaml, json or genders")] = "yaml",
+                  ) -> None:
+    """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
     from plex.deploy.ops import inventory, inventory_yaml
+    from plex.genders import genders
 
     p = get_plex(plex)
     if output == "json":
         ui.print_json(inventory(p))
     elif output == "yaml":
         typer.echo(inventory_yaml(p), nl=False)
+    elif output == "genders":
+        typer.echo(genders(p), nl=False)
     else:
-        raise UsageError(f"--output must be yaml or json, not '{output}'")
+        raise UsageError(f"--output must be yaml, json or genders, not '{output}'")
