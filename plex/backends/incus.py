@@ -24,6 +24,7 @@ from pylxd import exceptions as lxd_exc
 
 from plex import owner
 from plex.config import IncusConfig
+from plex.crosscheck import Neighbour
 from plex.deploy.observed import Observed, ObservedInstance, owned
 from plex.errors import BackendError
 
@@ -60,6 +61,7 @@ class Incus(Protocol):
     def observe(self, plex: str) -> Observed: ...
     def observe_builds(self, plex: str) -> list[ObservedInstance]: ...
     def instance_names(self) -> list[str]: ...
+    def neighbours(self, network: str) -> list[Neighbour]: ...
     def instance_config(self, name: str) -> dict[str, str]: ...
     def instance_state(self, name: str) -> dict[str, Any]: ...
     def create_instance(
@@ -273,6 +275,26 @@ class PylxdIncus:
 
     def instance_names(self) -> list[str]:
         return _names(self._sync("GET", "instances"))
+
+    def neighbours(self, network: str) -> list[Neighbour]:
+        """Every instance with a NIC on `network`, in every project, with its configured and
+        live IPv4 addresses (read-only: for the collision check before a deploy creates)."""
+        out = []
+        insts = self._sync("GET", "instances", project=False, what="list instances",
+                           params={"all-projects": "true", "recursion": "2"}) or []
+        for inst in insts:
+            nics = [d for d in (inst.get("expanded_devices") or {}).values()
+                    if d.get("type") == "nic" and d.get("network") == network]
+            if not nics:
+                continue
+            addrs = {d["ipv4.address"] for d in nics if d.get("ipv4.address")}
+            for iface in ((inst.get("state") or {}).get("network") or {}).values():
+                addrs |= {a["address"] for a in iface.get("addresses") or []
+                          if a.get("family") == "inet" and a.get("scope") == "global"}
+            out.append(Neighbour(project=inst.get("project", "default"), name=inst["name"],
+                                 addresses=tuple(sorted(addrs)),
+                                 plex=(inst.get("config") or {}).get(owner.PLEX)))
+        return out
 
     def _instances_full(self) -> list[dict[str, Any]]:
         return self._sync("GET", "instances", params={"recursion": "1"}) or []

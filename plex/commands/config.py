@@ -11,6 +11,7 @@ from plex import topology, ui
 from plex.checks import warnings
 from plex.cli_app import OutputOpt, app, check_output, get_plex
 from plex.config import Plex, json_schema, load_plex
+from plex.crosscheck import PlexFile, cross_check
 from plex.errors import ConfigError, ConfigErrors
 
 
@@ -27,6 +28,8 @@ def validate(paths: list[Path]) -> tuple[list[Plex], list[str], list[ConfigError
             continue
         plexes.append(plex)
         warns.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
+    # Plexes against each other: what two plexes on one network must not share.
+    errors.extend(cross_check([PlexFile.read(x) for x in plexes]))
     return plexes, warns, errors
 
 

@@ -18,12 +18,13 @@ from plex import owner, topology
 from plex.backends.incus import Incus
 from plex.bake.catalog import current_images, image_alias, load_catalog
 from plex.config import Plex, Role
+from plex.crosscheck import live_collisions
 from plex.deploy.apply import Applier, ApplyResult, Report
 from plex.deploy.observed import Observed
-from plex.deploy.plan import Plan, make_plan
+from plex.deploy.plan import Plan, Verb, make_plan
 from plex.deploy.probes import KUBECONFIG, load_probes
 from plex.deploy.spec import registry_volume
-from plex.errors import BackendError, UsageError
+from plex.errors import BackendError, PlexError, UsageError
 from plex.identity import require_identity
 from plex.lock import plex_lock
 
@@ -39,8 +40,22 @@ def make_deploy_plan(plex: Plex, incus: Incus, replace: Sequence[str] = (),
     return make_plan(plex, images, observed, replace=replace, force=force), observed
 
 
+def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
+    """Refuse, before anything is created, a plan whose nodes would collide with what other
+    projects or plexes already have on the network (DNS names, addresses, the VIP)."""
+    if not any(a.verb in (Verb.CREATE, Verb.REPLACE) for a in plan.actions):
+        return
+    problems = live_collisions(plex, incus.neighbours(plex.incus.network))
+    if problems:
+        raise PlexError(
+            f"plex '{plex.name}' collides on network {plex.incus.network}: "
+            + "; ".join(dict.fromkeys(problems)),
+            hint="move the plex to its own CIDR/names, or remove the other instances")
+
+
 def apply_plan(plex: Plex, incus: Incus, plan: Plan, root: Path, parallel: int = 8,
                report: Report | None = None) -> ApplyResult:
+    check_network(plex, incus, plan)
     identity = require_identity(plex)
     probes = load_probes(deploy_dir(root) / "probes.yaml")
     applier = Applier(plex, incus, identity, probes, parallel=parallel, report=report,

@@ -1,0 +1,49 @@
+"""`plex deploy` checks the live network before creating: a node name or address already used
+on the bridge by another project stops the deploy with nothing created (real Incus)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from plex import topology
+from plex.backends.incus import throwaway_project
+from plex.config import Role
+from plex.deploy.ops import check_network
+from plex.deploy.plan import make_plan
+from plex.deploy.spec import ImageRef
+from plex.errors import PlexError
+
+from .conftest import demo_plex
+
+pytestmark = pytest.mark.incus
+
+
+def images() -> dict[Role, ImageRef]:
+    return {r: ImageRef(r, "d" * 64, "f" * 64, f"demo/{r.value}") for r in Role}
+
+
+def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
+        incus, incus_cfg) -> None:  # type: ignore[no-untyped-def]
+    plex = demo_plex(incus.project)
+    server1 = topology.master(plex)
+    other_cfg = incus_cfg.model_copy(update={"project": f"plex-test-other-{uuid.uuid4().hex[:6]}"})
+    plan = make_plan(plex, images(), incus.observe(plex.name))
+    check_network(plex, incus, plan)  # nothing on the network yet: fine
+    with throwaway_project(other_cfg, other_cfg.project) as other:
+        # An empty (never started) container is enough: Incus holds its name and reserved
+        # address on the bridge the moment it exists.
+        other.create_instance(
+            server1.name, image="", source={"type": "none"}, profiles=["default"],
+            config={"user.note": "someone else's"},
+            devices={"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool},
+                     "eth0": {"type": "nic", "network": incus_cfg.network,
+                              "ipv4.address": plex.network.vip or ""}})
+        with pytest.raises(PlexError) as e:
+            check_network(plex, incus, plan)
+        msg = e.value.message
+        assert f"node name {server1.name} is taken on network {incus_cfg.network}" in msg
+        assert f"project '{other_cfg.project}'" in msg
+        assert f"address {plex.network.vip} (the VIP)" in msg
+        assert server1.name not in incus.instance_names()
