@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from plex import topology
+from plex import haproxy, topology
 from plex.config import Engine, Plex, Role
 from plex.identity import Identity, hosts_file, known_hosts_file
 
@@ -27,6 +27,7 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
         "master": topology.master(plex),
         "registry_node": topology.registry_node(plex),
         "prefixlen": net.prefixlen,
+        "haproxy_socket": haproxy.SOCKET,
         "api": {
             "name": api_name,
             "fqdn": f"{api_name}.{plex.network.domain}",

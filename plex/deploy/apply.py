@@ -18,6 +18,7 @@ from typing import Any
 from plex import owner, topology
 from plex.backends.incus import Incus
 from plex.config import Plex, Role
+from plex.deploy.balancers import Balancers
 from plex.deploy.plan import Action, Plan, Verb
 from plex.deploy.probes import KUBECONFIG, KUBECTL, ProbeResult, ProbeSet, probe_node, probe_vip
 from plex.deploy.spec import InstanceSpec, registry_volume
@@ -59,6 +60,7 @@ class Applier:
         self.report: Report = report or (lambda node, msg: None)
         self.deploy_id = deploy_id
         self.cancel = threading.Event()
+        self.lbs = Balancers(plex, incus, self.report)
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -84,6 +86,9 @@ class Applier:
         joins meant for it, and old agents would keep reporting to a cluster that is gone."""
         doomed = [a.node for a in plan.actions
                   if a.verb is Verb.REPLACE and a.cascade_from and a.node != plan.cascade_from]
+        # Every server of the old cluster leaves the lbs' rotation first: the new master's
+        # joiners must reach only servers of the new cluster, each once its probes pass.
+        self.lbs.maint([plan.cascade_from or "", *doomed])
         if not doomed:
             return
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(doomed))) as pool:
@@ -123,6 +128,9 @@ class Applier:
 
     def node(self, action: Action) -> list[ProbeResult]:
         name = action.node
+        if action.role is Role.SERVER:
+            # Out of rotation before it goes away (or, new, until its probes pass).
+            self.lbs.maint([name])
         if action.verb in (Verb.REPLACE, Verb.DELETE):
             if action.drain:
                 self.drain(name)
@@ -146,6 +154,8 @@ class Applier:
         node = topology.resolve(self.plex, name)
         results = probe_node(self.incus, self.plex, node, self.identity, self.probes,
                              cancelled=self.cancel.is_set)
+        if action.role is Role.SERVER:
+            self.lbs.ready([name])
         self.incus.set_config(name, {owner.READY: "true"})
         self.report(name, "ready")
         return results

@@ -50,6 +50,8 @@ class RecordingIncus:
 
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
         self.calls.append(("exec", name, argv[-1]))
+        if argv[0] == "python3":  # haproxy's runtime API: an empty line is a success
+            return ExecResult(0, "\n", "")
         if "ip -o -4 addr" in " ".join(argv) or argv[:2] == ["ip", "-o"]:
             holds = name.endswith("lb1")
             return ExecResult(0, "2: eth0 inet 10.77.0.10/24 scope global" if holds else "", "")
