@@ -52,16 +52,21 @@ def check_plex(plex: Plex) -> list[Problem]:
 
     ranges: list[tuple[Role, int, int]] = []
     for role, rc in plex.roles.items():
-        if rc.count == 0:
+        if rc.capacity is not None and rc.capacity < rc.count:
+            err(Problem(("roles", role.value, "capacity"),
+                        f"capacity {rc.capacity} is below count {rc.count}"))
+        if rc.reserved == 0:
             continue
-        lo, hi = rc.offset, rc.offset + rc.count - 1
+        # The reserved range (capacity) is what identity and images are made for.
+        lo, hi = rc.offset, rc.offset + rc.reserved - 1
         if lo < first_host or lo > last_host:
             err(Problem(("roles", role.value, "offset"),
                         f"host number {lo} is outside {net} (usable {first_host}..{last_host})"))
             continue
         if hi > last_host:
-            err(Problem(("roles", role.value, "count"),
-                        f"{rc.count} nodes from host {lo} do not fit in {net} "
+            field = "count" if rc.reserved == rc.count else "capacity"
+            err(Problem(("roles", role.value, field),
+                        f"{rc.reserved} nodes from host {lo} do not fit in {net} "
                         f"(room for {last_host - lo + 1})"))
             continue
         ranges.append((role, lo, hi))
@@ -132,7 +137,7 @@ def check_plex(plex: Plex) -> list[Problem]:
         err(Problem(("roles", "server", "count"), "a plex needs at least one server"))
 
     for role, rc in plex.roles.items():
-        name = f"{plex.name}-{role.value}{max(rc.count, 1)}"
+        name = f"{plex.name}-{role.value}{max(rc.reserved, 1)}"
         if len(name) > MAX_NODE_NAME or not LABEL_RE.fullmatch(name):
             err(Problem(("name",), f"node name '{name}' is not a valid Incus/DNS name (max 63)"))
             break

@@ -203,6 +203,11 @@ class RegistryConfig(_Model):
 
 class RoleConfig(_Model):
     count: int = Field(1, ge=0, le=250)
+    capacity: int | None = Field(
+        None, ge=0, le=250,
+        description="nodes whose identity, hosts and per-node files every image is baked for "
+        "(>= count, default count): growing within it changes no image",
+    )
     offset: int = Field(..., ge=1, description="first node's host number in the CIDR (cidrhost)")
     cpu: int = Field(1, ge=1, le=256)
     memory: Size = "1GiB"
@@ -213,6 +218,11 @@ class RoleConfig(_Model):
     placement: tuple[str, ...] = Field(
         (), description="members for this role's nodes (round-robin); one per node pins them"
     )
+
+    @property
+    def reserved(self) -> int:
+        """How many nodes the role's identity and images are precomputed for."""
+        return max(self.count, self.capacity if self.capacity is not None else self.count)
 
 
 class RebootWindows(_Model):

@@ -106,7 +106,7 @@ def compute_identity(
     """
     rotate = set(rotate)
     everything = ALL in rotate
-    names = [n.name for n in topology.nodes(plex)]
+    names = [n.name for n in topology.nodes(plex, reserved=True)]
     for r in rotate - {ALL}:
         if r not in names:
             raise UsageError(f"cannot rotate '{r}': plex '{plex.name}' has no such node")
@@ -139,7 +139,8 @@ def hosts_file(plex: Plex) -> str:
     ]
     api = topology.api_name(plex)
     lines.append(f"{topology.api_address(plex)}\t{api}.{domain} {api}")
-    for n in topology.nodes(plex):
+    # Every reserved node (the role's capacity): a node added within it changes no image.
+    for n in topology.nodes(plex, reserved=True):
         aliases = [n.fqdn(domain), n.name]
         if n.role is Role.REGISTRY:
             aliases += [f"registry.{domain}", f"{plex.name}-registry"]
@@ -153,7 +154,7 @@ def known_hosts_file(plex: Plex, identity: Identity) -> str:
     """ssh_known_hosts for every node: name, FQDN and address, each key type."""
     domain = plex.network.domain
     lines = ["# Written by plex from the plex's precomputed host keys."]
-    for n in topology.nodes(plex):
+    for n in topology.nodes(plex, reserved=True):
         hosts = ",".join([n.name, n.fqdn(domain), n.address])
         for kind in KEY_TYPES:
             lines.append(f"{hosts} {identity.host_keys(n.name)[kind].public_key}")

@@ -50,13 +50,16 @@ def role_members(plex: Plex, role: Role) -> tuple[str, ...]:
     return plex.incus.members
 
 
-def nodes(plex: Plex) -> list[Node]:
-    """Every node of the plex, in wave order (registry, lb, servers with master first, agents)."""
+def nodes(plex: Plex, reserved: bool = False) -> list[Node]:
+    """Every node of the plex, in wave order (registry, lb, servers with master first, agents).
+
+    `reserved`: every node of each role's capacity, deployed or not, as identity and images
+    know them (the first `count` of each role are the deployed ones)."""
     out: list[Node] = []
     for role, rc in plex.roles.items():
         members = role_members(plex, role)
         os_ = plex.os_for(role)
-        for i in range(rc.count):
+        for i in range(rc.reserved if reserved else rc.count):
             out.append(
                 Node(
                     name=f"{plex.name}-{role.value}{i + 1}",

@@ -15,13 +15,16 @@ from plex.identity import Identity, hosts_file, known_hosts_file
 
 def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, Any]:
     all_nodes = topology.nodes(plex)
+    # Per-node files are rendered for every reserved node of the role (its capacity), so a node
+    # added within capacity finds its files in the image it already has.
+    reserved = topology.nodes(plex, reserved=True)
     net = ipaddress.ip_network(plex.network.cidr, strict=False)
     api_name = topology.api_name(plex)
     ctx: dict[str, Any] = {
         "plex": plex,
         "role": role.value,
         "nodes": all_nodes,
-        "role_nodes": [n for n in all_nodes if n.role is role],
+        "role_nodes": [n for n in reserved if n.role is role],
         "servers": [n for n in all_nodes if n.role is Role.SERVER],
         "lbs": [n for n in all_nodes if n.role is Role.LB],
         "master": topology.master(plex),

@@ -178,7 +178,7 @@ def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
     out = [RenderedFile("/etc/transactional-update.conf",
                         transactional_update_conf(method).encode(), 0o644)]
     if method is RebootMethod.REBOOTMGR:
-        names = [n.name for n in topology.nodes(plex) if n.role is role]
+        names = [n.name for n in topology.nodes(plex, reserved=True) if n.role is role]
         for node, window in assign_windows(plex.reboot_windows, names).items():
             text = rebootmgr_conf(window).encode()
             # rebootmgr 2 reads /etc/rebootmgr.conf, rebootmgr 3 /etc/rebootmgr/rebootmgr.conf.

@@ -47,7 +47,7 @@ def _show(name: str, as_json: bool) -> None:
     if ident is None:
         raise UsageError(f"plex '{plex.name}' has no identity yet", f"run: plex identity {name}")
     rows = []
-    for n in topology.nodes(plex):
+    for n in topology.nodes(plex, reserved=True):
         keys = ident.keys.get(n.name, {})
         for kind in KEY_TYPES:
             if kind in keys:

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "plexes" / "demo.yaml"
+# Every reserved node: the demo runs 2 agents of a capacity of 4.
 DEMO_NODES = ["demo-registry1", "demo-lb1", "demo-lb2", "demo-server1", "demo-server2",
-              "demo-server3", "demo-agent1", "demo-agent2"]
+              "demo-server3", "demo-agent1", "demo-agent2", "demo-agent3", "demo-agent4"]
 
 # relpath -> (mode, bytes or None for a directory, inode)
 Snapshot = dict[str, tuple[int, bytes | None, int]]
@@ -176,21 +177,37 @@ def test_known_hosts_and_hosts_cover_every_node(idir: Path) -> None:
 # --- growing and rotating
 
 
-def test_adding_a_node_adds_only_its_keys(idir: Path, home: Path, cli: Cli) -> None:
+def test_adding_a_node_within_capacity_changes_nothing(idir: Path, home: Path,
+                                                       cli: Cli) -> None:
     before = snapshot(idir)
     set_count(home, "agent", 3)
     assert cli("identity", "demo").code == 0
+    assert changed(before, snapshot(idir)) == set()
+
+
+def set_capacity(home: Path, role: str, capacity: int) -> None:
+    path = home / "plexes" / "demo.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["roles"][role]["capacity"] = capacity
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path,
+                                                          cli: Cli) -> None:
+    before = snapshot(idir)
+    set_capacity(home, "agent", 5)
+    assert cli("identity", "demo").code == 0
     after = snapshot(idir)
     diff = changed(before, after)
-    assert diff == {"nodes/demo-agent3", *key_files("demo-agent3"), "hosts", "ssh_known_hosts"}
+    assert diff == {"nodes/demo-agent5", *key_files("demo-agent5"), "hosts", "ssh_known_hosts"}
     # The derived files grew by exactly the new node's lines.
     new_hosts = set(after["hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
         before["hosts"][1].decode().splitlines())  # type: ignore[union-attr]
-    assert new_hosts == {"10.77.0.33\tdemo-agent3.demo.plex.internal demo-agent3"}
+    assert new_hosts == {"10.77.0.35\tdemo-agent5.demo.plex.internal demo-agent5"}
     new_known = set(after["ssh_known_hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
         before["ssh_known_hosts"][1].decode().splitlines())  # type: ignore[union-attr]
     assert len(new_known) == 2
-    assert all(line.startswith("demo-agent3,") for line in new_known)
+    assert all(line.startswith("demo-agent5,") for line in new_known)
 
 
 def test_removing_and_re_adding_a_node_keeps_its_keys(idir: Path, home: Path, cli: Cli) -> None:
@@ -275,7 +292,7 @@ def test_compute_identity_generates_only_what_is_missing() -> None:
     demo = load_plex(DEMO_YAML)
     gen = CountingKeyGen()
     first = compute_identity(demo, None, gen)
-    assert len(gen.keys) == 16 and gen.secrets == 2
+    assert len(gen.keys) == 2 * len(DEMO_NODES) and gen.secrets == 2
     assert ("rsa", "root@demo-agent2") in gen.keys
 
     again = CountingKeyGen()
