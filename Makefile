@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 PLEX    := $(BIN)/plex
 PYTEST_ARGS ?=
 
-.PHONY: install setup demo test unit integration lint bench nightly clean
+.PHONY: install setup setup-test demo test unit integration lint bench nightly clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,12 @@ install: $(BIN)/python            ## install plex and its dev tools into .venv
 
 setup:                            ## install/start Incus (btrfs pool, bridge) and a Docker engine (root)
 	bin/setup-incus
+	bin/setup-docker >/dev/null
+
+# The tests keep every packet on this machine: a bridge without NAT, forwarding no DNS query,
+# behind a forward guard (bin/setup-incus); their internet is a namespace they make themselves.
+setup-test:
+	PLEX_NETWORK_NAT=false bin/setup-incus
 	bin/setup-docker >/dev/null
 
 demo: install setup               ## bake and deploy the demo plex on local Incus
@@ -29,13 +35,13 @@ demo: install setup               ## bake and deploy the demo plex on local Incu
 DOCKER_HOST ?= unix:///run/plex-docker.sock
 export DOCKER_HOST
 
-test: install setup               ## every test: unit and real-Incus integration
+test: install setup-test          ## every test: unit and real-Incus integration
 	CI=$${CI:-true} $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install                     ## pure tests only (no daemon needed)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: install setup
+integration: install setup-test
 	CI=$${CI:-true} $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 lint: install

@@ -125,7 +125,10 @@ class NetworkConfig(_Model):
     gateway: str | None = None
     vip: str | None = Field(None, description="virtual IP for the API, held by the lb nodes")
     domain: str = "plex.internal"
-    dns: tuple[str, ...] = ()
+    dns: tuple[str, ...] = Field(
+        (), description="resolvers written to every node's /etc/resolv.conf (static and dhcp); "
+        "empty: the gateway (an Incus bridge answers DNS there)",
+    )
     addressing: Addressing = Addressing.STATIC
     vrrp: VrrpMode = VrrpMode.MULTICAST
     virtual_router_id: int = Field(51, ge=1, le=255)
@@ -199,6 +202,16 @@ class RegistryConfig(_Model):
     )
     cache_size: Size = "20GiB"
     zot: ZotConfig = ZotConfig()
+
+
+class TlsConfig(_Model):
+    """Extra certificate authorities the nodes trust (a private registry, a TLS-inspecting
+    proxy): see plex.trust."""
+
+    ca_files: tuple[str, ...] = Field(
+        (), description="PEM CA certificates (relative to the plex file) added to the registry "
+        "and kube nodes' trust stores and to containerd's (registries.yaml tls.ca_file)",
+    )
 
 
 class RoleConfig(_Model):
@@ -297,6 +310,7 @@ class Plex(_Model):
     os: OsConfig = OsConfig()
     kubernetes: KubernetesConfig = KubernetesConfig(version="v1.31.4+rke2r1")
     registry: RegistryConfig = RegistryConfig()
+    tls: TlsConfig = TlsConfig()
     roles: Roles
     reboot_windows: RebootWindows = RebootWindows()
     nightly: NightlyConfig = NightlyConfig()
@@ -503,7 +517,16 @@ def load_plex(path: Path) -> Plex:
         raise UsageError(f"{path}: no such plex file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigErrors([ConfigError(str(path), "", f"cannot read: {e}")]) from None
-    return parse_plex(text, str(path))
+    plex = parse_plex(text, str(path))
+    if plex.tls.ca_files:
+        from plex.trust import check_ca_files  # reads the files: kept out of the pure parse
+
+        problems = check_ca_files(plex)
+        if problems:
+            lines, _ = _line_map(text)
+            raise ConfigErrors([_error(str(path), _dotted(loc), msg, _nearest_line(lines, loc))
+                                for loc, msg in problems])
+    return plex
 
 
 def find_plex(name_or_path: str, plexes_dir: Path | None = None) -> Path:

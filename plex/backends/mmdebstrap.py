@@ -68,6 +68,10 @@ def build_rootfs(
         f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(fresh))}",
         # Keep images small: package lists and .debs are not needed on a node.
         "--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*",
+        # mmdebstrap copies the build host's resolv.conf and hostname into the rootfs: a node
+        # must never carry them (the plex layer writes resolv.conf from the plex's network.dns;
+        # Incus templates the hostname).
+        "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname",
     ]
     argv = [
         "mmdebstrap",

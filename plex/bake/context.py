@@ -41,9 +41,33 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
         "vrrp_secret": identity.vrrp_secret,
         "hosts_text": hosts_file(plex).rstrip("\n"),
         "known_hosts_text": known_hosts_file(plex, identity).rstrip("\n"),
+        # The node's resolvers come from the plex, never from the build host (mmdebstrap copies
+        # the host's resolv.conf): network.dns, else the gateway (Incus bridges answer there).
+        "resolvers": list(plex.network.dns or ([plex.network.gateway]
+                                               if plex.network.gateway else [])),
     }
+    ctx.update(_trust_context(plex))
     ctx.update(_registry_context(plex, role))
     return ctx
+
+
+def _trust_context(plex: Plex) -> dict[str, Any]:
+    """The plex's extra CAs (tls.ca_files) as trust-store files and containerd's bundle."""
+    from plex import trust
+    from plex.errors import ConfigError, ConfigErrors
+
+    if not plex.tls.ca_files:
+        return {"ca_certs": [], "ca_bundle": []}
+    try:
+        certs = trust.ca_certs(plex)
+    except ValueError as e:
+        where = plex.source or plex.name
+        raise ConfigErrors([ConfigError(where, "tls.ca_files", str(e))]) from None
+    return {
+        "ca_certs": [{"file": c.file, "text": c.pem.rstrip("\n")} for c in certs],
+        "ca_bundle": [{"file": trust.BUNDLE.rsplit("/", 1)[1],
+                       "text": trust.bundle(certs).rstrip("\n")}],
+    }
 
 
 def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:

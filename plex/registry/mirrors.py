@@ -29,6 +29,7 @@ from plex.errors import UsageError
 from plex.registry import RenderedFile, registry_address, upstream
 from plex.registry.distribution import port_of
 from plex.registry.zot import destination
+from plex.trust import BUNDLE
 
 REGISTRIES_YAML_PATH = "/etc/rancher/rke2/registries.yaml"
 CERTS_D = "/etc/containerd/certs.d"
@@ -81,13 +82,25 @@ def registries_yaml(plex: Plex) -> dict[str, Any]:
         if not _is_default(u):
             endpoints.append(u.url)
         mirrors[u.name] = {"endpoint": endpoints}
-        if _skips_tls(u):
-            # The fallback to the upstream follows the plex's tls_verify too.
-            configs[urlsplit(u.url).netloc] = {"tls": {"insecure_skip_verify": True}}
+        tls = _upstream_tls(plex, u)
+        if tls:
+            configs[urlsplit(u.url).netloc] = {"tls": tls}
     doc: dict[str, Any] = {"mirrors": mirrors}
     if configs:
         doc["configs"] = configs
     return doc
+
+
+def _upstream_tls(plex: Plex, u: Upstream) -> dict[str, Any]:
+    """registries.yaml `configs.<host>.tls` for the fallback to an https upstream: the plex's
+    tls_verify and its extra CAs (tls.ca_files, one bundle) follow the nodes there too."""
+    if not u.url.startswith("https://"):
+        return {}
+    if _skips_tls(u):
+        return {"insecure_skip_verify": True}
+    if plex.tls.ca_files:
+        return {"ca_file": BUNDLE}
+    return {}
 
 
 def _toml_str(s: str) -> str:
@@ -103,6 +116,8 @@ def _hosts_toml(plex: Plex, u: Upstream) -> str:
     ]
     if _skips_tls(u):
         lines.append("skip_verify = true")
+    elif _upstream_tls(plex, u):
+        lines.append(f"ca = {_toml_str(BUNDLE)}")
     lines += [
         "",
         f"[host.{_toml_str(mirror)}]",

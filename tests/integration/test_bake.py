@@ -201,3 +201,42 @@ def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(incus, test_plex, bake
     assert {i.fingerprint for i in incus.images()} == images_before
     assert incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint == \
         baked["lb"].fingerprint
+
+
+BUILD_HOST_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/machine-id")
+
+
+def _apt_proxies(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if re.match(r"Acquire::[a-z]+::Proxy", ln, re.I)]
+
+
+def test_no_image_carries_build_host_files(incus, test_plex, baked) -> None:
+    """resolv.conf, hosts, machine-id and the apt proxy come from the plex or are empty, never
+    from the build host (mmdebstrap copies the host's resolv.conf into a rootfs)."""
+    host_apt = subprocess.run(["apt-config", "dump"], capture_output=True, text=True,
+                              check=False).stdout
+    for role in baked:
+        name = f"hostfiles-{role}"
+        incus.create_instance(
+            name, image=image_alias(test_plex.name, role), profiles=[],
+            config={owner.PLEX: "bake-test-probe"},
+            devices={"root": {"type": "disk", "path": "/", "pool": test_plex.incus.pool},
+                     "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"}})
+        try:
+            # Read before the first boot: systemd fills an empty machine-id at boot.
+            for path in BUILD_HOST_FILES:
+                host = Path(path).read_bytes() if Path(path).exists() else None
+                assert incus.pull_file(name, path) != host, f"{role}: {path} is the build host's"
+            resolv = incus.pull_file(name, "/etc/resolv.conf").decode()
+            want = [f"nameserver {d}" for d in test_plex.network.dns]
+            assert [ln for ln in resolv.splitlines() if ln.startswith("nameserver")] == want
+            assert incus.pull_file(name, "/etc/machine-id") == b""
+            incus.start(name)
+            image_apt = sh(incus, name, "apt-config dump")
+            assert _apt_proxies(image_apt) == [], f"{role}: apt proxy in the image"
+            if _apt_proxies(host_apt):
+                assert _apt_proxies(image_apt) != _apt_proxies(host_apt)
+            hostname = sh(incus, name, "cat /etc/hostname").strip()
+            assert hostname == name, f"{role}: /etc/hostname is {hostname!r}"
+        finally:
+            incus.delete_instance(name)
