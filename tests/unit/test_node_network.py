@@ -14,7 +14,7 @@ from plex.bake.recipe import load_role_recipe, render_files
 from plex.bake.render import Renderer
 from plex.config import Engine, Plex, Role, load_plex, parse_plex
 from plex.errors import ConfigErrors
-from plex.identity import HostKey, Identity
+from plex.identity import Identity, compute_identity
 from plex.registry.mirrors import hosts_toml, registries_yaml
 from plex.trust import BUNDLE, TRUST_DIR, check_ca_files
 from tests.fixtures.test_ca import make_test_ca
@@ -25,12 +25,9 @@ BAKE = REPO / "bake"
 
 
 def _identity(plex: Plex) -> Identity:
-    from plex import topology
+    from tests.unit.test_packer_template import FixedKeyGen
 
-    key = HostKey("ed25519", "unused", "ssh-ed25519 AAAA root@x")
-    rsa = HostKey("rsa", "unused", "ssh-rsa AAAA root@x")
-    return Identity(plex.name, "t" * 48, "v" * 8,
-                    {n.name: {"ed25519": key, "rsa": rsa} for n in topology.nodes(plex)})
+    return compute_identity(plex, None, FixedKeyGen())
 
 
 def _files(plex: Plex, role: Role) -> dict[str, str]:
