@@ -48,6 +48,7 @@ lint: install
 	$(BIN)/ruff check plex tests bench
 	$(BIN)/ruff format --check plex tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install setup
 	$(BIN)/python bench/bake.py

@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from plex.backends.incus import connect  # noqa: E402
-from plex.bake.catalog import package_alias  # noqa: E402
-from plex.bake.pipeline import Baker, Paths, plan_recipes  # noqa: E402
-from plex.config import IncusConfig, Plex, Role, parse_plex  # noqa: E402
+from plex.model.image import package_alias  # noqa: E402
+from plex.model.plex import IncusConfig, Plex, Role  # noqa: E402
+from plex.plexfile.load import parse_plex  # noqa: E402
+from plex.services.bake import Baker, Paths, plan_recipes  # noqa: E402
 
 
 def sh(*argv: str) -> None:

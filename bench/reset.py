@@ -30,11 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from plex import topology  # noqa: E402
 from plex.backends.incus import connect  # noqa: E402
-from plex.bake.pipeline import Baker, Paths  # noqa: E402
-from plex.config import Plex, Role, parse_plex  # noqa: E402
-from plex.deploy.ops import deploy, destroy, make_deploy_plan  # noqa: E402
+from plex.model import topology  # noqa: E402
+from plex.model.plex import Plex, Role  # noqa: E402
+from plex.plexfile.load import parse_plex  # noqa: E402
+from plex.services.bake import Baker, Paths  # noqa: E402
+from plex.services.deploy import deploy, destroy, make_deploy_plan  # noqa: E402
 
 
 def bench_plex(project: str, pool: str, network: str, release: str, upstream: str) -> Plex:

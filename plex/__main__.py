@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupted)
     import typer
 
-    from plex import ui
-    from plex.cli import app
+    from plex.cli import app, ui
 
     try:
         rv = app(args=argv, prog_name="plex", standalone_mode=False)

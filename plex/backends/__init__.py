@@ -1,1 +1,1 @@
-"""The only code that talks to the outside world: Incus (pylxd), Packer and Docker."""
+"""The only code that talks to the outside world: Incus (pylxd), Packer, Docker, subprocess."""

@@ -22,11 +22,11 @@ import pylxd
 import requests
 from pylxd import exceptions as lxd_exc
 
-from plex import owner
-from plex.config import IncusConfig
-from plex.crosscheck import Neighbour
-from plex.deploy.observed import Observed, ObservedInstance, owned
 from plex.errors import BackendError
+from plex.model import owner
+from plex.model.observed import Observed, ObservedInstance, owned
+from plex.model.plex import IncusConfig
+from plex.plexfile.crosscheck import Neighbour
 
 DEFAULT_SOCKETS = ("/var/lib/incus/unix.socket", "/run/incus/unix.socket")
 

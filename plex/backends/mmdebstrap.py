@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from plex.backends.run import run
 from plex.bake.recipe import ARTIFACT_DIR, PackageLayer
 from plex.errors import BackendError, CommandError
-from plex.run import run
 
 MIRROR_ENV = "PLEX_DEBIAN_MIRROR"
 

@@ -8,7 +8,7 @@ Machine-readable lines are `timestamp,target,type,data...`; commas inside data a
   `end`): the build's outputs;
 - `error` lines (per build target) and `ui,error` lines: the message a failure reports.
 
-The build runs in its own process group (plex.run.Streamed). When plex is interrupted
+The build runs in its own process group (plex.backends.run.Streamed). When plex is interrupted
 (Ctrl-C/SIGTERM raise plex.errors.Interrupted in the main thread) or the build fails, Packer's
 group is terminated and the output directory removed, so a cancelled bake leaves nothing behind.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from plex.backends.run import Streamed, run
 from plex.errors import BackendError
-from plex.run import Streamed, run
 
 Progress = Callable[[str], None]
 COMMA = "%!(PACKER_COMMA)"

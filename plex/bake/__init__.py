@@ -1,1 +1,4 @@
-"""Bake: role recipes -> two cached layers -> published, exported, catalogued images."""
+"""Bake planning (pure): role recipes and their digests, templates, VM templates and seeds.
+
+Running a bake (transient instances, Packer, publishing) is `plex.services.bake` / `bake_vm`.
+"""

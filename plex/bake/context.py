@@ -8,9 +8,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from plex import haproxy, topology
-from plex.config import Engine, Plex, Role
-from plex.identity import Identity, hosts_file, known_hosts_file
+from plex.lb import haproxy
+from plex.model import topology
+from plex.model.identity import Identity, hosts_file, known_hosts_file
+from plex.model.plex import Engine, Plex, Role
 
 
 def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
 
 def _trust_context(plex: Plex) -> dict[str, Any]:
     """The plex's extra CAs (tls.ca_files) as trust-store files and containerd's bundle."""
-    from plex import trust
     from plex.errors import ConfigError, ConfigErrors
+    from plex.plexfile import trust
 
     if not plex.tls.ca_files:
         return {"ca_certs": [], "ca_bundle": []}

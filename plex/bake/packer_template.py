@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from plex import topology
 from plex.bake.recipe import (
     NODES_DIR,
     RECIPE_FORMAT,
@@ -51,8 +50,9 @@ from plex.bake.windows import (
     rebootmgr_conf,
     transactional_update_conf,
 )
-from plex.config import Plex, Role
 from plex.errors import ConfigError, ConfigErrors
+from plex.model import topology
+from plex.model.plex import Plex, Role
 
 VM_FORMAT = 1  # bump when the meaning of a VM template changes, to rebuild every VM image
 MIN_PACKER = "1.6.0"

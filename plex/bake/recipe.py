@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from plex.bake.render import Renderer
-from plex.config import Engine, Plex, Role
 from plex.errors import ConfigError, ConfigErrors
+from plex.model.plex import Engine, Plex, Role
 
 # libyaml when available: recipes and profiles are read on every bake, even a no-op one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -212,7 +212,7 @@ def load_base_image(images_dir: Path, name: str) -> BaseImage:
 
 @dataclass(frozen=True)
 class ResolvedArtifact:
-    """A release artifact after its checksum is known (see plex.bake.releases)."""
+    """A release artifact after its checksum is known (see plex.store.releases)."""
 
     name: str
     url: str

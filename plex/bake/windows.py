@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from plex.config import RebootWindows
+from plex.model.plex import RebootWindows
 
 
 class RebootMethod(StrEnum):

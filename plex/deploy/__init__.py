@@ -1,1 +1,4 @@
-"""Deploy: observe what Incus holds, plan the difference, apply it in health-gated waves."""
+"""Deploy planning (pure): instance specs, the plan and its waves, probe definitions.
+
+Observing Incus is `plex.backends.incus`; applying a plan is `plex.services.apply`.
+"""

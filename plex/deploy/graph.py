@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from graphlib import TopologicalSorter
 
-from plex.config import Role
-from plex.topology import Node
+from plex.model.plex import Role
+from plex.model.topology import Node
 
 
 def dependencies(

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from plex import owner, topology
-from plex.config import Plex, Role
 from plex.deploy.graph import dependencies, waves
-from plex.deploy.observed import Observed, ObservedInstance, owned
-from plex.deploy.spec import ImageRef, InstanceSpec, RoleProfile, instance_spec, load_profile
+from plex.deploy.spec import InstanceSpec, RoleProfile, instance_spec, load_profile
 from plex.errors import PlanRefused, PlexError, UsageError
+from plex.model import owner, topology
+from plex.model.image import ImageRef
+from plex.model.observed import Observed, ObservedInstance, owned
+from plex.model.plex import Plex, Role
 
 ALL = "all"
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from plex import topology
-from plex.config import Engine, Plex, Role
 from plex.errors import ConfigError, ConfigErrors, ProbeError
-from plex.identity import Identity
-from plex.topology import Node
+from plex.model import topology
+from plex.model.identity import Identity
+from plex.model.plex import Engine, Plex, Role
+from plex.model.topology import Node
 
 # libyaml when available: recipes and profiles are read on every bake, even a no-op one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

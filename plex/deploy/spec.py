@@ -20,15 +20,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plex import owner
-from plex.config import Engine, Plex, Role, Virt
 from plex.errors import ConfigError, ConfigErrors
-from plex.topology import Node
+from plex.model import owner
+from plex.model.image import ImageRef
+from plex.model.plex import Engine, Plex, Role, Virt
+from plex.model.topology import Node
 
 # libyaml when available: recipes and profiles are read on every bake, even a no-op one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -36,25 +36,6 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ROOT_DEVICE = "root"
 NIC_DEVICE = "eth0"
 CACHE_DEVICE = "registry-cache"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One baked image as deploy uses it: the recipe digest and the Incus image holding it."""
-
-    role: Role
-    digest: str  # recipe digest: what the node runs (user.plex.image)
-    fingerprint: str  # Incus image fingerprint: what the instance is created from
-    alias: str  # `<plex>/<role>`, for humans
-
-    def to_json(self) -> dict[str, str]:
-        return {"role": self.role.value, "digest": self.digest,
-                "fingerprint": self.fingerprint, "alias": self.alias}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ImageRef:
-        return cls(role=Role(data["role"]), digest=str(data["digest"]),
-                   fingerprint=str(data["fingerprint"]), alias=str(data.get("alias", "")))
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plex import topology
-from plex.config import Engine, Plex, Upstream
 from plex.errors import UsageError
+from plex.model import topology
+from plex.model.plex import Engine, Plex, Upstream
 from plex.registry.credentials import Credentials
 
 

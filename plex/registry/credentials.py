@@ -24,8 +24,8 @@ from types import MappingProxyType
 
 import yaml
 
-from plex.config import Plex
 from plex.errors import ConfigError
+from plex.model.plex import Plex
 
 MASK = "********"
 FIELDS = ("username", "password")
@@ -110,7 +110,7 @@ def _check_mode(path: Path) -> None:
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """1-based lines of `name` and `name.key` entries, for error messages (two levels suffice).
 
-    Own small walker rather than plex.config's: this file has a fixed, shallow shape.
+    Own small walker rather than plex.plexfile.load's: this file has a fixed, shallow shape.
     """
     lines: dict[tuple[str, ...], int] = {}
     try:

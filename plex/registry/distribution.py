@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from plex.config import Plex, Upstream
 from plex.errors import ConfigError
+from plex.model.plex import Plex, Upstream
 from plex.registry import RenderedFile, upstream
 from plex.registry.credentials import Credentials
 

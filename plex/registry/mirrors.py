@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from plex.config import Engine, Plex, Upstream
 from plex.errors import UsageError
+from plex.model.plex import Engine, Plex, Upstream
+from plex.plexfile.trust import BUNDLE
 from plex.registry import RenderedFile, registry_address, upstream
 from plex.registry.distribution import port_of
 from plex.registry.zot import destination
-from plex.trust import BUNDLE
 
 REGISTRIES_YAML_PATH = "/etc/rancher/rke2/registries.yaml"
 CERTS_D = "/etc/containerd/certs.d"

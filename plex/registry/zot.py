@@ -16,8 +16,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from plex.config import Plex
 from plex.errors import ConfigError
+from plex.model.plex import Plex
 from plex.registry import RenderedFile
 from plex.registry.credentials import Credentials
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.config import IncusConfig, Plex, parse_plex
 from plex.errors import BackendError
+from plex.model.plex import IncusConfig, Plex
+from plex.plexfile.load import parse_plex
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = os.environ.get("PLEX_TEST_POOL", "plex")
@@ -151,7 +152,7 @@ def can_load_modules() -> bool:
 def baked(test_plex: Plex, incus: object, state_dirs: Path) -> dict[str, object]:
     """Every role of the demo plex baked once for the session (package layers are cached on
     the machine across runs; plex layers are built fresh in the session project)."""
-    from plex.bake.pipeline import Baker, Paths
+    from plex.services.bake import Baker, Paths
 
     baker = Baker(test_plex, incus, Paths.under(ROOT))  # type: ignore[arg-type]
     roles = [r for r, rc in test_plex.roles.items() if rc.count]

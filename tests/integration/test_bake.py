@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex import owner
-from plex.bake.catalog import digest_alias, image_alias, load_catalog
-from plex.bake.pipeline import Baker, Paths
-from plex.config import Plex, Role
-from plex.identity import hosts_file, known_hosts_file, require_identity
+from plex.model import owner
+from plex.model.identity import hosts_file, known_hosts_file
+from plex.model.image import digest_alias, image_alias
+from plex.model.plex import Plex, Role
+from plex.services.bake import Baker, Paths
+from plex.store.catalog import load_catalog
+from plex.store.identity import require_identity
 
 from .conftest import ROOT, with_agent_offset
 
@@ -91,7 +93,7 @@ def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role
 
 
 def test_no_private_key_in_any_exported_image(incus, test_plex, baked, tmp_path) -> None:
-    from plex.bake.artifact import export_image, iter_artifact_members
+    from plex.services.images import export_image, iter_artifact_members
 
     identity = require_identity(test_plex)
     secrets = [k.private.strip().splitlines()[1].encode()
@@ -142,7 +144,7 @@ def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> No
 
 
 def _layer_dir() -> Path:
-    from plex.state import cache_root
+    from plex.store.state import cache_root
 
     return cache_root() / "layers"
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex import owner, topology
-from plex.config import Plex, Role
-from plex.deploy.ops import deploy, destroy, make_deploy_plan
 from plex.deploy.plan import Verb
 from plex.deploy.probes import vip_holders
 from plex.deploy.spec import registry_volume
-from plex.identity import require_identity
+from plex.model import owner, topology
+from plex.model.plex import Plex, Role
+from plex.services.deploy import deploy, destroy, make_deploy_plan
+from plex.store.identity import require_identity
 
 from .conftest import ROOT, with_agent_offset
 
@@ -182,8 +182,8 @@ def test_sigkill_during_deploy_then_deploy_again_converges(incus, test_plex, dep
 
 
 def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> None:
-    from plex.bake.pipeline import Baker, Paths
-    from plex.deploy.ops import kubeconfig, rollback_aliases, status_rows
+    from plex.services.bake import Baker, Paths
+    from plex.services.deploy import kubeconfig, rollback_aliases, status_rows
 
     # A newer generation of every role (plex data changed): the plan wants to replace.
     Baker(with_agent_offset(test_plex, 41), incus, Paths.under(ROOT)).bake(list(Role))

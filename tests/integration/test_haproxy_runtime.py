@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from plex import haproxy
+from plex.lb import haproxy
 
 CONFIG = """global
     stats socket {sock} mode 600 level admin

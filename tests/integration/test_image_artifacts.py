@@ -21,21 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex import owner
 from plex.__main__ import main
 from plex.backends.incus import PylxdIncus, throwaway_project
 from plex.backends.mmdebstrap import metadata_tarball
-from plex.bake import artifact as art
-from plex.bake.catalog import (
-    Entry,
-    digest_alias,
-    image_alias,
-    load_catalog,
-    package_alias,
-    save_catalog,
-)
-from plex.config import IncusConfig
 from plex.errors import ArtifactError
+from plex.model import owner
+from plex.model.image import digest_alias, image_alias, package_alias
+from plex.model.plex import IncusConfig
+from plex.services import images as art
+from plex.store.catalog import Entry, load_catalog, save_catalog
 
 from .conftest import NETWORK, POOL, ROOT
 

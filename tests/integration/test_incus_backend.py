@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plex import owner
 from plex.backends.incus import PylxdIncus
 from plex.backends.mmdebstrap import metadata_tarball
+from plex.model import owner
 
 pytestmark = pytest.mark.incus
 
@@ -81,8 +81,8 @@ def test_push_file_applies_mode_and_owner(incus: PylxdIncus, tiny_image: str, in
 
 def test_unreachable_socket_is_a_clear_error(tmp_path: Path) -> None:
     from plex.backends.incus import PylxdIncus
-    from plex.config import IncusConfig
     from plex.errors import BackendError
+    from plex.model.plex import IncusConfig
 
     sock = tmp_path / "nope.socket"
     sock.touch()

@@ -7,13 +7,13 @@ import uuid
 
 import pytest
 
-from plex import topology
 from plex.backends.incus import throwaway_project
-from plex.config import Role
-from plex.deploy.ops import check_network
 from plex.deploy.plan import make_plan
-from plex.deploy.spec import ImageRef
 from plex.errors import PlexError
+from plex.model import topology
+from plex.model.image import ImageRef
+from plex.model.plex import Role
+from plex.services.deploy import check_network
 
 from .conftest import demo_plex
 

@@ -26,14 +26,15 @@ from typing import Any
 import pytest
 import yaml
 
-from plex import topology
-from plex.bake.catalog import image_alias, load_catalog
-from plex.bake.pipeline import Baker, Paths
-from plex.config import NightlyConfig, Plex, Role
-from plex.deploy.ops import destroy
-from plex.nightly.channels import Channel, channel_alias, channels_path, load_channels
-from plex.nightly.report import load_history, report_dir
-from plex.nightly.run import run_nightly
+from plex.model import topology
+from plex.model.image import image_alias
+from plex.model.plex import NightlyConfig, Plex, Role
+from plex.services.bake import Baker, Paths
+from plex.services.deploy import destroy
+from plex.services.nightly import run_nightly
+from plex.services.nightly_report import load_history, report_dir
+from plex.store.catalog import load_catalog
+from plex.store.channels import Channel, channel_alias, channels_path, load_channels
 
 from .conftest import ROOT
 

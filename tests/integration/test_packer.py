@@ -26,9 +26,9 @@ from plex.bake.packer_template import (
     vm_files,
 )
 from plex.bake.seed import build_seed
-from plex.bake.vm import throwaway_key
-from plex.config import Role
 from plex.errors import BackendError, Interrupted
+from plex.model.plex import Role
+from plex.services.bake_vm import throwaway_key
 from tests.unit.test_packer_template import load, vm_recipe
 
 pytestmark = pytest.mark.packer
@@ -183,8 +183,8 @@ def test_packer_version(packer: PackerCli) -> None:
 def test_qcow2_imports_as_an_incus_vm_image(incus: object, tmp_path: Path) -> None:
     """The split VM image (metadata tarball + qcow2 as rootfs.img) that a VM bake imports."""
     from plex.backends.incus import PylxdIncus
-    from plex.bake.vm import import_vm_image
-    from plex.run import run
+    from plex.backends.run import run
+    from plex.services.bake_vm import import_vm_image
 
     assert isinstance(incus, PylxdIncus)
     if shutil.which("qemu-img") is None:

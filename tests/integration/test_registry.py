@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from plex import topology
-from plex.config import Engine
-from plex.deploy.ops import deploy, destroy
 from plex.deploy.spec import registry_volume
-from plex.registry import ops
+from plex.model import topology
+from plex.model.plex import Engine
+from plex.services import registry as ops
+from plex.services.deploy import deploy, destroy
 
 from .conftest import ROOT
 

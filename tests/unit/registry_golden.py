@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from plex.config import Engine, Plex, load_plex
+from plex.model.plex import Engine, Plex
+from plex.plexfile.load import load_plex
 from plex.registry import RenderedFile
 from plex.registry.credentials import Credentials, parse_credentials
 

@@ -8,16 +8,18 @@ from typing import Any
 
 import pytest
 
-from plex import owner
 from plex.backends.incus import ExecResult
-from plex.config import Role, load_plex
-from plex.deploy.apply import Applier
-from plex.deploy.observed import Observed, ObservedInstance
 from plex.deploy.plan import make_plan
 from plex.deploy.probes import Probe, ProbeSet
-from plex.deploy.spec import ImageRef, RoleProfile
+from plex.deploy.spec import RoleProfile
 from plex.errors import BackendError
-from plex.identity import ensure_identity
+from plex.model import owner
+from plex.model.image import ImageRef
+from plex.model.observed import Observed, ObservedInstance
+from plex.model.plex import Role
+from plex.plexfile.load import load_plex
+from plex.services.apply import Applier
+from plex.store.identity import ensure_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 

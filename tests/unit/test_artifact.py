@@ -16,12 +16,12 @@ import pytest
 import yaml
 import zstandard
 
-from plex import owner
 from plex.backends.incus import ImageInfo
-from plex.bake import artifact as art
-from plex.bake.catalog import Catalog, Entry, load_catalog, save_catalog
-from plex.deploy.observed import Observed, ObservedInstance
 from plex.errors import ArtifactError
+from plex.model import owner
+from plex.model.observed import Observed, ObservedInstance
+from plex.services import images as art
+from plex.store.catalog import Catalog, Entry, load_catalog, save_catalog
 
 DIGEST = "d1" * 32
 PKG = "p1" * 32

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex import topology
 from plex.bake.context import template_context
 from plex.bake.recipe import load_base_image, load_role_recipe, make_recipe
 from plex.bake.render import Renderer
-from plex.config import Plex, Role, load_plex, parse_plex
 from plex.errors import ConfigErrors
-from plex.identity import Identity, compute_identity, hosts_file
+from plex.model import topology
+from plex.model.identity import Identity, compute_identity, hosts_file
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import load_plex, parse_plex
 from tests.unit.test_packer_template import FixedKeyGen, fixed_artifacts
 
 REPO = Path(__file__).resolve().parents[2]

@@ -83,7 +83,7 @@ def test_show_an_unknown_plex_lists_the_known_ones(cli: Cli, plex_home: Path) ->
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, object]:
-    from plex.config import json_schema
+    from plex.plexfile.load import json_schema
 
     return json_schema()
 

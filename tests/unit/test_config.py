@@ -1,4 +1,4 @@
-"""plex.config and plex.checks: the shipped plexes, defaults, lookup, and rules the corpus skips."""
+"""The plex model, loader and checks: shipped plexes, defaults, lookup, rules the corpus skips."""
 
 from __future__ import annotations
 
@@ -8,19 +8,10 @@ import pydantic
 import pytest
 import yaml
 
-from plex.checks import check_plex, warnings
-from plex.config import (
-    Addressing,
-    Cni,
-    Engine,
-    Plex,
-    Role,
-    Virt,
-    find_plex,
-    load_plex,
-    parse_plex,
-)
 from plex.errors import ConfigErrors, UsageError
+from plex.model.plex import Addressing, Cni, Engine, Plex, Role, Virt
+from plex.plexfile.checks import check_plex, warnings
+from plex.plexfile.load import find_plex, load_plex, parse_plex
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 SHIPPED = sorted(PLEXES.glob("*.yaml"))

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from plex.config import parse_plex
 from plex.errors import ConfigErrors
+from plex.plexfile.load import parse_plex
 
 if TYPE_CHECKING:
     from conftest import Cli

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.commands.config import validate
-from plex.config import load_plex
-from plex.crosscheck import Neighbour, live_collisions
+from plex.cli.commands.config import validate
+from plex.plexfile.crosscheck import Neighbour, live_collisions
+from plex.plexfile.load import load_plex
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from plex.bake import downloads, releases
-from plex.bake.downloads import fetch, parse_checksums, redirect_target
-from plex.config import KubernetesConfig, ZotConfig
 from plex.errors import DownloadError
+from plex.model.plex import KubernetesConfig, ZotConfig
+from plex.store import downloads, releases
+from plex.store.downloads import fetch, parse_checksums, redirect_target
 from tests.fixtures.build_standin import STANDIN_VERSION, build_standin_rke2
 from tests.fixtures.release_server import ReleaseServer, serve_directory
 

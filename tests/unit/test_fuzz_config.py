@@ -18,8 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plex.config import Plex, parse_plex
 from plex.errors import ConfigErrors
+from plex.model.plex import Plex
+from plex.plexfile.load import parse_plex
 
 if TYPE_CHECKING:
     from conftest import Cli

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plex import topology
-from plex.config import load_plex
-from plex.genders import _attr, genders
+from plex.deploy.genders import _attr, genders
+from plex.model import topology
+from plex.plexfile.load import load_plex
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from plex import haproxy
 from plex.bake.context import template_context
 from plex.bake.render import Renderer
-from plex.config import Role, load_plex
-from plex.identity import ensure_identity
+from plex.lb import haproxy
+from plex.model.plex import Role
+from plex.plexfile.load import load_plex
+from plex.store.identity import ensure_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 

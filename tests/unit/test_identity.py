@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from plex import identity as ident
 from plex.__main__ import main
-from plex.config import load_plex, parse_plex
-from plex.identity import HostKey, compute_identity
+from plex.model import identity as ident
+from plex.model.identity import HostKey, compute_identity
+from plex.plexfile.load import load_plex, parse_plex
 
 if TYPE_CHECKING:
     from conftest import Cli

@@ -16,9 +16,10 @@ from plex.bake.recipe import (
     make_recipe,
 )
 from plex.bake.render import Renderer
-from plex.config import Plex, Role, load_plex
 from plex.errors import PlexError
-from plex.nightly.channels import (
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import load_plex
+from plex.store.channels import (
     Channel,
     Channels,
     channel_alias,

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from plex.nightly.report import (
+from plex.services.nightly_report import (
     FORMAT,
     KEEP_REPORTS,
     chart_svg,

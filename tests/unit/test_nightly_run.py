@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from plex.backends.incus import ImageInfo
-from plex.bake.catalog import load_catalog
-from plex.bake.pipeline import BakeResult
-from plex.config import Plex, Role, load_plex
 from plex.errors import BackendError, Interrupted, ProbeError
-from plex.nightly.channels import channel_alias, channels_path
-from plex.nightly.report import load_history, report_dir
-from plex.nightly.run import STEPS, Nightly, NightlyRun
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import load_plex
+from plex.services.bake import BakeResult
+from plex.services.nightly import STEPS, Nightly, NightlyRun
+from plex.services.nightly_report import load_history, report_dir
+from plex.store.catalog import load_catalog
+from plex.store.channels import channel_alias, channels_path
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 

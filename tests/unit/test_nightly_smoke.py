@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from plex import topology
-from plex.config import Engine, NightlyConfig, Plex, Role, load_plex
 from plex.deploy.probes import run_probe
 from plex.errors import ConfigErrors, ProbeError
-from plex.nightly.smoke import (
+from plex.model import topology
+from plex.model.plex import Engine, NightlyConfig, Plex, Role
+from plex.plexfile.load import load_plex
+from plex.services.smoke import (
     ImageRef,
     check_images,
     manifest_url,

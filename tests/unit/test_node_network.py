@@ -12,11 +12,12 @@ import yaml
 from plex.bake.context import template_context
 from plex.bake.recipe import load_role_recipe, render_files
 from plex.bake.render import Renderer
-from plex.config import Engine, Plex, Role, load_plex, parse_plex
 from plex.errors import ConfigErrors
-from plex.identity import Identity, compute_identity
+from plex.model.identity import Identity, compute_identity
+from plex.model.plex import Engine, Plex, Role
+from plex.plexfile.load import load_plex, parse_plex
+from plex.plexfile.trust import BUNDLE, TRUST_DIR, check_ca_files
 from plex.registry.mirrors import hosts_toml, registries_yaml
-from plex.trust import BUNDLE, TRUST_DIR, check_ca_files
 from tests.fixtures.test_ca import make_test_ca
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.config import load_plex
-from plex.deploy.ops import inventory, inventory_yaml, kubeconfig
 from plex.errors import LockedError
-from plex.lock import plex_lock
+from plex.plexfile.load import load_plex
+from plex.services.deploy import inventory, inventory_yaml, kubeconfig
+from plex.store.lock import plex_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -39,9 +39,10 @@ from plex.bake.recipe import (
     make_recipe,
 )
 from plex.bake.render import Renderer
-from plex.config import Plex, Role, load_plex
 from plex.errors import ConfigErrors
-from plex.identity import HostKey, compute_identity
+from plex.model.identity import HostKey, compute_identity
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import load_plex
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "packer"

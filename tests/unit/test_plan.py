@@ -24,12 +24,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plex import owner, topology
-from plex.config import Plex, Role, parse_plex
-from plex.deploy.observed import Observed, ObservedInstance
 from plex.deploy.plan import Plan, Verb, make_plan, simulate_apply
-from plex.deploy.spec import ImageRef
 from plex.errors import PlanRefused, PlexError, UsageError
+from plex.model import owner, topology
+from plex.model.image import ImageRef
+from plex.model.observed import Observed, ObservedInstance
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import parse_plex
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "plan"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from plex.config import Role
 from plex.deploy.probes import Probe, expand, load_probes, run_probe
 from plex.errors import ConfigErrors, ProbeError
+from plex.model.plex import Role
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +26,9 @@ def test_shipped_probes_load_for_every_role() -> None:
 
 def test_probe_variables_are_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
-    from plex.config import load_plex
-    from plex.identity import ensure_identity
-    from plex.topology import resolve
+    from plex.model.topology import resolve
+    from plex.plexfile.load import load_plex
+    from plex.store.identity import ensure_identity
 
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     identity, _ = ensure_identity(plex)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from plex.config import Plex, load_plex
 from plex.errors import ConfigError
+from plex.model.plex import Plex
+from plex.plexfile.load import load_plex
 from plex.registry.credentials import (
     Credentials,
     Secret,

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case
 
-from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import ConfigError, UsageError
+from plex.model.plex import Engine, Plex, Upstream
+from plex.plexfile.load import load_plex
 from plex.registry import engine_files
 from plex.registry.distribution import (
     distribution_files,

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from registry_golden import CASES, bundle, check_golden, golden_case
 
-from plex.config import Engine, Plex, Upstream
 from plex.errors import UsageError
+from plex.model.plex import Engine, Plex, Upstream
 from plex.registry.mirrors import hosts_toml, mirror_url, node_files, registries_yaml
 
 ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)

@@ -1,4 +1,4 @@
-"""plex.registry.ops without a daemon: references, warm over a fake registry, log and metrics
+"""plex.services.registry without a daemon: references, warm over a fake registry, log and metrics
 parsing, and `up` for runtime docker over a recording fake of the Docker Protocol."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from plex import topology
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerInfo, ContainerSpec
 from plex.backends.incus import ExecResult
-from plex.config import Engine, Plex, Role, Runtime, Upstream, load_plex
 from plex.deploy.spec import RoleProfile, instance_spec
 from plex.errors import UsageError
-from plex.registry import ops
+from plex.model import topology
+from plex.model.plex import Engine, Plex, Role, Runtime, Upstream
+from plex.plexfile.load import load_plex
 from plex.registry.credentials import parse_credentials
+from plex.services import registry as ops
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "registry"
@@ -277,7 +278,7 @@ def test_registry_only_keeps_the_registry_node_and_its_spec() -> None:
     node = topology.registry_node(plex)
     assert node is not None
     assert topology.nodes(alone) == [node]
-    from plex.deploy.spec import ImageRef
+    from plex.model.image import ImageRef
 
     image = ImageRef(Role.REGISTRY, "d" * 64, "f" * 64, "demo/registry")
     profile = RoleProfile(config={}, devices={})

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from plex.config import Engine, Plex, Upstream, load_plex
 from plex.errors import ConfigError
+from plex.model.plex import Engine, Plex, Upstream
+from plex.plexfile.load import load_plex
 from plex.registry import engine_files
 from plex.registry.credentials import parse_credentials
 from plex.registry.zot import (

@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from plex.backends.incus import ExecResult, ImageInfo
-from plex.bake.pipeline import Baker, Paths
-from plex.config import Role, parse_plex
 from plex.errors import BackendError
+from plex.model.plex import Role
+from plex.plexfile.load import parse_plex
+from plex.services.bake import Baker, Paths
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex import owner, topology
-from plex.config import Plex, Role, Virt, load_plex
 from plex.deploy.spec import (
-    ImageRef,
     InstanceSpec,
     RoleProfile,
     instance_spec,
@@ -19,12 +16,16 @@ from plex.deploy.spec import (
     spec_digest,
 )
 from plex.errors import ConfigError, ConfigErrors
+from plex.model import owner, topology
+from plex.model.image import ImageRef
+from plex.model.plex import Plex, Role, Virt
+from plex.plexfile.load import load_plex
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def plex_file(name: str, **roles: dict[str, object]) -> Plex:
-    from plex.config import parse_plex
+    from plex.plexfile.load import parse_plex
 
     path = REPO / "plexes" / f"{name}.yaml"
     data = yaml.safe_load(path.read_text())

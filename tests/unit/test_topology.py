@@ -1,4 +1,4 @@
-"""plex.topology: node names, cidrhost addresses, master resolution, placement."""
+"""plex.model.topology: node names, cidrhost addresses, master resolution, placement."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from plex import topology
-from plex.config import Plex, Role, Virt, load_plex, parse_plex
 from plex.errors import UsageError
+from plex.model import topology
+from plex.model.plex import Plex, Role, Virt
+from plex.plexfile.load import load_plex, parse_plex
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 

@@ -12,12 +12,12 @@ import pytest
 
 from plex.backends.incus import ImageInfo
 from plex.backends.packer import Artifact
-from plex.bake.catalog import load_catalog
-from plex.bake.downloads import Downloaded
 from plex.bake.packer_template import Qcow2Base, VmSpec, vm_digest, vm_files
-from plex.bake.pipeline import Paths
-from plex.bake.vm import VmBaker, VmRecipe, verify_vm_artifact
-from plex.config import Role
+from plex.model.plex import Role
+from plex.services.bake import Paths
+from plex.services.bake_vm import VmBaker, VmRecipe, verify_vm_artifact
+from plex.store.catalog import load_catalog
+from plex.store.downloads import Downloaded
 from tests.unit.test_packer_template import REPO, load, vm_recipe
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from plex import topology
 from plex.bake.windows import (
     RebootMethod,
     Window,
@@ -21,7 +20,9 @@ from plex.bake.windows import (
     rebootmgr_conf,
     transactional_update_conf,
 )
-from plex.config import RebootWindows, Role, load_plex
+from plex.model import topology
+from plex.model.plex import RebootWindows, Role
+from plex.plexfile.load import load_plex
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "packer"

@@ -1,0 +1,49 @@
+"""The typer app and what every command shares: error handling, plex lookup, output format.
+
+Command modules in plex/cli/commands/ register thin `*_cli` functions on `app` (or a sub-app):
+parse arguments, call one plain function, render its result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from plex.model.plex import Plex
+from plex.plexfile.load import find_plex, load_plex
+
+app = typer.Typer(
+    name="plex",
+    help="Bake Kubernetes node images and redeploy whole lab clusters on Incus, immutably.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PlexArg = Annotated[str, typer.Argument(help="plex name (plexes/<name>.yaml) or a path to one")]
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")
+]
+
+
+def check_output(value: str) -> bool:
+    """True for JSON output; rejects unknown formats with a usage error."""
+    from plex.errors import UsageError
+
+    if value not in ("table", "json"):
+        raise UsageError(f"--output must be table or json, not '{value}'")
+    return value == "json"
+
+
+def get_plex(name_or_path: str) -> Plex:
+    return load_plex(find_plex(name_or_path))
+
+
+def plex_path(name_or_path: str) -> Path:
+    return find_plex(name_or_path)

@@ -1,0 +1,1 @@
+"""One module per command area; each registers `*_cli` functions on plex.cli.app.app."""

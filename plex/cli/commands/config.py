@@ -1,0 +1,98 @@
+"""plex validate / show / schema: the plex definition itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from plex.cli import ui
+from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.errors import ConfigError, ConfigErrors
+from plex.model import topology
+from plex.model.plex import Plex
+from plex.plexfile.checks import warnings
+from plex.plexfile.crosscheck import PlexFile, cross_check
+from plex.plexfile.load import json_schema, load_plex
+
+
+def validate(paths: list[Path]) -> tuple[list[Plex], list[str], list[ConfigError]]:
+    """Validate every file; collect all errors instead of stopping at the first file."""
+    plexes: list[Plex] = []
+    warns: list[str] = []
+    errors: list[ConfigError] = []
+    for p in paths:
+        try:
+            plex = load_plex(p)
+        except ConfigErrors as e:
+            errors.extend(e.errors)
+            continue
+        plexes.append(plex)
+        warns.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
+    # Plexes against each other: what two plexes on one network must not share.
+    errors.extend(cross_check([PlexFile.read(x) for x in plexes]))
+    return plexes, warns, errors
+
+
+@app.command("validate")
+def validate_cli(
+    files: Annotated[list[Path], typer.Argument(help="plex files to check")],
+) -> None:
+    """Check plex files: one line per problem (file:line: field: what is wrong), exit 2."""
+    plexes, warns, errors = validate(files)
+    for w in warns:
+        ui.warn(w)
+    if errors:
+        raise ConfigErrors(errors)
+    for plex in plexes:
+        ui.info(f"[green]✓[/green] {plex.source}: plex '{plex.name}', "
+                f"{len(topology.nodes(plex))} nodes")
+
+
+def node_rows(plex: Plex) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": n.name,
+            "role": n.role.value,
+            "master": n.is_master,
+            "address": n.address,
+            "member": n.member,
+            "virt": n.virt.value,
+            "base": n.base,
+            "image": f"{plex.name}/{n.role.value}",
+        }
+        for n in topology.nodes(plex)
+    ]
+
+
+@app.command("show")
+def show_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
+             output: OutputOpt = "table") -> None:
+    """Every node of a plex: name, role, address, placement member, image."""
+    as_json = check_output(output)
+    p = get_plex(plex)
+    rows = node_rows(p)
+    if as_json:
+        ui.print_json({
+            "plex": p.name,
+            "project": p.incus.project,
+            "network": {"cidr": p.network.cidr, "vip": p.network.vip,
+                        "domain": p.network.domain},
+            "nodes": rows,
+        })
+        return
+    for w in warnings(p):
+        ui.warn(f"{w.path}: {w.message}")
+    ui.table(
+        f"plex {p.name} · project {p.incus.project} · {p.network.cidr} · VIP {p.network.vip}",
+        ["node", "role", "address", "member", "virt", "image"],
+        [[r["name"] + (" (master)" if r["master"] else ""), r["role"], r["address"],
+          r["member"] or "-", r["virt"], r["image"]] for r in rows],
+    )
+
+
+@app.command("schema")
+def schema_cli() -> None:
+    """Print the JSON Schema of plex files (for editor completion and validation)."""
+    ui.print_json(json_schema())

@@ -1,0 +1,61 @@
+"""plex identity: generate once, show fingerprints, rotate on request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from plex.cli import ui
+from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.errors import UsageError
+from plex.model import topology
+from plex.model.identity import KEY_TYPES
+from plex.store.identity import ensure_identity, identity_dir, load_identity
+
+
+@app.command("identity")
+def identity_cli(
+    args: Annotated[list[str], typer.Argument(help="PLEX, or: show PLEX", metavar="[show] PLEX")],
+    rotate: Annotated[
+        list[str] | None,
+        typer.Option("--rotate", help="replace the keys of NODE (or master), or 'all' "
+                     "(every key, the join token and the VRRP secret)", metavar="NODE|all"),
+    ] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Generate the plex's identity (once; re-running changes nothing) or show its fingerprints."""
+    as_json = check_output(output)
+    if args[0] == "show":
+        if len(args) != 2:
+            raise UsageError("usage: plex identity show PLEX")
+        return _show(args[1], as_json)
+    if len(args) != 1:
+        raise UsageError("usage: plex identity PLEX [--rotate NODE|all]")
+    plex = get_plex(args[0])
+    names = [r if r == "all" else topology.resolve(plex, r).name for r in rotate or []]
+    _, written = ensure_identity(plex, rotate=names)
+    where = identity_dir(plex.name)
+    if written:
+        ui.info(f"identity of '{plex.name}': wrote {len(written)} file(s) under {where}")
+    else:
+        ui.info(f"identity of '{plex.name}' is complete and unchanged ({where})")
+    return None
+
+
+def _show(name: str, as_json: bool) -> None:
+    plex = get_plex(name)
+    ident = load_identity(plex.name)
+    if ident is None:
+        raise UsageError(f"plex '{plex.name}' has no identity yet", f"run: plex identity {name}")
+    rows = []
+    for n in topology.nodes(plex, reserved=True):
+        keys = ident.keys.get(n.name, {})
+        for kind in KEY_TYPES:
+            if kind in keys:
+                rows.append({"node": n.name, "type": kind, "fingerprint": keys[kind].fingerprint})
+    if as_json:
+        ui.print_json({"plex": plex.name, "keys": rows})
+        return
+    ui.table(f"host keys of {plex.name}", ["node", "type", "fingerprint"],
+             [[r["node"], r["type"], r["fingerprint"]] for r in rows])

@@ -1,0 +1,152 @@
+"""plex plan: what a deploy would do, node by node and wave by wave, without doing it."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+
+from plex.cli import ui
+from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
+from plex.deploy.plan import Plan, Verb, make_plan
+from plex.errors import BackendError, ConfigError, UsageError
+from plex.model.image import ImageRef
+from plex.model.observed import Observed
+from plex.model.plex import Plex, Role
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(str(path), "", f"not valid JSON: {e}") from None
+
+
+def load_observed_file(path: Path) -> Observed:
+    """An `Observed` snapshot saved as JSON (Observed.to_json)."""
+    data = _read_json(path)
+    try:
+        return Observed.from_json(data)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(str(path), "", f"not an observed snapshot ({e!r})",
+                          hint="expected {plex, project, instances: {name: {...}}}") from None
+
+
+def load_images_file(path: Path) -> dict[Role, ImageRef]:
+    """`{role: {digest, fingerprint, alias}}`, as `ImageRef.to_json` writes each entry."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", "must be a JSON object {role: {digest, fingerprint}}")
+    out: dict[Role, ImageRef] = {}
+    for key, entry in data.items():
+        try:
+            role = Role(key)
+        except ValueError:
+            raise ConfigError(str(path), key, f"unknown role (one of "
+                              f"{', '.join(r.value for r in Role)})") from None
+        if not isinstance(entry, dict) or not {"digest", "fingerprint"} <= entry.keys():
+            raise ConfigError(str(path), key, "needs 'digest' and 'fingerprint'")
+        out[role] = ImageRef.from_json({**entry, "role": role.value})
+    return out
+
+
+def catalog_images(plex: Plex) -> dict[Role, ImageRef] | None:
+    """The images the catalog says are current, or None while there is no such catalog API."""
+    try:
+        catalog = importlib.import_module("plex.store.catalog")
+    except ModuleNotFoundError:
+        return None
+    fn = getattr(catalog, "current_images", None)
+    if fn is None:
+        return None
+    return cast(Callable[[Plex], dict[Role, ImageRef]], fn)(plex)
+
+
+def observe(plex: Plex) -> Observed:
+    from plex.backends.incus import connect  # pylxd only when a daemon is really wanted
+
+    incus = connect(plex.incus, create=False)  # planning never creates anything
+    try:
+        return incus.observe(plex.name)
+    except BackendError as e:
+        # Incus lists no instances for a missing project but fails on its images: a plex
+        # never deployed plans as a fresh deploy.
+        if "Project not found" in e.message:
+            return Observed(plex.name, plex.incus.project)
+        raise
+
+
+def plan_for(
+    plex: Plex,
+    replace: list[str],
+    force: bool,
+    observed_file: Path | None,
+    images_file: Path | None,
+) -> Plan:
+    observed = load_observed_file(observed_file) if observed_file else observe(plex)
+    if observed.plex != plex.name:
+        raise UsageError(f"the observed snapshot is of plex '{observed.plex}', not '{plex.name}'")
+    images = load_images_file(images_file) if images_file else catalog_images(plex)
+    if images is None:
+        raise UsageError("no image catalog to plan against",
+                         hint="pass --images FILE.json ({role: {digest, fingerprint, alias}})")
+    return make_plan(plex, images, observed, replace, force)
+
+
+def render(plan: Plan) -> None:
+    ui.table(f"plan for {plan.plex} · project {plan.project}",
+             ["", "node", "action", "reason"], plan.render_rows())
+    if plan.waves:
+        ui.table("waves", ["wave", "nodes (a wave starts when the previous one is healthy)"],
+                 [[str(i), ", ".join(a.node for a in wave)]
+                  for i, wave in enumerate(plan.waves, 1)])
+    for note in plan.notes:
+        ui.warn(note)
+    if plan.cascade_from:
+        ui.info(f"replacing {plan.cascade_from} (the master) rebuilds the cluster: every other "
+                "server and agent is replaced with it")
+    if plan.empty:
+        ui.info(f"no changes: plex '{plan.plex}' matches its file and images")
+    else:
+        ui.info(f"plan: {plan.count(Verb.CREATE)} to create, {plan.count(Verb.REPLACE)} to "
+                f"replace, {plan.count(Verb.DELETE)} to delete, {plan.count(Verb.KEEP)} kept "
+                f"in {len(plan.waves)} wave(s)")
+
+
+@app.command("plan")
+def plan_cli(
+    plex: PlexArg,
+    replace: Annotated[
+        list[str] | None,
+        typer.Option("--replace", help="replace NODE even if unchanged (short names work; "
+                     "'master' rebuilds the cluster; 'all')", metavar="NODE"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="allow a plan that loses etcd quorum")
+    ] = False,
+    observed: Annotated[
+        Path | None,
+        typer.Option("--observed", help="plan against this snapshot instead of asking Incus",
+                     metavar="FILE.json"),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="current images {role: {digest, fingerprint, alias}} "
+                     "instead of the catalog", metavar="FILE.json"),
+    ] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show what `plex deploy` would create, replace and delete, in health-gated waves."""
+    as_json = check_output(output)
+    p = get_plex(plex)
+    result = plan_for(p, replace or [], force, observed, images)
+    if as_json:
+        ui.print_json(result.to_json())
+    else:
+        render(result)

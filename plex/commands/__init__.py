@@ -1,1 +1,0 @@
-"""One module per command area; each registers `*_cli` functions on plex.cli_app.app."""

@@ -1,0 +1,158 @@
+"""A plex's identity: per-node SSH host keys, hosts, ssh_known_hosts, join token, VRRP secret.
+
+Computed once and kept stable. `compute_identity` is pure: given the plex, what already exists and
+a key generator, it returns the identity, generating only what is missing or asked to rotate.
+`ensure_identity` is the one side effect: it loads, computes and writes the state directory.
+
+Private keys are kept as the bytes first written: re-serialising an OpenSSH key is not
+byte-stable (it embeds a random check integer), and a key must never change unless rotated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from plex.errors import UsageError
+from plex.model import topology
+from plex.model.plex import Plex, Role
+
+KEY_TYPES = ("ed25519", "rsa")
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class HostKey:
+    kind: str  # ed25519 | rsa
+    private: str  # OpenSSH PEM, as first written
+    public: str  # "ssh-ed25519 AAAA... root@node"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA256:... exactly as `ssh-keygen -lf` prints it."""
+        blob = base64.b64decode(self.public.split()[1])
+        return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+    @property
+    def public_key(self) -> str:
+        """The key without its comment, as sshd presents it."""
+        return " ".join(self.public.split()[:2])
+
+
+@dataclass(frozen=True)
+class Identity:
+    plex: str
+    token: str
+    vrrp_secret: str
+    keys: dict[str, dict[str, HostKey]] = field(default_factory=dict)  # node -> kind -> key
+
+    def host_keys(self, node: str) -> dict[str, HostKey]:
+        try:
+            return self.keys[node]
+        except KeyError:
+            raise UsageError(f"no identity for node '{node}'", "run: plex identity PLEX") from None
+
+
+class KeyGen(Protocol):
+    def host_key(self, kind: str, comment: str) -> HostKey: ...
+    def secret(self, length: int, alphabet: str) -> str: ...
+
+
+class SystemKeyGen:
+    """Real keys from `cryptography` and the OS CSPRNG."""
+
+    def host_key(self, kind: str, comment: str) -> HostKey:
+        key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+        if kind == "ed25519":
+            key = ed25519.Ed25519PrivateKey.generate()
+        elif kind == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        else:
+            raise ValueError(kind)
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ).decode()
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode()
+        return HostKey(kind, private, f"{public} {comment}")
+
+    def secret(self, length: int, alphabet: str) -> str:
+        return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def compute_identity(
+    plex: Plex,
+    existing: Identity | None,
+    keygen: KeyGen,
+    rotate: Iterable[str] = (),
+) -> Identity:
+    """Return the plex's identity, generating only what is missing or named in `rotate`.
+
+    `rotate` holds node names, or `all` (every node key and both secrets).
+    """
+    rotate = set(rotate)
+    everything = ALL in rotate
+    names = [n.name for n in topology.nodes(plex, reserved=True)]
+    for r in rotate - {ALL}:
+        if r not in names:
+            raise UsageError(f"cannot rotate '{r}': plex '{plex.name}' has no such node")
+    base = existing if existing is not None and not everything else None
+    # RKE2 accepts any string as a token; VRRP PASS authentication uses at most 8 characters.
+    token = base.token if base else keygen.secret(48, string.ascii_letters + string.digits)
+    vrrp = base.vrrp_secret if base else keygen.secret(8, string.ascii_letters + string.digits)
+    keys: dict[str, dict[str, HostKey]] = dict(existing.keys) if existing else {}
+    for name in names:
+        have = keys.get(name, {})
+        if everything or name in rotate:
+            have = {}
+        keys[name] = {
+            kind: have.get(kind) or keygen.host_key(kind, f"root@{name}") for kind in KEY_TYPES
+        }
+    return Identity(plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files derived from the identity, baked into every image.
+
+
+def hosts_file(plex: Plex) -> str:
+    """/etc/hosts for every node: all nodes, the API VIP name and the registry alias."""
+    domain = plex.network.domain
+    lines = [
+        "# Written by plex; identical on every node of the plex.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+    ]
+    api = topology.api_name(plex)
+    lines.append(f"{topology.api_address(plex)}\t{api}.{domain} {api}")
+    # Every reserved node (the role's capacity): a node added within it changes no image.
+    for n in topology.nodes(plex, reserved=True):
+        aliases = [n.fqdn(domain), n.name]
+        if n.role is Role.REGISTRY:
+            aliases += [f"registry.{domain}", f"{plex.name}-registry"]
+        if n.is_master:
+            aliases += [f"{plex.name}-master"]
+        lines.append(f"{n.address}\t{' '.join(aliases)}")
+    return "\n".join(lines) + "\n"
+
+
+def known_hosts_file(plex: Plex, identity: Identity) -> str:
+    """ssh_known_hosts for every node: name, FQDN and address, each key type."""
+    domain = plex.network.domain
+    lines = ["# Written by plex from the plex's precomputed host keys."]
+    for n in topology.nodes(plex, reserved=True):
+        hosts = ",".join([n.name, n.fqdn(domain), n.address])
+        for kind in KEY_TYPES:
+            lines.append(f"{hosts} {identity.host_keys(n.name)[kind].public_key}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,73 @@
+"""A frozen snapshot of what Incus holds for a plex: the planner's only view of the world.
+
+Built by the Incus backend (`observe()`), or loaded from JSON in unit tests, so planning runs
+without a daemon and never triggers a hidden API call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plex.model import owner
+
+
+@dataclass(frozen=True)
+class ObservedInstance:
+    name: str
+    status: str  # Running, Stopped, ...
+    uuid: str
+    config: dict[str, str] = field(default_factory=dict)  # only user.plex.* keys
+    location: str | None = None
+    type: str = "container"
+
+    @property
+    def plex(self) -> str | None:
+        return self.config.get(owner.PLEX)
+
+    @property
+    def role(self) -> str | None:
+        return self.config.get(owner.ROLE)
+
+    @property
+    def image(self) -> str | None:
+        return self.config.get(owner.IMAGE)
+
+    @property
+    def spec(self) -> str | None:
+        return self.config.get(owner.SPEC)
+
+    @property
+    def build(self) -> str | None:
+        return self.config.get(owner.BUILD)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "Running"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What plex owns in the plex's project, by instance name."""
+
+    plex: str
+    project: str
+    instances: dict[str, ObservedInstance] = field(default_factory=dict)
+    # Image aliases visible in the project: alias -> fingerprint.
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Observed:
+        return cls(
+            plex=data["plex"],
+            project=data["project"],
+            instances={k: ObservedInstance(**v) for k, v in data.get("instances", {}).items()},
+            aliases=dict(data.get("aliases", {})),
+        )
+
+
+def owned(config: dict[str, str], plex: str) -> bool:
+    return config.get(owner.PLEX) == plex

@@ -1,0 +1,327 @@
+"""The plex definition: what `plexes/<name>.yaml` holds, as frozen, validated models.
+
+Pure data. Loading (YAML, line map, errors naming file:line and the field path such as
+`roles.server.count`) is `plex.plexfile.load`; cross-field rules (addresses inside the CIDR,
+overlapping ranges...) are `plex.plexfile.checks`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Incus instance names are hostnames: one DNS label.
+LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_RE = re.compile(
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+SIZE_RE = re.compile(r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+DURATION_RE = re.compile(r"^(\d+h)?(\d+m)?$")
+
+
+class Role(StrEnum):
+    """Node roles, in the order their waves deploy."""
+
+    REGISTRY = "registry"
+    LB = "lb"
+    SERVER = "server"
+    AGENT = "agent"
+
+    @property
+    def is_kube(self) -> bool:
+        return self in (Role.SERVER, Role.AGENT)
+
+
+class Virt(StrEnum):
+    CONTAINER = "container"
+    VM = "vm"
+
+    @property
+    def incus_type(self) -> str:
+        return "virtual-machine" if self is Virt.VM else "container"
+
+
+class Addressing(StrEnum):
+    STATIC = "static"  # plex writes the address into the node (works on any network)
+    DHCP = "dhcp"  # an Incus managed-bridge DHCP reservation of the same precomputed address
+
+
+class VrrpMode(StrEnum):
+    MULTICAST = "multicast"
+    UNICAST = "unicast"
+
+
+class Engine(StrEnum):
+    ZOT = "zot"
+    DISTRIBUTION = "distribution"
+
+
+class Runtime(StrEnum):
+    INCUS = "incus"
+    DOCKER = "docker"
+
+
+class Cni(StrEnum):
+    CANAL = "canal"
+    CILIUM = "cilium"
+    CALICO = "calico"
+    FLANNEL = "flannel"
+    NONE = "none"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+Size = Annotated[str, Field(pattern=SIZE_RE.pattern, examples=["2GiB", "512MiB"])]
+
+
+class IncusConfig(_Model):
+    """How to reach Incus and where the plex's instances live."""
+
+    remote: str = Field("local", description="'local' (unix socket) or an https:// URL")
+    socket: str | None = Field(None, description="unix socket; default $INCUS_SOCKET or Incus's")
+    client_cert: str | None = Field(None, description="client certificate for a remote URL")
+    client_key: str | None = None
+    verify: bool | str = Field(True, description="TLS verification for a remote: bool or CA path")
+    project: str = Field(..., description="Incus project holding this plex (created if missing)")
+    pool: str = "default"
+    network: str = "incusbr0"
+    members: tuple[str, ...] = Field((), description="cluster members used for placement")
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if v != "local" and not v.startswith("https://"):
+            raise ValueError("must be 'local' or an https:// URL")
+        return v
+
+    @field_validator("verify", mode="plain", json_schema_input_type=bool | str)
+    @classmethod
+    def _verify(cls, v: object) -> bool | str:
+        # Plain: pydantic would report a bool | str union once per member, tagged in the path.
+        if isinstance(v, bool | str):
+            return v
+        raise ValueError("must be true, false or the path of a CA certificate")
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", v):
+            raise ValueError(f"'{v}' is not a valid Incus project name")
+        return v
+
+
+class NetworkConfig(_Model):
+    cidr: str = Field(..., description="node network, e.g. 10.77.0.0/24")
+    gateway: str | None = None
+    vip: str | None = Field(None, description="virtual IP for the API, held by the lb nodes")
+    domain: str = "plex.internal"
+    dns: tuple[str, ...] = Field(
+        (), description="resolvers written to every node's /etc/resolv.conf (static and dhcp); "
+        "empty: the gateway (an Incus bridge answers DNS there)",
+    )
+    addressing: Addressing = Addressing.STATIC
+    vrrp: VrrpMode = VrrpMode.MULTICAST
+    virtual_router_id: int = Field(51, ge=1, le=255)
+    interface: str = Field("eth0", description="NIC name inside the nodes")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if len(v) > 200 or not DOMAIN_RE.fullmatch(v):
+            raise ValueError(f"'{v}' is not a valid DNS domain")
+        return v
+
+
+class OsConfig(_Model):
+    base: str = Field("debian-bookworm", description="base image name from images/")
+    virt: Virt = Virt.CONTAINER
+
+
+class KubernetesConfig(_Model):
+    distribution: Literal["rke2"] = "rke2"
+    version: str | None = Field(None, description="e.g. v1.31.4+rke2r1; exclusive with channel")
+    channel: str | None = Field(None, description="stable, latest or v1.31 (resolved at bake)")
+    cni: Cni = Cni.CANAL
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    release_url: str = Field(
+        "https://github.com/rancher/rke2/releases/download",
+        description="where release assets are fetched from (a mirror works)",
+    )
+    channel_url: str = "https://update.rke2.io/v1-release/channels"
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"v\d+\.\d+\.\d+\+rke2r\d+", v):
+            raise ValueError(f"'{v}' is not an RKE2 version like v1.31.4+rke2r1")
+        return v
+
+
+class Upstream(_Model):
+    name: str = Field(..., description="registry host as images name it, e.g. docker.io")
+    url: str = Field(..., description="upstream URL, e.g. https://registry-1.docker.io")
+    tls_verify: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+            raise ValueError(f"'{v}' is not an http(s) URL")
+        return v
+
+
+class ZotConfig(_Model):
+    version: str = "v2.1.2"
+    url: str = Field(
+        "https://github.com/project-zot/zot/releases/download/{version}/zot-linux-amd64",
+        description="binary URL; {version} is substituted",
+    )
+    sha256: str | None = Field(None, description="expected sha256 of the binary (else the .sha256)")
+
+
+class RegistryConfig(_Model):
+    engine: Engine = Engine.ZOT
+    runtime: Runtime = Runtime.INCUS
+    port: int = Field(5000, ge=1, le=65535)
+    upstreams: tuple[Upstream, ...] = (
+        Upstream(name="docker.io", url="https://registry-1.docker.io"),
+    )
+    credentials_file: str | None = Field(
+        None, description="YAML outside git: {<upstream name>: {username, password}}"
+    )
+    cache_size: Size = "20GiB"
+    zot: ZotConfig = ZotConfig()
+
+
+class TlsConfig(_Model):
+    """Extra certificate authorities the nodes trust (a private registry, a TLS-inspecting
+    proxy): see plex.plexfile.trust."""
+
+    ca_files: tuple[str, ...] = Field(
+        (), description="PEM CA certificates (relative to the plex file) added to the registry "
+        "and kube nodes' trust stores and to containerd's (registries.yaml tls.ca_file)",
+    )
+
+
+class RoleConfig(_Model):
+    count: int = Field(1, ge=0, le=250)
+    capacity: int | None = Field(
+        None, ge=0, le=250,
+        description="nodes whose identity, hosts and per-node files every image is baked for "
+        "(>= count, default count): growing within it changes no image",
+    )
+    offset: int = Field(..., ge=1, description="first node's host number in the CIDR (cidrhost)")
+    cpu: int = Field(1, ge=1, le=256)
+    memory: Size = "1GiB"
+    disk: Size = "8GiB"
+    os: OsConfig | None = Field(None, description="overrides the plex-wide os")
+    profiles: tuple[str, ...] = Field((), description="extra Incus profiles added to the role's")
+    config: dict[str, str] = Field({}, description="extra Incus instance config keys")
+    placement: tuple[str, ...] = Field(
+        (), description="members for this role's nodes (round-robin); one per node pins them"
+    )
+
+    @property
+    def reserved(self) -> int:
+        """How many nodes the role's identity and images are precomputed for."""
+        return max(self.count, self.capacity if self.capacity is not None else self.count)
+
+
+class RebootWindows(_Model):
+    """When MicroOS nodes may reboot after transactional updates (see plex.bake.windows)."""
+
+    slots: tuple[int, ...] = Field((3,), description="start hours (0-23)")
+    offsets: tuple[int, ...] = Field((0,), description="minute offsets inside each slot")
+    duration: str = "1h"
+
+    @field_validator("slots")
+    @classmethod
+    def _slots(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for h in v:
+            if not 0 <= h <= 23:
+                raise ValueError(f"hour {h} is not in 0..23")
+        return v
+
+    @field_validator("offsets")
+    @classmethod
+    def _offsets(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for m in v:
+            if not 0 <= m <= 59:
+                raise ValueError(f"minute {m} is not in 0..59")
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not v or not DURATION_RE.fullmatch(v):
+            raise ValueError(f"'{v}' is not a duration like 1h or 30m or 1h30m")
+        return v
+
+
+class NightlyConfig(_Model):
+    """`plex nightly` on this plex as the staging plex (see docs/nightly.md)."""
+
+    smoke_image: str = Field(
+        "docker.io/library/busybox:1.36",
+        description="image a kube node pulls through the plex registry in the smoke check; "
+        "its registry must be one of registry.upstreams",
+    )
+    keep: int = Field(3, ge=1, le=100, description="image generations per role kept by prune")
+
+
+class Roles(_Model):
+    registry: RoleConfig | None = None
+    lb: RoleConfig | None = None
+    server: RoleConfig
+    agent: RoleConfig | None = None
+
+    def items(self) -> list[tuple[Role, RoleConfig]]:
+        """The configured roles, in wave order."""
+        out: list[tuple[Role, RoleConfig]] = []
+        for role in Role:
+            rc = getattr(self, role.value)
+            if rc is not None:
+                out.append((role, rc))
+        return out
+
+    def get(self, role: Role) -> RoleConfig | None:
+        rc: RoleConfig | None = getattr(self, role.value)
+        return rc
+
+
+class Plex(_Model):
+    """A whole plex as declared in its YAML file."""
+
+    name: str = Field(..., description="plex name; prefixes every node name")
+    description: str = ""
+    incus: IncusConfig
+    network: NetworkConfig
+    os: OsConfig = OsConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig(version="v1.31.4+rke2r1")
+    registry: RegistryConfig = RegistryConfig()
+    tls: TlsConfig = TlsConfig()
+    roles: Roles
+    reboot_windows: RebootWindows = RebootWindows()
+    nightly: NightlyConfig = NightlyConfig()
+    # Where the file came from: set by load_plex, excluded from schema and digests.
+    source: str = Field("", exclude=True, json_schema_extra={"hidden": True})
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not LABEL_RE.fullmatch(v) or len(v) > 40:
+            raise ValueError(
+                f"'{v}' must be lowercase letters, digits and '-', start with a letter, "
+                "at most 40 characters (node names append '-<role><n>')"
+            )
+        return v
+
+    def os_for(self, role: Role) -> OsConfig:
+        rc = self.roles.get(role)
+        return rc.os if rc is not None and rc.os is not None else self.os

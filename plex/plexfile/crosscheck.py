@@ -1,0 +1,142 @@
+"""Plexes checked against each other: what two plexes sharing one network must not share. Pure.
+
+Two plexes are on one network when they name the same Incus remote and network (bridge). On one
+network they must not have overlapping node CIDRs, the same VIP, the same VRRP router id, or a
+node name in common: Incus registers every instance's name in the bridge's DNS, per network and
+not per project, so a second `demo-server1` in another project fails to start with "Instance DNS
+name ... already used on network".
+
+`cross_check` works on parsed files (`plex validate a.yaml b.yaml`); `live_collisions` on what
+the Incus network holds now (`plex deploy`, before anything is created).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from plex.errors import ConfigError
+from plex.model import topology
+from plex.model.plex import Plex
+from plex.plexfile.load import _line_map
+
+
+@dataclass(frozen=True)
+class PlexFile:
+    """A parsed plex and the line of every YAML path in its file (for error messages)."""
+
+    plex: Plex
+    lines: dict[tuple[str | int, ...], int]
+
+    @classmethod
+    def read(cls, plex: Plex) -> PlexFile:
+        try:
+            text = Path(plex.source).read_text(encoding="utf-8")
+        except OSError:
+            return cls(plex, {})
+        return cls(plex, _line_map(text)[0])
+
+    @property
+    def file(self) -> str:
+        return self.plex.source
+
+    def line(self, *path: str) -> int | None:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.lines:
+                return self.lines[path[:n]]
+        return None
+
+    def where(self, *path: str) -> str:
+        line = self.line(*path)
+        return f"{self.file}:{line}" if line else self.file
+
+
+def network_key(plex: Plex) -> tuple[str, str]:
+    return plex.incus.remote, plex.incus.network
+
+
+def _pair(a: PlexFile, b: PlexFile) -> list[ConfigError]:
+    """Problems of `b` against `a` (an earlier file on the same network), reported on `b`."""
+    out: list[ConfigError] = []
+    pa, pb = a.plex, b.plex
+    on = f"on network {pb.incus.network}"
+
+    def err(path: tuple[str, ...], problem: str) -> None:
+        out.append(ConfigError(b.file, ".".join(path), problem, b.line(*path)))
+
+    na = ipaddress.ip_network(pa.network.cidr, strict=False)
+    nb = ipaddress.ip_network(pb.network.cidr, strict=False)
+    if na.overlaps(nb):
+        err(("network", "cidr"), f"{nb} overlaps {na} of plex '{pa.name}' "
+            f"({a.where('network', 'cidr')}) {on}")
+    if pa.network.vip and pa.network.vip == pb.network.vip:
+        err(("network", "vip"), f"VIP {pb.network.vip} is also the VIP of plex '{pa.name}' "
+            f"({a.where('network', 'vip')}) {on}")
+    lbs = (pa.roles.lb and pa.roles.lb.count) and (pb.roles.lb and pb.roles.lb.count)
+    if lbs and pa.network.virtual_router_id == pb.network.virtual_router_id:
+        err(("network", "virtual_router_id"),
+            f"VRRP router id {pb.network.virtual_router_id} is also used by plex '{pa.name}' "
+            f"({a.where('network', 'virtual_router_id')}) {on}")
+    names_a = {n.name for n in topology.nodes(pa)}
+    common = [n.name for n in topology.nodes(pb) if n.name in names_a]
+    if common:
+        shown = ", ".join(common[:3]) + (f" and {len(common) - 3} more" if len(common) > 3 else "")
+        err(("name",), f"node names {shown} are also nodes of plex '{pa.name}' "
+            f"({a.where('name')}) {on}: Incus DNS names are per network")
+    return out
+
+
+def cross_check(files: Sequence[PlexFile]) -> list[ConfigError]:
+    """Every pair of plexes on one network; each problem is reported once, on the later file."""
+    out: list[ConfigError] = []
+    for i, b in enumerate(files):
+        for a in files[:i]:
+            if network_key(a.plex) == network_key(b.plex) and a.file != b.file:
+                out.extend(_pair(a, b))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The live network
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """An instance on the plex's network, in any project (from the Incus backend)."""
+
+    project: str
+    name: str
+    addresses: tuple[str, ...]  # configured (NIC ipv4.address) and live IPv4 addresses
+    plex: str | None  # user.plex.plex, when some plex owns it
+
+    @property
+    def where(self) -> str:
+        owner = f"plex '{self.plex}'" if self.plex else "not plex-owned"
+        return f"instance '{self.name}' in project '{self.project}' ({owner})"
+
+
+def live_collisions(plex: Plex, neighbours: Sequence[Neighbour]) -> list[str]:
+    """What on the live network would collide with this plex's nodes, one sentence each.
+
+    The plex's own nodes (same project, owned by this plex) are not collisions: they are what a
+    deploy replaces."""
+    nodes = topology.nodes(plex)
+    by_name = {n.name: n for n in nodes}
+    by_addr = {n.address: n.name for n in nodes}
+    if plex.network.vip:
+        by_addr[plex.network.vip] = "the VIP"
+    out: list[str] = []
+    for nb in neighbours:
+        if nb.project == plex.incus.project and nb.plex == plex.name:
+            continue
+        if nb.name in by_name and nb.project != plex.incus.project:
+            out.append(f"node name {nb.name} is taken on network {plex.incus.network} by "
+                       f"{nb.where}: Incus DNS names are per network")
+        for addr in nb.addresses:
+            if addr in by_addr and not (nb.plex == plex.name and nb.project == plex.incus.project):
+                # A foreign holder of our VIP is only a problem when it is not our own lb.
+                out.append(f"address {addr} ({by_addr[addr]}) is used on network "
+                           f"{plex.incus.network} by {nb.where}")
+    return out

@@ -1,0 +1,325 @@
+"""bake for VM roles: MicroOS images built by Packer from the same role recipes.
+
+    recipe (suse packages, MicroOS base) -> VM digest -> cache check -> fetch base qcow2
+    -> seed + throwaway key + files tarball -> packer validate -> packer build (streamed)
+    -> qcow2 + zstd artifact + manifest -> Incus VM image -> aliases -> catalog
+
+Cache, catalog and alias semantics are the container ones (plex.services.bake): a catalog entry
+for the VM digest whose image Incus still holds under `<plex>/<role>@<digest12>` is a no-op;
+anything else builds, and only a complete image moves the aliases. Roles build one after the
+other: each build is a whole VM.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from plex.backends.incus import Incus
+from plex.backends.packer import Packer, qcow2_of
+from plex.bake.packer_template import (
+    BuildPaths,
+    Qcow2Base,
+    VmSpec,
+    files_tarball,
+    packer_template,
+    vm_digest,
+    vm_files,
+    vm_inputs,
+)
+from plex.bake.recipe import Recipe, RenderedFile, load_base_image
+from plex.bake.seed import build_seed
+from plex.errors import ArtifactError, BackendError, ConfigError, ConfigErrors
+from plex.model.image import digest_alias, image_alias
+from plex.model.plex import Plex, Role
+from plex.services.bake import BakeResult, Paths, plan_recipes
+from plex.store import artifacts as artifacts_mod
+from plex.store import downloads
+from plex.store.catalog import Entry, load_catalog, save_catalog
+from plex.store.lock import plex_lock
+from plex.store.state import cache_root
+
+Report = Callable[[Role, str], None]
+FetchBase = Callable[[Qcow2Base], downloads.Downloaded]
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VmRecipe:
+    recipe: Recipe
+    base: Qcow2Base
+    digest: str
+    files: tuple[RenderedFile, ...]
+    spec: VmSpec
+
+    @property
+    def role(self) -> Role:
+        return self.recipe.role
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]
+
+
+def check_vm_bases(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, Qcow2Base]:
+    """Every role's base must be a qcow2 base: say so before anything is downloaded."""
+    out: dict[Role, Qcow2Base] = {}
+    for role in roles:
+        name = plex.os_for(role).base
+        base = load_base_image(paths.images, name)
+        if base.kind != "qcow2":
+            raise ConfigErrors([ConfigError(
+                plex.source or f"plexes/{plex.name}.yaml", f"roles.{role.value}.os.base",
+                f"'{name}' ({base.kind}) cannot be baked as a VM",
+                hint="VM roles need a qcow2 base such as opensuse-microos")])
+        out[role] = Qcow2Base.from_base(base, str(paths.images))
+    return out
+
+
+def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRecipe]:
+    bases = check_vm_bases(plex, roles, paths)
+    recipes = plan_recipes(plex, roles, paths)
+    return {
+        role: VmRecipe(recipes[role], bases[role], vm_digest(plex, recipes[role]),
+                       vm_files(plex, recipes[role]), VmSpec.for_role(plex, role))
+        for role in roles
+    }
+
+
+def fetch_base(base: Qcow2Base) -> downloads.Downloaded:
+    """The MicroOS qcow2, verified against the `.sha256` published beside it (cached)."""
+    return downloads.fetch(base.url, checksum_url=base.checksum_url, checksum_name=base.filename)
+
+
+def throwaway_key() -> tuple[str, str]:
+    """(private OpenSSH PEM, public line) of a key that lives only as long as one build."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, f"{public} plex-build"
+
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts and Incus
+
+
+@dataclass(frozen=True)
+class StoredVm:
+    directory: Path
+    qcow2: Path
+    zst: Path
+    manifest: Path
+
+
+def artifact_dir(plex: str, role: Role, digest: str) -> Path:
+    return cache_root() / "images" / plex / f"{role.value}-{digest[:12]}"
+
+
+def store_vm_artifact(qcow2: Path, dest: Path, info: dict[str, Any]) -> StoredVm:
+    """Move the built qcow2 into `dest`, write `<name>.qcow2.zst` and `manifest.json`.
+
+    The manifest lists both files with their sha256 and size; it is written last, so a
+    directory with a manifest is complete.
+    """
+    import zstandard
+
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=_parent(dest)))
+    try:
+        disk = tmp / qcow2.name
+        shutil.move(str(qcow2), disk)
+        zst = tmp / f"{qcow2.name}.zst"
+        with disk.open("rb") as src, zst.open("wb") as out:
+            zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(src, out)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "kind": "vm",
+            **info,
+            "files": {
+                p.name: {"sha256": downloads.file_sha256(p), "size": p.stat().st_size}
+                for p in (disk, zst)
+            },
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.replace(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return StoredVm(dest, dest / qcow2.name, dest / f"{qcow2.name}.zst", dest / "manifest.json")
+
+
+def verify_vm_artifact(directory: Path) -> dict[str, Any]:
+    """Check every file against the manifest; returns the manifest."""
+    path = directory / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest ({e})") from None
+    for name, want in manifest.get("files", {}).items():
+        f = directory / name
+        if not f.exists() or downloads.file_sha256(f) != want["sha256"]:
+            raise ArtifactError(f"{f}: missing or does not match {path}",
+                                hint="re-bake, or restore the artifact from where it was copied")
+    return manifest
+
+
+def _parent(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest.parent
+
+
+def import_vm_image(incus: Incus, qcow2: Path, description: str,
+                    properties: dict[str, str]) -> str:
+    """Import a qcow2 as an Incus VM image (split: metadata tarball + rootfs.img)."""
+    from plex.backends.mmdebstrap import metadata_tarball
+
+    with tempfile.TemporaryDirectory(prefix="plex-vm-meta-") as d:
+        meta = metadata_tarball(Path(d) / "metadata.tar", description, properties)
+        return incus.import_image(meta, qcow2, properties, vm=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bake
+
+
+class VmBaker:
+    """Bakes the VM roles of one plex: Packer builds, Incus holds the images."""
+
+    def __init__(self, plex: Plex, incus: Incus, packer: Packer, paths: Paths,
+                 report: Report | None = None, fetch: FetchBase = fetch_base) -> None:
+        self.plex = plex
+        self.incus = incus
+        self.packer = packer
+        self.paths = paths
+        self.report: Report = report or (lambda role, msg: None)
+        self.fetch = fetch
+
+    def bake(self, roles: Sequence[Role]) -> list[BakeResult]:
+        with plex_lock(self.plex.name, "bake"):
+            recipes = plan_vm(self.plex, roles, self.paths)
+            results = []
+            for role in roles:
+                try:
+                    results.append(self.bake_role(recipes[role]))
+                except BackendError as e:
+                    e.message = f"bake of {self.plex.name}/{role.value} (vm): {e.message}"
+                    raise
+            return results
+
+    def cached_image(self, vr: VmRecipe) -> Entry | None:
+        entry = load_catalog(self.plex.name).find(vr.role, vr.digest)
+        if entry is None or entry.virt != "vm":
+            return None
+        img = self.incus.image_by_alias(digest_alias(self.plex.name, vr.role, vr.digest))
+        if img is None or img.fingerprint != entry.fingerprint:
+            return None
+        return entry
+
+    def bake_role(self, vr: VmRecipe) -> BakeResult:
+        start = time.monotonic()
+        role = vr.role
+        self.report(role, f"vm recipe {vr.short}")
+        hit = self.cached_image(vr)
+        if hit is not None:
+            self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
+            self.report(role, f"cached {vr.short}")
+            return BakeResult(role, vr.digest, hit.fingerprint, True,
+                              time.monotonic() - start, hit.size, True)
+        stored, base_sha = self.build(vr)
+        fingerprint = self.publish(vr, stored)
+        size = stored.qcow2.stat().st_size
+        seconds = time.monotonic() - start
+        entry = Entry(role=role.value, digest=vr.digest, package_digest=vr.recipe.package.digest,
+                      fingerprint=fingerprint, baked_at=time.time(), seconds=round(seconds, 2),
+                      size=size, virt="vm", inputs=self.provenance(vr, base_sha))
+        save_catalog(load_catalog(self.plex.name).record(entry))
+        self.report(role, f"built {vr.short}")
+        return BakeResult(role, vr.digest, fingerprint, False, seconds, size, False)
+
+    def provenance(self, vr: VmRecipe, base_sha256: str) -> dict[str, Any]:
+        return {
+            **vr.recipe.provenance(),
+            "virt": "vm",
+            "vm_digest": vr.digest,
+            "base": {"name": vr.base.name, "url": vr.base.url, "sha256": base_sha256},
+            "vm": vm_inputs(self.plex, vr.recipe),
+        }
+
+    def build(self, vr: VmRecipe) -> tuple[StoredVm, str]:
+        role = vr.role
+        root = cache_root() / "vm-build"
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{self.plex.name}-{role.value}-", dir=root))
+        try:
+            self.report(role, f"base {vr.base.filename}")
+            base = self.fetch(vr.base)
+            paths = self.write_inputs(vr, work)
+            template = packer_template(self.plex, vr.recipe, paths, f"sha256:{base.sha256}",
+                                       vr.spec, iso_url=str(base.path))
+            template_file = work / "template.json"
+            template_file.write_text(json.dumps(template, indent=2) + "\n")
+            self.report(role, "packer validate")
+            self.packer.validate(template_file)
+            self.report(role, "packer build")
+            artifacts = self.packer.build(template_file, output_dir=Path(paths.output_dir),
+                                          progress=lambda msg: self.report(role, msg))
+            qcow2 = qcow2_of(artifacts)
+            self.report(role, "store artifact")
+            stored = store_vm_artifact(qcow2, artifact_dir(self.plex.name, role, vr.digest), {
+                "plex": self.plex.name, "role": role.value, "digest": vr.digest,
+                "package_digest": vr.recipe.package.digest, "base_sha256": base.sha256,
+                "baked_at": int(time.time()),
+            })
+            return stored, base.sha256
+        finally:
+            # The throwaway key, the seed and anything Packer left go with the work directory.
+            shutil.rmtree(work, ignore_errors=True)
+
+    def write_inputs(self, vr: VmRecipe, work: Path) -> BuildPaths:
+        private, public = throwaway_key()
+        key = work / "id_ed25519"
+        key.touch(mode=0o600)
+        key.write_text(private)
+        seed_dir = work / "seed"
+        seed_dir.mkdir()
+        seed_files = []
+        for name, text in build_seed(self.plex.name, vr.role.value, public).files().items():
+            (seed_dir / name).write_text(text)
+            seed_files.append(str(seed_dir / name))
+        files_tar = work / "plex-files.tar"
+        files_tar.write_bytes(files_tarball(vr.files))
+        artifacts = tuple((a.name, str(artifacts_mod.local_path(self.plex, a.name)))
+                          for a, _ in vr.recipe.package.artifacts)
+        return BuildPaths(output_dir=str(work / "output"), seed_files=tuple(seed_files),
+                          ssh_key=str(key), files_tar=str(files_tar), artifacts=artifacts)
+
+    def publish(self, vr: VmRecipe, stored: StoredVm) -> str:
+        role = vr.role
+        self.report(role, "import into Incus")
+        props = {
+            "os": "opensuse",
+            "release": "microos",
+            "description": f"plex {self.plex.name}/{role.value} {vr.short} (vm)",
+            "plex.plex": self.plex.name,
+            "plex.role": role.value,
+            "plex.virt": "vm",
+            "plex.digest": vr.digest,
+            "plex.package_digest": vr.recipe.package.digest,
+            "plex.baked_at": str(int(time.time())),
+        }
+        fp = import_vm_image(self.incus, stored.qcow2, props["description"], props)
+        # Aliases move only once the image is complete: the pinned one, then the moving one.
+        self.incus.set_alias(digest_alias(self.plex.name, role, vr.digest), fp)
+        self.incus.set_alias(image_alias(self.plex.name, role), fp)
+        return fp

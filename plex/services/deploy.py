@@ -1,0 +1,188 @@
+"""The deploy-side operations behind the CLI: plain functions over the backend and the planner.
+
+observe -> plan -> (show, confirm: the CLI) -> apply, under the plex's deploy lock.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plex.backends.incus import Incus
+from plex.deploy.plan import Plan, Verb, make_plan
+from plex.deploy.probes import KUBECONFIG, load_probes
+from plex.deploy.spec import registry_volume
+from plex.errors import BackendError, PlexError, UsageError
+from plex.model import owner, topology
+from plex.model.image import image_alias
+from plex.model.observed import Observed
+from plex.model.plex import Plex, Role
+from plex.plexfile.crosscheck import live_collisions
+from plex.services.apply import Applier, ApplyResult, Report
+from plex.store.catalog import current_images, load_catalog
+from plex.store.identity import require_identity
+from plex.store.lock import plex_lock
+
+
+def deploy_dir(root: Path) -> Path:
+    return root / "deploy"
+
+
+def make_deploy_plan(plex: Plex, incus: Incus, replace: Sequence[str] = (),
+                     force: bool = False) -> tuple[Plan, Observed]:
+    observed = incus.observe(plex.name)
+    images = current_images(plex, observed.aliases)
+    return make_plan(plex, images, observed, replace=replace, force=force), observed
+
+
+def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
+    """Refuse, before anything is created, a plan whose nodes would collide with what other
+    projects or plexes already have on the network (DNS names, addresses, the VIP)."""
+    if not any(a.verb in (Verb.CREATE, Verb.REPLACE) for a in plan.actions):
+        return
+    problems = live_collisions(plex, incus.neighbours(plex.incus.network))
+    if problems:
+        raise PlexError(
+            f"plex '{plex.name}' collides on network {plex.incus.network}: "
+            + "; ".join(dict.fromkeys(problems)),
+            hint="move the plex to its own CIDR/names, or remove the other instances")
+
+
+def apply_plan(plex: Plex, incus: Incus, plan: Plan, root: Path, parallel: int = 8,
+               report: Report | None = None) -> ApplyResult:
+    check_network(plex, incus, plan)
+    identity = require_identity(plex)
+    probes = load_probes(deploy_dir(root) / "probes.yaml")
+    applier = Applier(plex, incus, identity, probes, parallel=parallel, report=report,
+                      deploy_id=uuid.uuid4().hex[:12])
+    return applier.apply(plan)
+
+
+def deploy(plex: Plex, incus: Incus, root: Path, replace: Sequence[str] = (),
+           force: bool = False, parallel: int = 8,
+           report: Report | None = None) -> tuple[Plan, ApplyResult]:
+    """Plan and apply without asking (the CLI asks in between)."""
+    with plex_lock(plex.name, "deploy"):
+        plan, _ = make_deploy_plan(plex, incus, replace, force)
+        return plan, apply_plan(plex, incus, plan, root, parallel, report)
+
+
+def destroy(plex: Plex, incus: Incus, everything: bool = False) -> list[str]:
+    """Delete the plex's instances (only those plex owns); the registry cache volume survives
+    unless `everything`."""
+    with plex_lock(plex.name, "deploy"):
+        observed = incus.observe(plex.name)
+        removed = []
+        # Reverse wave order: agents first, registry last.
+        order = {n.name: i for i, n in enumerate(topology.nodes(plex))}
+        for name in sorted(observed.instances, key=lambda n: -order.get(n, 1_000)):
+            incus.delete_instance(name)
+            removed.append(name)
+        for b in incus.observe_builds(plex.name):
+            incus.delete_instance(b.name)
+            removed.append(b.name)
+        if everything:
+            vol = registry_volume(plex)
+            if incus.volume_exists(plex.incus.pool, vol):
+                incus.delete_volume(plex.incus.pool, vol)
+                removed.append(f"volume {vol}")
+        return removed
+
+
+@dataclass(frozen=True)
+class Rollback:
+    role: str
+    from_digest: str | None
+    to_digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "from": self.from_digest, "to": self.to_digest}
+
+
+def rollback_aliases(plex: Plex, incus: Incus, role: Role | None = None) -> list[Rollback]:
+    """Point each role's moving alias at the generation before the one it points at now."""
+    catalog = load_catalog(plex.name)
+    observed = incus.observe(plex.name)
+    roles = [role] if role else [r for r, rc in plex.roles.items() if rc.count]
+    out = []
+    for r in roles:
+        gens = catalog.generations(r)
+        alias = image_alias(plex.name, r)
+        current = observed.aliases.get(alias)
+        idx = next((i for i, e in enumerate(gens) if e.fingerprint == current), None)
+        if idx is None or idx + 1 >= len(gens):
+            raise UsageError(f"{alias}: no previous image generation to roll back to",
+                             hint=f"plex image list {plex.name}")
+        prev = gens[idx + 1]
+        incus.set_alias(alias, prev.fingerprint)
+        out.append(Rollback(r.value, gens[idx].digest, prev.digest))
+    return out
+
+
+def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
+    observed = incus.observe(plex.name)
+    images = current_images(plex, observed.aliases)
+    rows = []
+    for n in topology.nodes(plex):
+        inst = observed.instances.get(n.name)
+        newest = images.get(n.role)
+        row: dict[str, Any] = {
+            "node": n.name, "role": n.role.value, "address": n.address,
+            "state": inst.status if inst else "absent",
+            "ready": bool(inst and inst.config.get(owner.READY) == "true"),
+            "image": (inst.image or "")[:12] if inst else None,
+            "current_image": newest.digest[:12] if newest else None,
+            "up_to_date": bool(inst and newest and inst.image == newest.digest),
+            "generation": inst.config.get(owner.GENERATION) if inst else None,
+            "member": inst.location if inst else n.member,
+        }
+        rows.append(row)
+    return rows
+
+
+def kubeconfig(plex: Plex, incus: Incus) -> str:
+    """The admin kubeconfig from the master, its server rewritten to the VIP (or master)."""
+    master = topology.master(plex)
+    try:
+        raw = incus.pull_file(master.name, KUBECONFIG).decode()
+    except BackendError as e:
+        raise BackendError(f"cannot read {KUBECONFIG} from {master.name}: {e.message}",
+                           hint=f"is the plex deployed? plex status {plex.name}") from None
+    api = topology.api_address(plex)
+    return re.sub(r"server:\s*https://[^\s:]+:6443", f"server: https://{api}:6443", raw)
+
+
+def inventory(plex: Plex) -> dict[str, Any]:
+    """An Ansible YAML inventory of the plex, grouped by role (pure)."""
+    groups: dict[str, Any] = {}
+    for n in topology.nodes(plex):
+        groups.setdefault(n.role.value, {"hosts": {}})["hosts"][n.name] = {
+            "ansible_host": n.address,
+            "plex_role": n.role.value,
+            "plex_master": n.is_master,
+        }
+    return {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "plex_name": plex.name,
+                "plex_vip": plex.network.vip,
+                "plex_domain": plex.network.domain,
+            },
+            "children": {
+                **groups,
+                "kube": {"children": {r: {} for r in ("server", "agent") if r in groups}},
+            },
+        }
+    }
+
+
+def inventory_yaml(plex: Plex) -> str:
+    return yaml.safe_dump(inventory(plex), sort_keys=False)

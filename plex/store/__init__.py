@@ -1,0 +1,1 @@
+"""Local disk: state dirs, atomic writes, locks, catalog, channels, identity, downloads."""
