@@ -63,6 +63,8 @@ class Node:
     config: dict[str, str]
     supervisor: int = field(default_factory=free_port)
     apiserver: int = field(default_factory=free_port)
+    etcd_client: int = field(default_factory=free_port)
+    etcd_peer: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -72,6 +74,8 @@ class Node:
             "RKE2_STANDIN_BIND": "127.0.0.1",
             "RKE2_STANDIN_SUPERVISOR_PORT": str(self.supervisor),
             "RKE2_STANDIN_APISERVER_PORT": str(self.apiserver),
+            "RKE2_STANDIN_ETCD_CLIENT_PORT": str(self.etcd_client),
+            "RKE2_STANDIN_ETCD_PEER_PORT": str(self.etcd_peer),
             "RKE2_STANDIN_HEARTBEAT": HEARTBEAT,
             "RKE2_STANDIN_NODE_GRACE": GRACE,
             **extra,
@@ -95,7 +99,11 @@ class Node:
         )
         with notify:
             if wait_ready:
-                assert notify.recv(64) == b"READY=1", self.output()
+                try:
+                    ready = notify.recv(64)
+                except TimeoutError:
+                    ready = b"(timed out)"
+                assert ready == b"READY=1", self.output()
         return self
 
     def output(self) -> str:
@@ -196,6 +204,7 @@ def tls_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
 def test_release_is_laid_out_like_the_real_one(release: Path) -> None:
     assert release.name == STANDIN_VERSION
     assert sorted(p.name for p in release.iterdir()) == [
+        "rke2-images.linux-amd64.tar.zst",
         "rke2-images.linux-amd64.txt",
         "rke2.linux-amd64.tar.gz",
         "sha256sum-amd64.txt",
@@ -219,7 +228,25 @@ def test_release_is_laid_out_like_the_real_one(release: Path) -> None:
         for m in tar.getmembers():
             if m.isfile():
                 data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                assert b"PRIVATE KEY" not in data, m.name
+                # Bundled binaries (etcd) carry PEM parsers, not keys.
+                assert data.startswith(b"\x7fELF") or b"PRIVATE KEY" not in data, m.name
+    assert {"bin/etcd", "bin/etcdctl", "bin/zstd"} <= names
+
+
+def test_airgap_tarball_lists_the_system_images(release: Path) -> None:
+    """rke2-images.linux-amd64.tar.zst is `docker save` output holding what the .txt lists."""
+    import io
+
+    import zstandard
+
+    refs = (release / "rke2-images.linux-amd64.txt").read_text().split()
+    assert refs[0] == "docker.io/rancher/rke2-runtime:" + STANDIN_VERSION.replace("+", "-")
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(
+        (release / "rke2-images.linux-amd64.tar.zst").read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert manifest[0]["RepoTags"] == refs
+        assert set(manifest[0]["Layers"]) <= set(tar.getnames())
 
 
 def test_release_is_reproducible(release: Path, tmp_path: Path) -> None:
@@ -369,6 +396,9 @@ def test_joining_server_sees_the_whole_cluster(
         assert second.kubectl("delete", "node", "agent-4").returncode == 0
         gone = "error: Error from serv"
         assert wait_for(lambda: server.ready("agent-4")[:22], gone) == gone
+        # Leave a one-member etcd behind: deleting the Node removes its member.
+        assert server.kubectl("delete", "node", "server-2").returncode == 0
+        assert wait_for(lambda: str(etcd_members(server)), "['server-1']", 30) == "['server-1']"
     finally:
         second.stop()
 
@@ -389,6 +419,11 @@ def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
     # A short root: unix socket paths are limited to 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="rke2-", dir="/tmp"))
     node = Node(usr_local, root, "server", {"token": TOKEN, "node-ip": "127.0.0.1"})
+    # Airgap: the runtime image comes from agent/images, so nothing is pulled (no registry
+    # here; the default endpoint must never be tried from the test host).
+    images = root / "var/lib/rancher/rke2/agent/images"
+    images.mkdir(parents=True)
+    shutil.copy(release / "rke2-images.linux-amd64.tar.zst", images)
     try:
         node.start()
         sock = root / "run/k3s/containerd/containerd.sock"
@@ -400,7 +435,13 @@ def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
         )
         assert r.returncode == 0 and "Server:" in r.stdout, r.stderr
         conf = (root / "var/lib/rancher/rke2/agent/etc/containerd/config.toml").read_text()
-        assert f'config_path = "{root}/etc/containerd/certs.d"' in conf
+        # Only the hosts RKE2 generates from registries.yaml, never /etc/containerd/certs.d.
+        assert f'config_path = "{root}/var/lib/rancher/rke2/agent/etc/containerd/certs.d"' in conf
+        r = subprocess.run(
+            [str(usr_local / "bin/ctr"), "--address", str(sock), "-n", "k8s.io", "images", "ls",
+             "-q"], capture_output=True, text=True, timeout=30)
+        refs = (release / "rke2-images.linux-amd64.txt").read_text().split()
+        assert set(refs) <= set(r.stdout.split()), r.stdout
         containerd_pid = int((root / "run/k3s/standin-containerd.pid").read_text())
     finally:
         node.stop()
@@ -410,3 +451,178 @@ def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
         for _ in range(50):
             os.kill(containerd_pid, 0)
             time.sleep(0.1)
+
+
+# --- node passwords, etcd ---------------------------------------------------------------------
+
+
+def etcd_members(node: Node) -> list[str]:
+    """Member names from the node's etcd, through the gateway with RKE2's client certs."""
+    tls = node.root / "var/lib/rancher/rke2/server/tls/etcd"
+    ctx = ssl.create_default_context(cafile=str(tls / "server-ca.crt"))
+    ctx.load_cert_chain(tls / "server-client.crt", tls / "server-client.key")
+    req = urllib.request.Request(f"https://127.0.0.1:{node.etcd_client}/v3/cluster/member/list",
+                                 data=b"{}", method="POST")
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        return sorted(m.get("name", "") for m in json.loads(r.read())["members"])
+
+
+def test_same_name_with_another_password_is_refused_until_the_node_is_deleted(
+    server: Node, agent_factory: object
+) -> None:
+    assert callable(agent_factory)
+    first = agent_factory("agent-5")
+    assert wait_for(lambda: server.ready("agent-5"), "True") == "True"
+    pw_file = first.root / "etc/rancher/node/password"
+    assert len(pw_file.read_text().strip()) == 32 and pw_file.stat().st_mode & 0o777 == 0o600
+    first.stop()
+    # Another machine (its own /etc/rancher/node/password) under the same name.
+    impostor = Node(first.prefix, first.root.with_name("impostor"), "agent", first.config)
+    impostor.start(wait_ready=False)
+    time.sleep(1.5)
+    out = impostor.output()
+    assert (
+        "Waiting to retrieve agent configuration; server is not ready: Node password rejected, "
+        "duplicate hostname or contents of '/etc/rancher/node/password' may not match server "
+        "node-passwd entry, try enabling a unique node name with the --with-node-id flag"
+    ) in out
+    # The same machine again (same password file) is welcome.
+    first.start()
+    assert wait_for(lambda: server.ready("agent-5"), "True") == "True"
+    first.stop()
+    assert server.kubectl("delete", "node", "agent-5").returncode == 0
+    agent_factory("agent-5")  # once the Node is deleted, a new password is accepted
+    assert wait_for(lambda: server.ready("agent-5"), "True") == "True"
+
+
+def test_deleting_a_server_node_removes_its_etcd_member(
+    server: Node, prefix: Path, tmp_path: Path
+) -> None:
+    joiner = Node(prefix, tmp_path / "server-3", "server", {
+        "token": TOKEN, "node-name": "server-3", "node-ip": "127.0.0.1",
+        "server": f"https://127.0.0.1:{server.supervisor}"})
+    try:
+        joiner.start()
+        assert etcd_members(server) == ["server-1", "server-3"]
+        assert etcd_members(joiner) == ["server-1", "server-3"]
+        # While both run (with one of two members down there is no quorum to delete with).
+        assert server.kubectl("delete", "node", "server-3").returncode == 0
+        assert wait_for(lambda: str(etcd_members(server)), "['server-1']", 30) == "['server-1']"
+    finally:
+        joiner.stop()
+
+
+def test_without_quorum_readyz_and_writes_fail_with_etcds_error(
+    prefix: Path, tmp_path: Path
+) -> None:
+    first = Node(prefix, tmp_path / "q1", "server",
+                 {"token": TOKEN, "node-name": "q1", "node-ip": "127.0.0.1"}).start()
+    second = Node(prefix, tmp_path / "q2", "server", {
+        "token": TOKEN, "node-name": "q2", "node-ip": "127.0.0.1",
+        "server": f"https://127.0.0.1:{first.supervisor}"})
+    try:
+        second.start()
+        assert first.kubectl("get", "--raw", "/readyz").stdout == "ok\n"
+        second.stop()  # 1 of 2 members left: no quorum
+        r = wait_for(lambda: str("[-]etcd failed: etcdserver: " in
+                                 first.kubectl("get", "--raw", "/readyz").stderr), "True", 30)
+        assert r == "True"
+        r2 = first.kubectl("get", "--raw", "/readyz")
+        assert r2.returncode == 1 and "etcdserver: " in r2.stderr, r2.stderr
+        r3 = first.kubectl("cordon", "q1")
+        assert r3.returncode == 1 and "etcdserver: " in r3.stderr, r3.stderr
+        second.start()  # quorum back
+        assert wait_for(lambda: first.kubectl("get", "--raw", "/readyz").stdout, "ok\n",
+                        timeout=30) == "ok\n"
+    finally:
+        second.stop()
+        first.stop()
+
+
+# --- registries.yaml -> hosts.toml (k3s pkg/agent/containerd/config.go) ------------------------
+
+
+def standin_module() -> object:
+    import importlib.util
+
+    from tests.fixtures.build_standin import SOURCE
+
+    spec = importlib.util.spec_from_file_location("standin_rke2_mod", SOURCE / "rke2.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url", "override"),
+    [
+        # Cases of k3s normalizeEndpointAddress (its config_test.go table).
+        ("http://10.0.0.5:5000/v2/docker.io", "http://10.0.0.5:5000/v2/docker.io", True),
+        ("http://10.0.0.5:5001", "http://10.0.0.5:5001/v2", False),
+        ("http://10.0.0.5:5001/", "http://10.0.0.5:5001/v2", False),
+        ("http://10.0.0.5:5001/v2", "http://10.0.0.5:5001/v2", False),
+        ("https://mirror.example/prefix", "https://mirror.example/prefix", True),
+        ("mirror.example", "https://mirror.example/v2", False),
+        ("localhost:5000", "http://localhost:5000/v2", False),
+        ("docker.io", "https://registry-1.docker.io/v2", False),
+    ],
+)
+def test_endpoint_normalisation_follows_k3s(endpoint: str, url: str, override: bool) -> None:
+    mod = standin_module()
+    assert mod.normalize_endpoint(endpoint)[1:] == (url, override)  # type: ignore[attr-defined]
+
+
+def test_hosts_toml_from_registries_yaml() -> None:
+    import yaml
+
+    mod = standin_module()
+    doc = {
+        "mirrors": {"docker.io": {"endpoint": ["http://10.0.0.5:5000/v2/docker.io"]},
+                    "quay.io": {"endpoint": ["https://10.0.0.5:5443"]}},
+        "configs": {"10.0.0.5:5443": {"tls": {"ca_file": "/etc/ssl/plex.crt",
+                                              "insecure_skip_verify": True},
+                                      "auth": {"username": "u", "password": "p"}}},
+    }
+    # What RKE2 reads is the YAML text: through the stand-in's own reader.
+    files = mod.hosts_toml_files(  # type: ignore[attr-defined]
+        mod.parse_yaml_tree(yaml.safe_dump(doc, sort_keys=False)))  # type: ignore[attr-defined]
+    assert files["docker.io"] == (
+        "# File generated by rke2. DO NOT EDIT.\n"
+        'server = "https://registry-1.docker.io/v2"\n'
+        'capabilities = ["pull", "resolve", "push"]\n'
+        "\n"
+        '[host."http://10.0.0.5:5000/v2/docker.io"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        "  override_path = true\n"
+    )
+    assert '[host."https://10.0.0.5:5443/v2"]' in files["quay.io"]
+    assert '  ca = ["/etc/ssl/plex.crt"]\n  skip_verify = true' in files["quay.io"]
+    # The host with only a config gets its own file for its TLS settings.
+    assert "skip_verify = true" in files["10.0.0.5:5443"]
+    assert mod.registry_auths(doc) == {"10.0.0.5:5443": {"username": "u", "password": "p"}}  # type: ignore[attr-defined]
+
+
+def test_the_stdlib_yaml_reader_agrees_with_pyyaml_on_registries_yaml(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    import yaml
+
+    mod = standin_module()
+    real_import = builtins.__import__
+
+    def no_yaml(name: str, *a: object, **k: object) -> object:
+        if name == "yaml":
+            raise ImportError(name)
+        return real_import(name, *a, **k)  # type: ignore[arg-type]
+
+    doc = {
+        "mirrors": {"docker.io": {"endpoint": ["http://10.0.0.5:5001", "https://r.example"]},
+                    "*": {"endpoint": ["http://10.0.0.5:5002"]}},
+        "configs": {"10.0.0.5:5001": {"tls": {"insecure_skip_verify": True}}},
+    }
+    monkeypatch.setattr(builtins, "__import__", no_yaml)
+    got = mod.parse_yaml_tree(yaml.safe_dump(doc))  # type: ignore[attr-defined]
+    assert got == doc
