@@ -8,10 +8,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from plex.errors import ConfigError, ConfigErrors
 from plex.lb import haproxy
 from plex.model import topology
 from plex.model.identity import Identity, hosts_file, known_hosts_file
 from plex.model.plex import Engine, Plex, Role
+from plex.plexfile import trust
+from plex.registry import distribution, mirrors, zot
 
 
 def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, Any]:
@@ -54,9 +57,6 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
 
 def _trust_context(plex: Plex) -> dict[str, Any]:
     """The plex's extra CAs (tls.ca_files) as trust-store files and containerd's bundle."""
-    from plex.errors import ConfigError, ConfigErrors
-    from plex.plexfile import trust
-
     if not plex.tls.ca_files:
         return {"ca_certs": [], "ca_bundle": []}
     try:
@@ -73,8 +73,6 @@ def _trust_context(plex: Plex) -> dict[str, Any]:
 
 def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
     """Registry-related data, only for the roles that render it (keeps other digests stable)."""
-    from plex.registry import distribution, mirrors, zot
-
     if role.is_kube:
         return {
             "registries_yaml": mirrors.registries_yaml(plex),

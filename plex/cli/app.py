@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from plex.errors import UsageError
 from plex.model.plex import Plex
 from plex.plexfile.load import find_plex, load_plex
 
@@ -34,8 +35,6 @@ OutputOpt = Annotated[
 
 def check_output(value: str) -> bool:
     """True for JSON output; rejects unknown formats with a usage error."""
-    from plex.errors import UsageError
-
     if value not in ("table", "json"):
         raise UsageError(f"--output must be table or json, not '{value}'")
     return value == "json"

@@ -29,6 +29,7 @@ from plex.model import owner
 from plex.model.image import ImageRef
 from plex.model.plex import Engine, Plex, Role, Virt
 from plex.model.topology import Node
+from plex.registry import distribution, zot
 
 # libyaml when available: recipes and profiles are read on every bake, even a no-op one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -166,8 +167,6 @@ def spec_digest(
 def registry_cache_path(plex: Plex) -> str:
     """Where the cache volume is mounted: the engine's own data root. The custom volume
     outlives node replacements, so a new registry node starts warm."""
-    from plex.registry import distribution, zot
-
     if plex.registry.engine is Engine.ZOT:
         return zot.ROOT_DIRECTORY
     return distribution.ROOT_DIRECTORY

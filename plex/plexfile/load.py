@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from plex.errors import ConfigError, ConfigErrors, UsageError
 from plex.model.plex import Plex
+from plex.plexfile.checks import check_plex
+from plex.plexfile.trust import check_ca_files
 
 
 def _line_map(text: str) -> tuple[dict[tuple[str | int, ...], int], list[tuple[str, str, int]]]:
@@ -180,10 +182,6 @@ def _parse(text: str, file: str) -> Plex:
                 _error(file, _dotted(loc), _describe(dict(err)), _nearest_line(lines, loc))
             )
         raise ConfigErrors(errors) from None
-    from plex.plexfile.checks import (
-        check_plex,  # cross-field rules; imported late to keep modules small
-    )
-
     problems = [p for p in check_plex(plex) if p.severity == "error"]
     if problems:
         raise ConfigErrors(
@@ -204,10 +202,6 @@ def load_plex(path: Path) -> Plex:
         raise ConfigErrors([ConfigError(str(path), "", f"cannot read: {e}")]) from None
     plex = parse_plex(text, str(path))
     if plex.tls.ca_files:
-        from plex.plexfile.trust import (
-            check_ca_files,  # reads the files: kept out of the pure parse
-        )
-
         problems = check_ca_files(plex)
         if problems:
             lines, _ = _line_map(text)

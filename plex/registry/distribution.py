@@ -26,7 +26,7 @@ import yaml
 
 from plex.errors import ConfigError
 from plex.model.plex import Plex, Upstream
-from plex.registry import RenderedFile, upstream
+from plex.registry.base import RenderedFile, upstream
 from plex.registry.credentials import Credentials
 
 CONFIG_DIR = "/etc/docker/registry"

@@ -27,7 +27,7 @@ import yaml
 from plex.errors import UsageError
 from plex.model.plex import Engine, Plex, Upstream
 from plex.plexfile.trust import BUNDLE
-from plex.registry import RenderedFile, registry_address, upstream
+from plex.registry.base import RenderedFile, registry_address, upstream
 from plex.registry.distribution import port_of
 from plex.registry.zot import destination
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from plex.errors import ConfigError
 from plex.model.plex import Plex
-from plex.registry import RenderedFile
+from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials
 
 CONFIG_PATH = "/etc/zot/config.json"

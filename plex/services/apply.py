@@ -24,6 +24,7 @@ from plex.model import owner, topology
 from plex.model.identity import KEY_TYPES, Identity
 from plex.model.plex import Plex, Role
 from plex.services.balancers import Balancers
+from plex.services.registry_secrets import push_credentials
 
 Report = Callable[[str, str], None]  # (node, what is happening)
 
@@ -143,13 +144,10 @@ class Applier:
         self._check()
         self.create(action.spec, action.generation)
         self._check()
-        if action.spec.role is Role.REGISTRY:
-            # Upstream logins never go into an image: they are pushed to each new registry
-            # node (0600/0640, checked) from the credentials file outside git.
-            from plex.services.registry import push_credentials
-
-            if push_credentials(self.plex, self.incus, name):
-                self.report(name, "credentials")
+        # Upstream logins never go into an image: they are pushed to each new registry node
+        # (0600/0640, checked) from the credentials file outside git.
+        if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, name):
+            self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
         results = probe_node(self.incus, self.plex, node, self.identity, self.probes,

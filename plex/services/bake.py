@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plex.backends.incus import Incus
+from plex.backends.mmdebstrap import build_rootfs, metadata_tarball
 from plex.bake.context import template_context
 from plex.bake.recipe import (
     PackageLayer,
@@ -34,6 +35,7 @@ from plex.errors import BackendError, Interrupted, PlexError
 from plex.model import owner
 from plex.model.image import digest_alias, image_alias, package_alias
 from plex.model.plex import Plex, Role
+from plex.services.remote_layer import build_in_instance
 from plex.store import artifacts as artifacts_mod
 from plex.store import channels as channels_mod
 from plex.store.catalog import Entry, load_catalog, save_catalog
@@ -229,8 +231,6 @@ class Baker:
                 return img.fingerprint, True
             self.report(recipe.role, f"package layer {digest[:12]}")
             if recipe.package.base.kind == "incus-remote":
-                from plex.services.remote_layer import build_in_instance
-
                 paths = {a.name: artifacts_mod.local_path(self.plex, a.name)
                          for a, _ in recipe.package.artifacts}
                 fp = build_in_instance(self.incus, self.plex, recipe.package, paths,
@@ -247,8 +247,6 @@ class Baker:
                 )
             rootfs = self._rootfs(recipe.package, recipe.role)
             self._check()
-            from plex.backends.mmdebstrap import metadata_tarball
-
             meta = metadata_tarball(
                 rootfs.with_suffix(".meta.tar"),
                 f"plex package layer {digest[:12]} ({recipe.package.base.name})",
@@ -261,8 +259,6 @@ class Baker:
             return fp, False
 
     def _rootfs(self, layer: PackageLayer, role: Role) -> Path:
-        from plex.backends.mmdebstrap import build_rootfs
-
         out = cache_root() / "layers" / f"{layer.digest}.tar"
         if out.exists():
             return out

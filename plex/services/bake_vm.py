@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from plex.backends.incus import Incus
+from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
 from plex.bake.packer_template import (
     BuildPaths,
@@ -182,8 +183,6 @@ def _parent(dest: Path) -> Path:
 def import_vm_image(incus: Incus, qcow2: Path, description: str,
                     properties: dict[str, str]) -> str:
     """Import a qcow2 as an Incus VM image (split: metadata tarball + rootfs.img)."""
-    from plex.backends.mmdebstrap import metadata_tarball
-
     with tempfile.TemporaryDirectory(prefix="plex-vm-meta-") as d:
         meta = metadata_tarball(Path(d) / "metadata.tar", description, properties)
         return incus.import_image(meta, qcow2, properties, vm=True)

@@ -19,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from plex.backends.incus import Incus
+from plex.backends.packer import PackerCli
 from plex.bake.recipe import Recipe
 from plex.errors import Interrupted, PlexError
 from plex.model.plex import Plex, Role, Virt
 from plex.services import nightly_report as report_mod
 from plex.services.bake import Baker, BakeResult, Paths, plan_recipes
+from plex.services.bake_vm import VmBaker, check_vm_bases
+from plex.services.deploy import deploy
+from plex.services.images import prune
 from plex.services.smoke import running_images, smoke
 from plex.store import channels as ch
 from plex.store.catalog import load_catalog, save_catalog
 from plex.store.lock import plex_lock
+from plex.store.state import cache_root
 
 Say = Callable[[str, str], None]  # (step, what is happening)
 STEPS = ("bake", "deploy", "smoke", "promote", "prune")
@@ -193,10 +198,6 @@ class Nightly:
         ct_roles = [r for r in roles if r not in vm_roles]
         results: list[BakeResult] = []
         if vm_roles:
-            from plex.backends.packer import PackerCli
-            from plex.services.bake_vm import VmBaker, check_vm_bases
-            from plex.store.state import cache_root
-
             check_vm_bases(self.plex, vm_roles, self.paths)
             packer = PackerCli(env={"PACKER_CACHE_DIR": str(cache_root() / "packer")})
             results += VmBaker(self.plex, self.incus, packer, self.paths,
@@ -214,8 +215,6 @@ class Nightly:
 
     def deploy(self) -> None:
         """`plex deploy --replace master`: a new cluster on the new images."""
-        from plex.services.deploy import deploy
-
         plan, result = deploy(self.plex, self.incus, self.root, replace=["master"],
                               parallel=8, report=lambda node, msg: self.say("deploy",
                                                                             f"{node}: {msg}"))
@@ -274,8 +273,6 @@ class Nightly:
             for r in self._results]
 
     def prune(self) -> None:
-        from plex.services.images import prune
-
         removed = prune(self.incus, self.plex.name, self.keep)
         self.run_state.pruned = [{"role": e.role, "digest": e.digest} for e in removed]
 

@@ -31,13 +31,20 @@ from typing import Any, Protocol
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerFile, ContainerSpec, Docker
 from plex.backends.incus import Incus
 from plex.deploy.plan import Plan, make_plan
-from plex.deploy.spec import registry_volume
+from plex.deploy.spec import registry_cache_path, registry_volume
 from plex.errors import BackendError, UsageError
 from plex.model import topology
 from plex.model.plex import Engine, Plex, Role
-from plex.registry import distribution, engine_files, zot
+from plex.registry import distribution, zot
 from plex.registry.credentials import Credentials, load_plex_credentials
+from plex.registry.engines import engine_files
+from plex.registry.mirrors import mirror_url
 from plex.services.apply import ApplyResult, Report
+from plex.services.deploy import apply_plan
+from plex.services.registry_secrets import push_credentials
+from plex.store import releases
+from plex.store.catalog import current_images
+from plex.store.lock import plex_lock
 
 DISTRIBUTION_IMAGE = "registry:2"  # CNCF Distribution's official image; binary /bin/registry
 ZOT_BINARY = "/usr/bin/zot"
@@ -91,8 +98,6 @@ class UpResult:
 
 
 def endpoints(plex: Plex) -> tuple[str, ...]:
-    from plex.registry.mirrors import mirror_url
-
     return tuple(mirror_url(plex, u.name) for u in plex.registry.upstreams)
 
 
@@ -107,8 +112,6 @@ def registry_only(plex: Plex) -> Plex:
 
 
 def registry_plan(plex: Plex, incus: Incus, replace: bool = False) -> Plan:
-    from plex.store.catalog import current_images
-
     node = registry_node(plex)
     alone = registry_only(plex)
     observed = incus.observe(plex.name)
@@ -122,9 +125,6 @@ def registry_plan(plex: Plex, incus: Incus, replace: bool = False) -> Plan:
 def up_incus(plex: Plex, incus: Incus, root: Path, replace: bool = False, parallel: int = 8,
              report: Report | None = None) -> tuple[UpResult, Plan, ApplyResult | None]:
     """Create (or keep, or with `replace` recreate) the registry node, then push logins."""
-    from plex.services.deploy import apply_plan
-    from plex.store.lock import plex_lock
-
     start = time.monotonic()
     node = registry_node(plex)
     volume = registry_volume(plex)
@@ -138,45 +138,6 @@ def up_incus(plex: Plex, incus: Incus, root: Path, replace: bool = False, parall
     up = UpResult(plex.name, "incus", plex.registry.engine.value, volume, created, actions,
                   endpoints(plex), tuple(pushed), time.monotonic() - start)
     return up, plan, result
-
-
-def _gid(incus: Incus, node: str, group: str) -> int:
-    if group == "root":
-        return 0
-    res = incus.exec(node, ["getent", "group", group])
-    parts = res.stdout.strip().split(":")
-    if res.returncode != 0 or len(parts) < 3 or not parts[2].isdigit():
-        raise BackendError(f"{node}: no group '{group}' for the registry's secret files",
-                           hint="is the registry image baked for this engine?")
-    return int(parts[2])
-
-
-def push_credentials(plex: Plex, incus: Incus, node: str,
-                     credentials: Credentials | None = None) -> list[str]:
-    """Write the engine's secret files (upstream logins) on the registry node and restart the
-    engine. Images never hold them: they are baked without credentials. Returns the paths."""
-    creds = credentials if credentials is not None else load_plex_credentials(plex)
-    if creds is None or not len(creds):
-        return []
-    files = [f for f in engine_files(plex, creds) if f.secret]
-    for f in files:
-        incus.push_file(node, f.path, f.content.encode(), mode=f.mode,
-                        gid=_gid(incus, node, f.group))
-        mode = incus.file_mode(node, f.path)
-        if mode != f.mode:
-            raise BackendError(f"{node}: {f.path} has mode {mode:04o}, not {f.mode:04o}",
-                               hint="this Incus ignored the file mode header")
-    if plex.registry.engine is Engine.ZOT:
-        units = ["zot.service"]
-    else:
-        units = [p.unit_name for p in distribution.distribution_proxies(plex, creds)
-                 if p.has_secrets]
-    if files and units:
-        res = incus.exec(node, ["systemctl", "restart", *units])
-        if res.returncode != 0:
-            raise BackendError(f"{node}: restarting {', '.join(units)} failed: "
-                               f"{res.output[-200:]}")
-    return [f.path for f in files]
 
 
 def container_name(plex: Plex, upstream_name: str | None = None) -> str:
@@ -319,8 +280,6 @@ class IncusCache:
                      size=int(size) if size.isdigit() else 0)
 
     def data_size(self) -> int | None:
-        from plex.deploy.spec import registry_cache_path
-
         out = self._exec(["du", "-sb", registry_cache_path(self.plex)])
         first = out.split()[0] if out.split() else ""
         return int(first) if first.isdigit() else None
@@ -449,8 +408,6 @@ def read_image_list(text: str) -> list[str]:
 
 def default_image_list(plex: Plex) -> list[str]:
     """The RKE2 release's `rke2-images.linux-amd64.txt`, checksum-verified like the tarball."""
-    from plex.store import releases
-
     rel = releases.rke2_release(plex.kubernetes)
     path = rel.asset(releases.RKE2_IMAGE_LIST).fetch().path
     return read_image_list(path.read_text(encoding="utf-8"))

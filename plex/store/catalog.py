@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from plex.errors import PlexError
-from plex.model.image import image_alias
+from plex.model.image import ImageRef, image_alias
 from plex.model.plex import Role
 from plex.store.state import plex_dir, write_private
 
@@ -117,8 +117,6 @@ def current_images(plex: Any, aliases: dict[str, str] | None = None) -> dict[Rol
     catalog entry per role is used (planning offline). Roles with no image are left out: the
     planner reports them as unbaked.
     """
-    from plex.model.image import ImageRef
-
     catalog = load_catalog(plex.name)
     out: dict[Role, ImageRef] = {}
     for role, _rc in plex.roles.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from plex.model.plex import Engine, Plex
 from plex.plexfile.load import load_plex
-from plex.registry import RenderedFile
+from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials, parse_credentials
 
 GOLDEN = Path(__file__).parent / "golden" / "registry"

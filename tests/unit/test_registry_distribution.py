@@ -11,13 +11,13 @@ from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golde
 from plex.errors import ConfigError, UsageError
 from plex.model.plex import Engine, Plex, Upstream
 from plex.plexfile.load import load_plex
-from plex.registry import engine_files
 from plex.registry.distribution import (
     distribution_files,
     distribution_proxies,
     port_of,
     unit_text,
 )
+from plex.registry.engines import engine_files
 
 
 def load_case(name: str, engine: Engine = Engine.DISTRIBUTION) -> Plex:

@@ -21,6 +21,7 @@ from plex.model.plex import Engine, Plex, Role, Runtime, Upstream
 from plex.plexfile.load import load_plex
 from plex.registry.credentials import parse_credentials
 from plex.services import registry as ops
+from plex.services.registry_secrets import push_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "registry"
@@ -314,7 +315,7 @@ def test_push_credentials_writes_only_secret_files_and_restarts_their_units() ->
     plex = load_plex(GOLDEN / "cases" / "four.yaml")
     plex = with_registry(plex, engine=Engine.DISTRIBUTION)
     incus = RecordingIncus()
-    paths = ops.push_credentials(plex, incus, "four-registry1", creds)  # type: ignore[arg-type]
+    paths = push_credentials(plex, incus, "four-registry1", creds)  # type: ignore[arg-type]
     assert paths == ["/etc/docker/registry/docker.io.yml", "/etc/docker/registry/quay.io.yml"]
     pushes = [c for c in incus.calls if c[0] == "push"]
     assert [(c[2], c[4], c[6]) for c in pushes] == [
@@ -329,7 +330,7 @@ def test_push_credentials_writes_only_secret_files_and_restarts_their_units() ->
 
 def test_push_credentials_without_a_credentials_file_does_nothing() -> None:
     incus = RecordingIncus()
-    assert ops.push_credentials(demo(), incus, "demo-registry1") == []  # type: ignore[arg-type]
+    assert push_credentials(demo(), incus, "demo-registry1") == []  # type: ignore[arg-type]
     assert incus.calls == []
 
 

@@ -11,8 +11,8 @@ import pytest
 from plex.errors import ConfigError
 from plex.model.plex import Engine, Plex, Upstream
 from plex.plexfile.load import load_plex
-from plex.registry import engine_files
 from plex.registry.credentials import parse_credentials
+from plex.registry.engines import engine_files
 from plex.registry.zot import (
     CREDENTIALS_PATH,
     destination,

@@ -10,6 +10,7 @@ import typer
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
 from plex.cli.commands.bake import project_root
+from plex.deploy.genders import genders
 from plex.errors import UsageError
 from plex.model.plex import Plex, Role
 
@@ -175,7 +176,6 @@ def inventory_cli(plex: Annotated[str, typer.Argument(help="plex name or file")]
                                                       help="yaml, json or genders")] = "yaml",
                   ) -> None:
     """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
-    from plex.deploy.genders import genders
     from plex.services.deploy import inventory, inventory_yaml
 
     p = get_plex(plex)

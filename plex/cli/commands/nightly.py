@@ -9,6 +9,7 @@ import typer
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 from plex.cli.commands.bake import project_root
+from plex.errors import UsageError
 
 
 @app.command("nightly")
@@ -25,7 +26,6 @@ def nightly_cli(
     written under the state dir either way.
     """
     from plex.backends.incus import connect
-    from plex.errors import UsageError
     from plex.services.nightly import run_nightly
 
     as_json = check_output(output)

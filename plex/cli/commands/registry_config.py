@@ -9,18 +9,21 @@ credentials (zot keeps them in a separate file anyway).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
+from plex.cli.commands.bake import project_root
 from plex.errors import BackendError, UsageError
 from plex.model.plex import Engine, Plex, Runtime
 from plex.registry import mirrors
 from plex.registry.distribution import distribution_proxies
 from plex.registry.zot import zot_config
-from plex.services import registry as ops
+
+if TYPE_CHECKING:  # the use cases pull in pylxd and docker: only when a command runs
+    from plex.services import registry as ops
 
 registry_app = typer.Typer(
     name="registry",
@@ -78,6 +81,8 @@ ImagesOpt = Annotated[Path | None, typer.Option(
 
 
 def _cache(p: Plex) -> ops.Cache:
+    from plex.services import registry as ops
+
     if p.registry.runtime is Runtime.DOCKER:
         from plex.backends.docker import SdkDocker
 
@@ -105,6 +110,8 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
 
     Runtime incus: the registry node alone. Runtime docker: its containers.
     """
+    from plex.services import registry as ops
+
     as_json = check_output(output)
     p = get_plex(plex)
     if p.registry.runtime is Runtime.DOCKER:
@@ -113,8 +120,6 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
         result = ops.up_docker(p, SdkDocker())
     else:
         from plex.backends.incus import connect
-        from plex.cli.commands.bake import project_root
-
         def report(node: str, msg: str) -> None:
             if not as_json:
                 ui.info(f"  {node}: {msg}")
@@ -136,6 +141,8 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
 @registry_app.command("warm")
 def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table") -> None:
     """Pull an image list through the cache (before a reset), from the registry itself."""
+    from plex.services import registry as ops
+
     as_json = check_output(output)
     p = get_plex(plex)
     if images is not None:
@@ -168,6 +175,8 @@ def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table
 @registry_app.command("stats")
 def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     """Cached repositories and tags, the cache's size, and hits/misses where exposed."""
+    from plex.services import registry as ops
+
     as_json = check_output(output)
     p = get_plex(plex)
     st = ops.stats(p, _cache(p), p.registry.runtime.value)

@@ -1,0 +1,90 @@
+"""The package's layering as tests can see it: lazy imports only where start-up time needs them.
+
+The direction of imports and the absence of cycles are import-linter's contracts (`make lint`);
+these tests cover what it cannot: where an import sits, and what a command really loads.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "plex"
+
+# A function-level import is allowed only in the CLI (and the entry point), and only of the
+# layers a command needs once it runs: keeping them out of `plex --help` is the point.
+LAZY_ALLOWED_IN = ("cli", "__main__.py")
+LAZY_ALLOWED_OF = ("plex.services", "plex.backends", "plex.store", "plex.cli")
+
+# Heavy libraries only commands that talk to a daemon need.
+NOT_AT_START = ("pylxd", "docker", "requests", "zstandard")
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[tuple[int, str]] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found += [(node.lineno, n) for n in names if n == "plex" or n.startswith("plex.")]
+    return found
+
+
+def test_function_level_imports_only_keep_the_cli_start_fast() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        in_cli = rel.parts[0] in LAZY_ALLOWED_IN
+        for line, module in _function_level_imports(path):
+            if not in_cli or not module.startswith(LAZY_ALLOWED_OF):
+                offenders.append(f"plex/{rel}:{line}: {module}")
+    assert offenders == [], "function-level imports (import at the top instead):\n" + "\n".join(
+        offenders
+    )
+
+
+def test_the_scan_sees_a_function_level_import(tmp_path: Path) -> None:
+    mod = tmp_path / "m.py"
+    mod.write_text("def f():\n    from plex.model import owner\n    return owner\n")
+    assert _function_level_imports(mod) == [(2, "plex.model")]
+
+
+def _loaded_by(*argv: str) -> set[str]:
+    """The top-level modules a whole `plex ARGV` process has imported when it finishes."""
+    code = (
+        "import json, sys\n"
+        "from plex.__main__ import main\n"
+        f"rc = main({list(argv)!r})\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE.parent, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("validate", "plexes/demo.yaml")])
+def test_cli_start_does_not_import_daemon_clients(argv: tuple[str, ...]) -> None:
+    loaded = _loaded_by(*argv)
+    assert "plex" in loaded  # the probe itself works
+    assert sorted(loaded & set(NOT_AT_START)) == []
+
+
+def test_a_daemon_command_does_import_pylxd() -> None:
+    # The other side of the test above: the probe sees pylxd when a command needs it.
+    code = "import sys; import plex.backends.incus; print('pylxd' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "True"
