@@ -85,6 +85,7 @@ class Incus(Protocol):
     def push_file(
         self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None: ...
+    def make_dirs(self, name: str, path: str, mode: int = 0o755) -> None: ...
     def pull_file(self, name: str, path: str) -> bytes: ...
     def file_mode(self, name: str, path: str) -> int: ...
     def set_config(self, name: str, config: dict[str, str]) -> None: ...
@@ -438,6 +439,24 @@ class PylxdIncus:
             "POST", f"instances/{name}/files", params={"path": path}, data=data,
             headers=headers, what=f"push {path} to {name}",
         )
+
+    def make_dirs(self, name: str, path: str, mode: int = 0o755) -> None:
+        """`mkdir -p` in the instance (also stopped) through the file API; existing ones kept."""
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current += "/" + part
+            resp = self._request("GET", f"instances/{name}/files", params={"path": current},
+                                 ok_missing=True, what=f"stat {current} in {name}")
+            if resp is not None:
+                if resp.headers.get("X-Incus-type") != "directory":
+                    raise BackendError(f"{name}: {current} exists and is not a directory")
+                continue
+            self._request(
+                "POST", f"instances/{name}/files", params={"path": current}, data=b"",
+                headers={"X-Incus-type": "directory", "X-Incus-mode": f"{mode:04o}",
+                         "X-Incus-uid": "0", "X-Incus-gid": "0"},
+                what=f"mkdir {current} in {name}",
+            )
 
     def pull_file(self, name: str, path: str) -> bytes:
         resp = self._request("GET", f"instances/{name}/files", params={"path": path},

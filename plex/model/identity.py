@@ -1,4 +1,5 @@
-"""A plex's identity: per-node SSH host keys, hosts, ssh_known_hosts, join token, VRRP secret.
+"""A plex's identity: per-node SSH host keys and node passwords, hosts, ssh_known_hosts, join
+token, VRRP secret.
 
 Computed once and kept stable. `compute_identity` is pure: given the plex, what already exists and
 a key generator, it returns the identity, generating only what is missing or asked to rotate.
@@ -27,6 +28,22 @@ from plex.model.plex import Plex, Role
 
 KEY_TYPES = ("ed25519", "rsa")
 ALL = "all"
+# RKE2 (k3s pkg/agent/config/config.go) keeps a node's password here and, when the file is
+# missing, makes one (16 random bytes, hex, 0600). A server refuses a join under an existing
+# node name with another password, so a node recreated by plex must bring the same one.
+NODE_PASSWORD_PATH = "/etc/rancher/node/password"  # noqa: S105 - a path
+NODE_PASSWORD_CHARS = "0123456789abcdef"  # noqa: S105 - an alphabet
+NODE_PASSWORD_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class PrivateFile:
+    """A file only its own node may hold: pushed into the stopped instance at create, never
+    baked into an image, its mode checked after the push."""
+
+    path: str
+    data: bytes
+    mode: int
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,31 @@ class Identity:
     token: str
     vrrp_secret: str
     keys: dict[str, dict[str, HostKey]] = field(default_factory=dict)  # node -> kind -> key
+    node_passwords: dict[str, str] = field(default_factory=dict)  # kube node -> password
 
     def host_keys(self, node: str) -> dict[str, HostKey]:
         try:
             return self.keys[node]
         except KeyError:
             raise UsageError(f"no identity for node '{node}'", "run: plex identity PLEX") from None
+
+    def node_password(self, node: str) -> str:
+        try:
+            return self.node_passwords[node]
+        except KeyError:
+            raise UsageError(f"no node password for '{node}'", "run: plex identity PLEX") from None
+
+    def private_files(self, node: str, role: Role) -> tuple[PrivateFile, ...]:
+        """Everything secret that belongs on `node` (one place: deploy pushes exactly this)."""
+        files: list[PrivateFile] = []
+        for kind, key in sorted(self.host_keys(node).items()):
+            path = f"/etc/ssh/ssh_host_{kind}_key"
+            files.append(PrivateFile(path, key.private.encode(), 0o600))
+            files.append(PrivateFile(f"{path}.pub", (key.public + "\n").encode(), 0o644))
+        if role.is_kube:
+            files.append(PrivateFile(NODE_PASSWORD_PATH,
+                                     (self.node_password(node) + "\n").encode(), 0o600))
+        return tuple(files)
 
 
 class KeyGen(Protocol):
@@ -99,7 +135,7 @@ def compute_identity(
 ) -> Identity:
     """Return the plex's identity, generating only what is missing or named in `rotate`.
 
-    `rotate` holds node names, or `all` (every node key and both secrets).
+    `rotate` holds node names, or `all` (every node key, node password and both secrets).
     """
     rotate = set(rotate)
     everything = ALL in rotate
@@ -119,7 +155,14 @@ def compute_identity(
         keys[name] = {
             kind: have.get(kind) or keygen.host_key(kind, f"root@{name}") for kind in KEY_TYPES
         }
-    return Identity(plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys)
+    passwords: dict[str, str] = dict(existing.node_passwords) if existing else {}
+    for n in topology.nodes(plex, reserved=True):
+        if not n.role.is_kube:
+            continue
+        if everything or n.name in rotate or n.name not in passwords:
+            passwords[n.name] = keygen.secret(NODE_PASSWORD_LENGTH, NODE_PASSWORD_CHARS)
+    return Identity(plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys,
+                    node_passwords=passwords)
 
 
 # ---------------------------------------------------------------------------------------------

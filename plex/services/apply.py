@@ -21,7 +21,7 @@ from plex.deploy.probes import KUBECONFIG, KUBECTL, ProbeResult, ProbeSet, probe
 from plex.deploy.spec import InstanceSpec, registry_volume
 from plex.errors import BackendError, Interrupted, PlexError
 from plex.model import owner, topology
-from plex.model.identity import KEY_TYPES, Identity
+from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
 from plex.services.balancers import Balancers
 from plex.services.registry_secrets import push_credentials
@@ -170,21 +170,26 @@ class Applier:
         self.incus.create_instance(name, image=spec.image, config=config, devices=spec.devices,
                                    profiles=list(spec.profiles), virt=spec.type,
                                    target=spec.target)
-        self.push_host_keys(name)
+        self.push_private_files(name, spec.role)
         self.report(name, "start")
         self.incus.start(name)
 
-    def push_host_keys(self, name: str) -> None:
-        """The node's own private keys, pushed into the stopped instance before first boot."""
-        keys = self.identity.host_keys(name)
-        for kind in KEY_TYPES:
-            key = keys[kind]
-            path = f"/etc/ssh/ssh_host_{kind}_key"
-            self.incus.push_file(name, path, key.private.encode(), mode=0o600)
-            self.incus.push_file(name, f"{path}.pub", (key.public + "\n").encode(), mode=0o644)
-            mode = self.incus.file_mode(name, path)
-            if mode != 0o600:
-                raise BackendError(f"{name}: {path} has mode {mode:04o}, not 0600",
+    def push_private_files(self, name: str, role: Role) -> None:
+        """The node's own secrets (host keys, node password), pushed into the stopped instance
+        before first boot; every private file's mode is checked, since a leaked mode is a
+        leaked secret."""
+        made: set[str] = set()
+        for f in self.identity.private_files(name, role):
+            parent = f.path.rsplit("/", 1)[0]
+            if parent not in made:
+                self.incus.make_dirs(name, parent)
+                made.add(parent)
+            self.incus.push_file(name, f.path, f.data, mode=f.mode)
+            if f.mode & 0o077:
+                continue
+            mode = self.incus.file_mode(name, f.path)
+            if mode != f.mode:
+                raise BackendError(f"{name}: {f.path} has mode {mode:04o}, not {f.mode:04o}",
                                    hint="this Incus ignored the file mode header")
 
     def drain(self, name: str) -> None:

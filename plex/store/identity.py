@@ -25,6 +25,9 @@ from plex.model.identity import (
 from plex.model.plex import Plex
 from plex.store.state import plex_dir, private_dir, write_private
 
+# nodes/<node>/node-password: what the node keeps as /etc/rancher/node/password.
+NODE_PASSWORD_FILE = "node-password"  # noqa: S105 - a file name
+
 
 def identity_dir(plex_name: str) -> Path:
     return plex_dir(plex_name) / "identity"
@@ -49,7 +52,12 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
                 for kind in KEY_TYPES
                 if (node_dir / f"ssh_host_{kind}_key").exists()
             }
-        return Identity(plex_name, data["token"], data["vrrp_secret"], keys)
+        passwords = {
+            node_dir.name: (node_dir / NODE_PASSWORD_FILE).read_text().strip()
+            for node_dir in (sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else [])
+            if (node_dir / NODE_PASSWORD_FILE).exists()
+        }
+        return Identity(plex_name, data["token"], data["vrrp_secret"], keys, passwords)
     except (OSError, ValueError, KeyError) as e:
         raise PlexError(
             f"{d}: identity is damaged ({e})", "restore it, or run: plex identity PLEX --rotate all"
@@ -72,6 +80,8 @@ def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> l
         for kind, key in keys.items():
             put(nd / f"ssh_host_{kind}_key", key.private)
             put(nd / f"ssh_host_{kind}_key.pub", key.public + "\n")
+    for node, password in sorted(identity.node_passwords.items()):
+        put(private_dir(d / "nodes" / node) / NODE_PASSWORD_FILE, password + "\n")
     put(d / "hosts", hosts_file(plex))
     put(d / "ssh_known_hosts", known_hosts_file(plex, identity))
     return written

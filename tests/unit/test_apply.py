@@ -47,6 +47,9 @@ class RecordingIncus:
     def file_mode(self, name: str, path: str) -> int:
         return self.modes[(name, path)]
 
+    def make_dirs(self, name: str, path: str, mode: int = 0o755) -> None:
+        self.calls.append(("mkdir", name, path))
+
     def start(self, name: str) -> None:
         self.calls.append(("start", name))
 
@@ -101,6 +104,13 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
     keys = [(c[2], c[3]) for c in reg if c[0] == "push"]
     assert ("/etc/ssh/ssh_host_ed25519_key", 0o600) in keys
     assert ("/etc/ssh/ssh_host_rsa_key.pub", 0o644) in keys
+    assert ("/etc/rancher/node/password", 0o600) not in keys  # not a kube node
+    # A kube node also gets its RKE2 node password (0600, its directory made first).
+    agent = [c for c in incus.calls if c[1] == "demo-agent1"]
+    assert ("push", "demo-agent1", "/etc/rancher/node/password", 0o600) in agent
+    assert agent.index(("mkdir", "demo-agent1", "/etc/rancher/node")) < agent.index(
+        ("push", "demo-agent1", "/etc/rancher/node/password", 0o600)) < agent.index(
+        ("start", "demo-agent1"))
     # Waves in order: registry first, agents last; every node ends ready.
     created = [c[1] for c in incus.calls if c[0] == "create"]
     assert created[0] == "demo-registry1" and set(created[-2:]) == {"demo-agent1", "demo-agent2"}

@@ -49,8 +49,12 @@ def changed(before: Snapshot, after: Snapshot) -> set[str]:
 
 
 def key_files(node: str) -> set[str]:
-    return {f"nodes/{node}/ssh_host_{kind}_key{ext}" for kind in ("ed25519", "rsa")
-            for ext in ("", ".pub")}
+    """A node's private identity files: host keys, and the RKE2 node password of kube nodes."""
+    files = {f"nodes/{node}/ssh_host_{kind}_key{ext}" for kind in ("ed25519", "rsa")
+             for ext in ("", ".pub")}
+    if "-server" in node or "-agent" in node:
+        files.add(f"nodes/{node}/node-password")
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +118,7 @@ def test_private_files_are_0600_and_dirs_0700(idir: Path) -> None:
     state = idir.parent.parent
     dirs = [state, idir.parent, idir, *(p for p in idir.rglob("*") if p.is_dir())]
     files = [p for p in idir.rglob("*") if p.is_file()]
-    assert len(files) == 3 + 4 * len(DEMO_NODES)
+    assert len(files) == 3 + sum(len(key_files(n)) for n in DEMO_NODES)
     assert {oct(d.stat().st_mode & 0o777) for d in dirs} == {"0o700"}
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
 
@@ -285,14 +289,16 @@ class CountingKeyGen:
 
     def secret(self, length: int, alphabet: str) -> str:
         self.secrets += 1
-        return alphabet[self.secrets] * length
+        return alphabet[self.secrets % len(alphabet)] * length
 
 
 def test_compute_identity_generates_only_what_is_missing() -> None:
     demo = load_plex(DEMO_YAML)
     gen = CountingKeyGen()
     first = compute_identity(demo, None, gen)
-    assert len(gen.keys) == 2 * len(DEMO_NODES) and gen.secrets == 2
+    kube = [n for n in DEMO_NODES if "-server" in n or "-agent" in n]
+    # The join token, the VRRP secret and one node password per kube node.
+    assert len(gen.keys) == 2 * len(DEMO_NODES) and gen.secrets == 2 + len(kube)
     assert ("rsa", "root@demo-agent2") in gen.keys
 
     again = CountingKeyGen()
@@ -317,3 +323,28 @@ def test_hosts_file_without_vip_points_the_api_name_at_the_master() -> None:
                       "roles:\n  server: {count: 1, offset: 7}\n")
     assert "10.1.0.7\tsolo-api.plex.internal solo-api\n" in ident.hosts_file(plex)
 
+
+
+def test_node_passwords_are_like_rke2s_and_stable(idir: Path, cli: Cli) -> None:
+    """k3s ensureNodePassword: 16 random bytes in hex; one per kube node, kept across runs."""
+    pw = (idir / "nodes/demo-agent1/node-password").read_text()
+    assert len(pw.strip()) == 32 and set(pw.strip()) <= set("0123456789abcdef")
+    assert not (idir / "nodes/demo-lb1/node-password").exists()
+    assert cli("identity", "demo").code == 0
+    assert (idir / "nodes/demo-agent1/node-password").read_text() == pw
+
+
+def test_private_files_of_a_node_are_what_deploy_pushes() -> None:
+    plex = load_plex(DEMO_YAML)
+    identity = compute_identity(plex, None, CountingKeyGen())
+    agent = {f.path: f for f in identity.private_files("demo-agent1", ident.Role.AGENT)}
+    assert agent[ident.NODE_PASSWORD_PATH].mode == 0o600
+    assert agent[ident.NODE_PASSWORD_PATH].data == (
+        identity.node_passwords["demo-agent1"] + "\n").encode()
+    assert agent["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
+    assert agent["/etc/ssh/ssh_host_ed25519_key.pub"].mode == 0o644
+    lb = {f.path for f in identity.private_files("demo-lb1", ident.Role.LB)}
+    assert ident.NODE_PASSWORD_PATH not in lb
+    again = compute_identity(plex, identity, CountingKeyGen(), rotate=["demo-agent2"])
+    assert again.node_passwords["demo-agent1"] == identity.node_passwords["demo-agent1"]
+    assert again.node_passwords["demo-agent2"] != identity.node_passwords["demo-agent2"]
