@@ -106,7 +106,8 @@ class Incus(Protocol):
     def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None: ...
     def delete_alias(self, alias: str) -> None: ...
     def delete_image(self, fingerprint: str) -> None: ...
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str]) -> bool: ...
+    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
+                      target: str | None = None) -> bool: ...
     def delete_volume(self, pool: str, name: str) -> None: ...
     def volume_exists(self, pool: str, name: str) -> bool: ...
 
@@ -606,11 +607,18 @@ class PylxdIncus:
         return self._request("GET", f"storage-pools/{pool}/volumes/custom/{name}",
                              ok_missing=True) is not None
 
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str]) -> bool:
-        """Create a custom volume if missing; returns True when it was created."""
-        if self.volume_exists(pool, name):
+    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
+                      target: str | None = None) -> bool:
+        """Create a custom volume if missing; returns True when it was created.
+
+        `target`: the cluster member holding it. On a cluster a local pool (dir, btrfs) has
+        one volume per member: the registry's cache must live where the registry node runs."""
+        params = {"target": target} if target else None
+        if self._request("GET", f"storage-pools/{pool}/volumes/custom/{name}", params=params,
+                         ok_missing=True) is not None:
             return False
         self._sync("POST", f"storage-pools/{pool}/volumes/custom", what=f"create volume {name}",
+                   params=params,
                    json={"name": name, "type": "custom", "content_type": "filesystem",
                          "config": config})
         return True

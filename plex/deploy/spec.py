@@ -20,15 +20,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from plex.deploy.kured import server_manifests
 from plex.errors import ConfigError, ConfigErrors
 from plex.model import owner
 from plex.model.image import ImageRef
 from plex.model.plex import Engine, Plex, Role, Virt
 from plex.model.topology import Node
+from plex.plexfile.bootstrap import Manifest
+from plex.plexfile.bootstrap import digest as bootstrap_digest
 from plex.registry import distribution, zot
 
 # libyaml when available: recipes and profiles are read on every bake, even a no-op one.
@@ -52,6 +56,8 @@ class InstanceSpec:
     profiles: tuple[str, ...]
     target: str | None  # cluster member (None: Incus places it)
     digest: str  # equals config[user.plex.spec]
+    # Files pushed into the instance before its first start (servers: bootstrap manifests).
+    manifests: tuple[Manifest, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,18 +155,19 @@ def spec_digest(
     devices: Mapping[str, Mapping[str, str]],
     profiles: tuple[str, ...],
     target: str | None,
+    bootstrap: str | None = None,
 ) -> str:
-    canonical = json.dumps(
-        {
-            "type": type_,
-            "config": {k: v for k, v in config.items() if not _is_unhashed(k)},
-            "devices": devices,
-            "profiles": list(profiles),
-            "target": target,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    spec: dict[str, Any] = {
+        "type": type_,
+        "config": {k: v for k, v in config.items() if not _is_unhashed(k)},
+        "devices": devices,
+        "profiles": list(profiles),
+        "target": target,
+    }
+    if bootstrap:
+        # Only when there are manifests: plexes without any keep their digests.
+        spec["bootstrap"] = bootstrap
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -188,6 +195,9 @@ def _devices(plex: Plex, node: Node, profile: RoleProfile) -> dict[str, dict[str
         "ipv4.address": node.address,
         # security.ipv4_filtering stays off (the default): it would drop the keepalived VIP.
     }
+    if plex.incus.network_type == "macvlan":
+        # Incus refuses ipv4.address on a macvlan NIC: the address lives only in the node.
+        del nic["ipv4.address"]
     if node.virt is Virt.CONTAINER:
         nic["name"] = plex.network.interface
     devices = dict(profile.devices)
@@ -220,7 +230,9 @@ def instance_spec(
     config = {k: v for k, v in config.items() if v != "" and not k.startswith(owner.PREFIX)}
     devices = _devices(plex, node, profile)
     profiles = tuple(dict.fromkeys(("default", *rc.profiles)))
-    digest = spec_digest(node.virt.incus_type, config, devices, profiles, node.member)
+    manifests = tuple(server_manifests(plex)) if node.role is Role.SERVER else ()
+    digest = spec_digest(node.virt.incus_type, config, devices, profiles, node.member,
+                         bootstrap_digest(list(manifests)) if manifests else None)
     config.update({
         owner.PLEX: plex.name,
         owner.ROLE: node.role.value,
@@ -238,4 +250,5 @@ def instance_spec(
         profiles=profiles,
         target=node.member,
         digest=digest,
+        manifests=manifests,
     )

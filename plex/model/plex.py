@@ -90,6 +90,9 @@ class IncusConfig(_Model):
     project: str = Field(..., description="Incus project holding this plex (created if missing)")
     pool: str = "default"
     network: str = "incusbr0"
+    network_type: Literal["bridge", "macvlan"] = Field(
+        "bridge", description="type of the Incus network: a managed bridge, or macvlan on the "
+        "members' uplink (a cluster's shared L2; no DHCP reservation, addressing: static)")
     members: tuple[str, ...] = Field((), description="cluster members used for placement")
 
     @field_validator("remote")
@@ -233,12 +236,46 @@ class RoleConfig(_Model):
         return max(self.count, self.capacity if self.capacity is not None else self.count)
 
 
+# kubereboot/kured pkg/timewindow/days.go: dayStrings (and numbers 0-6), case-insensitive.
+KURED_DAYS = {
+    "su": 0, "sun": 0, "sunday": 0, "mo": 1, "mon": 1, "monday": 1,
+    "tu": 2, "tue": 2, "tuesday": 2, "we": 3, "wed": 3, "wednesday": 3,
+    "th": 4, "thu": 4, "thursday": 4, "fr": 5, "fri": 5, "friday": 5,
+    "sa": 6, "sat": 6, "saturday": 6,
+}
+
+
+def parse_day(day: str) -> int:
+    """A kured weekday (0 = Sunday), or ValueError with kured's own message."""
+    if re.fullmatch(r"-?\d+", day):
+        n = int(day)
+        if 0 <= n < 7:
+            return n
+        raise ValueError(f"Invalid weekday, number out of range: {day}")
+    try:
+        return KURED_DAYS[day.lower()]
+    except KeyError:
+        raise ValueError(f"Invalid weekday: {day}") from None
+
+
 class RebootWindows(_Model):
     """When MicroOS nodes may reboot after transactional updates (see plex.bake.windows)."""
 
     slots: tuple[int, ...] = Field((3,), description="start hours (0-23)")
     offsets: tuple[int, ...] = Field((0,), description="minute offsets inside each slot")
     duration: str = "1h"
+    # kured (kube nodes) reboots only on these days; kured's own day names (su..sa or 0-6).
+    days: tuple[str, ...] = Field(("su", "mo", "tu", "we", "th", "fr", "sa"),
+                                  description="days kured may reboot kube nodes on")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for d in v:
+            parse_day(d)
+        if not v:
+            raise ValueError("at least one day")
+        return v
 
     @field_validator("slots")
     @classmethod
@@ -275,6 +312,23 @@ class NightlyConfig(_Model):
     keep: int = Field(3, ge=1, le=100, description="image generations per role kept by prune")
 
 
+class BootstrapConfig(_Model):
+    """Manifests the cluster applies itself (the seeds' fluxstrap; docs/bootstrap.md)."""
+
+    manifests: str | None = Field(
+        None, description="directory of *.yaml/*.yml/*.json manifests (relative to the plex "
+        "file) placed in RKE2's auto-deploy directory on every server when it is created")
+
+
+class KuredConfig(_Model):
+    """kured on the kube nodes: reboots after updates inside reboot_windows, one node at a time."""
+
+    enabled: bool | None = Field(
+        None, description="default: on when a kube role runs a transactional OS (MicroOS)")
+    image: str = "ghcr.io/kubereboot/kured:1.20.0"
+    time_zone: str = Field("UTC", description="zone of reboot_windows (kured --time-zone)")
+
+
 class Roles(_Model):
     registry: RoleConfig | None = None
     lb: RoleConfig | None = None
@@ -309,6 +363,8 @@ class Plex(_Model):
     roles: Roles
     reboot_windows: RebootWindows = RebootWindows()
     nightly: NightlyConfig = NightlyConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    kured: KuredConfig = KuredConfig()
     # Where the file came from: set by load_plex, excluded from schema and digests.
     source: str = Field("", exclude=True, json_schema_extra={"hidden": True})
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from plex.model.plex import LABEL_RE, Plex, Role
+from plex.model.reboot import kured_enabled, kured_window
 
 # Incus instance names and DNS labels: 63 characters.
 MAX_NODE_NAME = 63
@@ -156,6 +157,9 @@ def check_plex(plex: Plex) -> list[Problem]:
     if len(fqdn) > 253:
         err(Problem(("network", "domain"), "node FQDNs would exceed 253 characters"))
 
+    if plex.incus.network_type == "macvlan" and net_cfg.addressing.value != "static":
+        err(Problem(("network", "addressing"), "a macvlan network has no DHCP reservations: "
+                    "use addressing: static"))
     if plex.incus.remote != "local" and not (plex.incus.client_cert and plex.incus.client_key):
         err(Problem(("incus", "client_cert"), "a remote URL needs client_cert and client_key"))
 
@@ -163,6 +167,12 @@ def check_plex(plex: Plex) -> list[Problem]:
     for i, n in enumerate(names):
         if names.index(n) != i:
             err(Problem(("registry", "upstreams", i, "name"), f"upstream '{n}' listed twice"))
+
+    if kured_enabled(plex):
+        try:
+            kured_window(plex.reboot_windows, plex.kured.time_zone)
+        except ValueError as e:
+            err(Problem(("reboot_windows", "slots"), str(e)))
 
     servers = plex.roles.server.count
     if servers == 2:

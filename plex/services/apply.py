@@ -23,6 +23,7 @@ from plex.errors import BackendError, Interrupted, PlexError
 from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
+from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.services.balancers import Balancers
 from plex.services.registry_secrets import push_credentials
 
@@ -163,7 +164,8 @@ class Applier:
         if spec.role is Role.REGISTRY:
             # The cache volume outlives the instance: reset and destroy keep it.
             self.incus.ensure_volume(self.plex.incus.pool, registry_volume(self.plex),
-                                     {"size": self.plex.registry.cache_size})
+                                     {"size": self.plex.registry.cache_size},
+                                     target=spec.target)
         config = {**spec.config, owner.GENERATION: str(generation),
                   owner.DEPLOY: self.deploy_id, owner.CREATED: str(int(time.time()))}
         self.report(name, "create")
@@ -171,6 +173,7 @@ class Applier:
                                    profiles=list(spec.profiles), virt=spec.type,
                                    target=spec.target)
         self.push_private_files(name, spec.role)
+        self.push_manifests(spec)
         self.report(name, "start")
         self.incus.start(name)
 
@@ -191,6 +194,17 @@ class Applier:
             if mode != f.mode:
                 raise BackendError(f"{name}: {f.path} has mode {mode:04o}, not {f.mode:04o}",
                                    hint="this Incus ignored the file mode header")
+
+    def push_manifests(self, spec: InstanceSpec) -> None:
+        """Bootstrap manifests into RKE2's auto-deploy directory, before the server's first
+        start: the cluster applies them itself (plex.bootstrap)."""
+        if not spec.manifests:
+            return
+        self.report(spec.name, f"{len(spec.manifests)} bootstrap manifest(s)")
+        self.incus.make_dirs(spec.name, MANIFESTS_DIR)
+        for m in spec.manifests:
+            # 0600 like RKE2's own config: manifests may carry secrets (a Git deploy key).
+            self.incus.push_file(spec.name, m.path, m.data, mode=0o600)
 
     def drain(self, name: str) -> None:
         """Drain and remove a kube node from a live cluster, from the master (best effort)."""

@@ -5,6 +5,7 @@ observe -> plan -> (show, confirm: the CLI) -> apply, under the plex's deploy lo
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -15,8 +16,9 @@ from typing import Any
 import yaml
 
 from plex.backends.incus import Incus
+from plex.deploy.kured import server_manifests
 from plex.deploy.plan import Plan, Verb, make_plan
-from plex.deploy.probes import KUBECONFIG, load_probes
+from plex.deploy.probes import KUBECONFIG, KUBECTL, load_probes
 from plex.deploy.spec import registry_volume
 from plex.errors import BackendError, PlexError, UsageError
 from plex.model import owner, topology
@@ -143,6 +145,42 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
             "member": inst.location if inst else n.member,
         }
         rows.append(row)
+    return rows
+
+
+ADDONS_API = "/apis/k3s.cattle.io/v1/namespaces/kube-system/addons"
+
+
+def bootstrap_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
+    """Each bootstrap manifest and whether the cluster applied it: RKE2's deploy controller
+    records an Addon per file whose spec.checksum is the sha256 of what it applied."""
+    manifests = server_manifests(plex)
+    if not manifests:
+        return []
+    master = topology.master(plex).name
+    addons: dict[str, Any] = {}
+    problem = ""
+    try:
+        res = incus.exec(master, [KUBECTL, "--kubeconfig", KUBECONFIG, "get", "--raw",
+                                  ADDONS_API])
+        if res.returncode == 0:
+            addons = {a["metadata"]["name"]: a for a in json.loads(res.stdout).get("items", [])}
+        else:
+            problem = res.output[-160:] or f"kubectl exited with {res.returncode}"
+    except (BackendError, ValueError, KeyError) as e:
+        problem = str(e)
+    rows = []
+    for m in manifests:
+        addon = addons.get(m.addon) or {}
+        applied = (addon.get("spec") or {}).get("checksum")
+        rows.append({
+            "manifest": m.name, "addon": m.addon, "sha256": m.sha256[:12],
+            "applied": applied == m.sha256,
+            "state": ("applied" if applied == m.sha256 else
+                      f"unknown: {problem}" if problem else
+                      (addon.get("status") or {}).get("error") or
+                      ("older version applied" if applied else "not applied yet")),
+        })
     return rows
 
 

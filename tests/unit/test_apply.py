@@ -31,7 +31,8 @@ class RecordingIncus:
     ignore_mode: bool = False  # behave like an Incus that drops the file mode header
     modes: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str]) -> bool:
+    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
+                      target: str | None = None) -> bool:
         self.calls.append(("volume", name))
         return True
 

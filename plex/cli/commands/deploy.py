@@ -146,19 +146,25 @@ def rollback_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
 def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
                output: OutputOpt = "table") -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
-    from plex.services.deploy import status_rows
+    from plex.services.deploy import bootstrap_rows, status_rows
 
     as_json = check_output(output)
     p = get_plex(plex)
-    rows = status_rows(p, _connect(p))
+    incus = _connect(p)
+    rows = status_rows(p, incus)
+    boot = bootstrap_rows(p, incus)
     if as_json:
-        ui.print_json({"plex": p.name, "nodes": rows})
+        ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot})
         return
     ui.table(f"status of {p.name}", ["node", "role", "address", "state", "ready", "image",
                                      "current"], [
         [r["node"], r["role"], r["address"], r["state"], "yes" if r["ready"] else "no",
          r["image"] or "-", "yes" if r["up_to_date"] else f"no ({r['current_image']})"]
         for r in rows])
+    if boot:
+        ui.table(f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
+                 ["manifest", "addon", "sha256", "state"],
+                 [[b["manifest"], b["addon"], b["sha256"], b["state"]] for b in boot])
 
 
 @app.command("kubeconfig")
