@@ -29,7 +29,8 @@ GITREPO = ("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetada
 
 @pytest.fixture(scope="module")
 def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex:
-    """One server, no lb/registry/agents, a bootstrap directory and kured on."""
+    """One server and the registry it pulls through (no lb, no agents), a bootstrap directory
+    and kured on."""
     d = tmp_path_factory.mktemp("boot")
     (d / "bootstrap").mkdir()
     (d / "bootstrap" / "10-flux-system.yaml").write_text(
@@ -39,7 +40,9 @@ def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex
     data["name"] = "boot"
     data["network"]["vip"] = None
     data["network"]["virtual_router_id"] = 61
-    data["roles"] = {"server": {**data["roles"]["server"], "count": 1, "offset": 61}}
+    data["roles"] = {"registry": {**data["roles"]["registry"], "offset": 60},
+                     "server": {**data["roles"]["server"], "count": 1, "offset": 61}}
+    data["roles"]["server"].pop("capacity", None)
     data["bootstrap"] = {"manifests": "bootstrap"}
     data["kured"] = {"enabled": True}
     f = d / "boot.yaml"
@@ -50,7 +53,7 @@ def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex
 def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, state_dirs):
     # type: ignore[no-untyped-def]
     ensure_identity(boot_plex)
-    Baker(boot_plex, incus, Paths.under(ROOT)).bake([Role.SERVER])
+    Baker(boot_plex, incus, Paths.under(ROOT)).bake([Role.REGISTRY, Role.SERVER])
     try:
         deploy(boot_plex, incus, ROOT)
         node = "boot-server1"
@@ -73,8 +76,13 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
         addons = {a["metadata"]["name"]: a for a in json.loads(raw.stdout)["items"]}
         assert addons["plex-kured"]["status"]["objects"][-1] == "DaemonSet/kured"
         assert addons["20-lab"]["spec"]["source"] == f"{MANIFESTS_DIR}/20-lab.yaml"
+    except BaseException:
+        journal = incus.exec("boot-server1", ["journalctl", "-u", "rke2-server", "-n", "40",
+                                              "--no-pager"])
+        print(journal.output)
+        raise
     finally:
-        destroy(boot_plex, incus)
+        destroy(boot_plex, incus, everything=True)
 
 
 def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -> None:
