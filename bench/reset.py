@@ -35,7 +35,8 @@ from plex.model import topology  # noqa: E402
 from plex.model.plex import Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402
 from plex.services.bake import Baker, Paths  # noqa: E402
-from plex.services.deploy import deploy, destroy, make_deploy_plan  # noqa: E402
+from plex.services.deploy import deploy, make_deploy_plan  # noqa: E402
+from plex.services.destroy import destroy  # noqa: E402
 
 
 def bench_plex(project: str, pool: str, network: str, release: str, upstream: str) -> Plex:

@@ -63,6 +63,8 @@ SYMBOLS = {  # (old module, name) -> new module, for split modules
     **{("plex.identity", n): "plex.store.identity" for n in
        ["identity_dir", "load_identity", "save_identity", "ensure_identity", "require_identity"]},
     ("plex.deploy.spec", "ImageRef"): "plex.model.image",
+    ("plex.deploy.ops", "destroy"): "plex.services.destroy",
+    ("plex.services.deploy", "destroy"): "plex.services.destroy",
     **{("plex.bake.catalog", n): "plex.model.image" for n in
        ["image_alias", "digest_alias", "package_alias"]},
 }

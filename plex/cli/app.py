@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from plex.errors import UsageError
-from plex.model.plex import Plex
+from plex.model.plex import Plex, Role
 from plex.plexfile.load import find_plex, load_plex
 
 app = typer.Typer(
@@ -46,3 +46,16 @@ def get_plex(name_or_path: str) -> Plex:
 
 def plex_path(name_or_path: str) -> Path:
     return find_plex(name_or_path)
+
+
+def parse_role(plex: Plex, value: str) -> Role:
+    """A role the plex has nodes of, or a one-line usage error naming the ones it has."""
+    have = [r.value for r, rc in plex.roles.items() if rc.count > 0]
+    try:
+        role = Role(value)
+    except ValueError:
+        raise UsageError(f"unknown role '{value}' (one of {', '.join(r.value for r in Role)})"
+                         ) from None
+    if role.value not in have:
+        raise UsageError(f"plex '{plex.name}' has no {value} nodes ({', '.join(have)})")
+    return role

@@ -39,7 +39,9 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+          err: bool = False) -> None:
+    """A table on stdout, or on stderr (`err`) when stdout carries JSON."""
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c)
@@ -48,8 +50,8 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     # Piped output has no width: rich would assume 80 columns and cut names to "omniplex-serv…",
     # which breaks `plex show | grep`. Let the table take the width it needs.
     # (print(width=...) is capped at the console's width, hence a console for this table.)
-    out = console if console.is_terminal else Console(file=console.file, width=250,
-                                                      highlight=False)
+    base = err_console if err else console
+    out = base if base.is_terminal else Console(file=base.file, width=250, highlight=False)
     out.print(t)
 
 
@@ -96,7 +98,14 @@ def progress() -> Progress:
     )
 
 
+def can_ask() -> bool:
+    """A question needs a terminal to answer it on."""
+    return sys.stdin.isatty()
+
+
 def confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
+    if not can_ask():
         return False
-    return err_console.input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    # escape: rich would take "[y/N]" (and brackets in the question) for markup and drop it.
+    answer = err_console.input(f"{escape(question)} {escape('[y/N]')} ")
+    return answer.strip().lower() in ("y", "yes")

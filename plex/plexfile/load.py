@@ -94,6 +94,28 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+_PART = re.compile(r'\.?([^\s.\[\]"\']+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def loc_of(dotted: str) -> tuple[str | int, ...]:
+    """The inverse of `_dotted`: `registry.upstreams[0].name` -> ('registry', 'upstreams', 0,
+    'name'), so an error found after loading (bake-time rules) can be given its line."""
+    loc: list[str | int] = []
+    for m in _PART.finditer(dotted):
+        key, index, quoted = m.groups()
+        loc.append(key if key is not None else int(index) if index is not None
+                   else json.loads(quoted))
+    return tuple(loc)
+
+
+def with_line(err: ConfigError, lines: dict[tuple[str | int, ...], int]) -> ConfigError:
+    """`err` with the line of its field in the plex file, when it has none yet."""
+    if err.line is not None or not err.path:
+        return err
+    line = _nearest_line(lines, loc_of(err.path))
+    return ConfigError(err.file, err.path, err.problem, line, err.hint) if line else err
+
+
 def _one_line(text: str) -> str:
     """Error lines quote user input: escape what would break the line (newline, NEL, U+2028)."""
     return "".join(

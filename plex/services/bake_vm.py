@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from plex.backends.incus import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
+from plex.bake.bases import vm_bases
 from plex.bake.packer_template import (
     BuildPaths,
     Qcow2Base,
@@ -37,9 +38,9 @@ from plex.bake.packer_template import (
     vm_files,
     vm_inputs,
 )
-from plex.bake.recipe import Recipe, RenderedFile, load_base_image
+from plex.bake.recipe import Recipe, RenderedFile
 from plex.bake.seed import build_seed
-from plex.errors import ArtifactError, BackendError, ConfigError, ConfigErrors
+from plex.errors import ArtifactError, BackendError
 from plex.model.image import digest_alias, image_alias
 from plex.model.plex import Plex, Role
 from plex.services.bake import BakeResult, Paths, plan_recipes
@@ -73,17 +74,7 @@ class VmRecipe:
 
 def check_vm_bases(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, Qcow2Base]:
     """Every role's base must be a qcow2 base: say so before anything is downloaded."""
-    out: dict[Role, Qcow2Base] = {}
-    for role in roles:
-        name = plex.os_for(role).base
-        base = load_base_image(paths.images, name)
-        if base.kind != "qcow2":
-            raise ConfigErrors([ConfigError(
-                plex.source or f"plexes/{plex.name}.yaml", f"roles.{role.value}.os.base",
-                f"'{name}' ({base.kind}) cannot be baked as a VM",
-                hint="VM roles need a qcow2 base such as opensuse-microos")])
-        out[role] = Qcow2Base.from_base(base, str(paths.images))
-    return out
+    return vm_bases(plex, roles, paths.images)
 
 
 def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRecipe]:

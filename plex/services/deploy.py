@@ -5,10 +5,11 @@ observe -> plan -> (show, confirm: the CLI) -> apply, under the plex's deploy lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,9 @@ from plex.backends.incus import Incus
 from plex.deploy.kured import server_manifests
 from plex.deploy.plan import Plan, Verb, make_plan
 from plex.deploy.probes import KUBECONFIG, KUBECTL, load_probes
-from plex.deploy.spec import registry_volume
 from plex.errors import BackendError, PlexError, UsageError
 from plex.model import owner, topology
-from plex.model.image import image_alias
+from plex.model.image import ImageRef, image_alias
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.crosscheck import live_collisions
@@ -36,11 +36,20 @@ def deploy_dir(root: Path) -> Path:
     return root / "deploy"
 
 
+def plan_observed(plex: Plex, observed: Observed, replace: Sequence[str] = (),
+                  force: bool = False, images: Mapping[Role, ImageRef] | None = None) -> Plan:
+    """The one plan path (plan, deploy, reset, rollback, registry up): each role deploys the
+    image its alias `<plex>/<role>` points at in `observed`, which is what a deploy creates
+    nodes from; `images` overrides that (plex plan --images)."""
+    if images is None:
+        images = current_images(plex, observed.aliases)
+    return make_plan(plex, images, observed, replace=replace, force=force)
+
+
 def make_deploy_plan(plex: Plex, incus: Incus, replace: Sequence[str] = (),
                      force: bool = False) -> tuple[Plan, Observed]:
     observed = incus.observe(plex.name)
-    images = current_images(plex, observed.aliases)
-    return make_plan(plex, images, observed, replace=replace, force=force), observed
+    return plan_observed(plex, observed, replace, force), observed
 
 
 def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
@@ -75,42 +84,24 @@ def deploy(plex: Plex, incus: Incus, root: Path, replace: Sequence[str] = (),
         return plan, apply_plan(plex, incus, plan, root, parallel, report)
 
 
-def destroy(plex: Plex, incus: Incus, everything: bool = False) -> list[str]:
-    """Delete the plex's instances (only those plex owns); the registry cache volume survives
-    unless `everything`."""
-    with plex_lock(plex.name, "deploy"):
-        observed = incus.observe(plex.name)
-        removed = []
-        # Reverse wave order: agents first, registry last.
-        order = {n.name: i for i, n in enumerate(topology.nodes(plex))}
-        for name in sorted(observed.instances, key=lambda n: -order.get(n, 1_000)):
-            incus.delete_instance(name)
-            removed.append(name)
-        for b in incus.observe_builds(plex.name):
-            incus.delete_instance(b.name)
-            removed.append(b.name)
-        if everything:
-            vol = registry_volume(plex)
-            if incus.volume_exists(plex.incus.pool, vol):
-                incus.delete_volume(plex.incus.pool, vol)
-                removed.append(f"volume {vol}")
-        return removed
-
-
 @dataclass(frozen=True)
 class Rollback:
+    """One role's moving alias going back one generation (not yet moved)."""
+
     role: str
     from_digest: str | None
     to_digest: str
+    alias: str = ""
+    to_fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"role": self.role, "from": self.from_digest, "to": self.to_digest}
 
 
-def rollback_aliases(plex: Plex, incus: Incus, role: Role | None = None) -> list[Rollback]:
-    """Point each role's moving alias at the generation before the one it points at now."""
+def rollback_moves(plex: Plex, observed: Observed, role: Role | None = None) -> list[Rollback]:
+    """Where each role's moving alias would point after a rollback: the generation before the
+    one it points at now. Moves nothing (see move_aliases)."""
     catalog = load_catalog(plex.name)
-    observed = incus.observe(plex.name)
     roles = [role] if role else [r for r, rc in plex.roles.items() if rc.count]
     out = []
     for r in roles:
@@ -122,9 +113,19 @@ def rollback_aliases(plex: Plex, incus: Incus, role: Role | None = None) -> list
             raise UsageError(f"{alias}: no previous image generation to roll back to",
                              hint=f"plex image list {plex.name}")
         prev = gens[idx + 1]
-        incus.set_alias(alias, prev.fingerprint)
-        out.append(Rollback(r.value, gens[idx].digest, prev.digest))
+        out.append(Rollback(r.value, gens[idx].digest, prev.digest, alias, prev.fingerprint))
     return out
+
+
+def rolled_back(observed: Observed, moves: Sequence[Rollback]) -> Observed:
+    """`observed` as it will be once `moves` are made: what the rollback's plan is made over."""
+    aliases = {**observed.aliases, **{m.alias: m.to_fingerprint for m in moves}}
+    return dataclasses.replace(observed, aliases=aliases)
+
+
+def move_aliases(incus: Incus, moves: Sequence[Rollback]) -> None:
+    for m in moves:
+        incus.set_alias(m.alias, m.to_fingerprint)
 
 
 def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:

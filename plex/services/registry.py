@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerFile, ContainerSpec, Docker
 from plex.backends.incus import Incus
-from plex.deploy.plan import Plan, make_plan
+from plex.deploy.plan import Plan
 from plex.deploy.spec import registry_cache_path, registry_volume
 from plex.errors import BackendError, UsageError
 from plex.model import topology
@@ -40,10 +40,9 @@ from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
 from plex.registry.mirrors import mirror_url
 from plex.services.apply import ApplyResult, Report
-from plex.services.deploy import apply_plan
+from plex.services.deploy import apply_plan, plan_observed
 from plex.services.registry_secrets import push_credentials
 from plex.store import releases
-from plex.store.catalog import current_images
 from plex.store.lock import plex_lock
 
 DISTRIBUTION_IMAGE = "registry:2"  # CNCF Distribution's official image; binary /bin/registry
@@ -118,8 +117,7 @@ def registry_plan(plex: Plex, incus: Incus, replace: bool = False) -> Plan:
     # Only the registry's instance: every other node of the plex would look like an orphan.
     mine = dataclasses.replace(
         observed, instances={k: v for k, v in observed.instances.items() if k == node.name})
-    images = current_images(alone, observed.aliases)
-    return make_plan(alone, images, mine, replace=[node.name] if replace else [])
+    return plan_observed(alone, mine, replace=[node.name] if replace else [])
 
 
 def up_incus(plex: Plex, incus: Incus, root: Path, replace: bool = False, parallel: int = 8,

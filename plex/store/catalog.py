@@ -8,6 +8,7 @@ Written atomically, so a killed bake leaves the previous catalog intact.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -110,23 +111,20 @@ def save_catalog(catalog: Catalog) -> None:
                   json.dumps(catalog.to_json(), indent=2, sort_keys=True) + "\n")
 
 
-def current_images(plex: Any, aliases: dict[str, str] | None = None) -> dict[Role, Any]:
+def current_images(plex: Any, aliases: Mapping[str, str]) -> dict[Role, ImageRef]:
     """The image each role deploys: what its moving alias `<plex>/<role>` points at.
 
-    `aliases` (alias -> fingerprint) comes from an Observed snapshot; without it, the newest
-    catalog entry per role is used (planning offline). Roles with no image are left out: the
-    planner reports them as unbaked.
+    `aliases` (alias -> fingerprint) comes from an Observed snapshot: the one image source of
+    plan, deploy, status, rollback and registry up (never "the newest catalog entry", which a
+    rollback leaves behind). Roles with no image are left out: the planner reports them as
+    unbaked.
     """
     catalog = load_catalog(plex.name)
     out: dict[Role, ImageRef] = {}
     for role, _rc in plex.roles.items():
         alias = image_alias(plex.name, role)
-        entry: Entry | None
-        if aliases is not None:
-            fp = aliases.get(alias)
-            entry = next((e for e in catalog.generations(role) if e.fingerprint == fp), None)
-        else:
-            entry = catalog.latest(role)
+        fp = aliases.get(alias)
+        entry = next((e for e in catalog.generations(role) if e.fingerprint == fp), None)
         if entry is not None:
             out[role] = ImageRef(role=role, digest=entry.digest, fingerprint=entry.fingerprint,
                                  alias=alias)

@@ -25,7 +25,8 @@ from plex.deploy.probes import vip_holders
 from plex.deploy.spec import registry_volume
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role
-from plex.services.deploy import deploy, destroy, make_deploy_plan
+from plex.services.deploy import deploy, make_deploy_plan
+from plex.services.destroy import destroy
 from plex.store.identity import require_identity
 
 from .conftest import ROOT, with_agent_offset
@@ -182,17 +183,31 @@ def test_sigkill_during_deploy_then_deploy_again_converges(incus, test_plex, dep
 
 
 def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> None:
+    from plex.cli.commands.plan import plan_for
     from plex.services.bake import Baker, Paths
-    from plex.services.deploy import kubeconfig, rollback_aliases, status_rows
+    from plex.services.deploy import (
+        kubeconfig,
+        move_aliases,
+        rollback_moves,
+        rolled_back,
+        status_rows,
+    )
 
     # A newer generation of every role (plex data changed): the plan wants to replace.
     Baker(with_agent_offset(test_plex, 41), incus, Paths.under(ROOT)).bake(list(Role))
     assert not make_deploy_plan(test_plex, incus)[0].empty
     assert not any(r["up_to_date"] for r in status_rows(test_plex, incus))
     # Rolling back points every role at the generation the nodes run: nothing to redeploy.
-    moved = rollback_aliases(test_plex, incus)
-    assert {m.role: m.to_digest for m in moved} == {r: baked[r].digest for r in baked}
+    observed = incus.observe(test_plex.name)
+    moves = rollback_moves(test_plex, observed)
+    assert {m.role: m.to_digest for m in moves} == {r: baked[r].digest for r in baked}
+    assert incus.observe(test_plex.name).aliases == observed.aliases  # planned, not moved
+    assert rolled_back(observed, moves).aliases != observed.aliases
+    move_aliases(incus, moves)
     assert make_deploy_plan(test_plex, incus)[0].empty
+    # `plex plan` plans the same images deploy uses: after the rollback, nothing either.
+    shown = plan_for(test_plex, [], False, None, None)
+    assert shown.empty and shown.to_json() == make_deploy_plan(test_plex, incus)[0].to_json()
     rows = status_rows(test_plex, incus)
     assert all(r["ready"] and r["up_to_date"] and r["state"] == "Running" for r in rows), rows
     kc = kubeconfig(test_plex, incus)

@@ -30,7 +30,7 @@ from plex.model import topology
 from plex.model.image import image_alias
 from plex.model.plex import NightlyConfig, Plex, Role
 from plex.services.bake import Baker, Paths
-from plex.services.deploy import destroy
+from plex.services.destroy import destroy
 from plex.services.nightly import run_nightly
 from plex.services.nightly_report import load_history, report_dir
 from plex.store.catalog import load_catalog

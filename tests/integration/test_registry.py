@@ -29,7 +29,8 @@ from plex.deploy.spec import registry_volume
 from plex.model import topology
 from plex.model.plex import Engine
 from plex.services import registry as ops
-from plex.services.deploy import deploy, destroy
+from plex.services.deploy import deploy
+from plex.services.destroy import destroy
 
 from .conftest import ROOT
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.cli.commands.config import validate
 from plex.plexfile.crosscheck import Neighbour, live_collisions
 from plex.plexfile.load import load_plex
+from plex.services.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "images"
 
 
 def demo_data() -> dict:  # type: ignore[type-arg]
@@ -33,7 +34,7 @@ def test_a_copy_on_the_same_bridge_is_refused_naming_both_files_and_lines(
     other = demo_data()
     other["incus"]["project"] = "another-project"  # projects do not separate DNS names
     b = write(tmp_path / "b.yaml", other)
-    _, _, errors = validate([a, b])
+    errors = validate([a, b], IMAGES).errors
     got = {e.path: e for e in errors}
     assert set(got) == {"network.cidr", "network.vip", "network.virtual_router_id", "name"}
     for path, key in (("network.cidr", "cidr:"), ("network.vip", "vip:"),
@@ -52,7 +53,7 @@ def test_a_second_plex_with_its_own_cidr_vip_router_id_and_name_passes(tmp_path:
     other["network"].update({"cidr": "10.77.1.0/24", "gateway": "10.77.1.1",
                              "vip": "10.77.1.10", "virtual_router_id": 78, "dns": ["10.77.1.1"]})
     b = write(tmp_path / "b.yaml", other)
-    assert validate([a, b])[2] == []
+    assert validate([a, b], IMAGES).errors == []
 
 
 def test_overlapping_cidrs_with_different_prefixes_are_caught(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_overlapping_cidrs_with_different_prefixes_are_caught(tmp_path: Path) ->
     for role, off in (("registry", 5), ("lb", 11), ("server", 21), ("agent", 31)):
         other["roles"][role]["offset"] = off
     b = write(tmp_path / "b.yaml", other)
-    errors = validate([a, b])[2]
+    errors = validate([a, b], IMAGES).errors
     assert [e.path for e in errors] == ["network.cidr"]
     assert "10.77.0.128/25 overlaps 10.77.0.0/24 of plex 'demo'" in errors[0].message
 
@@ -75,11 +76,11 @@ def test_the_same_names_on_different_networks_are_fine(tmp_path: Path) -> None:
     other = demo_data()
     other["incus"]["network"] = "plexbr9"
     b = write(tmp_path / "b.yaml", other)
-    assert validate([a, b])[2] == []
+    assert validate([a, b], IMAGES).errors == []
 
 
 def test_the_shipped_plexes_do_not_collide() -> None:
-    assert validate(sorted((ROOT / "plexes").glob("*.yaml")))[2] == []
+    assert validate(sorted((ROOT / "plexes").glob("*.yaml")), IMAGES).errors == []
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
 from plex.model.plex import Plex, Role, Virt
 
@@ -27,13 +27,7 @@ def parse_roles(plex: Plex, types: list[str]) -> list[Role]:
         return configured
     out: list[Role] = []
     for t in types:
-        try:
-            role = Role(t)
-        except ValueError:
-            raise UsageError(f"unknown role '{t}'",
-                             hint="lb, server, agent, registry or all") from None
-        if role not in configured:
-            raise UsageError(f"plex '{plex.name}' has no {t} nodes")
+        role = parse_role(plex, t)
         if role not in out:
             out.append(role)
     return out

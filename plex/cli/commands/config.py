@@ -9,30 +9,13 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
-from plex.errors import ConfigError, ConfigErrors
+from plex.cli.commands.bake import project_root
+from plex.errors import ConfigErrors
 from plex.model import topology
 from plex.model.plex import Plex
 from plex.plexfile.checks import warnings
-from plex.plexfile.crosscheck import PlexFile, cross_check
-from plex.plexfile.load import json_schema, load_plex
-
-
-def validate(paths: list[Path]) -> tuple[list[Plex], list[str], list[ConfigError]]:
-    """Validate every file; collect all errors instead of stopping at the first file."""
-    plexes: list[Plex] = []
-    warns: list[str] = []
-    errors: list[ConfigError] = []
-    for p in paths:
-        try:
-            plex = load_plex(p)
-        except ConfigErrors as e:
-            errors.extend(e.errors)
-            continue
-        plexes.append(plex)
-        warns.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
-    # Plexes against each other: what two plexes on one network must not share.
-    errors.extend(cross_check([PlexFile.read(x) for x in plexes]))
-    return plexes, warns, errors
+from plex.plexfile.load import json_schema
+from plex.services.validate import validate
 
 
 @app.command("validate")
@@ -40,12 +23,12 @@ def validate_cli(
     files: Annotated[list[Path], typer.Argument(help="plex files to check")],
 ) -> None:
     """Check plex files: one line per problem (file:line: field: what is wrong), exit 2."""
-    plexes, warns, errors = validate(files)
-    for w in warns:
+    result = validate(files, project_root() / "images")
+    for w in result.warnings:
         ui.warn(w)
-    if errors:
-        raise ConfigErrors(errors)
-    for plex in plexes:
+    if result.errors:
+        raise ConfigErrors(result.errors)
+    for plex in result.plexes:
         ui.info(f"[green]✓[/green] {plex.source}: plex '{plex.name}', "
                 f"{len(topology.nodes(plex))} nodes")
 

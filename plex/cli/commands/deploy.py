@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.cli.commands.bake import project_root
+from plex.cli.commands.plan import render
 from plex.deploy.genders import genders
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role
+from plex.model.plex import Plex, Role, Runtime
 
 if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
+    from plex.backends.incus import Incus
     from plex.deploy.plan import Plan
     from plex.services.apply import ApplyResult
 
@@ -26,38 +28,51 @@ ParallelOpt = Annotated[int, typer.Option(help="nodes created at once inside a w
 ForceOpt = Annotated[bool, typer.Option(help="apply a plan that loses etcd quorum")]
 
 
-def show_plan(plan: Plan) -> None:
-    if plan.empty:
-        ui.info(f"[green]plan for {plan.plex}: no changes[/green]")
-        return
-    ui.table(f"plan for {plan.plex} (project {plan.project})", ["", "node", "action", "reason"],
-             plan.render_rows())
-    for i, wave in enumerate(plan.waves, 1):
-        ui.info(f"  wave {i}: {', '.join(a.node for a in wave)}")
-    for note in plan.notes:
-        ui.warn(note)
-
-
-def _connect(p: Plex):  # type: ignore[no-untyped-def]
+def _connect(p: Plex) -> Incus:
     from plex.backends.incus import connect
 
     return connect(p.incus)
 
 
-def run_deploy(p: Plex, replace: list[str], yes: bool, parallel: int, force: bool,
-               as_json: bool, verb: str = "deploy") -> tuple[Plan, ApplyResult | None]:
-    from plex.services.deploy import apply_plan, make_deploy_plan
+def confirm_or_refuse(question: str, yes: bool, refused: str) -> None:
+    """Nothing changes without a yes: --yes, or an answer on a terminal. JSON output is no
+    answer: without --yes and without a terminal to ask on, refuse (exit 2)."""
+    if yes:
+        return
+    if not ui.can_ask():
+        raise UsageError(f"{refused}: no terminal to confirm on", hint="re-run with --yes")
+    if not ui.confirm(question):
+        raise UsageError(refused, hint="re-run with --yes to apply without asking")
+
+
+def run_deploy(p: Plex, incus: Incus, replace: list[str], yes: bool, parallel: int,
+               force: bool, as_json: bool, verb: str = "deploy", rollback: bool = False,
+               role: Role | None = None) -> tuple[Plan, ApplyResult | None]:
+    """Observe, plan, show, confirm, then apply, under the deploy lock. A rollback plans over
+    the aliases as they will be and moves them only once confirmed."""
+    from plex.services.deploy import (
+        apply_plan,
+        move_aliases,
+        plan_observed,
+        rollback_moves,
+        rolled_back,
+    )
     from plex.store.lock import plex_lock
 
-    incus = _connect(p)
     with plex_lock(p.name, "deploy"):
-        plan, _ = make_deploy_plan(p, incus, replace, force)
-        if not as_json:
-            show_plan(plan)
+        observed = incus.observe(p.name)
+        moves = rollback_moves(p, observed, role) if rollback else []
+        plan = plan_observed(p, rolled_back(observed, moves), replace, force)
+        for m in moves:
+            ui.info(f"{p.name}/{m.role}: {str(m.from_digest)[:12]} -> {m.to_digest[:12]}")
+        render(plan, err=as_json)
+        if plan.empty and not moves:
+            return plan, None
+        what = f"apply {len(plan.waves)} wave(s)" if not plan.empty else "move the aliases"
+        confirm_or_refuse(f"{verb} {p.name}: {what}?", yes, "not applied")
+        move_aliases(incus, moves)
         if plan.empty:
             return plan, None
-        if not yes and not ui.confirm(f"{verb} {p.name}: apply {len(plan.waves)} wave(s)?"):
-            raise UsageError("not applied", hint="re-run with --yes to apply without asking")
         with ui.progress() as prog:
             tasks: dict[str, ui.TaskID] = {}
 
@@ -91,8 +106,8 @@ def deploy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
     """Plan, confirm, then converge the plex in health-gated waves."""
     as_json = check_output(output)
     started = time.monotonic()
-    plan, result = run_deploy(get_plex(plex), replace or [], yes or as_json, parallel, force,
-                              as_json)
+    p = get_plex(plex)
+    plan, result = run_deploy(p, _connect(p), replace or [], yes, parallel, force, as_json)
     _report(plan, result, as_json, started)
 
 
@@ -103,8 +118,9 @@ def reset_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
     """Fast lab reset: replace the master and everything depending on it, same images."""
     as_json = check_output(output)
     started = time.monotonic()
-    plan, result = run_deploy(get_plex(plex), ["master"], yes or as_json, parallel, False,
-                              as_json, verb="reset")
+    p = get_plex(plex)
+    plan, result = run_deploy(p, _connect(p), ["master"], yes, parallel, False, as_json,
+                              verb="reset")
     _report(plan, result, as_json, started)
 
 
@@ -114,12 +130,18 @@ def destroy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
                                                    "cache volume")] = False,
                 yes: YesOpt = False) -> None:
     """Delete every instance the plex owns (never anything else); keeps the registry cache."""
-    from plex.services.deploy import destroy
+    from plex.services.destroy import destroy
 
     p = get_plex(plex)
-    if not yes and not ui.confirm(f"destroy every instance of plex {p.name}?"):
-        raise UsageError("not destroyed", hint="re-run with --yes")
-    removed = destroy(p, _connect(p), everything=all_)
+    docker = None
+    if p.registry.runtime is Runtime.DOCKER:
+        from plex.backends.docker import SdkDocker
+
+        docker = SdkDocker()
+    what = "instance and registry container" if docker else "instance"
+    extra = " and its registry cache" if all_ else ""
+    confirm_or_refuse(f"destroy every {what} of plex {p.name}{extra}?", yes, "not destroyed")
+    removed = destroy(p, _connect(p), everything=all_, docker=docker)
     ui.info(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}")
 
 
@@ -129,16 +151,12 @@ def rollback_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
                  yes: YesOpt = False, parallel: ParallelOpt = 8,
                  output: OutputOpt = "table") -> None:
     """Redeploy the previous image generation (of one role, or of every role)."""
-    from plex.services.deploy import rollback_aliases
-
     as_json = check_output(output)
     p = get_plex(plex)
-    r = Role(role) if role else None
-    moved = rollback_aliases(p, _connect(p), r)
-    for m in moved:
-        ui.info(f"{p.name}/{m.role}: {str(m.from_digest)[:12]} -> {m.to_digest[:12]}")
+    r = parse_role(p, role) if role is not None else None
     started = time.monotonic()
-    plan, result = run_deploy(p, [], yes or as_json, parallel, False, as_json, verb="rollback")
+    plan, result = run_deploy(p, _connect(p), [], yes, parallel, False, as_json,
+                              verb="rollback", rollback=True, role=r)
     _report(plan, result, as_json, started)
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.deploy.plan import Plan, Verb, make_plan
+from plex.deploy.plan import Plan, Verb
 from plex.errors import BackendError, ConfigError, UsageError
 from plex.model.image import ImageRef
 from plex.model.observed import Observed
@@ -56,18 +54,6 @@ def load_images_file(path: Path) -> dict[Role, ImageRef]:
     return out
 
 
-def catalog_images(plex: Plex) -> dict[Role, ImageRef] | None:
-    """The images the catalog says are current, or None while there is no such catalog API."""
-    try:
-        catalog = importlib.import_module("plex.store.catalog")
-    except ModuleNotFoundError:
-        return None
-    fn = getattr(catalog, "current_images", None)
-    if fn is None:
-        return None
-    return cast(Callable[[Plex], dict[Role, ImageRef]], fn)(plex)
-
-
 def observe(plex: Plex) -> Observed:
     from plex.backends.incus import connect  # pylxd only when a daemon is really wanted
 
@@ -92,20 +78,21 @@ def plan_for(
     observed = load_observed_file(observed_file) if observed_file else observe(plex)
     if observed.plex != plex.name:
         raise UsageError(f"the observed snapshot is of plex '{observed.plex}', not '{plex.name}'")
-    images = load_images_file(images_file) if images_file else catalog_images(plex)
-    if images is None:
-        raise UsageError("no image catalog to plan against",
-                         hint="pass --images FILE.json ({role: {digest, fingerprint, alias}})")
-    return make_plan(plex, images, observed, replace, force)
+    from plex.services.deploy import plan_observed
+
+    images = load_images_file(images_file) if images_file else None
+    return plan_observed(plex, observed, replace, force, images)
 
 
-def render(plan: Plan) -> None:
+def render(plan: Plan, err: bool = False) -> None:
+    """The one rendering of a Plan (plan, deploy, reset, rollback); on stderr (`err`) when
+    stdout carries JSON."""
     ui.table(f"plan for {plan.plex} · project {plan.project}",
-             ["", "node", "action", "reason"], plan.render_rows())
+             ["", "node", "action", "reason"], plan.render_rows(), err=err)
     if plan.waves:
         ui.table("waves", ["wave", "nodes (a wave starts when the previous one is healthy)"],
                  [[str(i), ", ".join(a.node for a in wave)]
-                  for i, wave in enumerate(plan.waves, 1)])
+                  for i, wave in enumerate(plan.waves, 1)], err=err)
     for note in plan.notes:
         ui.warn(note)
     if plan.cascade_from:

@@ -1,0 +1,82 @@
+"""`plex validate`: every rule a plex must pass before bake, deploy or the nightly run.
+
+Loading checks the file itself (YAML, schema, cross-field rules, CA files). The rules checked
+here are the ones the later steps apply to the loaded plex: the registry engine's (upstream
+names it can serve, TLS, ports), the nightly smoke image against the registry upstreams, and
+each role's base image (it exists; a VM role's is a qcow2 base). Each problem comes back with
+the plex file's line of its field, like a load error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plex.bake.bases import base_problems
+from plex.errors import ConfigError, ConfigErrors, PlexError
+from plex.model import topology
+from plex.model.plex import Plex
+from plex.plexfile.checks import warnings
+from plex.plexfile.crosscheck import PlexFile, cross_check
+from plex.plexfile.load import load_plex, with_line
+from plex.registry.engines import engine_files
+from plex.registry.mirrors import node_files
+from plex.services.smoke import smoke_image
+
+
+@dataclass
+class Validation:
+    plexes: list[Plex] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[ConfigError] = field(default_factory=list)
+
+
+def _errors(e: PlexError, plex: Plex) -> list[ConfigError]:
+    if isinstance(e, ConfigErrors):
+        return list(e.errors)
+    if isinstance(e, ConfigError):
+        return [e]
+    return [ConfigError(plex.source, "", e.message, hint=e.hint)]
+
+
+def later_rules(plex: Plex, images: Path) -> tuple[list[ConfigError], list[ConfigError]]:
+    """(errors, warnings) of the rules bake, deploy and nightly apply to a loaded plex."""
+    errors: list[ConfigError] = []
+    warns: list[ConfigError] = []
+    if topology.registry_node(plex) is not None:
+        for render in (engine_files, node_files):
+            try:
+                render(plex)
+            except PlexError as e:
+                errors += _errors(e, plex)
+        try:
+            smoke_image(plex)
+        except PlexError as e:
+            # The default smoke image only matters once the plex runs the nightly: a plex
+            # that names its own (a nightly section) must get it right.
+            (errors if "nightly" in plex.model_fields_set else warns).extend(_errors(e, plex))
+    errors += base_problems(plex, images)
+    return errors, warns
+
+
+def validate(paths: Sequence[Path], images: Path) -> Validation:
+    """Validate every file; collect all problems instead of stopping at the first file."""
+    out = Validation()
+    files: list[PlexFile] = []
+    for p in paths:
+        try:
+            plex = load_plex(p)
+        except ConfigErrors as e:
+            out.errors.extend(e.errors)
+            continue
+        out.plexes.append(plex)
+        pf = PlexFile.read(plex)
+        files.append(pf)
+        out.warnings.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
+        errors, warns = later_rules(plex, images)
+        out.errors.extend(with_line(e, pf.lines) for e in errors)
+        out.warnings.extend(with_line(w, pf.lines).message for w in warns)
+    # Plexes against each other: what two plexes on one network must not share.
+    out.errors.extend(cross_check(files))
+    return out
