@@ -53,6 +53,7 @@ lint: install
 bench: install setup
 	$(BIN)/python bench/bake.py
 	$(BIN)/python bench/reset.py
+	$(BIN)/python bench/cli.py
 
 nightly: install setup
 	$(PLEX) nightly verniplex

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 
 from plex.errors import ConfigError, ConfigErrors
@@ -18,6 +17,8 @@ def _to_yaml(value: Any) -> str:
 
 class Renderer:
     def __init__(self, templates: Path) -> None:
+        import jinja2  # start-up time: `plex validate` loads recipes' modules, never renders
+
         self.templates = templates
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(templates)),
@@ -30,6 +31,8 @@ class Renderer:
         self.env.filters["to_yaml"] = _to_yaml
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
+        import jinja2  # loaded by __init__ already
+
         try:
             return self.env.get_template(name).render(context)
         except jinja2.TemplateNotFound:

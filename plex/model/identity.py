@@ -19,9 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
 from plex.errors import UsageError
 from plex.model import topology
 from plex.model.plex import Plex, Role
@@ -106,6 +103,10 @@ class SystemKeyGen:
     """Real keys from `cryptography` and the OS CSPRNG."""
 
     def host_key(self, kind: str, comment: str) -> HostKey:
+        # start-up time: only generating a key needs cryptography, not loading a plex
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
         key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
         if kind == "ed25519":
             key = ed25519.Ed25519PrivateKey.generate()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from plex.model.plex import Plex
+
+if TYPE_CHECKING:  # start-up time: x509 loads only when a plex names CA files
+    from cryptography import x509
 
 # Debian's update-ca-certificates picks up *.crt below this directory.
 TRUST_DIR = "/usr/local/share/ca-certificates/plex"
@@ -56,6 +58,8 @@ def _read(path: Path) -> tuple[str, list[x509.Certificate]]:
     if not blocks:
         raise ValueError(f"{path}: not a PEM certificate (no BEGIN CERTIFICATE block)")
     try:
+        from cryptography import x509
+
         certs = [c for b in blocks for c in x509.load_pem_x509_certificates(b)]
     except ValueError as e:
         raise ValueError(f"{path}: not a valid PEM certificate ({e})") from None
