@@ -48,8 +48,7 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.monotonic() - t
 
 
-def bench_plex(project: str, pool: str, network: str, release_url: str, agent_offset: int
-               ) -> Plex:
+def bench_plex(project: str, pool: str, network: str, release_url: str, agent_offset: int) -> Plex:
     data = yaml.safe_load((ROOT / "plexes/demo.yaml").read_text())
     data["incus"].update(project=project, pool=pool, network=network)
     data["kubernetes"]["release_url"] = release_url
@@ -64,16 +63,42 @@ def by_hand(plex: Plex, project: str, pool: str) -> float:
     for role, recipe in recipes.items():
         name = f"byhand-{role.value}"
         p = ["--project", project]
-        sh("incus", "launch", package_alias(recipe.package.digest), name, *p, "--no-profiles",
-           "-s", pool)
+        sh(
+            "incus",
+            "launch",
+            package_alias(recipe.package.digest),
+            name,
+            *p,
+            "--no-profiles",
+            "-s",
+            pool,
+        )
         with tempfile.TemporaryDirectory() as d:
             for f in recipe.layer.files:
                 local = Path(d) / f.path.lstrip("/").replace("/", "_")
                 local.write_bytes(f.content)
-                sh("incus", "file", "push", "--create-dirs", "--mode", f"{f.mode:04o}",
-                   str(local), f"{name}{f.path}", *p)
-        sh("incus", "exec", name, *p, "--", "systemctl", "--root=/", "enable",
-           *recipe.layer.services)
+                sh(
+                    "incus",
+                    "file",
+                    "push",
+                    "--create-dirs",
+                    "--mode",
+                    f"{f.mode:04o}",
+                    str(local),
+                    f"{name}{f.path}",
+                    *p,
+                )
+        sh(
+            "incus",
+            "exec",
+            name,
+            *p,
+            "--",
+            "systemctl",
+            "--root=/",
+            "enable",
+            *recipe.layer.services,
+        )
         for cmd in recipe.layer.commands:
             sh("incus", "exec", name, *p, "--", "sh", "-ec", cmd)
         sh("incus", "stop", "--force", name, *p)
@@ -86,8 +111,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="plexbr0")
     ap.add_argument("--pool", default="plex")
-    ap.add_argument("--keep-cache", action="store_true",
-                    help="reuse the machine's layer cache (no cold bake)")
+    ap.add_argument(
+        "--keep-cache", action="store_true", help="reuse the machine's layer cache (no cold bake)"
+    )
     args = ap.parse_args()
 
     from tests.fixtures.build_standin import build_standin_rke2
@@ -124,8 +150,10 @@ def main() -> int:
         print(f"{k:36} {v:9.2f} {v / base:10.2f}x")
     print(f"by hand / data-only rebake: {base / res['data-only rebake']:.1f}x faster with plex")
     print(f"by hand / no-op bake:       {base / res['no-op bake']:.0f}x faster with plex")
-    print("cold bake includes 3 mmdebstrap package layers (server+agent share one); the by-hand "
-          "run reuses plex's package layers, so it is only the plex-layer part of a bake")
+    print(
+        "cold bake includes 3 mmdebstrap package layers (server+agent share one); the by-hand "
+        "run reuses plex's package layers, so it is only the plex-layer part of a bake"
+    )
     return 0
 
 

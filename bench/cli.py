@@ -22,15 +22,19 @@ GOAL = 0.25  # seconds, median
 COMMANDS: dict[str, list[str]] = {
     "python -c pass (floor)": [sys.executable, "-c", "pass"],
     "plex --help": [sys.executable, "-m", "plex", "--help"],
-    "plex validate plexes/demo.yaml": [sys.executable, "-m", "plex", "validate",
-                                       "plexes/demo.yaml"],
+    "plex validate plexes/demo.yaml": [
+        sys.executable,
+        "-m",
+        "plex",
+        "validate",
+        "plexes/demo.yaml",
+    ],
 }
 
 
 def once(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -39,7 +43,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=21)
     args = ap.parse_args()
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for name, argv in COMMANDS.items():  # warm the page cache and .pyc files first
+    for argv in COMMANDS.values():  # warm the page cache and .pyc files first
         once(argv)
     for _ in range(args.runs):
         for name, argv in COMMANDS.items():

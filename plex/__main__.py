@@ -60,5 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     # In non-standalone mode `raise typer.Exit(n)` comes back as the return value.
     return rv if isinstance(rv, int) else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

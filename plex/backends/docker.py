@@ -59,12 +59,19 @@ class ContainerSpec:
     def digest(self) -> str:
         """Changes when anything about the container would change (file contents included,
         hashed: the digest is a label anyone can read, the content is not)."""
-        canonical = json.dumps({
-            "image": self.image, "entrypoint": self.entrypoint, "command": self.command,
-            "volumes": dict(self.volumes), "labels": dict(self.labels),
-            "files": [[f.path, f.mode, hashlib.sha256(f.content).hexdigest()]
-                      for f in self.files],
-        }, sort_keys=True)
+        canonical = json.dumps(
+            {
+                "image": self.image,
+                "entrypoint": self.entrypoint,
+                "command": self.command,
+                "volumes": dict(self.volumes),
+                "labels": dict(self.labels),
+                "files": [
+                    [f.path, f.mode, hashlib.sha256(f.content).hexdigest()] for f in self.files
+                ],
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -123,8 +130,9 @@ class SdkDocker:
                 self.client = docker.DockerClient(base_url=base_url, timeout=timeout)
             self.client.ping()
         except docker.errors.DockerException as e:
-            raise BackendError(f"cannot reach the Docker engine: {e}",
-                               hint="start dockerd, or set DOCKER_HOST") from None
+            raise BackendError(
+                f"cannot reach the Docker engine: {e}", hint="start dockerd, or set DOCKER_HOST"
+            ) from None
 
     def _fail(self, what: str, e: Exception) -> BackendError:
         return BackendError(f"docker: {what}: {getattr(e, 'explanation', None) or e}")
@@ -201,11 +209,14 @@ class SdkDocker:
         out = []
         for c in found:
             attrs: dict[str, Any] = c.attrs
-            out.append(ContainerInfo(
-                name=c.name, status=c.status,
-                image=str(attrs.get("Config", {}).get("Image", "")),
-                labels=dict(attrs.get("Config", {}).get("Labels") or {}),
-            ))
+            out.append(
+                ContainerInfo(
+                    name=c.name,
+                    status=c.status,
+                    image=str(attrs.get("Config", {}).get("Image", "")),
+                    labels=dict(attrs.get("Config", {}).get("Labels") or {}),
+                )
+            )
         return out
 
     def run(self, spec: ContainerSpec) -> None:
@@ -243,8 +254,11 @@ class SdkDocker:
         except self._errors as e:
             raise self._fail(f"exec {argv[0]} in {name}", e) from None
         out, err = res.output if isinstance(res.output, tuple) else (res.output, b"")
-        return ExecResult(int(res.exit_code or 0), (out or b"").decode(errors="replace"),
-                          (err or b"").decode(errors="replace"))
+        return ExecResult(
+            int(res.exit_code or 0),
+            (out or b"").decode(errors="replace"),
+            (err or b"").decode(errors="replace"),
+        )
 
     def logs(self, name: str) -> str:
         try:

@@ -25,8 +25,9 @@ MIRROR_ENV = "PLEX_DEBIAN_MIRROR"
 
 
 def mirror_for(layer: PackageLayer) -> str:
-    return os.environ.get(MIRROR_ENV) or str(layer.base.data.get("mirror",
-                                                                 "http://deb.debian.org/debian"))
+    return os.environ.get(MIRROR_ENV) or str(
+        layer.base.data.get("mirror", "http://deb.debian.org/debian")
+    )
 
 
 def build_rootfs(
@@ -38,8 +39,10 @@ def build_rootfs(
     """Run mmdebstrap to write `out` (a rootfs tarball); returns it. Atomic: `out` only appears
     when the build succeeded."""
     if shutil.which("mmdebstrap") is None:
-        raise BackendError("mmdebstrap is not installed", hint="run bin/setup-incus (or apt-get "
-                           "install mmdebstrap)")
+        raise BackendError(
+            "mmdebstrap is not installed",
+            hint="run bin/setup-incus (or apt-get install mmdebstrap)",
+        )
     base = layer.base.data
     apt_cache.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +53,11 @@ def build_rootfs(
     fresh.mkdir()
     tmp_out = work / "rootfs.tar"
     hooks: list[str] = [
-        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
+        '--setup-hook=mkdir -p "$1"/var/cache/apt/archives',
         f"--setup-hook=sync-in {shlex.quote(str(apt_cache))} /var/cache/apt/archives",
     ]
     if artifact_paths:
-        hooks.append(f"--customize-hook=mkdir -p \"$1\"{ARTIFACT_DIR}")
+        hooks.append(f'--customize-hook=mkdir -p "$1"{ARTIFACT_DIR}')
     for artifact, commands in layer.artifacts:
         src = artifact_paths[artifact.name]
         dest = f"{ARTIFACT_DIR}/{artifact.filename}"
@@ -64,14 +67,14 @@ def build_rootfs(
     for cmd in layer.commands:
         hooks.append(_chroot_hook(cmd))
     hooks += [
-        f"--customize-hook=rm -rf \"$1\"{ARTIFACT_DIR}",
+        f'--customize-hook=rm -rf "$1"{ARTIFACT_DIR}',
         f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(fresh))}",
         # Keep images small: package lists and .debs are not needed on a node.
-        "--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*",
+        '--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*',
         # mmdebstrap copies the build host's resolv.conf and hostname into the rootfs: a node
         # must never carry them (the plex layer writes resolv.conf from the plex's network.dns;
         # Incus templates the hostname).
-        "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname",
+        '--customize-hook=rm -f "$1"/etc/resolv.conf "$1"/etc/hostname',
     ]
     argv = [
         "mmdebstrap",
@@ -89,17 +92,17 @@ def build_rootfs(
         _merge_cache(fresh, apt_cache)
         tmp_out.replace(out)
     except CommandError as e:
-        raise BackendError(f"mmdebstrap failed for package layer {layer.digest[:12]}: "
-                           f"{_last_error(e.output)}",
-                           hint=f"mirror {mirror_for(layer)}; set {MIRROR_ENV} to use another"
-                           ) from None
+        raise BackendError(
+            f"mmdebstrap failed for package layer {layer.digest[:12]}: {_last_error(e.output)}",
+            hint=f"mirror {mirror_for(layer)}; set {MIRROR_ENV} to use another",
+        ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def _chroot_hook(cmd: str) -> str:
-    return f"--customize-hook=chroot \"$1\" /bin/sh -ec {shlex.quote(cmd)}"
+    return f'--customize-hook=chroot "$1" /bin/sh -ec {shlex.quote(cmd)}'
 
 
 def _merge_cache(fresh: Path, cache: Path) -> None:

@@ -19,13 +19,18 @@ def vm_bases(plex: Plex, roles: Sequence[Role], images: Path) -> dict[Role, Qcow
         name = plex.os_for(role).base
         base = load_base_image(images, name)
         rc = plex.roles.get(role)
-        field = f"roles.{role.value}.os.base" if rc is not None and rc.os is not None \
-            else "os.base"
+        field = f"roles.{role.value}.os.base" if rc is not None and rc.os is not None else "os.base"
         if base.kind != "qcow2":
-            raise ConfigErrors([ConfigError(
-                plex.source or f"plexes/{plex.name}.yaml", field,
-                f"'{name}' ({base.kind}) cannot be baked as a VM",
-                hint="VM roles need a qcow2 base such as opensuse-microos")])
+            raise ConfigErrors(
+                [
+                    ConfigError(
+                        plex.source or f"plexes/{plex.name}.yaml",
+                        field,
+                        f"'{name}' ({base.kind}) cannot be baked as a VM",
+                        hint="VM roles need a qcow2 base such as opensuse-microos",
+                    )
+                ]
+            )
         out[role] = Qcow2Base.from_base(base, str(images))
     return out
 

@@ -100,8 +100,11 @@ class Qcow2Base:
         if base.kind != "qcow2":
             raise bad("kind", f"'{base.kind}' is not a VM base (VM images need kind: qcow2)")
         if base.family != "suse":
-            raise bad("family", "the Packer template installs with transactional-update: "
-                      "only family: suse (MicroOS) is supported")
+            raise bad(
+                "family",
+                "the Packer template installs with transactional-update: "
+                "only family: suse (MicroOS) is supported",
+            )
         for key in ("url", "checksum_url"):
             value = base.data.get(key)
             if not isinstance(value, str) or not re.fullmatch(r"https?://\S+", value):
@@ -132,8 +135,9 @@ class BuildPaths:
             seed_files=("/build/seed/user-data", "/build/seed/meta-data"),
             ssh_key="/build/id_ed25519",
             files_tar=f"/build/{FILES_TAR}",
-            artifacts=tuple((a.name, f"/build/artifacts/{a.filename}")
-                            for a, _ in recipe.package.artifacts),
+            artifacts=tuple(
+                (a.name, f"/build/artifacts/{a.filename}") for a, _ in recipe.package.artifacts
+            ),
         )
 
 
@@ -151,8 +155,17 @@ class VmSpec:
         return cls(disk_mib=size_mib(rc.disk) if rc is not None else 8192)
 
 
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 
 
 def size_mib(size: str) -> int:
@@ -175,8 +188,11 @@ def reboot_method(role: Role) -> RebootMethod:
 
 def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
     method = reboot_method(role)
-    out = [RenderedFile("/etc/transactional-update.conf",
-                        transactional_update_conf(method).encode(), 0o644)]
+    out = [
+        RenderedFile(
+            "/etc/transactional-update.conf", transactional_update_conf(method).encode(), 0o644
+        )
+    ]
     if method is RebootMethod.REBOOTMGR:
         names = [n.name for n in topology.nodes(plex, reserved=True) if n.role is role]
         for node, window in assign_windows(plex.reboot_windows, names).items():
@@ -185,12 +201,15 @@ def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
             for path in ("/etc/rebootmgr.conf", "/etc/rebootmgr/rebootmgr.conf"):
                 out.append(RenderedFile(f"{NODES_DIR}/{node}{path}", text, 0o644))
     if role.is_kube:
-        out.append(RenderedFile(
-            "/etc/profile.d/plex-rke2.sh",
-            b"# Written by plex: RKE2 and its kubectl on the PATH of login shells.\n"
-            b"export PATH=\"$PATH:" + RKE2_PREFIX.encode() + b"/bin:/var/lib/rancher/rke2/bin\"\n"
-            b"export KUBECONFIG=/etc/rancher/rke2/rke2.yaml\n",
-            0o644))
+        out.append(
+            RenderedFile(
+                "/etc/profile.d/plex-rke2.sh",
+                b"# Written by plex: RKE2 and its kubectl on the PATH of login shells.\n"
+                b'export PATH="$PATH:' + RKE2_PREFIX.encode() + b'/bin:/var/lib/rancher/rke2/bin"\n'
+                b"export KUBECONFIG=/etc/rancher/rke2/rke2.yaml\n",
+                0o644,
+            )
+        )
     return tuple(out)
 
 
@@ -226,8 +245,15 @@ def _q(*words: str) -> str:
 
 def _transaction(script: Sequence[str]) -> str:
     """A shell line running `script` inside the next snapshot."""
-    return _q("transactional-update", "--non-interactive", "--continue", "run",
-              "/bin/sh", "-ec", "\n".join(script))
+    return _q(
+        "transactional-update",
+        "--non-interactive",
+        "--continue",
+        "run",
+        "/bin/sh",
+        "-ec",
+        "\n".join(script),
+    )
 
 
 def _step(name: str, lines: Sequence[str], **extra: Any) -> dict[str, Any]:
@@ -267,30 +293,54 @@ def _artifact_steps(recipe: Recipe, base: Qcow2Base) -> list[dict[str, Any]]:
         path = f"{BUILD_DIR}/{artifact.filename}"
         if artifact.name == "rke2" and base.rke2_install is Rke2Install.TAR:
             units = f"{BUILD_DIR}/units"
-            steps.append(_step("rke2 (tarball into /opt/rke2)", [
-                # Live system, outside any transaction: /opt is its own writable subvolume.
-                _q("mkdir", "-p", RKE2_PREFIX, units, "/var/lib/rancher/rke2/agent/images"),
-                _q("tar", "-xzf", path, "-C", RKE2_PREFIX),
-                # The units name /usr/local; they go to /etc/systemd/system in the files step.
-                f"for u in {RKE2_PREFIX}/lib/systemd/system/rke2-*.service; do "
-                f"sed 's|/usr/local|{RKE2_PREFIX}|g' \"$u\" > {units}/\"${{u##*/}}\"; done",
-                _q("test", "-s", f"{units}/rke2-{role.value}.service"),
-            ]))
+            steps.append(
+                _step(
+                    "rke2 (tarball into /opt/rke2)",
+                    [
+                        # Live system, outside any transaction: /opt is its own writable subvolume.
+                        _q("mkdir", "-p", RKE2_PREFIX, units, "/var/lib/rancher/rke2/agent/images"),
+                        _q("tar", "-xzf", path, "-C", RKE2_PREFIX),
+                        # The units name /usr/local; the files step moves them to
+                        # /etc/systemd/system.
+                        f"for u in {RKE2_PREFIX}/lib/systemd/system/rke2-*.service; do "
+                        f'sed \'s|/usr/local|{RKE2_PREFIX}|g\' "$u" > {units}/"${{u##*/}}"; done',
+                        _q("test", "-s", f"{units}/rke2-{role.value}.service"),
+                    ],
+                )
+            )
         elif artifact.name == "rke2":
             repo = rke2_rpm_repo(artifact.version)
             package = f"rke2-{role.value}-{rke2_rpm_version(artifact.version)}"
-            steps.append(_step("rke2 (rancher RPM repository)", [
-                _q("mkdir", "-p", "/var/lib/rancher/rke2/agent/images"),
-                _transaction([
-                    f"printf '%s' {shlex.quote(repo)} > /etc/zypp/repos.d/rancher-rke2.repo",
-                    _q("zypper", "--non-interactive", "--gpg-auto-import-keys", "install",
-                       package),
-                ]),
-            ]))
+            steps.append(
+                _step(
+                    "rke2 (rancher RPM repository)",
+                    [
+                        _q("mkdir", "-p", "/var/lib/rancher/rke2/agent/images"),
+                        _transaction(
+                            [
+                                f"printf '%s' {shlex.quote(repo)}"
+                                " > /etc/zypp/repos.d/rancher-rke2.repo",
+                                _q(
+                                    "zypper",
+                                    "--non-interactive",
+                                    "--gpg-auto-import-keys",
+                                    "install",
+                                    package,
+                                ),
+                            ]
+                        ),
+                    ],
+                )
+            )
         else:
-            steps.append(_step(f"artifact {artifact.name}", [
-                _transaction([cmd.replace("{path}", shlex.quote(path)) for cmd in install]),
-            ]))
+            steps.append(
+                _step(
+                    f"artifact {artifact.name}",
+                    [
+                        _transaction([cmd.replace("{path}", shlex.quote(path)) for cmd in install]),
+                    ],
+                )
+            )
     return steps
 
 
@@ -357,63 +407,92 @@ def packer_template(
         uploads.append(_upload(artifact_files[artifact.name], artifact.filename))
 
     packages = list(dict.fromkeys((*recipe.package.packages, *MICROOS_PACKAGES)))
-    package_steps: list[dict[str, Any]] = [_step("packages", [
-        _q("transactional-update", "--non-interactive", "--continue", "pkg", "install",
-           *packages),
-    ])]
+    package_steps: list[dict[str, Any]] = [
+        _step(
+            "packages",
+            [
+                _q(
+                    "transactional-update",
+                    "--non-interactive",
+                    "--continue",
+                    "pkg",
+                    "install",
+                    *packages,
+                ),
+            ],
+        )
+    ]
     if recipe.package.commands:
         package_steps.append(_step("package commands", [_transaction(recipe.package.commands)]))
 
     method = reboot_method(role)
     files_script = [_q("tar", "-xpf", f"{BUILD_DIR}/{FILES_TAR}", "-C", "/")]
-    if role.is_kube and base.rke2_install is Rke2Install.TAR and any(
-            a.name == "rke2" for a, _ in recipe.package.artifacts):
-        files_script.append(
-            f"install -m 0644 {BUILD_DIR}/units/*.service /etc/systemd/system/")
+    if (
+        role.is_kube
+        and base.rke2_install is Rke2Install.TAR
+        and any(a.name == "rke2" for a, _ in recipe.package.artifacts)
+    ):
+        files_script.append(f"install -m 0644 {BUILD_DIR}/units/*.service /etc/systemd/system/")
     files_script += list(recipe.layer.validate)
     services = _services(recipe)
     if services:
         files_script.append(_q("systemctl", "enable", *services))
-    files_script.append(_q("systemctl", "enable" if method is RebootMethod.REBOOTMGR
-                           else "disable", "rebootmgr.service"))
+    files_script.append(
+        _q(
+            "systemctl",
+            "enable" if method is RebootMethod.REBOOTMGR else "disable",
+            "rebootmgr.service",
+        )
+    )
     # A file test, not `systemctl cat`: inside the transaction no systemd manager answers.
     files_script.append(
         "for unit in " + " ".join(OTHER_NETWORK_MANAGERS) + "; do "
-        "if [ -e \"/usr/lib/systemd/system/$unit\" ]; then systemctl disable \"$unit\"; fi; "
-        "done")
+        'if [ -e "/usr/lib/systemd/system/$unit" ]; then systemctl disable "$unit"; fi; '
+        "done"
+    )
     files_script += list(recipe.layer.commands)
     # Every node gets its own machine-id on first boot (an empty file, not a missing one, makes
     # systemd treat that boot as the first), and its own host keys at deploy. The recipes say
     # so too; a recipe that forgets must not leak the build VM's into every node.
-    for cmd in ("truncate -s 0 /etc/machine-id",
-                "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub"):
+    for cmd in (
+        "truncate -s 0 /etc/machine-id",
+        "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub",
+    ):
         if cmd not in files_script:
             files_script.append(cmd)
 
-    cleanup = _step("cleanup", [
-        # Live system: /var and /root are subvolumes outside the snapshots.
-        "cloud-init clean --logs",
-        _q("rm", "-rf", BUILD_DIR),
-        "rm -f /root/.ssh/authorized_keys /var/lib/dbus/machine-id",
-        "sync",
-    ])
+    cleanup = _step(
+        "cleanup",
+        [
+            # Live system: /var and /root are subvolumes outside the snapshots.
+            "cloud-init clean --logs",
+            _q("rm", "-rf", BUILD_DIR),
+            "rm -f /root/.ssh/authorized_keys /var/lib/dbus/machine-id",
+            "sync",
+        ],
+    )
 
     return {
         "_comment": f"Written by plex for {plex.name}/{role.value}; "
-                    "regenerated on every bake, do not edit.",
+        "regenerated on every bake, do not edit.",
         "min_packer_version": MIN_PACKER,
         "builders": [builder],
         "provisioners": [
-            _step("wait for cloud-init", [
-                # 2 = finished with recoverable errors (for example an unknown datasource key).
-                "cloud-init status --wait >/dev/null || [ $? -eq 2 ]",
-                _q("mkdir", "-p", BUILD_DIR),
-            ]),
+            _step(
+                "wait for cloud-init",
+                [
+                    # 2 = finished with recoverable errors (for example an unknown datasource key).
+                    "cloud-init status --wait >/dev/null || [ $? -eq 2 ]",
+                    _q("mkdir", "-p", BUILD_DIR),
+                ],
+            ),
             *uploads,
             *package_steps,
             *_artifact_steps(recipe, base),
-            _step(f"plex files ({len(recipe.layer.files)}), services, reboot via "
-                  f"{method.value}", [_transaction(files_script)]),
+            _step(
+                f"plex files ({len(recipe.layer.files)}), services, reboot via {method.value}",
+                [_transaction(files_script)],
+            ),
             cleanup,
         ],
     }
@@ -432,14 +511,16 @@ def vm_inputs(plex: Plex, recipe: Recipe) -> dict[str, Any]:
         "format": VM_FORMAT,
         "recipe_format": RECIPE_FORMAT,
         "recipe": recipe.digest,
-        "extras": {f.path: {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
-                   for f in extra_files(plex, recipe.role)},
-        "template": packer_template(plex, recipe, paths, PLACEHOLDER_CHECKSUM,
-                                    VmSpec.for_role(plex, recipe.role)),
+        "extras": {
+            f.path: {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
+            for f in extra_files(plex, recipe.role)
+        },
+        "template": packer_template(
+            plex, recipe, paths, PLACEHOLDER_CHECKSUM, VmSpec.for_role(plex, recipe.role)
+        ),
         "seed": build_seed(plex.name, recipe.role.value, PLACEHOLDER_KEY).files(),
     }
 
 
 def vm_digest(plex: Plex, recipe: Recipe) -> str:
     return digest_of(vm_inputs(plex, recipe))
-

@@ -90,8 +90,16 @@ class BaseImage:
         return tuple(self.data.get("packages", ()))
 
 
-_RECIPE_KEYS = {"role", "include", "packages", "artifacts", "files", "services", "commands",
-                "validate"}
+_RECIPE_KEYS = {
+    "role",
+    "include",
+    "packages",
+    "artifacts",
+    "files",
+    "services",
+    "commands",
+    "validate",
+}
 
 
 def _recipe_error(file: Path, path: str, problem: str) -> ConfigErrors:
@@ -152,8 +160,11 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
         for i, a in enumerate(part.get("artifacts") or []):
             if not isinstance(a, dict) or "name" not in a:
                 raise _recipe_error(file, f"artifacts[{i}]", "needs a name")
-            artifacts.append(ArtifactSpec(a["name"], _str_list(file, f"artifacts[{i}].install",
-                                                               a.get("install"))))
+            artifacts.append(
+                ArtifactSpec(
+                    a["name"], _str_list(file, f"artifacts[{i}].install", a.get("install"))
+                )
+            )
         for i, f in enumerate(part.get("files") or []):
             if not isinstance(f, dict) or not {"path", "template"} <= set(f):
                 raise _recipe_error(file, f"files[{i}]", "needs path and template")
@@ -165,15 +176,18 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
             except ValueError:
                 raise _recipe_error(file, f"files[{i}].mode", "must be octal like 0644") from None
             # A later entry for the same path (the role's) overrides an included one.
-            files[f["path"]] = FileSpec(f["path"], f["template"], mode,
-                                        bool(f.get("per_node", False)), f.get("expand"))
+            files[f["path"]] = FileSpec(
+                f["path"], f["template"], mode, bool(f.get("per_node", False)), f.get("expand")
+            )
         svc = part.get("services") or []
         # A list applies to every OS family; a mapping names units per family (ssh is
         # `ssh` on Debian and `sshd` on openSUSE), with `all` for the common ones.
-        for family, names in (svc.items() if isinstance(svc, dict) else [("all", svc)]):
+        for family, names in svc.items() if isinstance(svc, dict) else [("all", svc)]:
             services.setdefault(family, []).extend(
-                _str_list(file, f"services.{family}" if isinstance(svc, dict) else "services",
-                          names))
+                _str_list(
+                    file, f"services.{family}" if isinstance(svc, dict) else "services", names
+                )
+            )
         cmds = part.get("commands") or {}
         if not isinstance(cmds, dict) or set(cmds) - {"package", "plex"}:
             raise _recipe_error(file, "commands", "must have only package: and plex: lists")
@@ -199,8 +213,9 @@ def load_base_image(images_dir: Path, name: str) -> BaseImage:
         data = yaml.load(file.read_text(), Loader=_LOADER)  # noqa: S506
     except FileNotFoundError:
         known = sorted(p.stem for p in images_dir.glob("*.yaml"))
-        raise ConfigErrors([ConfigError(str(file), "", f"no base image '{name}' "
-                                        f"(known: {', '.join(known)})")]) from None
+        raise ConfigErrors(
+            [ConfigError(str(file), "", f"no base image '{name}' (known: {', '.join(known)})")]
+        ) from None
     if not isinstance(data, dict) or not {"name", "kind", "family"} <= set(data):
         raise _recipe_error(file, "", "needs name, kind and family")
     return BaseImage(data["name"], data["kind"], data["family"], data)
@@ -336,8 +351,11 @@ def make_recipe(
     layer = PlexLayer(
         package_digest=package.digest,
         files=files,
-        services=tuple(dict.fromkeys((*role_recipe.services.get("all", ()),
-                                      *role_recipe.services.get(family, ())))),
+        services=tuple(
+            dict.fromkeys(
+                (*role_recipe.services.get("all", ()), *role_recipe.services.get(family, ()))
+            )
+        ),
         commands=role_recipe.plex_commands,
         validate=role_recipe.validate,
     )
@@ -359,6 +377,7 @@ def render_files(
                 path = f"{NODES_DIR}/{node.name}{spec.path}"
                 out.append(RenderedFile(path, text.encode(), spec.mode))
         else:
-            out.append(RenderedFile(spec.path, renderer.render(spec.template, ctx).encode(),
-                                    spec.mode))
+            out.append(
+                RenderedFile(spec.path, renderer.render(spec.template, ctx).encode(), spec.mode)
+            )
     return tuple(sorted(out, key=lambda f: f.path))

@@ -36,11 +36,18 @@ class Renderer:
         try:
             return self.env.get_template(name).render(context)
         except jinja2.TemplateNotFound:
-            raise ConfigErrors([ConfigError(str(self.templates / name), "",
-                                            "template not found")]) from None
+            raise ConfigErrors(
+                [ConfigError(str(self.templates / name), "", "template not found")]
+            ) from None
         except jinja2.UndefinedError as e:
-            raise ConfigErrors([ConfigError(str(self.templates / name), "",
-                                            f"undefined variable: {e.message}")]) from None
+            raise ConfigErrors(
+                [ConfigError(str(self.templates / name), "", f"undefined variable: {e.message}")]
+            ) from None
         except jinja2.TemplateSyntaxError as e:
-            raise ConfigErrors([ConfigError(str(self.templates / name), "",
-                                            f"template syntax: {e.message}", e.lineno)]) from None
+            raise ConfigErrors(
+                [
+                    ConfigError(
+                        str(self.templates / name), "", f"template syntax: {e.message}", e.lineno
+                    )
+                ]
+            ) from None

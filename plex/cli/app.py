@@ -31,9 +31,7 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 PlexArg = Annotated[str, typer.Argument(help="plex name (plexes/<name>.yaml) or a path to one")]
-OutputOpt = Annotated[
-    str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")
-]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")]
 
 
 def check_output(value: str) -> bool:
@@ -57,8 +55,9 @@ def parse_role(plex: Plex, value: str) -> Role:
     try:
         role = Role(value)
     except ValueError:
-        raise UsageError(f"unknown role '{value}' (one of {', '.join(r.value for r in Role)})"
-                         ) from None
+        raise UsageError(
+            f"unknown role '{value}' (one of {', '.join(r.value for r in Role)})"
+        ) from None
     if role.value not in have:
         raise UsageError(f"plex '{plex.name}' has no {value} nodes ({', '.join(have)})")
     return role

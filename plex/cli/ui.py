@@ -39,8 +39,9 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-          err: bool = False) -> None:
+def table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], err: bool = False
+) -> None:
     """A table on stdout, or on stderr (`err`) when stdout carries JSON."""
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:

@@ -44,63 +44,109 @@ def manifest(plex: Plex) -> str:
     meta = {"name": "kured", "namespace": "kube-system", "labels": labels}
     docs: list[dict[str, object]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "kured", "labels": labels},
-         "rules": [
-             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
-             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete", "get"]},
-             {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
-             {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
-         ]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "kured", "labels": labels},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": "kured"},
-         "subjects": [{"kind": "ServiceAccount", "name": "kured",
-                       "namespace": "kube-system"}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "kured", "labels": labels},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete", "get"]},
+                {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kured", "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kured",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "kured", "namespace": "kube-system"}],
+        },
         # The lock lives in an annotation of kured's own DaemonSet.
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": ["apps"], "resources": ["daemonsets"],
-                    "resourceNames": ["kured"], "verbs": ["update", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kured"},
-         "subjects": [{"kind": "ServiceAccount", "name": "kured",
-                       "namespace": "kube-system"}]},
-        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
-         "spec": {
-             "selector": {"matchLabels": {"name": "kured"}},
-             "updateStrategy": {"type": "RollingUpdate"},
-             "template": {
-                 "metadata": {"labels": {"name": "kured", **labels}},
-                 "spec": {
-                     "serviceAccountName": "kured",
-                     "tolerations": [
-                         {"key": "node-role.kubernetes.io/control-plane",
-                          "effect": "NoSchedule"},
-                         {"key": "node-role.kubernetes.io/etcd", "effect": "NoExecute"},
-                     ],
-                     "hostPID": True,
-                     "restartPolicy": "Always",
-                     "volumes": [{"name": "sentinel",
-                                  "hostPath": {"path": "/var/run", "type": "Directory"}}],
-                     "containers": [{
-                         "name": "kured",
-                         "image": plex.kured.image,
-                         "imagePullPolicy": "IfNotPresent",
-                         "securityContext": {"privileged": True,
-                                             "readOnlyRootFilesystem": True},
-                         "env": [{"name": "KURED_NODE_ID",
-                                  "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                         "volumeMounts": [{"mountPath": SENTINEL_MOUNT, "name": "sentinel",
-                                           "readOnly": True}],
-                         "command": args(window),
-                     }],
-                 },
-             },
-         }},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["daemonsets"],
+                    "resourceNames": ["kured"],
+                    "verbs": ["update", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kured"},
+            "subjects": [{"kind": "ServiceAccount", "name": "kured", "namespace": "kube-system"}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": meta,
+            "spec": {
+                "selector": {"matchLabels": {"name": "kured"}},
+                "updateStrategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": {"labels": {"name": "kured", **labels}},
+                    "spec": {
+                        "serviceAccountName": "kured",
+                        "tolerations": [
+                            {
+                                "key": "node-role.kubernetes.io/control-plane",
+                                "effect": "NoSchedule",
+                            },
+                            {"key": "node-role.kubernetes.io/etcd", "effect": "NoExecute"},
+                        ],
+                        "hostPID": True,
+                        "restartPolicy": "Always",
+                        "volumes": [
+                            {
+                                "name": "sentinel",
+                                "hostPath": {"path": "/var/run", "type": "Directory"},
+                            }
+                        ],
+                        "containers": [
+                            {
+                                "name": "kured",
+                                "image": plex.kured.image,
+                                "imagePullPolicy": "IfNotPresent",
+                                "securityContext": {
+                                    "privileged": True,
+                                    "readOnlyRootFilesystem": True,
+                                },
+                                "env": [
+                                    {
+                                        "name": "KURED_NODE_ID",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                    }
+                                ],
+                                "volumeMounts": [
+                                    {
+                                        "mountPath": SENTINEL_MOUNT,
+                                        "name": "sentinel",
+                                        "readOnly": True,
+                                    }
+                                ],
+                                "command": args(window),
+                            }
+                        ],
+                    },
+                },
+            },
+        },
     ]
-    head = (f"# Written by plex for plex {plex.name}: kured reboots kube nodes one at a time, "
-            f"{','.join(window.days)} {window.start}-{window.end} {window.time_zone}.\n")
+    head = (
+        f"# Written by plex for plex {plex.name}: kured reboots kube nodes one at a time, "
+        f"{','.join(window.days)} {window.start}-{window.end} {window.time_zone}.\n"
+    )
     return head + "".join(f"---\n{json.dumps(d, indent=2)}\n" for d in docs)
 
 

@@ -108,9 +108,12 @@ def load_profile(role: Role, virt: Virt, directory: Path | None = None) -> RoleP
     try:
         stamp = path.stat().st_mtime_ns
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "missing role profile",
-                          hint="every role needs deploy/profiles/<role>.yaml "
-                          "(an empty file is fine)") from None
+        raise ConfigError(
+            str(path),
+            "",
+            "missing role profile",
+            hint="every role needs deploy/profiles/<role>.yaml (an empty file is fine)",
+        ) from None
     parsed = _parse_profile(str(path), stamp)
     layer = parsed.vm if virt is Virt.VM else parsed.container
     config = {k: _incus_value(v) for k, v in {**parsed.config, **layer.config}.items()}
@@ -134,10 +137,12 @@ def _parse_profile(path: str, mtime_ns: int) -> _ProfileFile:
     try:
         return _ProfileFile.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigErrors([
-            ConfigError(path, ".".join(str(p) for p in err["loc"]), err["msg"].lower())
-            for err in e.errors()
-        ]) from None
+        raise ConfigErrors(
+            [
+                ConfigError(path, ".".join(str(p) for p in err["loc"]), err["msg"].lower())
+                for err in e.errors()
+            ]
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,13 +206,15 @@ def _devices(plex: Plex, node: Node, profile: RoleProfile) -> dict[str, dict[str
     if node.virt is Virt.CONTAINER:
         nic["name"] = plex.network.interface
     devices = dict(profile.devices)
-    devices[ROOT_DEVICE] = {"type": "disk", "path": "/", "pool": plex.incus.pool,
-                            "size": rc.disk}
+    devices[ROOT_DEVICE] = {"type": "disk", "path": "/", "pool": plex.incus.pool, "size": rc.disk}
     devices[NIC_DEVICE] = nic
     if node.role is Role.REGISTRY:
-        devices[CACHE_DEVICE] = {"type": "disk", "pool": plex.incus.pool,
-                                 "source": registry_volume(plex),
-                                 "path": registry_cache_path(plex)}
+        devices[CACHE_DEVICE] = {
+            "type": "disk",
+            "pool": plex.incus.pool,
+            "source": registry_volume(plex),
+            "path": registry_cache_path(plex),
+        }
     return devices
 
 
@@ -231,15 +238,23 @@ def instance_spec(
     devices = _devices(plex, node, profile)
     profiles = tuple(dict.fromkeys(("default", *rc.profiles)))
     manifests = tuple(server_manifests(plex)) if node.role is Role.SERVER else ()
-    digest = spec_digest(node.virt.incus_type, config, devices, profiles, node.member,
-                         bootstrap_digest(list(manifests)) if manifests else None)
-    config.update({
-        owner.PLEX: plex.name,
-        owner.ROLE: node.role.value,
-        owner.NODE: node.name,
-        owner.IMAGE: image.digest,
-        owner.SPEC: digest,
-    })
+    digest = spec_digest(
+        node.virt.incus_type,
+        config,
+        devices,
+        profiles,
+        node.member,
+        bootstrap_digest(list(manifests)) if manifests else None,
+    )
+    config.update(
+        {
+            owner.PLEX: plex.name,
+            owner.ROLE: node.role.value,
+            owner.NODE: node.name,
+            owner.IMAGE: image.digest,
+            owner.SPEC: digest,
+        }
+    )
     return InstanceSpec(
         name=node.name,
         role=node.role,

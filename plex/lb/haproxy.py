@@ -39,8 +39,7 @@ class State(StrEnum):
 
 def set_state(servers: Iterable[str], state: State) -> str:
     """One runtime API line setting every named server of every backend to `state`."""
-    return ";".join(f"set server {b}/{s} state {state.value}"
-                    for s in servers for b in BACKENDS)
+    return ";".join(f"set server {b}/{s} state {state.value}" for s in servers for b in BACKENDS)
 
 
 def errors(answer: str) -> list[str]:
@@ -81,8 +80,14 @@ def parse_state(answer: str) -> list[ServerState]:
         if not header or len(fields) < len(header) - 5 or not fields[0].isdigit():
             continue  # the version line, blank lines
         row = dict(zip(header, fields, strict=False))
-        out.append(ServerState(row["be_name"], row["srv_name"], int(row["srv_op_state"]),
-                               int(row["srv_admin_state"])))
+        out.append(
+            ServerState(
+                row["be_name"],
+                row["srv_name"],
+                int(row["srv_op_state"]),
+                int(row["srv_admin_state"]),
+            )
+        )
     return out
 
 

@@ -19,13 +19,21 @@ class ImageRef:
     alias: str  # `<plex>/<role>`, for humans
 
     def to_json(self) -> dict[str, str]:
-        return {"role": self.role.value, "digest": self.digest,
-                "fingerprint": self.fingerprint, "alias": self.alias}
+        return {
+            "role": self.role.value,
+            "digest": self.digest,
+            "fingerprint": self.fingerprint,
+            "alias": self.alias,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRef:
-        return cls(role=Role(data["role"]), digest=str(data["digest"]),
-                   fingerprint=str(data["fingerprint"]), alias=str(data.get("alias", "")))
+        return cls(
+            role=Role(data["role"]),
+            digest=str(data["digest"]),
+            fingerprint=str(data["fingerprint"]),
+            alias=str(data.get("alias", "")),
+        )
 
 
 def image_alias(plex: str, role: Role | str) -> str:

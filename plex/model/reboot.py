@@ -42,13 +42,20 @@ def kured_window(windows: RebootWindows, time_zone: str = "UTC") -> KuredWindow:
             f"the windows end at {last // 60:02d}:{last % 60:02d}, after midnight: kured tests "
             "its window within one day, so it would never reboot; move the slots earlier"
         )
-    return KuredWindow(f"{first // 60:02d}:{first % 60:02d}", f"{last // 60:02d}:{last % 60:02d}",
-                       tuple(windows.days), time_zone)
+    return KuredWindow(
+        f"{first // 60:02d}:{first % 60:02d}",
+        f"{last // 60:02d}:{last % 60:02d}",
+        tuple(windows.days),
+        time_zone,
+    )
 
 
 def kured_enabled(plex: Plex) -> bool:
     if plex.kured.enabled is not None:
         return plex.kured.enabled
     # Only transactional nodes write the sentinel; a Debian container node never needs kured.
-    return any(plex.os_for(r).base.startswith("opensuse-microos")
-               for r, rc in plex.roles.items() if r.is_kube and rc.count)
+    return any(
+        plex.os_for(r).base.startswith("opensuse-microos")
+        for r, rc in plex.roles.items()
+        if r.is_kube and rc.count
+    )

@@ -65,14 +65,19 @@ def _check_documents(file: str, text: str) -> None:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise ConfigError(file, "", f"invalid YAML: {getattr(e, 'problem', None) or e}",
-                          mark.line + 1 if mark else None) from None
+        raise ConfigError(
+            file,
+            "",
+            f"invalid YAML: {getattr(e, 'problem', None) or e}",
+            mark.line + 1 if mark else None,
+        ) from None
     for i, doc in enumerate(docs, 1):
         if doc is None:
             continue  # an empty document (comments, ---) is skipped, as RKE2 does
         if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
-            raise ConfigError(file, "", f"document {i} is not a Kubernetes object "
-                              "(needs apiVersion and kind)")
+            raise ConfigError(
+                file, "", f"document {i} is not a Kubernetes object (needs apiVersion and kind)"
+            )
 
 
 def load_manifests(plex: Plex, extra: list[Manifest] | None = None) -> list[Manifest]:
@@ -89,11 +94,19 @@ def load_manifests(plex: Plex, extra: list[Manifest] | None = None) -> list[Mani
             if p.name.startswith(".") or p.suffix not in EXTENSIONS or p.name in skips:
                 continue
             if p.name.startswith(RESERVED_PREFIX):
-                raise ConfigError(str(p), "", f"'{p.name}' starts with '{RESERVED_PREFIX}', "
-                                  "which RKE2 uses for its own packaged manifests; rename it")
+                raise ConfigError(
+                    str(p),
+                    "",
+                    f"'{p.name}' starts with '{RESERVED_PREFIX}', "
+                    "which RKE2 uses for its own packaged manifests; rename it",
+                )
             if p.name.startswith(PLEX_PREFIX):
-                raise ConfigError(str(p), "", f"'{p.name}' starts with '{PLEX_PREFIX}', which "
-                                  "plex uses for its own manifests (kured); rename it")
+                raise ConfigError(
+                    str(p),
+                    "",
+                    f"'{p.name}' starts with '{PLEX_PREFIX}', which "
+                    "plex uses for its own manifests (kured); rename it",
+                )
             data = p.read_bytes()
             _check_documents(str(p), data.decode("utf-8", errors="replace"))
             out.append(Manifest(p.name, data))
@@ -101,9 +114,12 @@ def load_manifests(plex: Plex, extra: list[Manifest] | None = None) -> list[Mani
     seen: dict[str, str] = {}
     for m in out:
         if m.addon in seen:
-            raise ConfigError(plex.source, "bootstrap.manifests",
-                              f"'{m.name}' and '{seen[m.addon]}' would be the same RKE2 Addon "
-                              f"'{m.addon}' (named up to the first dot); rename one")
+            raise ConfigError(
+                plex.source,
+                "bootstrap.manifests",
+                f"'{m.name}' and '{seen[m.addon]}' would be the same RKE2 Addon "
+                f"'{m.addon}' (named up to the first dot); rename one",
+            )
         seen[m.addon] = m.name
     return sorted(out, key=lambda m: m.name)
 

@@ -54,29 +54,45 @@ def check_plex(plex: Plex) -> list[Problem]:
     ranges: list[tuple[Role, int, int]] = []
     for role, rc in plex.roles.items():
         if rc.capacity is not None and rc.capacity < rc.count:
-            err(Problem(("roles", role.value, "capacity"),
-                        f"capacity {rc.capacity} is below count {rc.count}"))
+            err(
+                Problem(
+                    ("roles", role.value, "capacity"),
+                    f"capacity {rc.capacity} is below count {rc.count}",
+                )
+            )
         if rc.reserved == 0:
             continue
         # The reserved range (capacity) is what identity and images are made for.
         lo, hi = rc.offset, rc.offset + rc.reserved - 1
         if lo < first_host or lo > last_host:
-            err(Problem(("roles", role.value, "offset"),
-                        f"host number {lo} is outside {net} (usable {first_host}..{last_host})"))
+            err(
+                Problem(
+                    ("roles", role.value, "offset"),
+                    f"host number {lo} is outside {net} (usable {first_host}..{last_host})",
+                )
+            )
             continue
         if hi > last_host:
             field = "count" if rc.reserved == rc.count else "capacity"
-            err(Problem(("roles", role.value, field),
-                        f"{rc.reserved} nodes from host {lo} do not fit in {net} "
-                        f"(room for {last_host - lo + 1})"))
+            err(
+                Problem(
+                    ("roles", role.value, field),
+                    f"{rc.reserved} nodes from host {lo} do not fit in {net} "
+                    f"(room for {last_host - lo + 1})",
+                )
+            )
             continue
         ranges.append((role, lo, hi))
 
     for i, (ra, alo, ahi) in enumerate(ranges):
-        for rb, blo, bhi in ranges[i + 1:]:
+        for rb, blo, bhi in ranges[i + 1 :]:
             if alo <= bhi and blo <= ahi:
-                err(Problem(("roles", rb.value, "offset"),
-                            f"range {blo}..{bhi} overlaps role {ra.value} ({alo}..{ahi})"))
+                err(
+                    Problem(
+                        ("roles", rb.value, "offset"),
+                        f"range {blo}..{bhi} overlaps role {ra.value} ({alo}..{ahi})",
+                    )
+                )
 
     def in_ranges(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Role | None:
         hostnum = int(addr) - int(net.network_address)
@@ -95,8 +111,9 @@ def check_plex(plex: Plex) -> list[Problem]:
         elif addr not in net:
             err(Problem(("network", field), f"{value} is outside {net}"))
         elif not first_host <= int(addr) - int(net.network_address) <= last_host:
-            err(Problem(("network", field),
-                        f"{value} is the network or broadcast address of {net}"))
+            err(
+                Problem(("network", field), f"{value} is the network or broadcast address of {net}")
+            )
         elif (holder := in_ranges(addr)) is not None:
             err(Problem(("network", field), f"{value} is inside the {holder.value} node range"))
     if net_cfg.gateway and net_cfg.vip and net_cfg.gateway == net_cfg.vip:
@@ -114,9 +131,13 @@ def check_plex(plex: Plex) -> list[Problem]:
             continue
         if kn.overlaps(net) and field not in plex.kubernetes.model_fields_set:
             # A default the file never mentions: point at the line the user did write.
-            err(Problem(("network", "cidr"),
-                        f"{net} overlaps the default kubernetes.{field} {value}; "
-                        f"move the node network or set kubernetes.{field}"))
+            err(
+                Problem(
+                    ("network", "cidr"),
+                    f"{net} overlaps the default kubernetes.{field} {value}; "
+                    f"move the node network or set kubernetes.{field}",
+                )
+            )
         elif kn.overlaps(net):
             err(Problem(("kubernetes", field), f"{value} overlaps the node network {net}"))
 
@@ -143,13 +164,18 @@ def check_plex(plex: Plex) -> list[Problem]:
             err(Problem(("name",), f"node name '{name}' is not a valid Incus/DNS name (max 63)"))
             break
         if rc.placement and len(rc.placement) > rc.count:
-            err(Problem(("roles", role.value, "placement"),
-                        f"{len(rc.placement)} members listed for {rc.count} nodes"))
+            err(
+                Problem(
+                    ("roles", role.value, "placement"),
+                    f"{len(rc.placement)} members listed for {rc.count} nodes",
+                )
+            )
         members = plex.incus.members
         for i, m in enumerate(rc.placement):
             if members and m not in members:
-                err(Problem(("roles", role.value, "placement", i),
-                            f"'{m}' is not in incus.members"))
+                err(
+                    Problem(("roles", role.value, "placement", i), f"'{m}' is not in incus.members")
+                )
     for i, m in enumerate(plex.incus.members):
         if not LABEL_RE.fullmatch(m.lower()):
             err(Problem(("incus", "members", i), f"'{m}' is not a valid cluster member name"))
@@ -158,8 +184,12 @@ def check_plex(plex: Plex) -> list[Problem]:
         err(Problem(("network", "domain"), "node FQDNs would exceed 253 characters"))
 
     if plex.incus.network_type == "macvlan" and net_cfg.addressing.value != "static":
-        err(Problem(("network", "addressing"), "a macvlan network has no DHCP reservations: "
-                    "use addressing: static"))
+        err(
+            Problem(
+                ("network", "addressing"),
+                "a macvlan network has no DHCP reservations: use addressing: static",
+            )
+        )
     if plex.incus.remote != "local" and not (plex.incus.client_cert and plex.incus.client_key):
         err(Problem(("incus", "client_cert"), "a remote URL needs client_cert and client_key"))
 
@@ -176,13 +206,23 @@ def check_plex(plex: Plex) -> list[Problem]:
 
     servers = plex.roles.server.count
     if servers == 2:
-        problems.append(Problem(("roles", "server", "count"),
-                                "2 servers tolerate no more failures than 1 and add a second "
-                                "way to lose etcd quorum; use 1 or 3", "warning"))
+        problems.append(
+            Problem(
+                ("roles", "server", "count"),
+                "2 servers tolerate no more failures than 1 and add a second "
+                "way to lose etcd quorum; use 1 or 3",
+                "warning",
+            )
+        )
     elif servers > 2 and servers % 2 == 0:
-        problems.append(Problem(("roles", "server", "count"),
-                                f"{servers} servers tolerate no more failures than {servers - 1}; "
-                                "use an odd number", "warning"))
+        problems.append(
+            Problem(
+                ("roles", "server", "count"),
+                f"{servers} servers tolerate no more failures than {servers - 1}; "
+                "use an odd number",
+                "warning",
+            )
+        )
     return problems
 
 

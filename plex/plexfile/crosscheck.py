@@ -69,22 +69,32 @@ def _pair(a: PlexFile, b: PlexFile) -> list[ConfigError]:
     na = ipaddress.ip_network(pa.network.cidr, strict=False)
     nb = ipaddress.ip_network(pb.network.cidr, strict=False)
     if na.overlaps(nb):
-        err(("network", "cidr"), f"{nb} overlaps {na} of plex '{pa.name}' "
-            f"({a.where('network', 'cidr')}) {on}")
+        err(
+            ("network", "cidr"),
+            f"{nb} overlaps {na} of plex '{pa.name}' ({a.where('network', 'cidr')}) {on}",
+        )
     if pa.network.vip and pa.network.vip == pb.network.vip:
-        err(("network", "vip"), f"VIP {pb.network.vip} is also the VIP of plex '{pa.name}' "
-            f"({a.where('network', 'vip')}) {on}")
+        err(
+            ("network", "vip"),
+            f"VIP {pb.network.vip} is also the VIP of plex '{pa.name}' "
+            f"({a.where('network', 'vip')}) {on}",
+        )
     lbs = (pa.roles.lb and pa.roles.lb.count) and (pb.roles.lb and pb.roles.lb.count)
     if lbs and pa.network.virtual_router_id == pb.network.virtual_router_id:
-        err(("network", "virtual_router_id"),
+        err(
+            ("network", "virtual_router_id"),
             f"VRRP router id {pb.network.virtual_router_id} is also used by plex '{pa.name}' "
-            f"({a.where('network', 'virtual_router_id')}) {on}")
+            f"({a.where('network', 'virtual_router_id')}) {on}",
+        )
     names_a = {n.name for n in topology.nodes(pa)}
     common = [n.name for n in topology.nodes(pb) if n.name in names_a]
     if common:
         shown = ", ".join(common[:3]) + (f" and {len(common) - 3} more" if len(common) > 3 else "")
-        err(("name",), f"node names {shown} are also nodes of plex '{pa.name}' "
-            f"({a.where('name')}) {on}: Incus DNS names are per network")
+        err(
+            ("name",),
+            f"node names {shown} are also nodes of plex '{pa.name}' "
+            f"({a.where('name')}) {on}: Incus DNS names are per network",
+        )
     return out
 
 
@@ -132,11 +142,15 @@ def live_collisions(plex: Plex, neighbours: Sequence[Neighbour]) -> list[str]:
         if nb.project == plex.incus.project and nb.plex == plex.name:
             continue
         if nb.name in by_name and nb.project != plex.incus.project:
-            out.append(f"node name {nb.name} is taken on network {plex.incus.network} by "
-                       f"{nb.where}: Incus DNS names are per network")
+            out.append(
+                f"node name {nb.name} is taken on network {plex.incus.network} by "
+                f"{nb.where}: Incus DNS names are per network"
+            )
         for addr in nb.addresses:
             if addr in by_addr and not (nb.plex == plex.name and nb.project == plex.incus.project):
                 # A foreign holder of our VIP is only a problem when it is not our own lb.
-                out.append(f"address {addr} ({by_addr[addr]}) is used on network "
-                           f"{plex.incus.network} by {nb.where}")
+                out.append(
+                    f"address {addr} ({by_addr[addr]}) is used on network "
+                    f"{plex.incus.network} by {nb.where}"
+                )
     return out

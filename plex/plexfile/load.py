@@ -38,8 +38,9 @@ def _line_map(text: str) -> tuple[dict[tuple[str | int, ...], int], list[tuple[s
 
     def walk(node: yaml.Node, path: tuple[str | int, ...], parents: frozenset[int]) -> None:
         if id(node) in parents:
-            problems.append((_dotted(path), "a YAML alias that contains itself",
-                             node.start_mark.line + 1))
+            problems.append(
+                (_dotted(path), "a YAML alias that contains itself", node.start_mark.line + 1)
+            )
             return
         if id(node) in seen:
             return
@@ -53,8 +54,9 @@ def _line_map(text: str) -> tuple[dict[tuple[str | int, ...], int], list[tuple[s
                 line = k.start_mark.line + 1
                 ident = (k.tag, key)
                 if ident in first and key != "<<":
-                    problems.append((_dotted(p), f"key given twice (first on line {first[ident]})",
-                                     line))
+                    problems.append(
+                        (_dotted(p), f"key given twice (first on line {first[ident]})", line)
+                    )
                 first.setdefault(ident, line)
                 lines.setdefault(p, line)
                 walk(v, p, inside)
@@ -103,8 +105,9 @@ def loc_of(dotted: str) -> tuple[str | int, ...]:
     loc: list[str | int] = []
     for m in _PART.finditer(dotted):
         key, index, quoted = m.groups()
-        loc.append(key if key is not None else int(index) if index is not None
-                   else json.loads(quoted))
+        loc.append(
+            key if key is not None else int(index) if index is not None else json.loads(quoted)
+        )
     return tuple(loc)
 
 
@@ -152,8 +155,15 @@ def _describe(err: dict[str, Any]) -> str:
 
 def _yaml_type(value: object) -> str:
     """A value's type as a YAML user names it."""
-    names = {type(None): "null", bool: "boolean", int: "integer", float: "number",
-             str: "string", list: "list", dict: "mapping"}
+    names = {
+        type(None): "null",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -185,15 +195,14 @@ def _parse(text: str, file: str) -> Plex:
             [ConfigError(file, "", "the file is empty; a plex is a YAML mapping", 1)]
         )
     if not isinstance(data, dict):
-        raise ConfigErrors(
-            [_error(file, "", f"must be a YAML mapping, not {_yaml_type(data)}", 1)]
-        )
+        raise ConfigErrors([_error(file, "", f"must be a YAML mapping, not {_yaml_type(data)}", 1)])
     if any(not isinstance(k, str) for k in data):
         raise ConfigErrors([_error(file, "", "top-level keys must be strings", 1)])
     lines, structural = _line_map(text)
     if structural:
-        raise ConfigErrors([_error(file, path, problem, line)
-                            for path, problem, line in structural])
+        raise ConfigErrors(
+            [_error(file, path, problem, line) for path, problem, line in structural]
+        )
     try:
         plex = Plex.model_validate({**data, "source": file})
     except ValidationError as e:
@@ -207,10 +216,7 @@ def _parse(text: str, file: str) -> Plex:
     problems = [p for p in check_plex(plex) if p.severity == "error"]
     if problems:
         raise ConfigErrors(
-            [
-                _error(file, p.path, p.message, _nearest_line(lines, p.loc))
-                for p in problems
-            ]
+            [_error(file, p.path, p.message, _nearest_line(lines, p.loc)) for p in problems]
         )
     return plex
 
@@ -227,8 +233,12 @@ def load_plex(path: Path) -> Plex:
         problems = check_ca_files(plex)
         if problems:
             lines, _ = _line_map(text)
-            raise ConfigErrors([_error(str(path), _dotted(loc), msg, _nearest_line(lines, loc))
-                                for loc, msg in problems])
+            raise ConfigErrors(
+                [
+                    _error(str(path), _dotted(loc), msg, _nearest_line(lines, loc))
+                    for loc, msg in problems
+                ]
+            )
     return plex
 
 

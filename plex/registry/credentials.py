@@ -93,7 +93,9 @@ class Credentials:
         for name in self.logins:
             if name not in known:
                 raise ConfigError(
-                    self.file, name, f"'{name}' is not an upstream of plex '{plex.name}'",
+                    self.file,
+                    name,
+                    f"'{name}' is not an upstream of plex '{plex.name}'",
                     hint="upstreams: " + ", ".join(known),
                 )
 
@@ -102,7 +104,9 @@ def _check_mode(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(
-            str(path), "", f"holds passwords but is readable by group or others (mode {mode:04o})",
+            str(path),
+            "",
+            f"holds passwords but is readable by group or others (mode {mode:04o})",
             hint=f"chmod 600 {path}",
         )
 
@@ -138,8 +142,9 @@ def parse_credentials(text: str, file: str) -> Credentials:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         # Only the problem, never the snippet: the snippet could be a password.
-        raise ConfigError(file, "", f"invalid YAML: {getattr(e, 'problem', None) or 'syntax'}",
-                          line) from None
+        raise ConfigError(
+            file, "", f"invalid YAML: {getattr(e, 'problem', None) or 'syntax'}", line
+        ) from None
     if data is None:
         data = {}
     lines = _line_map(text)
@@ -154,8 +159,12 @@ def parse_credentials(text: str, file: str) -> Credentials:
             raise ConfigError(file, name, f"must be a mapping like {EXAMPLE}", line)
         for key in entry:
             if key not in FIELDS:
-                raise ConfigError(file, f"{name}.{key}", "unknown key (username, password)",
-                                  lines.get((name, key), line))
+                raise ConfigError(
+                    file,
+                    f"{name}.{key}",
+                    "unknown key (username, password)",
+                    lines.get((name, key), line),
+                )
         values: dict[str, str] = {}
         for key in FIELDS:
             value = entry.get(key)
@@ -164,9 +173,12 @@ def parse_credentials(text: str, file: str) -> Credentials:
                 raise ConfigError(file, f"{name}.{key}", "required key is missing", where)
             if not isinstance(value, str):
                 # The type only: an unquoted numeric password is still a password.
-                raise ConfigError(file, f"{name}.{key}",
-                                  f"must be a string (got {type(value).__name__}); quote it",
-                                  where)
+                raise ConfigError(
+                    file,
+                    f"{name}.{key}",
+                    f"must be a string (got {type(value).__name__}); quote it",
+                    where,
+                )
             if not value:
                 raise ConfigError(file, f"{name}.{key}", "must not be empty", where)
             values[key] = value
@@ -181,8 +193,9 @@ def load_credentials(path: Path | str) -> Credentials:
         _check_mode(p)
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(p), "", "no such credentials file",
-                          hint=f"create it with mode 600: {EXAMPLE}") from None
+        raise ConfigError(
+            str(p), "", "no such credentials file", hint=f"create it with mode 600: {EXAMPLE}"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(p), "", f"cannot read: {e}") from None
     return parse_credentials(text, str(p))

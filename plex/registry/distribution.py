@@ -74,18 +74,23 @@ def unit_name(upstream_name: str) -> str:
 def _check(plex: Plex, i: int, u: Upstream) -> None:
     where = plex.source or "<plex>"
     if not _INSTANCE_RE.fullmatch(u.name):
-        raise ConfigError(where, f"registry.upstreams[{i}].name",
-                          f"'{u.name}' cannot name a systemd unit instance",
-                          hint="use the registry host name, e.g. docker.io")
+        raise ConfigError(
+            where,
+            f"registry.upstreams[{i}].name",
+            f"'{u.name}' cannot name a systemd unit instance",
+            hint="use the registry host name, e.g. docker.io",
+        )
     if u.url.startswith("https://") and not u.tls_verify:
         raise ConfigError(
-            where, f"registry.upstreams[{i}].tls_verify",
+            where,
+            f"registry.upstreams[{i}].tls_verify",
             "the distribution engine cannot skip TLS verification of an upstream",
             hint="use registry.engine: zot, or keep tls_verify: true",
         )
     if i > 0 and plex.registry.port + i > 65535:
-        raise ConfigError(where, "registry.port",
-                          f"upstream {i + 1} would need port {plex.registry.port + i}")
+        raise ConfigError(
+            where, "registry.port", f"upstream {i + 1} would need port {plex.registry.port + i}"
+        )
 
 
 def proxy_config(

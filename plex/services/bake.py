@@ -72,16 +72,25 @@ class BakeResult:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "role": self.role.value, "digest": self.digest, "fingerprint": self.fingerprint,
-            "cached": self.cached, "package_cached": self.package_cached,
-            "seconds": round(self.seconds, 2), "size": self.size,
-            "package_digest": self.package_digest, "channel": self.channel,
+            "role": self.role.value,
+            "digest": self.digest,
+            "fingerprint": self.fingerprint,
+            "cached": self.cached,
+            "package_cached": self.package_cached,
+            "seconds": round(self.seconds, 2),
+            "size": self.size,
+            "package_digest": self.package_digest,
+            "channel": self.channel,
         }
 
 
-def plan_recipes(plex: Plex, roles: Sequence[Role], paths: Paths,
-                 channel: Channel | str = Channel.LATEST,
-                 chans: channels_mod.Channels | None = None) -> dict[Role, Recipe]:
+def plan_recipes(
+    plex: Plex,
+    roles: Sequence[Role],
+    paths: Paths,
+    channel: Channel | str = Channel.LATEST,
+    chans: channels_mod.Channels | None = None,
+) -> dict[Role, Recipe]:
     """Compute every role's recipe (downloads artifacts if needed; no Incus).
 
     With `channel` stable, a role whose package-layer lineage has a stable record builds its
@@ -107,8 +116,15 @@ def plan_recipes(plex: Plex, roles: Sequence[Role], paths: Paths,
 class Baker:
     """Bakes the roles of one plex against one Incus project."""
 
-    def __init__(self, plex: Plex, incus: Incus, paths: Paths, report: Report | None = None,
-                 compression: str = COMPRESSION, channel: Channel | str = Channel.STABLE) -> None:
+    def __init__(
+        self,
+        plex: Plex,
+        incus: Incus,
+        paths: Paths,
+        report: Report | None = None,
+        compression: str = COMPRESSION,
+        channel: Channel | str = Channel.STABLE,
+    ) -> None:
         self.plex = plex
         self.incus = incus
         self.paths = paths
@@ -129,8 +145,10 @@ class Baker:
             self.remove_leftovers()
             chans = channels_mod.load_channels()
             recipes = plan_recipes(self.plex, roles, self.paths, self.channel, chans)
-            self._layers = {r: (recipes[r].package.digest,
-                                channels_mod.channel_of(recipes[r], chans).value) for r in roles}
+            self._layers = {
+                r: (recipes[r].package.digest, channels_mod.channel_of(recipes[r], chans).value)
+                for r in roles
+            }
             results: dict[Role, BakeResult] = {}
             errors: list[tuple[Role, BaseException]] = []
             with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
@@ -187,8 +205,16 @@ class Baker:
         if hit is not None:
             self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
             self.report(role, f"cached {recipe.short}")
-            return BakeResult(role, recipe.digest, hit.fingerprint, True,
-                              time.monotonic() - start, hit.size, True, *layer)
+            return BakeResult(
+                role,
+                recipe.digest,
+                hit.fingerprint,
+                True,
+                time.monotonic() - start,
+                hit.size,
+                True,
+                *layer,
+            )
         self._check()
         pkg_fp, pkg_cached = self.package_layer(recipe)
         self._check()
@@ -196,15 +222,22 @@ class Baker:
         info = next((i for i in self.incus.images() if i.fingerprint == fingerprint), None)
         size = info.size if info else 0
         seconds = time.monotonic() - start
-        entry = Entry(role=role.value, digest=recipe.digest,
-                      package_digest=recipe.package.digest, fingerprint=fingerprint,
-                      baked_at=time.time(), seconds=round(seconds, 2), size=size,
-                      inputs=recipe.provenance())
+        entry = Entry(
+            role=role.value,
+            digest=recipe.digest,
+            package_digest=recipe.package.digest,
+            fingerprint=fingerprint,
+            baked_at=time.time(),
+            seconds=round(seconds, 2),
+            size=size,
+            inputs=recipe.provenance(),
+        )
         with self._catalog_guard:
             save_catalog(load_catalog(self.plex.name).record(entry))
         self.report(role, f"built {recipe.short}")
-        return BakeResult(role, recipe.digest, fingerprint, False, seconds, size, pkg_cached,
-                          *layer)
+        return BakeResult(
+            role, recipe.digest, fingerprint, False, seconds, size, pkg_cached, *layer
+        )
 
     def cached_image(self, recipe: Recipe) -> Entry | None:
         """A catalog entry for this digest whose image Incus still holds under its alias."""
@@ -231,19 +264,26 @@ class Baker:
                 return img.fingerprint, True
             self.report(recipe.role, f"package layer {digest[:12]}")
             if recipe.package.base.kind == "incus-remote":
-                paths = {a.name: artifacts_mod.local_path(self.plex, a.name)
-                         for a, _ in recipe.package.artifacts}
-                fp = build_in_instance(self.incus, self.plex, recipe.package, paths,
-                                       self.bake_id,
-                                       report=lambda m: self.report(recipe.role, m),
-                                       check=self._check)
+                paths = {
+                    a.name: artifacts_mod.local_path(self.plex, a.name)
+                    for a, _ in recipe.package.artifacts
+                }
+                fp = build_in_instance(
+                    self.incus,
+                    self.plex,
+                    recipe.package,
+                    paths,
+                    self.bake_id,
+                    report=lambda m: self.report(recipe.role, m),
+                    check=self._check,
+                )
                 return fp, False
             if recipe.package.base.kind != "mmdebstrap":
                 raise BackendError(
                     f"base '{recipe.package.base.name}' ({recipe.package.base.kind}) is not a "
                     "container base",
                     hint="container bases are mmdebstrap or incus-remote; qcow2 bases bake "
-                         "with --virt vm",
+                    "with --virt vm",
                 )
             rootfs = self._rootfs(recipe.package, recipe.role)
             self._check()
@@ -253,8 +293,9 @@ class Baker:
                 {"plex.layer": "package", "plex.package_digest": digest},
             )
             self.report(recipe.role, "import package layer")
-            fp = self.incus.import_image(meta, rootfs, {"plex.layer": "package",
-                                                        "plex.package_digest": digest})
+            fp = self.incus.import_image(
+                meta, rootfs, {"plex.layer": "package", "plex.package_digest": digest}
+            )
             self.incus.set_alias(alias, fp, "plex package layer")
             return fp, False
 
@@ -277,13 +318,17 @@ class Baker:
             self.incus.create_instance(
                 name,
                 image=package_fp,
-                config={owner.PLEX: self.plex.name, owner.BUILD: self.bake_id,
-                        owner.ROLE: role.value},
+                config={
+                    owner.PLEX: self.plex.name,
+                    owner.BUILD: self.bake_id,
+                    owner.ROLE: role.value,
+                },
                 # An unattached veth: eth0 exists (keepalived -t checks the interface) but the
                 # build instance has no network and never appears on the plex's bridge.
-                devices={"root": {"type": "disk", "path": "/", "pool": self.plex.incus.pool},
-                         "eth0": {"type": "nic", "nictype": "p2p",
-                                  "name": self.plex.network.interface}},
+                devices={
+                    "root": {"type": "disk", "path": "/", "pool": self.plex.incus.pool},
+                    "eth0": {"type": "nic", "nictype": "p2p", "name": self.plex.network.interface},
+                },
                 profiles=[],
             )
             self.incus.start(name)
@@ -319,8 +364,9 @@ class Baker:
                 "plex.baked_at": str(int(time.time())),
                 "plex.inputs": json.dumps(recipe.provenance()["layer"], sort_keys=True),
             }
-            published = self.incus.publish(name, aliases=[], properties=props,
-                                           compression=self.compression)
+            published = self.incus.publish(
+                name, aliases=[], properties=props, compression=self.compression
+            )
             self._check()
             # Aliases move only once the image is complete: the pinned one, then the moving one.
             self.incus.set_alias(digest_alias(self.plex.name, role, recipe.digest), published)

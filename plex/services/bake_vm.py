@@ -81,8 +81,13 @@ def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRec
     bases = check_vm_bases(plex, roles, paths)
     recipes = plan_recipes(plex, roles, paths)
     return {
-        role: VmRecipe(recipes[role], bases[role], vm_digest(plex, recipes[role]),
-                       vm_files(plex, recipes[role]), VmSpec.for_role(plex, role))
+        role: VmRecipe(
+            recipes[role],
+            bases[role],
+            vm_digest(plex, recipes[role]),
+            vm_files(plex, recipes[role]),
+            VmSpec.for_role(plex, role),
+        )
         for role in roles
     }
 
@@ -95,10 +100,16 @@ def fetch_base(base: Qcow2Base) -> downloads.Downloaded:
 def throwaway_key() -> tuple[str, str]:
     """(private OpenSSH PEM, public line) of a key that lives only as long as one build."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return private, f"{public} plex-build"
 
 
@@ -161,8 +172,10 @@ def verify_vm_artifact(directory: Path) -> dict[str, Any]:
     for name, want in manifest.get("files", {}).items():
         f = directory / name
         if not f.exists() or downloads.file_sha256(f) != want["sha256"]:
-            raise ArtifactError(f"{f}: missing or does not match {path}",
-                                hint="re-bake, or restore the artifact from where it was copied")
+            raise ArtifactError(
+                f"{f}: missing or does not match {path}",
+                hint="re-bake, or restore the artifact from where it was copied",
+            )
     return manifest
 
 
@@ -171,8 +184,7 @@ def _parent(dest: Path) -> Path:
     return dest.parent
 
 
-def import_vm_image(incus: Incus, qcow2: Path, description: str,
-                    properties: dict[str, str]) -> str:
+def import_vm_image(incus: Incus, qcow2: Path, description: str, properties: dict[str, str]) -> str:
     """Import a qcow2 as an Incus VM image (split: metadata tarball + rootfs.img)."""
     with tempfile.TemporaryDirectory(prefix="plex-vm-meta-") as d:
         meta = metadata_tarball(Path(d) / "metadata.tar", description, properties)
@@ -186,8 +198,15 @@ def import_vm_image(incus: Incus, qcow2: Path, description: str,
 class VmBaker:
     """Bakes the VM roles of one plex: Packer builds, Incus holds the images."""
 
-    def __init__(self, plex: Plex, incus: Incus, packer: Packer, paths: Paths,
-                 report: Report | None = None, fetch: FetchBase = fetch_base) -> None:
+    def __init__(
+        self,
+        plex: Plex,
+        incus: Incus,
+        packer: Packer,
+        paths: Paths,
+        report: Report | None = None,
+        fetch: FetchBase = fetch_base,
+    ) -> None:
         self.plex = plex
         self.incus = incus
         self.packer = packer
@@ -224,15 +243,24 @@ class VmBaker:
         if hit is not None:
             self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
             self.report(role, f"cached {vr.short}")
-            return BakeResult(role, vr.digest, hit.fingerprint, True,
-                              time.monotonic() - start, hit.size, True)
+            return BakeResult(
+                role, vr.digest, hit.fingerprint, True, time.monotonic() - start, hit.size, True
+            )
         stored, base_sha = self.build(vr)
         fingerprint = self.publish(vr, stored)
         size = stored.qcow2.stat().st_size
         seconds = time.monotonic() - start
-        entry = Entry(role=role.value, digest=vr.digest, package_digest=vr.recipe.package.digest,
-                      fingerprint=fingerprint, baked_at=time.time(), seconds=round(seconds, 2),
-                      size=size, virt="vm", inputs=self.provenance(vr, base_sha))
+        entry = Entry(
+            role=role.value,
+            digest=vr.digest,
+            package_digest=vr.recipe.package.digest,
+            fingerprint=fingerprint,
+            baked_at=time.time(),
+            seconds=round(seconds, 2),
+            size=size,
+            virt="vm",
+            inputs=self.provenance(vr, base_sha),
+        )
         save_catalog(load_catalog(self.plex.name).record(entry))
         self.report(role, f"built {vr.short}")
         return BakeResult(role, vr.digest, fingerprint, False, seconds, size, False)
@@ -255,22 +283,38 @@ class VmBaker:
             self.report(role, f"base {vr.base.filename}")
             base = self.fetch(vr.base)
             paths = self.write_inputs(vr, work)
-            template = packer_template(self.plex, vr.recipe, paths, f"sha256:{base.sha256}",
-                                       vr.spec, iso_url=str(base.path))
+            template = packer_template(
+                self.plex,
+                vr.recipe,
+                paths,
+                f"sha256:{base.sha256}",
+                vr.spec,
+                iso_url=str(base.path),
+            )
             template_file = work / "template.json"
             template_file.write_text(json.dumps(template, indent=2) + "\n")
             self.report(role, "packer validate")
             self.packer.validate(template_file)
             self.report(role, "packer build")
-            artifacts = self.packer.build(template_file, output_dir=Path(paths.output_dir),
-                                          progress=lambda msg: self.report(role, msg))
+            artifacts = self.packer.build(
+                template_file,
+                output_dir=Path(paths.output_dir),
+                progress=lambda msg: self.report(role, msg),
+            )
             qcow2 = qcow2_of(artifacts)
             self.report(role, "store artifact")
-            stored = store_vm_artifact(qcow2, artifact_dir(self.plex.name, role, vr.digest), {
-                "plex": self.plex.name, "role": role.value, "digest": vr.digest,
-                "package_digest": vr.recipe.package.digest, "base_sha256": base.sha256,
-                "baked_at": int(time.time()),
-            })
+            stored = store_vm_artifact(
+                qcow2,
+                artifact_dir(self.plex.name, role, vr.digest),
+                {
+                    "plex": self.plex.name,
+                    "role": role.value,
+                    "digest": vr.digest,
+                    "package_digest": vr.recipe.package.digest,
+                    "base_sha256": base.sha256,
+                    "baked_at": int(time.time()),
+                },
+            )
             return stored, base.sha256
         finally:
             # The throwaway key, the seed and anything Packer left go with the work directory.
@@ -289,10 +333,17 @@ class VmBaker:
             seed_files.append(str(seed_dir / name))
         files_tar = work / "plex-files.tar"
         files_tar.write_bytes(files_tarball(vr.files))
-        artifacts = tuple((a.name, str(artifacts_mod.local_path(self.plex, a.name)))
-                          for a, _ in vr.recipe.package.artifacts)
-        return BuildPaths(output_dir=str(work / "output"), seed_files=tuple(seed_files),
-                          ssh_key=str(key), files_tar=str(files_tar), artifacts=artifacts)
+        artifacts = tuple(
+            (a.name, str(artifacts_mod.local_path(self.plex, a.name)))
+            for a, _ in vr.recipe.package.artifacts
+        )
+        return BuildPaths(
+            output_dir=str(work / "output"),
+            seed_files=tuple(seed_files),
+            ssh_key=str(key),
+            files_tar=str(files_tar),
+            artifacts=artifacts,
+        )
 
     def publish(self, vr: VmRecipe, stored: StoredVm) -> str:
         role = vr.role

@@ -57,8 +57,10 @@ class Balancers:
                     continue
                 refused = haproxy.errors(answer)
                 if refused:
-                    raise BackendError(f"{lb}: haproxy refused {state.value} for "
-                                       f"{', '.join(names)}: {'; '.join(refused)[:200]}")
+                    raise BackendError(
+                        f"{lb}: haproxy refused {state.value} for "
+                        f"{', '.join(names)}: {'; '.join(refused)[:200]}"
+                    )
                 done.append(lb)
         for s in names:
             self.report(s, f"lb {state.value}" + ("" if done else " (no lb answered)"))

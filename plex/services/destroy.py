@@ -13,8 +13,9 @@ from plex.services.registry import down_docker
 from plex.store.lock import plex_lock
 
 
-def destroy(plex: Plex, incus: Incus, everything: bool = False,
-            docker: Docker | None = None) -> list[str]:
+def destroy(
+    plex: Plex, incus: Incus, everything: bool = False, docker: Docker | None = None
+) -> list[str]:
     """Delete the plex's instances (only those plex owns) and, with the docker runtime, its
     registry containers on `docker`; the registry cache volume survives unless `everything`."""
     if plex.registry.runtime is Runtime.DOCKER and docker is None:

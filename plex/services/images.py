@@ -83,11 +83,18 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": self.format, "plex": self.plex, "role": self.role,
-            "digest": self.digest, "package_digest": self.package_digest,
-            "sha256": self.sha256, "size": self.size, "fingerprint": self.fingerprint,
-            "uncompressed_size": self.uncompressed_size, "baked_at": self.baked_at,
-            "exported_at": self.exported_at, "packages": list(self.packages),
+            "format": self.format,
+            "plex": self.plex,
+            "role": self.role,
+            "digest": self.digest,
+            "package_digest": self.package_digest,
+            "sha256": self.sha256,
+            "size": self.size,
+            "fingerprint": self.fingerprint,
+            "uncompressed_size": self.uncompressed_size,
+            "baked_at": self.baked_at,
+            "exported_at": self.exported_at,
+            "packages": list(self.packages),
             "inputs": self.inputs,
         }
 
@@ -96,13 +103,17 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{source}: manifest is not a JSON object")
         if data.get("format") != FORMAT:
-            raise ArtifactError(f"{source}: unknown manifest format {data.get('format')!r} "
-                                f"(expected {FORMAT!r})")
+            raise ArtifactError(
+                f"{source}: unknown manifest format {data.get('format')!r} (expected {FORMAT!r})"
+            )
         try:
             return cls(
-                plex=str(data["plex"]), role=str(data["role"]), digest=str(data["digest"]),
+                plex=str(data["plex"]),
+                role=str(data["role"]),
+                digest=str(data["digest"]),
                 package_digest=str(data.get("package_digest", "")),
-                sha256=str(data["sha256"]), size=int(data["size"]),
+                sha256=str(data["sha256"]),
+                size=int(data["size"]),
                 fingerprint=str(data.get("fingerprint", "")),
                 packages=tuple(str(p) for p in data.get("packages", [])),
                 inputs=dict(data.get("inputs", {})),
@@ -129,8 +140,10 @@ def manifest_path_for(artifact: Path) -> Path:
 
 def load_manifest(path: Path) -> Manifest:
     if not path.is_file():
-        raise ArtifactError(f"{path}: manifest not found",
-                            hint="export writes it next to the .tar.zst; pass --manifest FILE")
+        raise ArtifactError(
+            f"{path}: manifest not found",
+            hint="export writes it next to the .tar.zst; pass --manifest FILE",
+        )
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -248,7 +261,8 @@ def _decompressed(raw: io.BufferedReader[Any], what: Path) -> IO[bytes]:
     head = raw.peek(6)[:6]
     if head.startswith(ZSTD_MAGIC):
         reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=False)
+            raw, read_across_frames=True, closefd=False
+        )
         return reader
     if head.startswith(b"\x1f\x8b"):
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
@@ -257,17 +271,21 @@ def _decompressed(raw: io.BufferedReader[Any], what: Path) -> IO[bytes]:
     if head.startswith(b"BZh"):
         return bz2.BZ2File(raw)
     if head.startswith(b"hsqs"):
-        raise ArtifactError(f"{what}: squashfs image rootfs is not supported",
-                            hint="plex exports tar-based container images")
+        raise ArtifactError(
+            f"{what}: squashfs image rootfs is not supported",
+            hint="plex exports tar-based container images",
+        )
     return raw
 
 
 @contextlib.contextmanager
-def _open_tar_stream(path: Path, progress: Progress | None = None, base: int = 0,
-                     total: int = 0) -> Iterator[IO[bytes]]:
+def _open_tar_stream(
+    path: Path, progress: Progress | None = None, base: int = 0, total: int = 0
+) -> Iterator[IO[bytes]]:
     with path.open("rb") as f:
-        counted = io.BufferedReader(_Counter(f, progress, base, total or path.stat().st_size),
-                                    CHUNK)
+        counted = io.BufferedReader(
+            _Counter(f, progress, base, total or path.stat().st_size), CHUNK
+        )
         yield _decompressed(counted, path)
 
 
@@ -315,8 +333,9 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, threads=-1)
 
 
-def pack_unified(src: Path, out: Path, level: int = DEFAULT_LEVEL,
-                 progress: Progress | None = None) -> Packed:
+def pack_unified(
+    src: Path, out: Path, level: int = DEFAULT_LEVEL, progress: Progress | None = None
+) -> Packed:
     """Compress a unified image tarball into `out`, copying its tar bytes exactly, and read the
     package list from rootfs/var/lib/dpkg/status on the way (one pass)."""
     with _atomic_file(out) as f:
@@ -346,8 +365,14 @@ def _scan_packages(stream: Any, path: Path) -> tuple[str, ...]:
     return parse_dpkg_status(status.decode(errors="replace")) if status else ()
 
 
-def pack_split(metadata: Path, rootfs: Path, out: Path, properties: dict[str, str],
-               level: int = DEFAULT_LEVEL, progress: Progress | None = None) -> Packed:
+def pack_split(
+    metadata: Path,
+    rootfs: Path,
+    out: Path,
+    properties: dict[str, str],
+    level: int = DEFAULT_LEVEL,
+    progress: Progress | None = None,
+) -> Packed:
     """Combine a split image (metadata tarball + rootfs tarball) into one unified tarball:
     metadata.yaml and templates/ first, then the rootfs under rootfs/.
 
@@ -360,19 +385,27 @@ def pack_split(metadata: Path, rootfs: Path, out: Path, properties: dict[str, st
         hashed = _HashingWriter(f)
         with _compressor(level).stream_writer(cast(IO[bytes], hashed), closefd=False) as zw:
             counted = _CountingWriter(zw)
-            with tarfile.open(fileobj=cast(IO[bytes], counted), mode="w|",
-                              format=tarfile.PAX_FORMAT) as dst:
+            with tarfile.open(
+                fileobj=cast(IO[bytes], counted), mode="w|", format=tarfile.PAX_FORMAT
+            ) as dst:
                 _copy_metadata(metadata, dst, properties, progress, total)
                 status = _copy_rootfs(rootfs, dst, progress, metadata.stat().st_size, total)
     packages = parse_dpkg_status(status.decode(errors="replace")) if status else ()
     return Packed(hashed.sha.hexdigest(), hashed.size, counted.size, packages)
 
 
-def _copy_metadata(path: Path, dst: tarfile.TarFile, properties: dict[str, str],
-                   progress: Progress | None, total: int) -> None:
+def _copy_metadata(
+    path: Path,
+    dst: tarfile.TarFile,
+    properties: dict[str, str],
+    progress: Progress | None,
+    total: int,
+) -> None:
     try:
-        with _open_tar_stream(path, progress, 0, total) as raw, \
-                tarfile.open(fileobj=raw, mode="r|") as src:
+        with (
+            _open_tar_stream(path, progress, 0, total) as raw,
+            tarfile.open(fileobj=raw, mode="r|") as src,
+        ):
             for m in src:
                 name = _norm(m.name)
                 if m.isreg() and name == "metadata.yaml":
@@ -390,15 +423,18 @@ def _copy_metadata(path: Path, dst: tarfile.TarFile, properties: dict[str, str],
         raise _tar_error(path, e) from None
 
 
-def _copy_rootfs(path: Path, dst: tarfile.TarFile, progress: Progress | None, base: int,
-                 total: int) -> bytes | None:
+def _copy_rootfs(
+    path: Path, dst: tarfile.TarFile, progress: Progress | None, base: int, total: int
+) -> bytes | None:
     status: bytes | None = None
     top = tarfile.TarInfo("rootfs")
     top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
     dst.addfile(top)
     try:
-        with _open_tar_stream(path, progress, base, total) as raw, \
-                tarfile.open(fileobj=raw, mode="r|") as src:
+        with (
+            _open_tar_stream(path, progress, base, total) as raw,
+            tarfile.open(fileobj=raw, mode="r|") as src,
+        ):
             for m in src:
                 name = _norm(m.name)
                 if not name:
@@ -470,22 +506,26 @@ def verify_artifact(path: Path, manifest: Manifest, progress: Progress | None = 
         raise ArtifactError(f"{path}: artifact not found")
     size = path.stat().st_size
     if size != manifest.size:
-        raise ArtifactError(f"{path}: size {size} does not match the manifest's {manifest.size}",
-                            hint="the file is truncated or not the one the manifest describes")
+        raise ArtifactError(
+            f"{path}: size {size} does not match the manifest's {manifest.size}",
+            hint="the file is truncated or not the one the manifest describes",
+        )
     with path.open("rb") as f:
         if f.read(4) != ZSTD_MAGIC:
             raise ArtifactError(f"{path}: not a zstd-compressed image tarball")
     got = sha256_file(path, progress)
     if got != manifest.sha256:
-        raise ArtifactError(f"{path}: sha256 {got[:16]}... does not match the manifest's "
-                            f"{manifest.sha256[:16]}...",
-                            hint="the file is corrupted; export it again")
+        raise ArtifactError(
+            f"{path}: sha256 {got[:16]}... does not match the manifest's {manifest.sha256[:16]}...",
+            hint="the file is corrupted; export it again",
+        )
     props = (read_metadata(path) or {}).get("properties") or {}
     for key, want in (("plex.digest", manifest.digest), ("plex.role", manifest.role)):
         have = props.get(key)
         if have is not None and str(have) != want:
-            raise ArtifactError(f"{path}: image {key} {str(have)[:12]} does not match the "
-                                f"manifest's {want[:12]}")
+            raise ArtifactError(
+                f"{path}: image {key} {str(have)[:12]} does not match the manifest's {want[:12]}"
+            )
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -497,16 +537,21 @@ def find_entry(catalog: Catalog, role: Role | str, digest: str | None = None) ->
     where = f"{catalog.plex}/{role}"
     if digest is None:
         if not gens:
-            raise UsageError(f"no {where} image in the catalog",
-                             hint=f"bake it first: plex bake {catalog.plex} -t {role}")
+            raise UsageError(
+                f"no {where} image in the catalog",
+                hint=f"bake it first: plex bake {catalog.plex} -t {role}",
+            )
         return gens[0]
     matches = [e for e in gens if e.digest.startswith(digest)]
     if not matches:
-        raise UsageError(f"no {where} image with digest {digest} in the catalog",
-                         hint=f"plex image list {catalog.plex}")
+        raise UsageError(
+            f"no {where} image with digest {digest} in the catalog",
+            hint=f"plex image list {catalog.plex}",
+        )
     if len(matches) > 1:
-        raise UsageError(f"digest {digest} matches {len(matches)} {where} images",
-                         hint="give more digits")
+        raise UsageError(
+            f"digest {digest} matches {len(matches)} {where} images", hint="give more digits"
+        )
     return matches[0]
 
 
@@ -514,9 +559,16 @@ def _image(incus: Incus, fingerprint: str) -> ImageInfo | None:
     return next((i for i in incus.images() if i.fingerprint == fingerprint), None)
 
 
-def export_image(incus: Incus, plex_name: str, role: Role | str, dest_dir: Path,
-                 digest: str | None = None, *, level: int = DEFAULT_LEVEL,
-                 progress: Progress | None = None) -> Manifest:
+def export_image(
+    incus: Incus,
+    plex_name: str,
+    role: Role | str,
+    dest_dir: Path,
+    digest: str | None = None,
+    *,
+    level: int = DEFAULT_LEVEL,
+    progress: Progress | None = None,
+) -> Manifest:
     """Write `<plex>-<role>-<digest12>.tar.zst` and its manifest into `dest_dir`."""
     entry = find_entry(load_catalog(plex_name), role, digest)
     info = _image(incus, entry.fingerprint)
@@ -524,7 +576,8 @@ def export_image(incus: Incus, plex_name: str, role: Role | str, dest_dir: Path,
         raise ArtifactError(
             f"{plex_name}/{role}@{entry.short}: in the catalog but image "
             f"{entry.fingerprint[:12]} is missing in Incus project {incus.project}",
-            hint=f"re-bake it: plex bake {plex_name} -t {role}")
+            hint=f"re-bake it: plex bake {plex_name} -t {role}",
+        )
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = dest_dir / artifact_name(plex_name, role, entry.digest)
     # Incus's own export lands next to the artifact (same filesystem) and is always removed.
@@ -536,20 +589,31 @@ def export_image(incus: Incus, plex_name: str, role: Role | str, dest_dir: Path,
         elif len(files) == 2:
             meta = next((p for p in files if p.name.startswith("meta-")), None)
             if meta is None:
-                raise ArtifactError(f"Incus exported {[p.name for p in files]} for "
-                                    f"{entry.fingerprint[:12]}: no metadata part")
+                raise ArtifactError(
+                    f"Incus exported {[p.name for p in files]} for "
+                    f"{entry.fingerprint[:12]}: no metadata part"
+                )
             rootfs = next(p for p in files if p != meta)
             packed = pack_split(meta, rootfs, out, info.properties, level, progress)
         else:
-            raise ArtifactError(f"Incus exported {len(files)} files for image "
-                                f"{entry.fingerprint[:12]} (expected 1 or 2)")
+            raise ArtifactError(
+                f"Incus exported {len(files)} files for image "
+                f"{entry.fingerprint[:12]} (expected 1 or 2)"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     manifest = Manifest(
-        plex=plex_name, role=str(role), digest=entry.digest,
-        package_digest=entry.package_digest, sha256=packed.sha256, size=packed.size,
-        fingerprint=entry.fingerprint, packages=packed.packages, inputs=entry.inputs,
-        exported_at=round(time.time(), 3), baked_at=entry.baked_at,
+        plex=plex_name,
+        role=str(role),
+        digest=entry.digest,
+        package_digest=entry.package_digest,
+        sha256=packed.sha256,
+        size=packed.size,
+        fingerprint=entry.fingerprint,
+        packages=packed.packages,
+        inputs=entry.inputs,
+        exported_at=round(time.time(), 3),
+        baked_at=entry.baked_at,
         uncompressed_size=packed.uncompressed_size,
     )
     # The manifest last: a manifest next to an artifact means the artifact is complete.
@@ -574,12 +638,18 @@ def already_imported(incus: Incus, manifest: Manifest) -> ImageInfo | None:
             f"alias {digest_alias(manifest.plex, manifest.role, manifest.digest)} points at "
             f"image {pinned.fingerprint[:12]} with digest "
             f"{pinned.properties.get('plex.digest', '?')[:12]}, not {manifest.short}",
-            hint="delete that alias or image first")
+            hint="delete that alias or image first",
+        )
     return pinned
 
 
-def import_image(incus: Incus, artifact_path: Path, manifest_path: Path | None = None, *,
-                 progress: Progress | None = None) -> Manifest:
+def import_image(
+    incus: Incus,
+    artifact_path: Path,
+    manifest_path: Path | None = None,
+    *,
+    progress: Progress | None = None,
+) -> Manifest:
     """Verify an artifact against its manifest, import it, pin it as `<plex>/<role>@<digest12>`
     and record it in the catalog. The moving alias is NOT touched: deploy keeps using what it
     used until the image is promoted. Importing what is already there changes nothing."""
@@ -588,23 +658,37 @@ def import_image(incus: Incus, artifact_path: Path, manifest_path: Path | None =
     with plex_lock(manifest.plex, "bake"):  # the catalog has one writer at a time
         have = already_imported(incus, manifest)
         if have is None:
-            fingerprint = incus.import_image(artifact_path, None, {
-                "plex.plex": manifest.plex, "plex.role": manifest.role,
-                "plex.digest": manifest.digest, "plex.package_digest": manifest.package_digest,
-            })
+            fingerprint = incus.import_image(
+                artifact_path,
+                None,
+                {
+                    "plex.plex": manifest.plex,
+                    "plex.role": manifest.role,
+                    "plex.digest": manifest.digest,
+                    "plex.package_digest": manifest.package_digest,
+                },
+            )
             have = _image(incus, fingerprint)
             size = have.size if have else manifest.uncompressed_size
         else:
             fingerprint, size = have.fingerprint, have.size
-        incus.set_alias(digest_alias(manifest.plex, manifest.role, manifest.digest), fingerprint,
-                        f"imported from {artifact_path.name}")
+        incus.set_alias(
+            digest_alias(manifest.plex, manifest.role, manifest.digest),
+            fingerprint,
+            f"imported from {artifact_path.name}",
+        )
         catalog = load_catalog(manifest.plex)
         known = catalog.find(manifest.role, manifest.digest)
         if known is None or known.fingerprint != fingerprint:
-            entry = Entry(role=manifest.role, digest=manifest.digest,
-                          package_digest=manifest.package_digest, fingerprint=fingerprint,
-                          baked_at=manifest.baked_at or manifest.exported_at, size=size,
-                          inputs=manifest.inputs)
+            entry = Entry(
+                role=manifest.role,
+                digest=manifest.digest,
+                package_digest=manifest.package_digest,
+                fingerprint=fingerprint,
+                baked_at=manifest.baked_at or manifest.exported_at,
+                size=size,
+                inputs=manifest.inputs,
+            )
             save_catalog(catalog.record(entry))
     return manifest
 
@@ -635,13 +719,20 @@ class PrunePlan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "plex": self.plex, "keep": self.keep,
-            "remove": [{"role": e.role, "digest": e.digest, "fingerprint": e.fingerprint}
-                       for e in self.remove],
-            "kept": [{"role": k.entry.role, "digest": k.entry.digest,
-                      "reasons": list(k.reasons)} for k in self.kept],
-            "layers": [{"package_digest": la.package_digest, "fingerprint": la.fingerprint}
-                       for la in self.layers],
+            "plex": self.plex,
+            "keep": self.keep,
+            "remove": [
+                {"role": e.role, "digest": e.digest, "fingerprint": e.fingerprint}
+                for e in self.remove
+            ],
+            "kept": [
+                {"role": k.entry.role, "digest": k.entry.digest, "reasons": list(k.reasons)}
+                for k in self.kept
+            ],
+            "layers": [
+                {"package_digest": la.package_digest, "fingerprint": la.fingerprint}
+                for la in self.layers
+            ],
             "cache_files": [str(p) for p in self.cache_files],
         }
 
@@ -688,8 +779,11 @@ def plan_prune(incus: Incus, plex_name: str, keep: int) -> PrunePlan:
                 reasons.append("newest")
             if observed.aliases.get(image_alias(plex_name, role)) == e.fingerprint:
                 reasons.append("current")
-            reasons += [f"channel {c}" for c, m in sorted(catalog.channels.items())
-                        if m.get(role) == e.digest]
+            reasons += [
+                f"channel {c}"
+                for c, m in sorted(catalog.channels.items())
+                if m.get(role) == e.digest
+            ]
             reasons += [f"node {n}" for n in sorted(used.get(e.digest, []))]
             if reasons:
                 kept.append(Kept(e, tuple(reasons)))
@@ -700,8 +794,11 @@ def plan_prune(incus: Incus, plex_name: str, keep: int) -> PrunePlan:
     # A layer stays while any remaining image needs it: this plex's kept entries, and any other
     # plex image in the same project (projects may be shared).
     needed = {k.entry.package_digest for k in kept}
-    needed |= {img.properties.get("plex.package_digest", "") for img in images
-               if "plex.digest" in img.properties and img.fingerprint not in removed_fps}
+    needed |= {
+        img.properties.get("plex.package_digest", "")
+        for img in images
+        if "plex.digest" in img.properties and img.fingerprint not in removed_fps
+    }
     # ...and other plexes' catalogs on this host (they may share the project; the layer cache
     # is shared by all of them anyway).
     needed |= _all_catalog_package_digests(plex_name)
@@ -712,7 +809,8 @@ def plan_prune(incus: Incus, plex_name: str, keep: int) -> PrunePlan:
         # only an image without a recipe digest is a layer.
         is_layer = "plex.digest" not in img.properties and (
             img.properties.get("plex.layer") == "package"
-            or any(a.startswith(PKG_LAYER_PREFIX) for a in img.aliases))
+            or any(a.startswith(PKG_LAYER_PREFIX) for a in img.aliases)
+        )
         if is_layer and pkg and pkg not in needed:
             layers.append(Layer(pkg, img.fingerprint))
     layer_digests = {la.package_digest for la in layers}
@@ -722,10 +820,13 @@ def plan_prune(incus: Incus, plex_name: str, keep: int) -> PrunePlan:
             layers.append(Layer(e.package_digest, None))
             layer_digests.add(e.package_digest)
     cache = cache_root() / "layers"
-    cache_files = [p for d in sorted(layer_digests)
-                   for p in (cache / f"{d}.tar", cache / f"{d}.meta.tar") if p.exists()]
-    return PrunePlan(plex_name, keep, tuple(remove), tuple(kept), tuple(layers),
-                     tuple(cache_files))
+    cache_files = [
+        p
+        for d in sorted(layer_digests)
+        for p in (cache / f"{d}.tar", cache / f"{d}.meta.tar")
+        if p.exists()
+    ]
+    return PrunePlan(plex_name, keep, tuple(remove), tuple(kept), tuple(layers), tuple(cache_files))
 
 
 def apply_prune(incus: Incus, plan: PrunePlan) -> None:
@@ -798,10 +899,16 @@ class Row:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "role": self.role, "digest": self.digest, "fingerprint": self.fingerprint,
-            "size": self.size, "baked_at": self.baked_at, "aliases": list(self.aliases),
-            "current": self.current, "channels": list(self.channels),
-            "in_use": list(self.in_use), "missing": self.missing,
+            "role": self.role,
+            "digest": self.digest,
+            "fingerprint": self.fingerprint,
+            "size": self.size,
+            "baked_at": self.baked_at,
+            "aliases": list(self.aliases),
+            "current": self.current,
+            "channels": list(self.channels),
+            "in_use": list(self.in_use),
+            "missing": self.missing,
             "in_catalog": self.in_catalog,
         }
 
@@ -816,30 +923,43 @@ def list_images(incus: Incus, plex_name: str) -> list[Row]:
     for role in sorted({e.role for e in catalog.entries}):
         for e in catalog.generations(role):
             img = images.get(e.fingerprint)
-            rows.append(Row(
-                role=role, digest=e.digest, fingerprint=e.fingerprint,
-                size=img.size if img else e.size, baked_at=e.baked_at,
-                aliases=tuple(sorted(img.aliases)) if img else (),
-                current=observed.aliases.get(image_alias(plex_name, role)) == e.fingerprint,
-                channels=tuple(c for c, m in sorted(catalog.channels.items())
-                               if m.get(role) == e.digest),
-                in_use=tuple(sorted(used.get(e.digest, []))),
-                missing=img is None,
-            ))
+            rows.append(
+                Row(
+                    role=role,
+                    digest=e.digest,
+                    fingerprint=e.fingerprint,
+                    size=img.size if img else e.size,
+                    baked_at=e.baked_at,
+                    aliases=tuple(sorted(img.aliases)) if img else (),
+                    current=observed.aliases.get(image_alias(plex_name, role)) == e.fingerprint,
+                    channels=tuple(
+                        c for c, m in sorted(catalog.channels.items()) if m.get(role) == e.digest
+                    ),
+                    in_use=tuple(sorted(used.get(e.digest, []))),
+                    missing=img is None,
+                )
+            )
     known = {e.fingerprint for e in catalog.entries}
     for img in sorted(images.values(), key=lambda i: i.created_at):
         props = img.properties
         if props.get("plex.plex") == plex_name and img.fingerprint not in known:
             digest = props.get("plex.digest", "")
-            rows.append(Row(
-                role=props.get("plex.role", "?"), digest=digest, fingerprint=img.fingerprint,
-                size=img.size, baked_at=float(props.get("plex.baked_at", 0) or 0),
-                aliases=tuple(sorted(img.aliases)),
-                current=observed.aliases.get(
-                    image_alias(plex_name, props.get("plex.role", "?"))) == img.fingerprint,
-                in_use=tuple(sorted(used.get(digest, []))) if digest else (),
-                in_catalog=False,
-            ))
+            rows.append(
+                Row(
+                    role=props.get("plex.role", "?"),
+                    digest=digest,
+                    fingerprint=img.fingerprint,
+                    size=img.size,
+                    baked_at=float(props.get("plex.baked_at", 0) or 0),
+                    aliases=tuple(sorted(img.aliases)),
+                    current=observed.aliases.get(
+                        image_alias(plex_name, props.get("plex.role", "?"))
+                    )
+                    == img.fingerprint,
+                    in_use=tuple(sorted(used.get(digest, []))) if digest else (),
+                    in_catalog=False,
+                )
+            )
     return rows
 
 
@@ -855,9 +975,28 @@ def human_size(n: int) -> str:
 
 
 __all__ = [
-    "Manifest", "Packed", "PrunePlan", "Row", "already_imported", "apply_prune",
-    "artifact_name", "export_image", "find_entry", "human_size", "import_image",
-    "iter_artifact_members", "list_images", "load_manifest", "manifest_path_for", "open_artifact",
-    "pack_split", "pack_unified", "parse_dpkg_status", "plan_prune", "prune", "read_metadata",
-    "verify_artifact", "write_manifest",
+    "Manifest",
+    "Packed",
+    "PrunePlan",
+    "Row",
+    "already_imported",
+    "apply_prune",
+    "artifact_name",
+    "export_image",
+    "find_entry",
+    "human_size",
+    "import_image",
+    "iter_artifact_members",
+    "list_images",
+    "load_manifest",
+    "manifest_path_for",
+    "open_artifact",
+    "pack_split",
+    "pack_unified",
+    "parse_dpkg_status",
+    "plan_prune",
+    "prune",
+    "read_metadata",
+    "verify_artifact",
+    "write_manifest",
 ]

@@ -53,8 +53,13 @@ class StepRecord:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "started_at": self.started_at,
-                "seconds": round(self.seconds, 2), "error": self.error}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 2),
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -101,8 +106,9 @@ class NightlyRun:
             "steps": [s.to_json() for s in self.steps],
             # The two numbers the history chart follows.
             "bake_seconds": round(bake.seconds, 2) if bake.status != Status.SKIPPED else None,
-            "reset_seconds": (round(deploy.seconds, 2) if deploy.status != Status.SKIPPED
-                              else None),
+            "reset_seconds": (
+                round(deploy.seconds, 2) if deploy.status != Status.SKIPPED else None
+            ),
             "cache_hits": sum(1 for b in self.bake if b.get("cached")),
             "bake": self.bake,
             "deploy": self.deploy,
@@ -125,8 +131,17 @@ def new_run_id(now: float | None = None) -> str:
 class Nightly:
     """The nightly of one staging plex against its Incus project."""
 
-    def __init__(self, plex: Plex, incus: Incus, root: Path, *, keep: int | None = None,
-                 parallel: int = 4, say: Say | None = None, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        plex: Plex,
+        incus: Incus,
+        root: Path,
+        *,
+        keep: int | None = None,
+        parallel: int = 4,
+        say: Say | None = None,
+        run_id: str | None = None,
+    ) -> None:
         self.plex = plex
         self.incus = incus
         self.root = root
@@ -135,8 +150,9 @@ class Nightly:
         self.parallel = parallel
         self.say: Say = say or (lambda step, msg: None)
         started = time.time()
-        self.run_state = NightlyRun(plex.name, run_id or new_run_id(started), started,
-                                    [StepRecord(n) for n in STEPS])
+        self.run_state = NightlyRun(
+            plex.name, run_id or new_run_id(started), started, [StepRecord(n) for n in STEPS]
+        )
         self._results: list[BakeResult] = []
         self._recipes: dict[Role, Recipe] = {}
 
@@ -155,12 +171,18 @@ class Nightly:
         finally:
             run.seconds = time.monotonic() - t0
             run.report_json, run.report_html = report_mod.write_report(
-                run.to_json(), report_mod.report_dir(self.plex.name))
+                run.to_json(), report_mod.report_dir(self.plex.name)
+            )
         return run
 
     def steps(self) -> list[tuple[str, Callable[[], None]]]:
-        return [("bake", self.bake), ("deploy", self.deploy), ("smoke", self.smoke),
-                ("promote", self.promote), ("prune", self.prune)]
+        return [
+            ("bake", self.bake),
+            ("deploy", self.deploy),
+            ("smoke", self.smoke),
+            ("promote", self.promote),
+            ("prune", self.prune),
+        ]
 
     @contextmanager
     def _step(self, rec: StepRecord) -> Iterator[None]:
@@ -200,13 +222,21 @@ class Nightly:
         if vm_roles:
             check_vm_bases(self.plex, vm_roles, self.paths)
             packer = PackerCli(env={"PACKER_CACHE_DIR": str(cache_root() / "packer")})
-            results += VmBaker(self.plex, self.incus, packer, self.paths,
-                               lambda role, msg: self.say("bake", f"{role.value}: {msg}"),
-                               ).bake(vm_roles)
+            results += VmBaker(
+                self.plex,
+                self.incus,
+                packer,
+                self.paths,
+                lambda role, msg: self.say("bake", f"{role.value}: {msg}"),
+            ).bake(vm_roles)
         if ct_roles:
-            baker = Baker(self.plex, self.incus, self.paths,
-                          lambda role, msg: self.say("bake", f"{role.value}: {msg}"),
-                          channel=ch.Channel.LATEST)
+            baker = Baker(
+                self.plex,
+                self.incus,
+                self.paths,
+                lambda role, msg: self.say("bake", f"{role.value}: {msg}"),
+                channel=ch.Channel.LATEST,
+            )
             results += baker.bake(ct_roles, parallel=self.parallel)
             # The recipes just baked, for the package layers promote records.
             self._recipes = plan_recipes(self.plex, ct_roles, self.paths, ch.Channel.LATEST)
@@ -215,22 +245,32 @@ class Nightly:
 
     def deploy(self) -> None:
         """`plex deploy --replace master`: a new cluster on the new images."""
-        plan, result = deploy(self.plex, self.incus, self.root, replace=["master"],
-                              parallel=8, report=lambda node, msg: self.say("deploy",
-                                                                            f"{node}: {msg}"))
+        plan, result = deploy(
+            self.plex,
+            self.incus,
+            self.root,
+            replace=["master"],
+            parallel=8,
+            report=lambda node, msg: self.say("deploy", f"{node}: {msg}"),
+        )
         self.run_state.deploy = {
             "actions": len(plan.actions),
             "nodes": [a.node for w in plan.waves for a in w],
-            "waves": [{"nodes": w.nodes, "seconds": round(w.seconds, 2)}
-                      for w in result.waves],
+            "waves": [{"nodes": w.nodes, "seconds": round(w.seconds, 2)} for w in result.waves],
             "seconds": round(result.seconds, 2),
         }
 
     def smoke(self) -> None:
         expected = {r.role: r.digest for r in self._results}
         running = running_images(self.incus.observe(self.plex.name).instances)
-        results = smoke(self.plex, self.incus, self.root, expected, running,
-                        report=lambda node, msg: self.say("smoke", f"{node}: {msg}"))
+        results = smoke(
+            self.plex,
+            self.incus,
+            self.root,
+            expected,
+            running,
+            report=lambda node, msg: self.say("smoke", f"{node}: {msg}"),
+        )
         self.run_state.smoke = [r.to_json() for r in results]
 
     def promote(self) -> None:
@@ -240,8 +280,9 @@ class Nightly:
             for r in self._results:
                 alias = ch.channel_alias(self.plex.name, r.role)
                 prev = self.incus.image_by_alias(alias)
-                self.incus.set_alias(alias, r.fingerprint,
-                                     f"passed nightly {self.run_state.run_id}")
+                self.incus.set_alias(
+                    alias, r.fingerprint, f"passed nightly {self.run_state.run_id}"
+                )
                 moved.append((alias, prev.fingerprint if prev else None))
         except BaseException:
             for alias, fp in reversed(moved):
@@ -257,27 +298,44 @@ class Nightly:
             for r in self._results:
                 catalog = catalog.promote(ch.Channel.STABLE.value, r.role.value, r.digest)
             save_catalog(catalog)
-        records = [ch.record_for(role, rec.package, self.plex.name, self.run_state.run_id)
-                   for role, rec in self._recipes.items()
-                   if rec.package.base.kind in ch.LAYERED_KINDS]
+        records = [
+            ch.record_for(role, rec.package, self.plex.name, self.run_state.run_id)
+            for role, rec in self._recipes.items()
+            if rec.package.base.kind in ch.LAYERED_KINDS
+        ]
         if records:
             ch.save_channels(ch.load_channels().promote(ch.Channel.STABLE, records))
-        lineage = {role: ch.lineage_key(role, rec.package)
-                   for role, rec in self._recipes.items()
-                   if rec.package.base.kind in ch.LAYERED_KINDS}
+        lineage = {
+            role: ch.lineage_key(role, rec.package)
+            for role, rec in self._recipes.items()
+            if rec.package.base.kind in ch.LAYERED_KINDS
+        }
         self.run_state.promoted = [
-            {"role": r.role.value, "digest": r.digest, "fingerprint": r.fingerprint,
-             "previous": before.get(r.role.value),
-             "alias": ch.channel_alias(self.plex.name, r.role),
-             "package_digest": r.package_digest, "lineage": lineage.get(r.role)}
-            for r in self._results]
+            {
+                "role": r.role.value,
+                "digest": r.digest,
+                "fingerprint": r.fingerprint,
+                "previous": before.get(r.role.value),
+                "alias": ch.channel_alias(self.plex.name, r.role),
+                "package_digest": r.package_digest,
+                "lineage": lineage.get(r.role),
+            }
+            for r in self._results
+        ]
 
     def prune(self) -> None:
         removed = prune(self.incus, self.plex.name, self.keep)
         self.run_state.pruned = [{"role": e.role, "digest": e.digest} for e in removed]
 
 
-def run_nightly(plex: Plex, incus: Incus, root: Path, *, keep: int | None = None,
-                parallel: int = 4, say: Say | None = None) -> NightlyRun:
+def run_nightly(
+    plex: Plex,
+    incus: Incus,
+    root: Path,
+    *,
+    keep: int | None = None,
+    parallel: int = 4,
+    say: Say | None = None,
+) -> NightlyRun:
     """One nightly; the result says whether it passed (see NightlyRun.raise_for_failure)."""
     return Nightly(plex, incus, root, keep=keep, parallel=parallel, say=say).run()

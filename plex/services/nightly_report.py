@@ -99,55 +99,79 @@ def chart_svg(history: Sequence[dict[str, Any]], width: int = 760, height: int =
     def y(v: float) -> float:
         return top + ph - ph * v / ymax
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" '
-           'aria-label="bake and reset seconds over recent nightly runs">',
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="bake and reset seconds over recent nightly runs">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
     for k in range(5):  # horizontal grid with seconds
         v = ymax * k / 4
         yy = y(v)
-        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" '
-                   'stroke="#e3e3e3"/>')
-        out.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" '
-                   f'font-size="11" fill="#555">{v:g}s</text>')
-    out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" '
-               'stroke="#888"/>')
+        out.append(
+            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#e3e3e3"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" '
+            f'font-size="11" fill="#555">{v:g}s</text>'
+        )
+    out.append(
+        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#888"/>'
+    )
     if n == 0:
-        out.append(f'<text x="{left + pw / 2}" y="{top + ph / 2}" text-anchor="middle" '
-                   'font-size="13" fill="#777">no runs yet</text>')
+        out.append(
+            f'<text x="{left + pw / 2}" y="{top + ph / 2}" text-anchor="middle" '
+            'font-size="13" fill="#777">no runs yet</text>'
+        )
     step = max(1, math.ceil(n / 10))  # at most ~10 x labels
     for i, r in enumerate(history):
         if i % step == 0 or i == n - 1:
-            out.append(f'<text x="{x(i):.1f}" y="{top + ph + 16}" text-anchor="middle" '
-                       f'font-size="10" fill="#555">{escape(_label(r))}</text>')
+            out.append(
+                f'<text x="{x(i):.1f}" y="{top + ph + 16}" text-anchor="middle" '
+                f'font-size="10" fill="#555">{escape(_label(r))}</text>'
+            )
         if not r.get("ok"):
-            out.append(f'<rect x="{x(i) - 4:.1f}" y="{top}" width="8" height="{ph}" '
-                       'fill="#d33" fill-opacity="0.12"><title>'
-                       f'{escape(str(r.get("run")))}: failed at '
-                       f'{escape(str(r.get("failed_step")))}</title></rect>')
+            out.append(
+                f'<rect x="{x(i) - 4:.1f}" y="{top}" width="8" height="{ph}" '
+                'fill="#d33" fill-opacity="0.12"><title>'
+                f"{escape(str(r.get('run')))}: failed at "
+                f"{escape(str(r.get('failed_step')))}</title></rect>"
+            )
     for key, name, color in SERIES:
-        pts = [(x(i), y(float(r[key]))) for i, r in enumerate(history)
-               if r.get(key) is not None]
+        pts = [(x(i), y(float(r[key]))) for i, r in enumerate(history) if r.get(key) is not None]
         if len(pts) > 1:
-            out.append('<polyline fill="none" stroke-width="2" stroke="' + color + '" points="'
-                       + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+            out.append(
+                '<polyline fill="none" stroke-width="2" stroke="'
+                + color
+                + '" points="'
+                + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+                + '"/>'
+            )
         for i, r in enumerate(history):
             if r.get(key) is None:
                 continue
             fill = color if r.get("ok") else "#d33"
-            out.append(f'<circle cx="{x(i):.1f}" cy="{y(float(r[key])):.1f}" r="4" '
-                       f'fill="{fill}" stroke="{color}"><title>{escape(str(r.get("run")))} '
-                       f'{escape(name)}: {float(r[key]):.1f}s</title></circle>')
+            out.append(
+                f'<circle cx="{x(i):.1f}" cy="{y(float(r[key])):.1f}" r="4" '
+                f'fill="{fill}" stroke="{color}"><title>{escape(str(r.get("run")))} '
+                f"{escape(name)}: {float(r[key]):.1f}s</title></circle>"
+            )
     lx = left
     for _key, name, color in SERIES:
-        out.append(f'<rect x="{lx}" y="8" width="14" height="4" fill="{color}"/>'
-                   f'<text x="{lx + 20}" y="14" font-size="12" fill="#333">{escape(name)}'
-                   '</text>')
+        out.append(
+            f'<rect x="{lx}" y="8" width="14" height="4" fill="{color}"/>'
+            f'<text x="{lx + 20}" y="14" font-size="12" fill="#333">{escape(name)}'
+            "</text>"
+        )
         lx += 150
-    out.append(f'<circle cx="{lx + 6}" cy="10" r="4" fill="#d33"/><text x="{lx + 16}" y="14" '
-               'font-size="12" fill="#333">failed run</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle" '
-               'font-size="11" fill="#555">nightly runs (UTC)</text>')
+    out.append(
+        f'<circle cx="{lx + 6}" cy="10" r="4" fill="#d33"/><text x="{lx + 16}" y="14" '
+        'font-size="12" fill="#333">failed run</text>'
+    )
+    out.append(
+        f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle" '
+        'font-size="11" fill="#555">nightly runs (UTC)</text>'
+    )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -208,30 +232,76 @@ def render_html(run: dict[str, Any], history: Sequence[dict[str, Any]]) -> str:
     """The whole page for one run (history: oldest first, may include this run)."""
     ok = bool(run.get("ok"))
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(run.get("started_at", 0))))
-    steps = _table(["step", "status", "seconds", "error"], [
-        [escape(s["name"]), _status(s["status"]), f'{float(s["seconds"]):.1f}',
-         escape(s.get("error") or "")] for s in run.get("steps", [])], num=(2,))
-    bake = _table(["role", "digest", "result", "package layer", "seconds", "size"], [
-        [escape(b["role"]), _code(b["digest"]),
-         "cache hit" if b.get("cached") else
-         ("built (package layer cached)" if b.get("package_cached") else "built"),
-         f'{_code(b.get("package_digest"))} {escape(b.get("channel") or "")}',
-         f'{float(b["seconds"]):.1f}', _size(b.get("size"))] for b in run.get("bake", [])],
-        num=(4, 5))
+    steps = _table(
+        ["step", "status", "seconds", "error"],
+        [
+            [
+                escape(s["name"]),
+                _status(s["status"]),
+                f"{float(s['seconds']):.1f}",
+                escape(s.get("error") or ""),
+            ]
+            for s in run.get("steps", [])
+        ],
+        num=(2,),
+    )
+    bake = _table(
+        ["role", "digest", "result", "package layer", "seconds", "size"],
+        [
+            [
+                escape(b["role"]),
+                _code(b["digest"]),
+                "cache hit"
+                if b.get("cached")
+                else ("built (package layer cached)" if b.get("package_cached") else "built"),
+                f"{_code(b.get('package_digest'))} {escape(b.get('channel') or '')}",
+                f"{float(b['seconds']):.1f}",
+                _size(b.get("size")),
+            ]
+            for b in run.get("bake", [])
+        ],
+        num=(4, 5),
+    )
     dep = run.get("deploy") or {}
-    waves = _table(["wave", "nodes", "seconds"], [
-        [str(i), escape(", ".join(w["nodes"])), f'{float(w["seconds"]):.1f}']
-        for i, w in enumerate(dep.get("waves", []), 1)], num=(2,))
-    smoke = _table(["node", "check", "result", "seconds", "attempts"], [
-        [escape(s["node"]), escape(s["probe"]), _status("ok" if s["ok"] else "failed"),
-         f'{float(s["seconds"]):.1f}', str(s.get("attempts", ""))]
-        for s in run.get("smoke", [])], num=(3, 4))
-    promoted = _table(["role", "now stable", "was", "alias", "package layer"], [
-        [escape(p["role"]), _code(p["digest"]), _code(p.get("previous")), _code(p["alias"], 80),
-         _code(p.get("package_digest"))] for p in run.get("promoted", [])])
-    pruned = _table(["role", "digest"], [[escape(p["role"]), _code(p["digest"])]
-                                         for p in run.get("pruned", [])])
-    error = (f'<p class="error">{escape(str(run["error"]))}</p>' if run.get("error") else "")
+    waves = _table(
+        ["wave", "nodes", "seconds"],
+        [
+            [str(i), escape(", ".join(w["nodes"])), f"{float(w['seconds']):.1f}"]
+            for i, w in enumerate(dep.get("waves", []), 1)
+        ],
+        num=(2,),
+    )
+    smoke = _table(
+        ["node", "check", "result", "seconds", "attempts"],
+        [
+            [
+                escape(s["node"]),
+                escape(s["probe"]),
+                _status("ok" if s["ok"] else "failed"),
+                f"{float(s['seconds']):.1f}",
+                str(s.get("attempts", "")),
+            ]
+            for s in run.get("smoke", [])
+        ],
+        num=(3, 4),
+    )
+    promoted = _table(
+        ["role", "now stable", "was", "alias", "package layer"],
+        [
+            [
+                escape(p["role"]),
+                _code(p["digest"]),
+                _code(p.get("previous")),
+                _code(p["alias"], 80),
+                _code(p.get("package_digest")),
+            ]
+            for p in run.get("promoted", [])
+        ],
+    )
+    pruned = _table(
+        ["role", "digest"], [[escape(p["role"]), _code(p["digest"])] for p in run.get("pruned", [])]
+    )
+    error = f'<p class="error">{escape(str(run["error"]))}</p>' if run.get("error") else ""
     hits = run.get("cache_hits", 0)
     total = len(run.get("bake", []))
     title = f"plex nightly {run.get('plex')} {run.get('run')}"
@@ -241,7 +311,7 @@ def render_html(run: dict[str, Any], history: Sequence[dict[str, Any]]) -> str:
 <style>{CSS}</style></head>
 <body>
 <h1>Nightly of <code>{escape(str(run.get("plex")))}</code>
-<span class="badge {'ok' if ok else 'failed'}">{'passed, promoted' if ok else 'failed'}</span></h1>
+<span class="badge {"ok" if ok else "failed"}">{"passed, promoted" if ok else "failed"}</span></h1>
 <p class="meta">run <code>{escape(str(run.get("run")))}</code>, started {escape(when)},
 {float(run.get("seconds", 0)):.1f}s in all; bake {hits}/{total} cache hits.</p>
 {error}

@@ -24,14 +24,16 @@ from plex.model.plex import Plex
 # How each OS family installs packages; a base definition may override it with `install:`.
 INSTALL = {
     "debian": "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
-              "apt-get install -y -q --no-install-recommends {packages} && apt-get clean",
+    "apt-get install -y -q --no-install-recommends {packages} && apt-get clean",
     "suse": "zypper --non-interactive --gpg-auto-import-keys install --no-recommends "
-            "{packages} && zypper clean --all",
+    "{packages} && zypper clean --all",
     "alpine": "apk add --no-cache {packages}",
 }
 # The instance has networking once this succeeds (its DHCP client and resolver are up).
-WAIT_NETWORK = ("for i in $(seq 120); do ip -4 route | grep -q '^default' && exit 0; "
-                "sleep 1; done; echo 'no default route after 120s' >&2; exit 1")
+WAIT_NETWORK = (
+    "for i in $(seq 120); do ip -4 route | grep -q '^default' && exit 0; "
+    "sleep 1; done; echo 'no default route after 120s' >&2; exit 1"
+)
 
 
 def image_source(layer: PackageLayer) -> dict[str, str]:
@@ -39,21 +41,39 @@ def image_source(layer: PackageLayer) -> dict[str, str]:
     data = layer.base.data
     file = f"images/{layer.base.name}.yaml"
     if layer.base.kind != "incus-remote":
-        raise ConfigErrors([ConfigError(file, "kind", f"'{layer.base.kind}' bases are not "
-                                        "built in an instance (use incus-remote)")])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    file,
+                    "kind",
+                    f"'{layer.base.kind}' bases are not built in an instance (use incus-remote)",
+                )
+            ]
+        )
     missing = [k for k in ("server", "alias") if not data.get(k)]
     if missing:
         raise ConfigErrors([ConfigError(file, missing[0], "required for an incus-remote base")])
-    return {"type": "image", "mode": "pull", "server": str(data["server"]),
-            "protocol": str(data.get("protocol", "simplestreams")), "alias": str(data["alias"])}
+    return {
+        "type": "image",
+        "mode": "pull",
+        "server": str(data["server"]),
+        "protocol": str(data.get("protocol", "simplestreams")),
+        "alias": str(data["alias"]),
+    }
 
 
 def install_command(layer: PackageLayer) -> str:
     template = layer.base.data.get("install") or INSTALL.get(layer.base.family)
     if template is None:
-        raise ConfigErrors([ConfigError(f"images/{layer.base.name}.yaml", "install",
-                                        f"no package manager known for family "
-                                        f"'{layer.base.family}': set install:")])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"images/{layer.base.name}.yaml",
+                    "install",
+                    f"no package manager known for family '{layer.base.family}': set install:",
+                )
+            ]
+        )
     return str(template).format(packages=" ".join(shlex.quote(p) for p in layer.packages))
 
 
@@ -75,17 +95,27 @@ def build_in_instance(
         res = incus.exec(name, argv)
         if res.returncode != 0:
             tail = (res.output.splitlines() or ["no output"])[-1]
-            raise BackendError(f"package layer {layer.digest[:12]}: {what} failed in "
-                               f"{name} (exit {res.returncode}): {tail}")
+            raise BackendError(
+                f"package layer {layer.digest[:12]}: {what} failed in "
+                f"{name} (exit {res.returncode}): {tail}"
+            )
 
     try:
         report(f"launch {source['alias']}")
         incus.create_instance(
-            name, image=source["alias"], source=source, profiles=[],
+            name,
+            image=source["alias"],
+            source=source,
+            profiles=[],
             config={owner.PLEX: plex.name, owner.BUILD: bake_id},
-            devices={"root": {"type": "disk", "path": "/", "pool": plex.incus.pool},
-                     "eth0": {"type": "nic", "network": plex.incus.network,
-                              "name": plex.network.interface}},
+            devices={
+                "root": {"type": "disk", "path": "/", "pool": plex.incus.pool},
+                "eth0": {
+                    "type": "nic",
+                    "network": plex.incus.network,
+                    "name": plex.network.interface,
+                },
+            },
         )
         incus.start(name)
         run(["/bin/sh", "-c", WAIT_NETWORK], "waiting for the network")
@@ -98,8 +128,10 @@ def build_in_instance(
             run(["mkdir", "-p", ARTIFACT_DIR], "mkdir")
             incus.push_file(name, dest, artifact_paths[artifact.name].read_bytes(), mode=0o644)
             for cmd in commands:
-                run(["/bin/sh", "-ec", cmd.replace("{path}", shlex.quote(dest))],
-                    f"installing {artifact.name}")
+                run(
+                    ["/bin/sh", "-ec", cmd.replace("{path}", shlex.quote(dest))],
+                    f"installing {artifact.name}",
+                )
         for cmd in layer.commands:
             run(["/bin/sh", "-ec", cmd], "package command")
         run(["rm", "-rf", ARTIFACT_DIR], "cleanup")
@@ -107,10 +139,13 @@ def build_in_instance(
         report("publish package layer")
         incus.stop(name, force=True)
         published = incus.publish(
-            name, aliases=[],
-            properties={"plex.layer": "package", "plex.package_digest": layer.digest,
-                        "description": f"plex package layer {layer.digest[:12]} "
-                                       f"({layer.base.name})"},
+            name,
+            aliases=[],
+            properties={
+                "plex.layer": "package",
+                "plex.package_digest": layer.digest,
+                "description": f"plex package layer {layer.digest[:12]} ({layer.base.name})",
+            },
         )
         check()
         incus.set_alias(package_alias(layer.digest), published, "plex package layer")

@@ -23,15 +23,21 @@ def _release(plex: Plex, name: str) -> tuple[releases.Release, releases.Asset]:
     if name == "zot":
         rel = releases.zot_release(plex.registry.zot)
         return rel, rel.assets[0]
-    raise ConfigErrors([ConfigError("bake/", "artifacts", f"unknown artifact '{name}' "
-                                    f"(known: {', '.join(KNOWN)})")])
+    raise ConfigErrors(
+        [
+            ConfigError(
+                "bake/", "artifacts", f"unknown artifact '{name}' (known: {', '.join(KNOWN)})"
+            )
+        ]
+    )
 
 
 def resolve(plex: Plex, name: str) -> ResolvedArtifact:
     rel, asset = _release(plex, name)
     got = asset.fetch()
-    return ResolvedArtifact(name=name, url=asset.url, sha256=got.sha256,
-                            filename=asset.name, version=rel.version)
+    return ResolvedArtifact(
+        name=name, url=asset.url, sha256=got.sha256, filename=asset.name, version=rel.version
+    )
 
 
 def local_path(plex: Plex, name: str) -> Path:

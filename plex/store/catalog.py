@@ -61,13 +61,16 @@ class Catalog:
 
     def record(self, entry: Entry) -> Catalog:
         """Add (or refresh) an entry; a re-bake of a known digest moves it to the front."""
-        rest = tuple(e for e in self.entries if not (e.role == entry.role
-                                                     and e.digest == entry.digest))
+        rest = tuple(
+            e for e in self.entries if not (e.role == entry.role and e.digest == entry.digest)
+        )
         return replace(self, entries=(*rest, entry))
 
     def remove(self, role: str, digest: str) -> Catalog:
-        return replace(self, entries=tuple(e for e in self.entries
-                                           if not (e.role == role and e.digest == digest)))
+        return replace(
+            self,
+            entries=tuple(e for e in self.entries if not (e.role == role and e.digest == digest)),
+        )
 
     def promote(self, channel: str, role: str, digest: str) -> Catalog:
         chans = {k: dict(v) for k, v in self.channels.items()}
@@ -102,13 +105,16 @@ def load_catalog(plex_name: str) -> Catalog:
     try:
         return Catalog.from_json(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as e:
-        raise PlexError(f"{path}: catalog is damaged ({e})",
-                        hint="move it away; the next bake rebuilds it from Incus") from None
+        raise PlexError(
+            f"{path}: catalog is damaged ({e})",
+            hint="move it away; the next bake rebuilds it from Incus",
+        ) from None
 
 
 def save_catalog(catalog: Catalog) -> None:
-    write_private(catalog_path(catalog.plex),
-                  json.dumps(catalog.to_json(), indent=2, sort_keys=True) + "\n")
+    write_private(
+        catalog_path(catalog.plex), json.dumps(catalog.to_json(), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def current_images(plex: Any, aliases: Mapping[str, str]) -> dict[Role, ImageRef]:
@@ -126,6 +132,7 @@ def current_images(plex: Any, aliases: Mapping[str, str]) -> dict[Role, ImageRef
         fp = aliases.get(alias)
         entry = next((e for e in catalog.generations(role) if e.fingerprint == fp), None)
         if entry is not None:
-            out[role] = ImageRef(role=role, digest=entry.digest, fingerprint=entry.fingerprint,
-                                 alias=alias)
+            out[role] = ImageRef(
+                role=role, digest=entry.digest, fingerprint=entry.fingerprint, alias=alias
+            )
     return out

@@ -53,20 +53,33 @@ class Channel(StrEnum):
 
 def lineage_key(role: Role | str, layer: PackageLayer) -> str:
     """`<role>/<base>/<artifacts12>`: the package layers that may stand in for each other."""
-    chosen = [{"name": a.name, "version": a.version, "sha256": a.sha256}
-              for a, _ in layer.artifacts]
+    chosen = [
+        {"name": a.name, "version": a.version, "sha256": a.sha256} for a, _ in layer.artifacts
+    ]
     return f"{role}/{layer.base.name}/{digest_of(chosen)[:12]}"
 
 
 def layer_to_json(layer: PackageLayer) -> dict[str, Any]:
     """Everything needed to rebuild the layer (its digest inputs plus artifact URLs)."""
     return {
-        "base": {"name": layer.base.name, "kind": layer.base.kind, "family": layer.base.family,
-                 "data": dict(layer.base.data)},
+        "base": {
+            "name": layer.base.name,
+            "kind": layer.base.kind,
+            "family": layer.base.family,
+            "data": dict(layer.base.data),
+        },
         "packages": list(layer.packages),
-        "artifacts": [{"name": a.name, "url": a.url, "sha256": a.sha256, "filename": a.filename,
-                       "version": a.version, "install": list(cmds)}
-                      for a, cmds in layer.artifacts],
+        "artifacts": [
+            {
+                "name": a.name,
+                "url": a.url,
+                "sha256": a.sha256,
+                "filename": a.filename,
+                "version": a.version,
+                "install": list(cmds),
+            }
+            for a, cmds in layer.artifacts
+        ],
         "commands": list(layer.commands),
     }
 
@@ -79,19 +92,30 @@ def layer_from_json(data: dict[str, Any], digest: str, where: str) -> PackageLay
             base=BaseImage(str(b["name"]), str(b["kind"]), str(b["family"]), dict(b["data"])),
             packages=tuple(str(p) for p in data["packages"]),
             artifacts=tuple(
-                (ResolvedArtifact(str(a["name"]), str(a["url"]), str(a["sha256"]),
-                                  str(a["filename"]), str(a["version"])),
-                 tuple(str(c) for c in a["install"]))
-                for a in data["artifacts"]),
+                (
+                    ResolvedArtifact(
+                        str(a["name"]),
+                        str(a["url"]),
+                        str(a["sha256"]),
+                        str(a["filename"]),
+                        str(a["version"]),
+                    ),
+                    tuple(str(c) for c in a["install"]),
+                )
+                for a in data["artifacts"]
+            ),
             commands=tuple(str(c) for c in data["commands"]),
         )
     except (KeyError, TypeError) as e:
-        raise PlexError(f"{where}: package layer record is incomplete ({e})",
-                        hint="re-run the nightly to promote a fresh one") from None
+        raise PlexError(
+            f"{where}: package layer record is incomplete ({e})",
+            hint="re-run the nightly to promote a fresh one",
+        ) from None
     if layer.digest != digest:
-        raise PlexError(f"{where}: recorded package layer hashes to {layer.digest[:12]}, "
-                        f"not {digest[:12]}",
-                        hint="the recipe format changed; re-run the nightly to promote again")
+        raise PlexError(
+            f"{where}: recorded package layer hashes to {layer.digest[:12]}, not {digest[:12]}",
+            hint="the recipe format changed; re-run the nightly to promote again",
+        )
     return layer
 
 
@@ -108,19 +132,38 @@ class LayerRecord:
         return layer_from_json(self.layer, self.package_digest, f"{where}: {self.key}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "package_digest": self.package_digest, "layer": self.layer,
-                "promoted_at": self.promoted_at, "plex": self.plex, "run": self.run}
+        return {
+            "key": self.key,
+            "package_digest": self.package_digest,
+            "layer": self.layer,
+            "promoted_at": self.promoted_at,
+            "plex": self.plex,
+            "run": self.run,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LayerRecord:
-        return cls(str(data["key"]), str(data["package_digest"]), dict(data["layer"]),
-                   float(data["promoted_at"]), str(data["plex"]), str(data["run"]))
+        return cls(
+            str(data["key"]),
+            str(data["package_digest"]),
+            dict(data["layer"]),
+            float(data["promoted_at"]),
+            str(data["plex"]),
+            str(data["run"]),
+        )
 
 
-def record_for(role: Role | str, layer: PackageLayer, plex: str, run: str,
-               now: float | None = None) -> LayerRecord:
-    return LayerRecord(lineage_key(role, layer), layer.digest, layer_to_json(layer),
-                       round(time.time() if now is None else now, 3), plex, run)
+def record_for(
+    role: Role | str, layer: PackageLayer, plex: str, run: str, now: float | None = None
+) -> LayerRecord:
+    return LayerRecord(
+        lineage_key(role, layer),
+        layer.digest,
+        layer_to_json(layer),
+        round(time.time() if now is None else now, 3),
+        plex,
+        run,
+    )
 
 
 @dataclass(frozen=True)
@@ -137,14 +180,22 @@ class Channels:
         return replace(self, records=out)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": CHANNELS_VERSION,
-                "channels": {c: {k: r.to_json() for k, r in sorted(m.items())}
-                             for c, m in sorted(self.records.items())}}
+        return {
+            "version": CHANNELS_VERSION,
+            "channels": {
+                c: {k: r.to_json() for k, r in sorted(m.items())}
+                for c, m in sorted(self.records.items())
+            },
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Channels:
-        return cls({c: {k: LayerRecord.from_json(r) for k, r in m.items()}
-                    for c, m in data.get("channels", {}).items()})
+        return cls(
+            {
+                c: {k: LayerRecord.from_json(r) for k, r in m.items()}
+                for c, m in data.get("channels", {}).items()
+            }
+        )
 
 
 def channels_path() -> Path:
@@ -159,8 +210,10 @@ def load_channels() -> Channels:
     try:
         return Channels.from_json(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise PlexError(f"{path}: channels file is damaged ({e})",
-                        hint="move it away; bakes then use the latest package layers") from None
+        raise PlexError(
+            f"{path}: channels file is damaged ({e})",
+            hint="move it away; bakes then use the latest package layers",
+        ) from None
 
 
 def save_channels(channels: Channels) -> None:
@@ -170,8 +223,9 @@ def save_channels(channels: Channels) -> None:
 # -- what a bake builds on ---------------------------------------------------------------------
 
 
-def pinned_layer(recipe: Recipe, channel: Channel | str,
-                 channels: Channels | None = None) -> PackageLayer | None:
+def pinned_layer(
+    recipe: Recipe, channel: Channel | str, channels: Channels | None = None
+) -> PackageLayer | None:
     """The package layer `channel` puts under this recipe instead of its own, or None.
 
     None for `latest`, for bases that have no shared package layer, when the channel has no
@@ -185,8 +239,13 @@ def pinned_layer(recipe: Recipe, channel: Channel | str,
     return rec.package_layer(str(channels_path()))
 
 
-def rebase(recipe: Recipe, layer: PackageLayer, role_recipe: RoleRecipe, renderer: Renderer,
-           context: dict[str, Any]) -> Recipe:
+def rebase(
+    recipe: Recipe,
+    layer: PackageLayer,
+    role_recipe: RoleRecipe,
+    renderer: Renderer,
+    context: dict[str, Any],
+) -> Recipe:
     """The same plex layer on another package layer (files that name the layer re-rendered)."""
     files = render_files(role_recipe, renderer, {**context, "package_digest": layer.digest})
     plex_layer = replace(recipe.layer, package_digest=layer.digest, files=files)
@@ -195,8 +254,9 @@ def rebase(recipe: Recipe, layer: PackageLayer, role_recipe: RoleRecipe, rendere
 
 def channel_of(recipe: Recipe, channels: Channels | None = None) -> Channel:
     """`stable` when the recipe's package layer is the stable one of its lineage."""
-    rec = (channels or load_channels()).get(Channel.STABLE,
-                                            lineage_key(recipe.role, recipe.package))
+    rec = (channels or load_channels()).get(
+        Channel.STABLE, lineage_key(recipe.role, recipe.package)
+    )
     if rec is not None and rec.package_digest == recipe.package.digest:
         return Channel.STABLE
     return Channel.LATEST

@@ -73,8 +73,10 @@ def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> l
         if write_private(path, data):
             written.append(path)
 
-    put(d / "secrets.json",
-        json.dumps({"token": identity.token, "vrrp_secret": identity.vrrp_secret}, indent=2) + "\n")
+    put(
+        d / "secrets.json",
+        json.dumps({"token": identity.token, "vrrp_secret": identity.vrrp_secret}, indent=2) + "\n",
+    )
     for node, keys in sorted(identity.keys.items()):
         nd = private_dir(d / "nodes" / node)
         for kind, key in keys.items():

@@ -22,9 +22,11 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.incus
 
-GITREPO = ("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n"
-           "  name: lab\n  namespace: flux-system\nspec:\n  interval: 1m\n"
-           "  url: http://git.lab.internal/lab.git\n")
+GITREPO = (
+    "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n"
+    "  name: lab\n  namespace: flux-system\nspec:\n  interval: 1m\n"
+    "  url: http://git.lab.internal/lab.git\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +36,17 @@ def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex
     d = tmp_path_factory.mktemp("boot")
     (d / "bootstrap").mkdir()
     (d / "bootstrap" / "10-flux-system.yaml").write_text(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n")
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n"
+    )
     (d / "bootstrap" / "20-lab.yaml").write_text(GITREPO)
     data = test_plex.model_dump(mode="json", exclude={"source"})
     data["name"] = "boot"
     data["network"]["vip"] = None
     data["network"]["virtual_router_id"] = 61
-    data["roles"] = {"registry": {**data["roles"]["registry"], "offset": 60},
-                     "server": {**data["roles"]["server"], "count": 1, "offset": 61}}
+    data["roles"] = {
+        "registry": {**data["roles"]["registry"], "offset": 60},
+        "server": {**data["roles"]["server"], "count": 1, "offset": 61},
+    }
     data["roles"]["server"].pop("capacity", None)
     data["bootstrap"] = {"manifests": "bootstrap"}
     data["kured"] = {"enabled": True}
@@ -59,7 +64,10 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
         node = "boot-server1"
         listing = incus.exec(node, ["sh", "-c", f"cd {MANIFESTS_DIR} && stat -c '%a %n' *"])
         assert listing.stdout.split("\n")[:3] == [
-            "600 10-flux-system.yaml", "600 20-lab.yaml", "600 plex-kured.yaml"], listing.output
+            "600 10-flux-system.yaml",
+            "600 20-lab.yaml",
+            "600 plex-kured.yaml",
+        ], listing.output
         pushed = incus.pull_file(node, f"{MANIFESTS_DIR}/20-lab.yaml").decode()
         assert pushed == GITREPO
         deadline = time.monotonic() + 60
@@ -68,17 +76,29 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
             time.sleep(2)
             rows = bootstrap_rows(boot_plex, incus)
         assert [(r["addon"], r["state"]) for r in rows] == [
-            ("10-flux-system", "applied"), ("20-lab", "applied"), ("plex-kured", "applied")]
+            ("10-flux-system", "applied"),
+            ("20-lab", "applied"),
+            ("plex-kured", "applied"),
+        ]
         # What the stand-in recorded, through the same API a real RKE2 serves.
-        raw = incus.exec(node, ["/var/lib/rancher/rke2/bin/kubectl", "--kubeconfig",
-                                "/etc/rancher/rke2/rke2.yaml", "get", "--raw",
-                                "/apis/k3s.cattle.io/v1/namespaces/kube-system/addons"])
+        raw = incus.exec(
+            node,
+            [
+                "/var/lib/rancher/rke2/bin/kubectl",
+                "--kubeconfig",
+                "/etc/rancher/rke2/rke2.yaml",
+                "get",
+                "--raw",
+                "/apis/k3s.cattle.io/v1/namespaces/kube-system/addons",
+            ],
+        )
         addons = {a["metadata"]["name"]: a for a in json.loads(raw.stdout)["items"]}
         assert addons["plex-kured"]["status"]["objects"][-1] == "DaemonSet/kured"
         assert addons["20-lab"]["spec"]["source"] == f"{MANIFESTS_DIR}/20-lab.yaml"
     except BaseException:
-        journal = incus.exec("boot-server1", ["journalctl", "-u", "rke2-server", "-n", "40",
-                                              "--no-pager"])
+        journal = incus.exec(
+            "boot-server1", ["journalctl", "-u", "rke2-server", "-n", "40", "--no-pager"]
+        )
         print(journal.output)
         raise
     finally:
@@ -94,6 +114,9 @@ def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -
             raise BackendError(f"Incus exec in {name}: not found")
 
     rows = bootstrap_rows(boot_plex, NoMaster())  # type: ignore[arg-type]
-    assert [r["manifest"] for r in rows] == ["10-flux-system.yaml", "20-lab.yaml",
-                                             "plex-kured.yaml"]
+    assert [r["manifest"] for r in rows] == [
+        "10-flux-system.yaml",
+        "20-lab.yaml",
+        "plex-kured.yaml",
+    ]
     assert all(r["state"].startswith("unknown: Incus exec in boot-server1") for r in rows)

@@ -47,10 +47,14 @@ def running(tmp_path: Path) -> Iterator[Path]:
     up = listener.getsockname()[1]
     sock = tmp_path / "admin.sock"
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(sock=sock, backends="".join(
-        BACKEND.format(name=b, up=up) for b in haproxy.BACKENDS)))
-    proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cfg.write_text(
+        CONFIG.format(
+            sock=sock, backends="".join(BACKEND.format(name=b, up=up) for b in haproxy.BACKENDS)
+        )
+    )
+    proc = subprocess.Popen(
+        [exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 10
     while not sock.exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -85,17 +89,17 @@ def wait_for(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-de
 
 
 def test_maint_then_ready_through_the_runtime_api(running: Path) -> None:
-    assert wait_for(lambda: all(states(running)[(b, "demo-server1")].up
-                                for b in haproxy.BACKENDS))
+    assert wait_for(lambda: all(states(running)[(b, "demo-server1")].up for b in haproxy.BACKENDS))
     answer = ask(running, haproxy.set_state(["demo-server1"], haproxy.State.MAINT))
     assert haproxy.errors(answer) == []
     now = states(running)
-    assert all(now[(b, "demo-server1")].maint and not now[(b, "demo-server1")].up
-               for b in haproxy.BACKENDS)
-    assert haproxy.errors(ask(running, haproxy.set_state(["demo-server1"],
-                                                         haproxy.State.READY))) == []
-    assert wait_for(lambda: all(states(running)[(b, "demo-server1")].up
-                                for b in haproxy.BACKENDS))
+    assert all(
+        now[(b, "demo-server1")].maint and not now[(b, "demo-server1")].up for b in haproxy.BACKENDS
+    )
+    assert (
+        haproxy.errors(ask(running, haproxy.set_state(["demo-server1"], haproxy.State.READY))) == []
+    )
+    assert wait_for(lambda: all(states(running)[(b, "demo-server1")].up for b in haproxy.BACKENDS))
     # The server that never answered its checks stays down, whatever its admin state.
     assert not any(states(running)[(b, "demo-server2")].up for b in haproxy.BACKENDS)
 

@@ -49,8 +49,7 @@ def rootfs_tar(path: Path, n: int) -> Path:
     files = {
         "etc/hostname": b"tiny\n",
         "etc/generation": f"{n}\n".encode(),
-        "var/lib/dpkg/status": b"Package: tinypkg\nStatus: install ok installed\n"
-                               b"Version: 1.0-1\n",
+        "var/lib/dpkg/status": b"Package: tinypkg\nStatus: install ok installed\nVersion: 1.0-1\n",
     }
     with tarfile.open(path, "w") as tar:
         for d in ("etc", "root", "tmp", "var", "var/lib", "var/lib/dpkg"):
@@ -72,14 +71,25 @@ class Gen:
     package_digest: str
 
     def entry(self) -> Entry:
-        return Entry(role=ROLE, digest=self.digest, package_digest=self.package_digest,
-                     fingerprint=self.fingerprint, baked_at=float(self.n), size=1,
-                     inputs={"generation": self.n})
+        return Entry(
+            role=ROLE,
+            digest=self.digest,
+            package_digest=self.package_digest,
+            fingerprint=self.fingerprint,
+            baked_at=float(self.n),
+            size=1,
+            inputs={"generation": self.n},
+        )
 
 
 def make_gen(incus: PylxdIncus, d: Path, n: int, pkg: str, publish: bool = False) -> Gen:
-    props = {"plex.plex": PLEX, "plex.role": ROLE, "plex.digest": digest(n),
-             "plex.package_digest": pkg, "plex.baked_at": str(n)}
+    props = {
+        "plex.plex": PLEX,
+        "plex.role": ROLE,
+        "plex.digest": digest(n),
+        "plex.package_digest": pkg,
+        "plex.baked_at": str(n),
+    }
     # Published images inherit their source's properties, as baked ones do from their package
     # layer (`plex.layer: package`): prune must still tell them from layers.
     base = {"plex.layer": "package", "plex.package_digest": pkg} if publish else props
@@ -88,8 +98,13 @@ def make_gen(incus: PylxdIncus, d: Path, n: int, pkg: str, publish: bool = False
     if publish:
         # What the bake pipeline does: publish a (never started) instance, uncompressed.
         name = f"{PLEX}-publish-{n}"
-        incus.create_instance(name, image=fp, config={}, profiles=[],
-                              devices={"root": {"type": "disk", "path": "/", "pool": POOL}})
+        incus.create_instance(
+            name,
+            image=fp,
+            config={},
+            profiles=[],
+            devices={"root": {"type": "disk", "path": "/", "pool": POOL}},
+        )
         try:
             published = incus.publish(name, aliases=[], properties=props, compression="none")
         finally:
@@ -103,8 +118,9 @@ def make_gen(incus: PylxdIncus, d: Path, n: int, pkg: str, publish: bool = False
 
 
 @pytest.fixture(scope="module")
-def gens(incus: PylxdIncus, state_dirs: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> dict[int, Gen]:
+def gens(
+    incus: PylxdIncus, state_dirs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, Gen]:
     d = tmp_path_factory.mktemp("artgens")
     g1 = make_gen(incus, d, 1000, P_OLD)
     g2 = make_gen(incus, d, 2000, P_NEW, publish=True)
@@ -146,24 +162,30 @@ def members(path: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def exported(gens: dict[int, Gen], incus: PylxdIncus,
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, art.Manifest]:
+def exported(
+    gens: dict[int, Gen], incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, art.Manifest]:
     dest = tmp_path_factory.mktemp("out")
     m = art.export_image(incus, PLEX, ROLE, dest)  # the newest: generation 2
     return dest / m.filename, m
 
 
 def test_export_writes_a_unified_zstd_image_and_manifest(
-        exported: tuple[Path, art.Manifest], gens: dict[int, Gen]) -> None:
+    exported: tuple[Path, art.Manifest], gens: dict[int, Gen]
+) -> None:
     path, m = exported
     assert path.name == f"{PLEX}-{ROLE}-{gens[2].digest[:12]}.tar.zst"
     # Only the artifact and its manifest: no temporary export, no .part file.
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(
-        [path.name, f"{PLEX}-{ROLE}-{gens[2].digest[:12]}.json"])
+        [path.name, f"{PLEX}-{ROLE}-{gens[2].digest[:12]}.json"]
+    )
     assert path.read_bytes()[:4] == art.ZSTD_MAGIC
     assert art.load_manifest(art.manifest_path_for(path)) == m
-    assert (m.digest, m.fingerprint, m.package_digest) == (gens[2].digest, gens[2].fingerprint,
-                                                           P_NEW)
+    assert (m.digest, m.fingerprint, m.package_digest) == (
+        gens[2].digest,
+        gens[2].fingerprint,
+        P_NEW,
+    )
     assert m.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert m.size == path.stat().st_size and m.uncompressed_size > m.size
     assert m.packages == ("tinypkg 1.0-1",) and m.inputs == {"generation": 2000}
@@ -174,12 +196,25 @@ def test_export_writes_a_unified_zstd_image_and_manifest(
     assert meta["properties"]["plex.digest"] == gens[2].digest
 
 
-def test_export_of_a_split_image_is_unified(gens: dict[int, Gen], incus: PylxdIncus,
-                                            tmp_path: Path, cli: Callable[..., tuple[int, str,
-                                                                                     str]],
-                                            plex_file: str) -> None:
-    code, out, err = cli("image", "export", plex_file, ROLE, "--digest", gens[1].digest[:8],
-                         "--dest", str(tmp_path), "-o", "json")
+def test_export_of_a_split_image_is_unified(
+    gens: dict[int, Gen],
+    incus: PylxdIncus,
+    tmp_path: Path,
+    cli: Callable[..., tuple[int, str, str]],
+    plex_file: str,
+) -> None:
+    code, out, err = cli(
+        "image",
+        "export",
+        plex_file,
+        ROLE,
+        "--digest",
+        gens[1].digest[:8],
+        "--dest",
+        str(tmp_path),
+        "-o",
+        "json",
+    )
     assert code == 0, err
     path = Path(json.loads(out)["artifact"])
     names = [n for n, _ in art.iter_artifact_members(path)]
@@ -191,10 +226,11 @@ def test_export_of_a_split_image_is_unified(gens: dict[int, Gen], incus: PylxdIn
 
 
 def test_export_of_an_unknown_digest_is_a_usage_error(
-        gens: dict[int, Gen], plex_file: str, cli: Callable[..., tuple[int, str, str]],
-        tmp_path: Path) -> None:
-    code, _, err = cli("image", "export", plex_file, ROLE, "--digest", "ffffffff",
-                       "--dest", str(tmp_path))
+    gens: dict[int, Gen], plex_file: str, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    code, _, err = cli(
+        "image", "export", plex_file, ROLE, "--digest", "ffffffff", "--dest", str(tmp_path)
+    )
     assert code == 2 and "no artplex/agent image with digest ffffffff" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -203,8 +239,12 @@ def test_export_of_an_unknown_digest_is_a_usage_error(
 
 
 def test_import_into_another_project_round_trips(
-        exported: tuple[Path, art.Manifest], incus_cfg: IncusConfig, incus: PylxdIncus,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exported: tuple[Path, art.Manifest],
+    incus_cfg: IncusConfig,
+    incus: PylxdIncus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     path, m = exported
     # Another machine: its own project and its own state (catalog).
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path / "state-b"))
@@ -225,8 +265,11 @@ def test_import_into_another_project_round_trips(
         # The same content comes back out.
         again = art.export_image(other, PLEX, ROLE, tmp_path / "again")
         rootfs = {k: v for k, v in members(path).items() if k.startswith("rootfs/")}
-        assert {k: v for k, v in members(tmp_path / "again" / again.filename).items()
-                if k.startswith("rootfs/")} == rootfs
+        assert {
+            k: v
+            for k, v in members(tmp_path / "again" / again.filename).items()
+            if k.startswith("rootfs/")
+        } == rootfs
         assert again.packages == m.packages and again.digest == m.digest
 
         # A corrupted copy is refused and imports nothing.
@@ -244,7 +287,8 @@ def test_import_into_another_project_round_trips(
 
 
 def test_import_where_the_baked_image_is_is_a_no_op(
-        exported: tuple[Path, art.Manifest], incus: PylxdIncus, gens: dict[int, Gen]) -> None:
+    exported: tuple[Path, art.Manifest], incus: PylxdIncus, gens: dict[int, Gen]
+) -> None:
     path, m = exported
     before = {i.fingerprint for i in incus.images()}
     art.import_image(incus, path)
@@ -256,17 +300,28 @@ def test_import_where_the_baked_image_is_is_a_no_op(
 
 
 def test_list_and_prune_keep_what_is_used(
-        gens: dict[int, Gen], incus: PylxdIncus, tmp_path: Path, plex_file: str,
-        cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    gens: dict[int, Gen],
+    incus: PylxdIncus,
+    tmp_path: Path,
+    plex_file: str,
+    cli: Callable[..., tuple[int, str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cache = tmp_path / "cache"
     monkeypatch.setenv("PLEX_CACHE_DIR", str(cache))
     (cache / "layers").mkdir(parents=True)
     for pkg in (P_OLD, P_NEW):
         (cache / "layers" / f"{pkg}.tar").write_bytes(b"rootfs")
-        meta = metadata_tarball(tmp_path / f"layer-{pkg[:6]}.tar", "layer",
-                                {"plex.layer": "package", "plex.package_digest": pkg})
-        fp = incus.import_image(meta, rootfs_tar(tmp_path / f"lr-{pkg[:6]}.tar", 0),
-                                {"plex.layer": "package", "plex.package_digest": pkg})
+        meta = metadata_tarball(
+            tmp_path / f"layer-{pkg[:6]}.tar",
+            "layer",
+            {"plex.layer": "package", "plex.package_digest": pkg},
+        )
+        fp = incus.import_image(
+            meta,
+            rootfs_tar(tmp_path / f"lr-{pkg[:6]}.tar", 0),
+            {"plex.layer": "package", "plex.package_digest": pkg},
+        )
         incus.set_alias(package_alias(pkg), fp)
     g_stable = make_gen(incus, tmp_path, 50, P_NEW)
     g_old = make_gen(incus, tmp_path, 500, P_OLD, publish=True)
@@ -276,17 +331,26 @@ def test_list_and_prune_keep_what_is_used(
     lost = Gen(1500, digest(1500), "0" * 64, P_OLD)  # the catalog knows it, Incus lost it
     save_catalog(catalog.record(lost.entry()))
     node = f"{PLEX}-agent1"
-    incus.create_instance(node, image=g_used.fingerprint, profiles=[],
-                          devices={"root": {"type": "disk", "path": "/", "pool": POOL}},
-                          config={owner.PLEX: PLEX, owner.ROLE: ROLE,
-                                  owner.IMAGE: g_used.digest})
+    incus.create_instance(
+        node,
+        image=g_used.fingerprint,
+        profiles=[],
+        devices={"root": {"type": "disk", "path": "/", "pool": POOL}},
+        config={owner.PLEX: PLEX, owner.ROLE: ROLE, owner.IMAGE: g_used.digest},
+    )
     try:
         code, out, err = cli("image", "list", plex_file, "-o", "json")
         assert code == 0, err
         rows = {r["digest"]: r for r in json.loads(out)["images"]}
         assert [r["digest"] for r in json.loads(out)["images"]] == [
-            g_newest.digest, gens[2].digest, lost.digest, gens[1].digest, g_old.digest,
-            g_used.digest, g_stable.digest]
+            g_newest.digest,
+            gens[2].digest,
+            lost.digest,
+            gens[1].digest,
+            g_old.digest,
+            g_used.digest,
+            g_stable.digest,
+        ]
         assert rows[gens[2].digest]["current"] and not rows[g_newest.digest]["current"]
         assert rows[g_used.digest]["in_use"] == [node]
         assert rows[g_stable.digest]["channels"] == ["stable"]
@@ -295,12 +359,10 @@ def test_list_and_prune_keep_what_is_used(
         code, out, _ = cli("image", "list", plex_file)
         assert code == 0 and "missing in Incus" in out
 
-        code, out, err = cli("image", "prune", plex_file, "--keep", "1", "--dry-run",
-                             "-o", "json")
+        code, out, err = cli("image", "prune", plex_file, "--keep", "1", "--dry-run", "-o", "json")
         assert code == 0, err
         plan = json.loads(out)
-        assert {e["digest"] for e in plan["remove"]} == {gens[1].digest, lost.digest,
-                                                          g_old.digest}
+        assert {e["digest"] for e in plan["remove"]} == {gens[1].digest, lost.digest, g_old.digest}
         assert [la["package_digest"] for la in plan["layers"]] == [P_OLD]
         assert load_catalog(PLEX).find(ROLE, gens[1].digest) is not None  # dry run: kept
         assert incus.image_by_alias(package_alias(P_OLD)) is not None
@@ -308,8 +370,12 @@ def test_list_and_prune_keep_what_is_used(
         code, out, err = cli("image", "prune", plex_file, "--keep", "1", "-o", "json")
         assert code == 0, err
         kept = {k["digest"]: k["reasons"] for k in json.loads(out)["kept"]}
-        assert kept == {g_newest.digest: ["newest"], gens[2].digest: ["current"],
-                        g_used.digest: [f"node {node}"], g_stable.digest: ["channel stable"]}
+        assert kept == {
+            g_newest.digest: ["newest"],
+            gens[2].digest: ["current"],
+            g_used.digest: [f"node {node}"],
+            g_stable.digest: ["channel stable"],
+        }
         assert {e.digest for e in load_catalog(PLEX).entries} == set(kept)
         fps = {i.fingerprint for i in incus.images()}
         assert gens[1].fingerprint not in fps and g_old.fingerprint not in fps

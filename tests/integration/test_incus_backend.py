@@ -39,14 +39,25 @@ def tiny_image(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> s
     return fp
 
 
-def test_create_observe_delete_ignores_foreign(incus: PylxdIncus, tiny_image: str,
-                                               incus_cfg) -> None:
+def test_create_observe_delete_ignores_foreign(
+    incus: PylxdIncus, tiny_image: str, incus_cfg
+) -> None:
     root = {"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool}}
-    incus.create_instance("owned1", image="plex-test/tiny", devices=root, profiles=[],
-                          config={owner.PLEX: "tplex", owner.ROLE: "agent"})
+    incus.create_instance(
+        "owned1",
+        image="plex-test/tiny",
+        devices=root,
+        profiles=[],
+        config={owner.PLEX: "tplex", owner.ROLE: "agent"},
+    )
     incus.create_instance("foreign1", image=tiny_image, devices=root, profiles=[], config={})
-    incus.create_instance("otherplex1", image=tiny_image, devices=root, profiles=[],
-                          config={owner.PLEX: "someone-else"})
+    incus.create_instance(
+        "otherplex1",
+        image=tiny_image,
+        devices=root,
+        profiles=[],
+        config={owner.PLEX: "someone-else"},
+    )
 
     seen = incus.observe("tplex")
     assert set(seen.instances) == {"owned1"}
@@ -65,8 +76,9 @@ def test_create_observe_delete_ignores_foreign(incus: PylxdIncus, tiny_image: st
 
 def test_push_file_applies_mode_and_owner(incus: PylxdIncus, tiny_image: str, incus_cfg) -> None:
     root = {"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool}}
-    incus.create_instance("files1", image=tiny_image, devices=root, profiles=[],
-                          config={owner.PLEX: "tplex"})
+    incus.create_instance(
+        "files1", image=tiny_image, devices=root, profiles=[], config={owner.PLEX: "tplex"}
+    )
     try:
         incus.push_file("files1", "/root/secret", b"key material\n", mode=0o600)
         assert incus.pull_file("files1", "/root/secret") == b"key material\n"

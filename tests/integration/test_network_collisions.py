@@ -24,8 +24,7 @@ def images() -> dict[Role, ImageRef]:
     return {r: ImageRef(r, "d" * 64, "f" * 64, f"demo/{r.value}") for r in Role}
 
 
-def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
-        incus, incus_cfg) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(incus, incus_cfg) -> None:  # type: ignore[no-untyped-def]
     plex = demo_plex(incus.project)
     server1 = topology.master(plex)
     other_cfg = incus_cfg.model_copy(update={"project": f"plex-test-other-{uuid.uuid4().hex[:6]}"})
@@ -35,11 +34,20 @@ def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
         # An empty (never started) container is enough: Incus holds its name and reserved
         # address on the bridge the moment it exists.
         other.create_instance(
-            server1.name, image="", source={"type": "none"}, profiles=["default"],
+            server1.name,
+            image="",
+            source={"type": "none"},
+            profiles=["default"],
             config={"user.note": "someone else's"},
-            devices={"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool},
-                     "eth0": {"type": "nic", "network": incus_cfg.network,
-                              "ipv4.address": plex.network.vip or ""}})
+            devices={
+                "root": {"type": "disk", "path": "/", "pool": incus_cfg.pool},
+                "eth0": {
+                    "type": "nic",
+                    "network": incus_cfg.network,
+                    "ipv4.address": plex.network.vip or "",
+                },
+            },
+        )
         with pytest.raises(PlexError) as e:
             check_network(plex, incus, plan)
         msg = e.value.message

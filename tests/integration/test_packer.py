@@ -61,12 +61,16 @@ def write_build_inputs(plex_name: str, role: Role, work: Path) -> Path:
     for a, _ in recipe.package.artifacts:
         (work / a.filename).write_bytes(b"stand-in")
         artifacts.append((a.name, str(work / a.filename)))
-    paths = BuildPaths(output_dir=str(work / "output"),
-                       seed_files=(str(work / "seed/user-data"), str(work / "seed/meta-data")),
-                       ssh_key=str(key), files_tar=str(work / "plex-files.tar"),
-                       artifacts=tuple(artifacts))
-    template = packer_template(plex, recipe, paths, PLACEHOLDER_CHECKSUM,
-                               VmSpec.for_role(plex, role))
+    paths = BuildPaths(
+        output_dir=str(work / "output"),
+        seed_files=(str(work / "seed/user-data"), str(work / "seed/meta-data")),
+        ssh_key=str(key),
+        files_tar=str(work / "plex-files.tar"),
+        artifacts=tuple(artifacts),
+    )
+    template = packer_template(
+        plex, recipe, paths, PLACEHOLDER_CHECKSUM, VmSpec.for_role(plex, role)
+    )
     out = work / "template.json"
     out.write_text(json.dumps(template, indent=2))
     return out
@@ -74,8 +78,9 @@ def write_build_inputs(plex_name: str, role: Role, work: Path) -> Path:
 
 @pytest.mark.parametrize("plex_name", ["omniplex", "verniplex"])
 @pytest.mark.parametrize("role", list(Role))
-def test_generated_templates_pass_packer_validate(packer: PackerCli, tmp_path: Path,
-                                                  plex_name: str, role: Role) -> None:
+def test_generated_templates_pass_packer_validate(
+    packer: PackerCli, tmp_path: Path, plex_name: str, role: Role
+) -> None:
     packer.validate(write_build_inputs(plex_name, role, tmp_path))
 
 
@@ -92,8 +97,7 @@ def test_validate_reports_packers_error(packer: PackerCli, tmp_path: Path) -> No
     with pytest.raises(BackendError) as exc:
         packer.validate(template)
     # Packer wraps this bullet over two lines: the message has both halves on one line.
-    assert exc.value.message.endswith(f"Failed to read key '{tmp_path}/id_ed25519': "
-                                      "no key found")
+    assert exc.value.message.endswith(f"Failed to read key '{tmp_path}/id_ed25519': no key found")
 
 
 def null_template(tmp_path: Path, commands: list[str], files: list[str] | None = None) -> Path:
@@ -111,32 +115,41 @@ def null_template(tmp_path: Path, commands: list[str], files: list[str] | None =
 def test_null_build_streams_progress_and_artifacts(packer: PackerCli, tmp_path: Path) -> None:
     out = tmp_path / "output"
     disk = out / "nb, the disk.qcow2"  # a comma: escaped as %!(PACKER_COMMA) on the wire
-    template = null_template(tmp_path, [
-        "echo 'plex-step: packages, then files'",
-        f"mkdir -p '{out}' && echo image > '{disk}'",
-    ], files=[str(disk)])
+    template = null_template(
+        tmp_path,
+        [
+            "echo 'plex-step: packages, then files'",
+            f"mkdir -p '{out}' && echo image > '{disk}'",
+        ],
+        files=[str(disk)],
+    )
     seen: list[str] = []
     artifacts = packer.build(template, output_dir=out, progress=seen.append)
     assert "plex-step: packages, then files" in seen
     assert any(s.startswith("Running local shell script") for s in seen)
     files = [f for a in artifacts for f in a.files]
     assert files == [str(disk)]
-    assert {a.builder_id for a in artifacts} == {"fnoeding.null",
-                                                 "packer.post-processor.artifice"}
+    assert {a.builder_id for a in artifacts} == {"fnoeding.null", "packer.post-processor.artifice"}
     assert disk.read_text() == "image\n"  # success keeps the output
 
 
-def test_failed_build_surfaces_packers_error_and_removes_output(packer: PackerCli,
-                                                                tmp_path: Path) -> None:
+def test_failed_build_surfaces_packers_error_and_removes_output(
+    packer: PackerCli, tmp_path: Path
+) -> None:
     out = tmp_path / "output"
-    template = null_template(tmp_path, [
-        f"mkdir -p '{out}' && touch '{out}/partial.qcow2'",
-        "echo 'zypper: nothing provides rke2-common' >&2; exit 3",
-    ])
+    template = null_template(
+        tmp_path,
+        [
+            f"mkdir -p '{out}' && touch '{out}/partial.qcow2'",
+            "echo 'zypper: nothing provides rke2-common' >&2; exit 3",
+        ],
+    )
     with pytest.raises(BackendError) as exc:
         packer.build(template, output_dir=out)
-    assert exc.value.message == ("packer build failed: Script exited with non-zero exit "
-                                 "status: 3.Allowed exit codes are: [0]")
+    assert exc.value.message == (
+        "packer build failed: Script exited with non-zero exit "
+        "status: 3.Allowed exit codes are: [0]"
+    )
     assert not out.exists()
 
 
@@ -144,11 +157,14 @@ def test_interrupt_stops_packer_and_removes_output(packer: PackerCli, tmp_path: 
     """Ctrl-C as plex sees it: the SIGINT handler raises Interrupted in the main thread."""
     out = tmp_path / "output"
     pidfile = tmp_path / "sleep.pid"
-    template = null_template(tmp_path, [
-        f"mkdir -p '{out}' && touch '{out}/partial.qcow2'",
-        "echo 'plex-step: long step'",
-        f"sleep 120 & echo $! > '{pidfile}'; wait",
-    ])
+    template = null_template(
+        tmp_path,
+        [
+            f"mkdir -p '{out}' && touch '{out}/partial.qcow2'",
+            "echo 'plex-step: long step'",
+            f"sleep 120 & echo $! > '{pidfile}'; wait",
+        ],
+    )
 
     def raise_interrupted(signum: int, frame: FrameType | None) -> None:
         raise Interrupted("interrupted")

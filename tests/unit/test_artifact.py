@@ -42,8 +42,14 @@ Version: 1.5.4+dfsg2-5
 """
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, *,
-         kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    data: bytes | None = None,
+    *,
+    kind: bytes = tarfile.REGTYPE,
+    link: str = "",
+) -> None:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
@@ -55,8 +61,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, *,
 
 
 def _metadata(digest: str = DIGEST, role: str = "agent") -> bytes:
-    return yaml.safe_dump({"architecture": "x86_64", "creation_date": 1,
-                           "properties": {"plex.digest": digest, "plex.role": role}}).encode()
+    return yaml.safe_dump(
+        {
+            "architecture": "x86_64",
+            "creation_date": 1,
+            "properties": {"plex.digest": digest, "plex.role": role},
+        }
+    ).encode()
 
 
 def unified_tar(path: Path, digest: str = DIGEST, big: int = 0) -> Path:
@@ -75,10 +86,20 @@ def make_artifact(tmp: Path, digest: str = DIGEST) -> tuple[Path, art.Manifest]:
     src = unified_tar(tmp / "src.tar", digest)
     out = tmp / art.artifact_name("lab", "agent", digest)
     packed = art.pack_unified(src, out)
-    m = art.Manifest(plex="lab", role="agent", digest=digest, package_digest=PKG,
-                     sha256=packed.sha256, size=packed.size, fingerprint="f" * 64,
-                     packages=packed.packages, inputs={"layer": {"x": 1}}, exported_at=2.0,
-                     baked_at=1.0, uncompressed_size=packed.uncompressed_size)
+    m = art.Manifest(
+        plex="lab",
+        role="agent",
+        digest=digest,
+        package_digest=PKG,
+        sha256=packed.sha256,
+        size=packed.size,
+        fingerprint="f" * 64,
+        packages=packed.packages,
+        inputs={"layer": {"x": 1}},
+        exported_at=2.0,
+        baked_at=1.0,
+        uncompressed_size=packed.uncompressed_size,
+    )
     art.write_manifest(m, art.manifest_path_for(out))
     return out, m
 
@@ -125,16 +146,23 @@ def test_pack_split_makes_one_unified_tarball(tmp_path: Path) -> None:
     out = tmp_path / "u.tar.zst"
     packed = art.pack_split(meta, rootfs, out, {"plex.digest": DIGEST})
     assert packed.packages == ("bash 5.2.15-2+b7", "zstd 1.5.4+dfsg2-5")
-    with zstandard.ZstdDecompressor().stream_reader(out.open("rb")) as r, \
-            tarfile.open(fileobj=r, mode="r|") as tar:
+    with (
+        zstandard.ZstdDecompressor().stream_reader(out.open("rb")) as r,
+        tarfile.open(fileobj=r, mode="r|") as tar,
+    ):
         members = {}
         for m in tar:
             f = tar.extractfile(m) if m.isreg() else None
             members[m.name] = (m, f.read() if f else b"")
     names = list(members)
     assert names[:2] == ["metadata.yaml", "templates/hostname.tpl"]
-    assert set(names[2:]) == {"rootfs", "rootfs/usr/bin/a", "rootfs/usr/bin/b", "rootfs/bin",
-                              "rootfs/var/lib/dpkg/status"}
+    assert set(names[2:]) == {
+        "rootfs",
+        "rootfs/usr/bin/a",
+        "rootfs/usr/bin/b",
+        "rootfs/bin",
+        "rootfs/var/lib/dpkg/status",
+    }
     props = yaml.safe_load(members["metadata.yaml"][1])["properties"]
     assert props == {"description": "d", "plex.digest": DIGEST}
     assert members["rootfs/usr/bin/b"][0].linkname == "rootfs/usr/bin/a"  # still resolves
@@ -189,8 +217,11 @@ def test_wrong_size_is_refused(tmp_path: Path) -> None:
 
 def test_manifest_digest_must_match_the_image(tmp_path: Path) -> None:
     out, m = make_artifact(tmp_path)
-    with pytest.raises(ArtifactError, match=r"plex\.digest d1d1d1d1d1d1 does not match the "
-                                            r"manifest's eeeeeeeeeeee"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"plex\.digest d1d1d1d1d1d1 does not match the "
+        r"manifest's eeeeeeeeeeee",
+    ):
         art.verify_artifact(out, replace(m, digest="e" * 64))
 
 
@@ -229,8 +260,10 @@ class FakeIncus:
         self.imgs[fp] = ImageInfo(fp, (), dict(props), 1000, "")
 
     def images(self) -> list[ImageInfo]:
-        return [replace(i, aliases=tuple(a for a, t in self.aliases.items() if t == fp))
-                for fp, i in self.imgs.items()]
+        return [
+            replace(i, aliases=tuple(a for a, t in self.aliases.items() if t == fp))
+            for fp, i in self.imgs.items()
+        ]
 
     def image_by_alias(self, alias: str) -> ImageInfo | None:
         fp = self.aliases.get(alias)
@@ -259,8 +292,9 @@ class FakeIncus:
         return Observed(plex, self.project, dict(self.instances), dict(self.aliases))
 
 
-def test_import_refuses_a_corrupted_artifact_before_touching_incus(tmp_path: Path,
-                                                                  state_dir: Path) -> None:
+def test_import_refuses_a_corrupted_artifact_before_touching_incus(
+    tmp_path: Path, state_dir: Path
+) -> None:
     out, _ = make_artifact(tmp_path)
     raw = bytearray(out.read_bytes())
     raw[-5] ^= 0x01
@@ -271,8 +305,7 @@ def test_import_refuses_a_corrupted_artifact_before_touching_incus(tmp_path: Pat
     assert fake.calls == [] and load_catalog("lab").entries == ()
 
 
-def test_import_pins_without_moving_and_twice_is_a_no_op(tmp_path: Path,
-                                                         state_dir: Path) -> None:
+def test_import_pins_without_moving_and_twice_is_a_no_op(tmp_path: Path, state_dir: Path) -> None:
     out, m = make_artifact(tmp_path)
     fake = FakeIncus()
     assert art.import_image(fake, out) == m  # type: ignore[arg-type]
@@ -289,39 +322,60 @@ def test_import_pins_without_moving_and_twice_is_a_no_op(tmp_path: Path,
 
 
 def _entry(n: int, role: str = "agent", pkg: str = "a") -> Entry:
-    return Entry(role=role, digest=f"{n:02d}" * 32, package_digest=pkg * 64,
-                 fingerprint=f"f{n:02d}".ljust(64, "0"), baked_at=float(n))
+    return Entry(
+        role=role,
+        digest=f"{n:02d}" * 32,
+        package_digest=pkg * 64,
+        fingerprint=f"f{n:02d}".ljust(64, "0"),
+        baked_at=float(n),
+    )
 
 
-def test_prune_keeps_newest_current_channel_and_in_use(tmp_path: Path, state_dir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prune_keeps_newest_current_channel_and_in_use(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     layers = tmp_path / "cache" / "layers"
     layers.mkdir(parents=True)
-    entries = [_entry(1), _entry(2), _entry(3, pkg="b"), _entry(4, pkg="b"), _entry(5, pkg="c"),
-               _entry(6, role="server", pkg="a")]
+    entries = [
+        _entry(1),
+        _entry(2),
+        _entry(3, pkg="b"),
+        _entry(4, pkg="b"),
+        _entry(5, pkg="c"),
+        _entry(6, role="server", pkg="a"),
+    ]
     cat = Catalog("lab", tuple(entries)).promote("stable", "agent", entries[1].digest)
     save_catalog(cat)
     fake = FakeIncus()
     for e in entries:
-        fake.add(e.fingerprint,
-                 **{"plex.digest": e.digest, "plex.package_digest": e.package_digest})
+        fake.add(
+            e.fingerprint, **{"plex.digest": e.digest, "plex.package_digest": e.package_digest}
+        )
         fake.aliases[f"lab/{e.role}@{e.short}"] = e.fingerprint
     fake.aliases["lab/agent"] = entries[2].fingerprint  # rolled back to generation 3
     fake.aliases["lab/server"] = entries[5].fingerprint
     fake.instances["lab-agent1"] = ObservedInstance(
-        "lab-agent1", "Running", "u", {owner.PLEX: "lab", owner.IMAGE: entries[0].digest})
+        "lab-agent1", "Running", "u", {owner.PLEX: "lab", owner.IMAGE: entries[0].digest}
+    )
     for pkg in "abc":
-        fake.add(f"layer{pkg}".ljust(64, "0"),
-                 **{"plex.layer": "package", "plex.package_digest": pkg * 64})
+        fake.add(
+            f"layer{pkg}".ljust(64, "0"),
+            **{"plex.layer": "package", "plex.package_digest": pkg * 64},
+        )
         fake.aliases[f"plex-pkg/{pkg * 12}"] = f"layer{pkg}".ljust(64, "0")
         (layers / f"{pkg * 64}.tar").write_bytes(b"rootfs")
 
     plan = art.plan_prune(fake, "lab", keep=1)  # type: ignore[arg-type]
     assert [e.digest for e in plan.remove] == [entries[3].digest]
     reasons = {k.entry.digest[:2]: k.reasons for k in plan.kept}
-    assert reasons == {"05": ("newest",), "03": ("current",), "02": ("channel stable",),
-                       "01": ("node lab-agent1",), "06": ("newest", "current")}
+    assert reasons == {
+        "05": ("newest",),
+        "03": ("current",),
+        "02": ("channel stable",),
+        "01": ("node lab-agent1",),
+        "06": ("newest", "current"),
+    }
     assert [la.package_digest[0] for la in plan.layers] == []  # b is still needed by gen 3
 
     assert art.prune(fake, "lab", keep=1, dry_run=True) == [entries[3]]  # type: ignore[arg-type]
@@ -332,7 +386,9 @@ def test_prune_keeps_newest_current_channel_and_in_use(tmp_path: Path, state_dir
     removed = art.prune(fake, "lab", keep=1)  # type: ignore[arg-type]
     assert removed == [entries[3], entries[2]]
     assert {c for c in fake.calls if c[0] == "delete"} == {
-        ("delete", entries[2].fingerprint), ("delete", entries[3].fingerprint),
-        ("delete", "layerb".ljust(64, "0"))}
+        ("delete", entries[2].fingerprint),
+        ("delete", entries[3].fingerprint),
+        ("delete", "layerb".ljust(64, "0")),
+    }
     assert {e.digest[:2] for e in load_catalog("lab").entries} == {"01", "02", "05", "06"}
     assert sorted(p.name[0] for p in layers.iterdir()) == ["a", "c"]

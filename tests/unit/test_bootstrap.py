@@ -21,8 +21,10 @@ from plex.plexfile.load import parse_plex
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUX_NS = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n"
-GITREPO = ("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n"
-           "  name: lab\n  namespace: flux-system\nspec:\n  url: http://git.lab/lab.git\n")
+GITREPO = (
+    "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n"
+    "  name: lab\n  namespace: flux-system\nspec:\n  url: http://git.lab/lab.git\n"
+)
 
 
 def plex_with(tmp_path: Path, manifests: str | None, **extra):  # type: ignore[no-untyped-def]
@@ -55,14 +57,18 @@ def test_rke2_s_file_rules_pick_the_files_in_order(tmp_path: Path) -> None:
     assert got[0].path == f"{MANIFESTS_DIR}/10-flux-ns.yaml"
 
 
-@pytest.mark.parametrize(("name", "text", "problem"), [
-    ("bad.yaml", "kind: [", "invalid YAML"),
-    ("nokind.yaml", "apiVersion: v1\nmetadata: {name: x}\n", "needs apiVersion and kind"),
-    ("rke2-canal.yaml", FLUX_NS, "RKE2 uses for its own"),
-    ("plex-kured.yaml", FLUX_NS, "plex uses for its own"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("bad.yaml", "kind: [", "invalid YAML"),
+        ("nokind.yaml", "apiVersion: v1\nmetadata: {name: x}\n", "needs apiVersion and kind"),
+        ("rke2-canal.yaml", FLUX_NS, "RKE2 uses for its own"),
+        ("plex-kured.yaml", FLUX_NS, "plex uses for its own"),
+    ],
+)
 def test_files_rke2_would_reject_or_clobber_fail_naming_the_file(
-        tmp_path: Path, name: str, text: str, problem: str) -> None:
+    tmp_path: Path, name: str, text: str, problem: str
+) -> None:
     d = tmp_path / "bootstrap"
     d.mkdir()
     (d / name).write_text(text)
@@ -81,7 +87,8 @@ def test_two_files_that_would_be_one_addon_are_refused(tmp_path: Path) -> None:
 
 
 def test_manifests_go_to_servers_only_and_changing_them_changes_the_server_spec(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     d = boot_dir(tmp_path)
     plex = plex_with(tmp_path, "bootstrap", kured={"enabled": True})
     image = ImageRef(Role.SERVER, "d" * 64, "f" * 64, "demo/server")
@@ -89,8 +96,11 @@ def test_manifests_go_to_servers_only_and_changing_them_changes_the_server_spec(
     nodes = {n.name: n for n in topology.nodes(plex)}
     server = instance_spec(plex, nodes["demo-server2"], image, profile)
     agent = instance_spec(plex, nodes["demo-agent1"], image, profile)
-    assert [m.name for m in server.manifests] == ["10-flux-ns.yaml", "20-lab.yml",
-                                                  "plex-kured.yaml"]
+    assert [m.name for m in server.manifests] == [
+        "10-flux-ns.yaml",
+        "20-lab.yml",
+        "plex-kured.yaml",
+    ]
     assert agent.manifests == ()
     (d / "20-lab.yml").write_text(GITREPO.replace("lab.git", "lab2.git"))
     again = instance_spec(plex, nodes["demo-server2"], image, profile)
@@ -102,7 +112,8 @@ def test_manifests_go_to_servers_only_and_changing_them_changes_the_server_spec(
 
 def standin():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location(
-        "standin_rke2", ROOT / "tests" / "fixtures" / "standin_rke2" / "rke2.py")
+        "standin_rke2", ROOT / "tests" / "fixtures" / "standin_rke2" / "rke2.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -118,8 +129,10 @@ def test_the_standin_records_the_addons_rke2_would_apply(tmp_path: Path) -> None
     rke2.deploy_manifests()
     assert sorted(rke2.ADDONS) == ["10-flux-ns", "20-lab", "40-broken"]
     lab = rke2.ADDONS["20-lab"]
-    assert lab["spec"] == {"source": str(d / "20-lab.yml"),
-                           "checksum": hashlib.sha256(GITREPO.encode()).hexdigest()}
+    assert lab["spec"] == {
+        "source": str(d / "20-lab.yml"),
+        "checksum": hashlib.sha256(GITREPO.encode()).hexdigest(),
+    }
     assert lab["status"]["objects"] == ["GitRepository/lab"]
     assert rke2.ADDONS["10-flux-ns"]["status"]["objects"] == ["Namespace/flux-system"]
     broken = rke2.ADDONS["40-broken"]

@@ -36,8 +36,15 @@ def digests(plex: Plex, identity: Identity) -> dict[Role, str]:
         if not rc.count:
             continue
         role_recipe = load_role_recipe(REPO / "bake", role, plex.registry.engine)
-        recipe = make_recipe(plex, role, role_recipe, base, Renderer(REPO / "bake" / "templates"),
-                             template_context(plex, identity, role), fixed_artifacts(plex))
+        recipe = make_recipe(
+            plex,
+            role,
+            role_recipe,
+            base,
+            Renderer(REPO / "bake" / "templates"),
+            template_context(plex, identity, role),
+            fixed_artifacts(plex),
+        )
         out[role] = recipe.digest
     return out
 
@@ -82,6 +89,9 @@ def test_capacity_below_count_and_overlapping_reserved_ranges_are_errors() -> No
         parse_plex(yaml.safe_dump(data), "demo.yaml")
     data["roles"]["agent"]["capacity"] = 4
     data["roles"]["server"]["capacity"] = 12  # 21..32 runs into the agents' 31..34
-    with pytest.raises(ConfigErrors, match=r"roles\.agent\.offset: range 31\.\.34 overlaps "
-                       r"role server \(21\.\.32\)"):
+    with pytest.raises(
+        ConfigErrors,
+        match=r"roles\.agent\.offset: range 31\.\.34 overlaps "
+        r"role server \(21\.\.32\)",
+    ):
         parse_plex(yaml.safe_dump(data), "demo.yaml")

@@ -44,13 +44,22 @@ def test_show_json(cli: Cli, plex_home: Path) -> None:
     data = json.loads(result.out)
     assert data["plex"] == "demo"
     assert data["project"] == "plex-demo"
-    assert data["network"] == {"cidr": "10.77.0.0/24", "vip": "10.77.0.10",
-                               "domain": "demo.plex.internal"}
+    assert data["network"] == {
+        "cidr": "10.77.0.0/24",
+        "vip": "10.77.0.10",
+        "domain": "demo.plex.internal",
+    }
     assert len(data["nodes"]) == 8
     assert [n["name"] for n in data["nodes"] if n["master"]] == ["demo-server1"]
     assert data["nodes"][0] == {
-        "name": "demo-registry1", "role": "registry", "master": False, "address": "10.77.0.5",
-        "member": None, "virt": "container", "base": "debian-bookworm", "image": "demo/registry",
+        "name": "demo-registry1",
+        "role": "registry",
+        "master": False,
+        "address": "10.77.0.5",
+        "member": None,
+        "virt": "container",
+        "base": "debian-bookworm",
+        "image": "demo/registry",
     }
 
 
@@ -100,13 +109,24 @@ def test_schema_command_prints_a_valid_json_schema(cli: Cli) -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_plexes_satisfy_the_schema(schema: dict[str, object], path: Path) -> None:
-    jsonschema.validate(yaml.safe_load(path.read_text()), schema,
-                        cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(
+        yaml.safe_load(path.read_text()), schema, cls=jsonschema.Draft202012Validator
+    )
 
 
-@pytest.mark.parametrize("name", ["unknown-top-level-key", "unknown-role-key", "unknown-cni",
-                                  "unknown-virt", "count-not-int", "bad-memory-size",
-                                  "missing-server-role", "incus-is-list"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unknown-top-level-key",
+        "unknown-role-key",
+        "unknown-cni",
+        "unknown-virt",
+        "count-not-int",
+        "bad-memory-size",
+        "missing-server-role",
+        "incus-is-list",
+    ],
+)
 def test_schema_rejects_what_the_loader_rejects(schema: dict[str, object], name: str) -> None:
     """The schema has teeth: shape errors from the corpus fail schema validation too."""
     data = yaml.safe_load((CORPUS / f"{name}.yaml").read_text())
@@ -129,8 +149,9 @@ COMMANDS = list(command_paths(typer.main.get_command(app)))
 
 
 def test_every_registered_command_is_covered() -> None:
-    registered = {c.name or (c.callback.__name__ if c.callback else "") for c in
-                  app.registered_commands}
+    registered = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    }
     registered |= {g.name for g in app.registered_groups if g.name}
     assert registered
     assert registered <= {p[0] for p in COMMANDS}

@@ -48,6 +48,7 @@ class SnapshotIncus:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.changes.append((name, *args))
             return None
+
         return call
 
 
@@ -63,15 +64,23 @@ def two_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Observed
     entries = []
     for role, _rc in plex.roles.items():
         for gen in (1, 2):
-            entries.append(Entry(role.value, f"{role.value}{gen}".ljust(64, "0"), "p" * 64,
-                                 f"fp-{role.value}-{gen}", baked_at=float(gen)))
+            entries.append(
+                Entry(
+                    role.value,
+                    f"{role.value}{gen}".ljust(64, "0"),
+                    "p" * 64,
+                    f"fp-{role.value}-{gen}",
+                    baked_at=float(gen),
+                )
+            )
     save_catalog(Catalog(plex.name, tuple(entries)))
     aliases = {image_alias(plex.name, r): f"fp-{r.value}-1" for r, _ in plex.roles.items()}
     return Observed(plex.name, plex.incus.project, aliases=aliases)
 
 
 def test_plan_and_deploy_plan_the_same_images_after_a_rollback(
-        two_generations: Observed, tmp_path: Path) -> None:
+    two_generations: Observed, tmp_path: Path
+) -> None:
     plex = demo()
     snapshot = tmp_path / "observed.json"
     snapshot.write_text(json.dumps(two_generations.to_json()))
@@ -92,25 +101,41 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_declined_rollback_moves_no_alias(two_generations: Observed,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_declined_rollback_moves_no_alias(
+    two_generations: Observed, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Point the aliases at the newer generation: a rollback has somewhere to go.
     plex = demo()
-    newer = Observed(plex.name, plex.incus.project,
-                     aliases={a: fp.replace("-1", "-2")
-                              for a, fp in two_generations.aliases.items()})
+    newer = Observed(
+        plex.name,
+        plex.incus.project,
+        aliases={a: fp.replace("-1", "-2") for a, fp in two_generations.aliases.items()},
+    )
     incus = SnapshotIncus(newer)
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     with pytest.raises(UsageError, match="not applied"):
-        run_deploy(plex, incus, [], False, 1, False, False, verb="rollback",  # type: ignore[arg-type]
-                   rollback=True, role=Role.SERVER)
+        run_deploy(
+            plex,
+            incus,
+            [],
+            False,
+            1,
+            False,
+            False,
+            verb="rollback",  # type: ignore[arg-type]
+            rollback=True,
+            role=Role.SERVER,
+        )
     assert incus.changes == []
 
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_without_yes_and_without_a_terminal_nothing_is_applied(
-        two_generations: Observed, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], as_json: bool) -> None:
+    two_generations: Observed,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_json: bool,
+) -> None:
     _no_tty(monkeypatch)
     incus = SnapshotIncus(two_generations)
     with pytest.raises(UsageError, match="no terminal to confirm on"):
@@ -121,9 +146,9 @@ def test_without_yes_and_without_a_terminal_nothing_is_applied(
         assert out.out == "" and "plan for demo" in out.err
 
 
-def test_json_output_still_asks_on_a_terminal(two_generations: Observed,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_still_asks_on_a_terminal(
+    two_generations: Observed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("sys.stdin", Terminal("no\n"))
     incus = SnapshotIncus(two_generations)
     with pytest.raises(UsageError, match="not applied"):
@@ -132,8 +157,9 @@ def test_json_output_still_asks_on_a_terminal(two_generations: Observed,
     assert incus.changes == []
 
 
-def test_an_unknown_role_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_role_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _no_tty(monkeypatch)
     monkeypatch.chdir(ROOT)
     rc = main(["rollback", "demo", "--role", "bogus", "-o", "json"])
@@ -142,9 +168,9 @@ def test_an_unknown_role_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch,
     assert err == ["error: unknown role 'bogus' (one of registry, lb, server, agent)"]
 
 
-def test_rollback_of_a_role_the_plex_lacks_is_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str],
-                                                       tmp_path: Path) -> None:
+def test_rollback_of_a_role_the_plex_lacks_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
     data["roles"]["agent"]["count"] = 0
     f = tmp_path / "noagents.yaml"
@@ -176,7 +202,8 @@ class Engine:
 
 @pytest.mark.parametrize("everything", [False, True])
 def test_destroy_removes_the_docker_registry_and_its_cache_only_with_all(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, everything: bool) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, everything: bool
+) -> None:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
     data["registry"] = {**data.get("registry", {}), "runtime": "docker"}
@@ -203,29 +230,72 @@ def _line_of(f: Path, text: str) -> int:
     return next(i for i, line in enumerate(f.read_text().splitlines(), 1) if text in line)
 
 
-@pytest.mark.parametrize(("change", "field", "at", "problem"), [
-    ({"registry": {"engine": "distribution",
-                   "upstreams": [{"name": "docker.io", "url": "https://registry-1.docker.io",
-                                  "tls_verify": False}]}},
-     "registry.upstreams[0].tls_verify", "tls_verify", "cannot skip TLS verification"),
-    ({"registry": {"engine": "zot",
-                   "upstreams": [{"name": "Docker.IO_", "url": "https://registry-1.docker.io"}]}},
-     "registry.upstreams[0].name", "Docker.IO_", "cannot be a zot repository prefix"),
-    ({"nightly": {"smoke_image": "quay.io/busybox:1.36"}},
-     "nightly.smoke_image", "smoke_image", "is not one of registry.upstreams"),
-    ({"os": {"base": "debian-bookworm", "virt": "vm"}},
-     "os.base", "base: debian-bookworm", "cannot be baked as a VM"),
-    ({"os": {"base": "no-such-base"}}, "os.base", "no-such-base", "no base image 'no-such-base'"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "at", "problem"),
+    [
+        (
+            {
+                "registry": {
+                    "engine": "distribution",
+                    "upstreams": [
+                        {
+                            "name": "docker.io",
+                            "url": "https://registry-1.docker.io",
+                            "tls_verify": False,
+                        }
+                    ],
+                }
+            },
+            "registry.upstreams[0].tls_verify",
+            "tls_verify",
+            "cannot skip TLS verification",
+        ),
+        (
+            {
+                "registry": {
+                    "engine": "zot",
+                    "upstreams": [{"name": "Docker.IO_", "url": "https://registry-1.docker.io"}],
+                }
+            },
+            "registry.upstreams[0].name",
+            "Docker.IO_",
+            "cannot be a zot repository prefix",
+        ),
+        (
+            {"nightly": {"smoke_image": "quay.io/busybox:1.36"}},
+            "nightly.smoke_image",
+            "smoke_image",
+            "is not one of registry.upstreams",
+        ),
+        (
+            {"os": {"base": "debian-bookworm", "virt": "vm"}},
+            "os.base",
+            "base: debian-bookworm",
+            "cannot be baked as a VM",
+        ),
+        (
+            {"os": {"base": "no-such-base"}},
+            "os.base",
+            "no-such-base",
+            "no base image 'no-such-base'",
+        ),
+    ],
+)
 def test_validate_reports_the_rules_bake_and_nightly_apply(
-        tmp_path: Path, change: dict[str, Any], field: str, at: str, problem: str) -> None:
+    tmp_path: Path, change: dict[str, Any], field: str, at: str, problem: str
+) -> None:
     f = _plex_file(tmp_path, change)
     errors = validate([f], IMAGES).errors
     assert errors, "validate accepted a plex that bake or nightly rejects"
     line = _line_of(f, at)
-    assert any(e.path == field and problem in e.problem and e.file == str(f)
-               and e.line is not None and abs(e.line - line) <= 1 for e in errors), \
-        [e.message for e in errors]
+    assert any(
+        e.path == field
+        and problem in e.problem
+        and e.file == str(f)
+        and e.line is not None
+        and abs(e.line - line) <= 1
+        for e in errors
+    ), [e.message for e in errors]
 
 
 def test_the_shipped_plexes_pass_every_rule() -> None:

@@ -50,7 +50,10 @@ def test_demo_fields() -> None:
     assert demo.registry.engine is Engine.DISTRIBUTION
     assert demo.kubernetes.cni is Cni.CANAL
     assert [(r, rc.count, rc.offset) for r, rc in demo.roles.items()] == [
-        (Role.REGISTRY, 1, 5), (Role.LB, 2, 11), (Role.SERVER, 3, 21), (Role.AGENT, 2, 31),
+        (Role.REGISTRY, 1, 5),
+        (Role.LB, 2, 11),
+        (Role.SERVER, 3, 21),
+        (Role.AGENT, 2, 31),
     ]
 
 

@@ -53,9 +53,7 @@ def test_validate_prints_exactly_the_expected_error(path: Path, cli: Cli) -> Non
 def test_parse_plex_raises_one_config_error(path: Path) -> None:
     with pytest.raises(ConfigErrors) as exc:
         parse_plex(path.read_text(), "F")
-    assert [e.message for e in exc.value.errors] == [
-        expected_line(path).replace("FILE", "F", 1)
-    ]
+    assert [e.message for e in exc.value.errors] == [expected_line(path).replace("FILE", "F", 1)]
 
 
 def test_validate_reports_every_file_and_every_problem(cli: Cli, tmp_path: Path) -> None:
@@ -93,8 +91,11 @@ def _demo_with_servers(tmp_path: Path, count: int) -> Path:
 @pytest.mark.parametrize(
     ("count", "warning"),
     [
-        (2, "2 servers tolerate no more failures than 1 and add a second way to lose etcd "
-            "quorum; use 1 or 3"),
+        (
+            2,
+            "2 servers tolerate no more failures than 1 and add a second way to lose etcd "
+            "quorum; use 1 or 3",
+        ),
         (4, "4 servers tolerate no more failures than 3; use an odd number"),
     ],
 )

@@ -28,8 +28,7 @@ def line_of(path: Path, text: str) -> int:
     return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if text in ln)
 
 
-def test_a_copy_on_the_same_bridge_is_refused_naming_both_files_and_lines(
-        tmp_path: Path) -> None:
+def test_a_copy_on_the_same_bridge_is_refused_naming_both_files_and_lines(tmp_path: Path) -> None:
     a = write(tmp_path / "a.yaml", demo_data())
     other = demo_data()
     other["incus"]["project"] = "another-project"  # projects do not separate DNS names
@@ -37,8 +36,12 @@ def test_a_copy_on_the_same_bridge_is_refused_naming_both_files_and_lines(
     errors = validate([a, b], IMAGES).errors
     got = {e.path: e for e in errors}
     assert set(got) == {"network.cidr", "network.vip", "network.virtual_router_id", "name"}
-    for path, key in (("network.cidr", "cidr:"), ("network.vip", "vip:"),
-                      ("network.virtual_router_id", "virtual_router_id:"), ("name", "name:")):
+    for path, key in (
+        ("network.cidr", "cidr:"),
+        ("network.vip", "vip:"),
+        ("network.virtual_router_id", "virtual_router_id:"),
+        ("name", "name:"),
+    ):
         e = got[path]
         assert e.file == str(b) and e.line == line_of(b, key), e.message
         assert f"{a}:{line_of(a, key)}" in e.message, e.message
@@ -50,8 +53,15 @@ def test_a_second_plex_with_its_own_cidr_vip_router_id_and_name_passes(tmp_path:
     other = demo_data()
     other["name"] = "lab"
     other["incus"]["project"] = "lab"
-    other["network"].update({"cidr": "10.77.1.0/24", "gateway": "10.77.1.1",
-                             "vip": "10.77.1.10", "virtual_router_id": 78, "dns": ["10.77.1.1"]})
+    other["network"].update(
+        {
+            "cidr": "10.77.1.0/24",
+            "gateway": "10.77.1.1",
+            "vip": "10.77.1.10",
+            "virtual_router_id": 78,
+            "dns": ["10.77.1.1"],
+        }
+    )
     b = write(tmp_path / "b.yaml", other)
     assert validate([a, b], IMAGES).errors == []
 
@@ -60,9 +70,15 @@ def test_overlapping_cidrs_with_different_prefixes_are_caught(tmp_path: Path) ->
     a = write(tmp_path / "a.yaml", demo_data())
     other = demo_data()
     other["name"] = "half"
-    other["network"].update({"cidr": "10.77.0.128/25", "gateway": "10.77.0.129",
-                             "vip": "10.77.0.170", "virtual_router_id": 79,
-                             "dns": ["10.77.0.129"]})
+    other["network"].update(
+        {
+            "cidr": "10.77.0.128/25",
+            "gateway": "10.77.0.129",
+            "vip": "10.77.0.170",
+            "virtual_router_id": 79,
+            "dns": ["10.77.0.129"],
+        }
+    )
     for role, off in (("registry", 5), ("lb", 11), ("server", 21), ("agent", 31)):
         other["roles"][role]["offset"] = off
     b = write(tmp_path / "b.yaml", other)
@@ -91,22 +107,29 @@ def demo():  # type: ignore[no-untyped-def]
 def test_live_dns_name_in_another_project_collides(demo) -> None:  # type: ignore[no-untyped-def]
     taken = Neighbour("someone-else", "demo-server1", (), None)
     [msg] = live_collisions(demo, [taken])
-    assert "node name demo-server1 is taken on network plexbr0 by instance 'demo-server1' in " \
-           "project 'someone-else' (not plex-owned)" in msg
+    assert (
+        "node name demo-server1 is taken on network plexbr0 by instance 'demo-server1' in "
+        "project 'someone-else' (not plex-owned)" in msg
+    )
 
 
 def test_live_address_and_vip_holders_collide(demo) -> None:  # type: ignore[no-untyped-def]
-    got = live_collisions(demo, [
-        Neighbour("other", "web", ("10.77.0.21",), "lab"),
-        Neighbour("default", "router", ("10.77.0.10",), None),
-    ])
+    got = live_collisions(
+        demo,
+        [
+            Neighbour("other", "web", ("10.77.0.21",), "lab"),
+            Neighbour("default", "router", ("10.77.0.10",), None),
+        ],
+    )
     assert any("10.77.0.21 (demo-server1)" in m and "plex 'lab'" in m for m in got)
     assert any("10.77.0.10 (the VIP)" in m for m in got)
 
 
 def test_the_plex_s_own_nodes_are_not_collisions(demo) -> None:  # type: ignore[no-untyped-def]
-    own = [Neighbour("plex-demo", "demo-lb1", ("10.77.0.11", "10.77.0.10"), "demo"),
-           Neighbour("plex-demo", "demo-server1", ("10.77.0.21",), "demo")]
+    own = [
+        Neighbour("plex-demo", "demo-lb1", ("10.77.0.11", "10.77.0.10"), "demo"),
+        Neighbour("plex-demo", "demo-server1", ("10.77.0.21",), "demo"),
+    ]
     assert live_collisions(demo, own) == []
     # The same plex name deployed from another project is another plex: it collides.
     assert live_collisions(demo, [Neighbour("copy", "demo-lb1", ("10.77.0.11",), "demo")])

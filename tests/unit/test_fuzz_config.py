@@ -39,11 +39,33 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
-    st.sampled_from([
-        "", "0", "-1", "yes", "null", "~", "10.77.0.0/24", "10.77.0.1", "10.77.0.300",
-        "::1", "fd00::/8", "2GiB", "1h30m", "v1.31.4+rke2r1", "stable", "vm", "container",
-        "https://example.invalid", "[/x]", "[bold]", "a" * 300, "demo-server1", "zot",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "yes",
+            "null",
+            "~",
+            "10.77.0.0/24",
+            "10.77.0.1",
+            "10.77.0.300",
+            "::1",
+            "fd00::/8",
+            "2GiB",
+            "1h30m",
+            "v1.31.4+rke2r1",
+            "stable",
+            "vm",
+            "container",
+            "https://example.invalid",
+            "[/x]",
+            "[bold]",
+            "a" * 300,
+            "demo-server1",
+            "zot",
+        ]
+    ),
 )
 values = st.recursive(
     scalars,
@@ -145,8 +167,11 @@ def test_mutated_demo(data: dict[str, Any]) -> None:
         assert plex.name == data["name"]
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(st.one_of(mutated_demo(), values))
 def test_validate_cli_on_mutations(cli: Cli, data: Any) -> None:
     """Through the CLI: exit 0 or 2, each stderr line a one-liner (cli() rejects tracebacks)."""

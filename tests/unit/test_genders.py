@@ -19,8 +19,7 @@ def nodeattr(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("nodeattr")
     if exe is None:
         pytest.fail("nodeattr (Debian package genders, from bin/setup-incus) is required")
-    return subprocess.run([exe, "-f", str(db), *args], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run([exe, "-f", str(db), *args], capture_output=True, text=True, check=False)
 
 
 @pytest.mark.parametrize("name", ["demo", "omniplex", "verniplex"])
@@ -34,7 +33,8 @@ def test_every_shipped_plex_is_a_valid_genders_database(name: str, tmp_path: Pat
     listed = nodeattr(db, "-n", f"plex={name}").stdout.split()
     assert sorted(listed) == sorted(n.name for n in topology.nodes(plex))
     assert len([ln for ln in db.read_text().splitlines() if not ln.startswith("#")]) == len(
-        topology.nodes(plex))
+        topology.nodes(plex)
+    )
 
 
 def test_queries_answer_role_placement_and_addresses(tmp_path: Path) -> None:
@@ -42,7 +42,10 @@ def test_queries_answer_role_placement_and_addresses(tmp_path: Path) -> None:
     db.write_text(genders(load_plex(ROOT / "plexes" / "omniplex.yaml")))
     assert nodeattr(db, "-c", "master").stdout.strip() == "omniplex-server1"
     assert set(nodeattr(db, "-c", "kube&&member=gamma").stdout.strip().split(",")) == {
-        "omniplex-server3", "omniplex-agent3", "omniplex-agent6"}
+        "omniplex-server3",
+        "omniplex-agent3",
+        "omniplex-agent6",
+    }
     assert nodeattr(db, "-v", "omniplex-lb2", "ip").stdout.strip() == "10.20.0.12"
     assert nodeattr(db, "-v", "omniplex-lb2", "role").stdout.strip() == "lb"
 

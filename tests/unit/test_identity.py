@@ -26,8 +26,18 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "plexes" / "demo.yaml"
 # Every reserved node: the demo runs 2 agents of a capacity of 4.
-DEMO_NODES = ["demo-registry1", "demo-lb1", "demo-lb2", "demo-server1", "demo-server2",
-              "demo-server3", "demo-agent1", "demo-agent2", "demo-agent3", "demo-agent4"]
+DEMO_NODES = [
+    "demo-registry1",
+    "demo-lb1",
+    "demo-lb2",
+    "demo-server1",
+    "demo-server2",
+    "demo-server3",
+    "demo-agent1",
+    "demo-agent2",
+    "demo-agent3",
+    "demo-agent4",
+]
 
 # relpath -> (mode, bytes or None for a directory, inode)
 Snapshot = dict[str, tuple[int, bytes | None, int]]
@@ -38,7 +48,10 @@ def snapshot(root: Path) -> Snapshot:
     for p in sorted(root.rglob("*")):
         st = p.stat()
         out[str(p.relative_to(root))] = (
-            st.st_mode & 0o7777, None if p.is_dir() else p.read_bytes(), st.st_ino)
+            st.st_mode & 0o7777,
+            None if p.is_dir() else p.read_bytes(),
+            st.st_ino,
+        )
     return out
 
 
@@ -50,8 +63,11 @@ def changed(before: Snapshot, after: Snapshot) -> set[str]:
 
 def key_files(node: str) -> set[str]:
     """A node's private identity files: host keys, and the RKE2 node password of kube nodes."""
-    files = {f"nodes/{node}/ssh_host_{kind}_key{ext}" for kind in ("ed25519", "rsa")
-             for ext in ("", ".pub")}
+    files = {
+        f"nodes/{node}/ssh_host_{kind}_key{ext}"
+        for kind in ("ed25519", "rsa")
+        for ext in ("", ".pub")
+    }
     if "-server" in node or "-agent" in node:
         files.add(f"nodes/{node}/node-password")
     return files
@@ -97,8 +113,12 @@ def set_count(home: Path, role: str, count: int) -> None:
 
 
 def test_layout(idir: Path) -> None:
-    assert sorted(p.name for p in idir.iterdir()) == ["hosts", "nodes", "secrets.json",
-                                                      "ssh_known_hosts"]
+    assert sorted(p.name for p in idir.iterdir()) == [
+        "hosts",
+        "nodes",
+        "secrets.json",
+        "ssh_known_hosts",
+    ]
     assert sorted(p.name for p in (idir / "nodes").iterdir()) == sorted(DEMO_NODES)
     secrets = json.loads((idir / "secrets.json").read_text())
     assert len(secrets["token"]) == 48 and secrets["token"].isalnum()
@@ -154,8 +174,9 @@ def test_private_and_public_keys_are_a_pair(idir: Path) -> None:
     for node in ("demo-lb1", "demo-server3"):
         for kind in ("ed25519", "rsa"):
             priv = idir / "nodes" / node / f"ssh_host_{kind}_key"
-            derived = subprocess.run(["ssh-keygen", "-y", "-f", str(priv)], capture_output=True,
-                                     text=True, check=True).stdout.split()[:2]
+            derived = subprocess.run(
+                ["ssh-keygen", "-y", "-f", str(priv)], capture_output=True, text=True, check=True
+            ).stdout.split()[:2]
             assert derived == priv.with_suffix(".pub").read_text().split()[:2]
 
 
@@ -181,8 +202,7 @@ def test_known_hosts_and_hosts_cover_every_node(idir: Path) -> None:
 # --- growing and rotating
 
 
-def test_adding_a_node_within_capacity_changes_nothing(idir: Path, home: Path,
-                                                       cli: Cli) -> None:
+def test_adding_a_node_within_capacity_changes_nothing(idir: Path, home: Path, cli: Cli) -> None:
     before = snapshot(idir)
     set_count(home, "agent", 3)
     assert cli("identity", "demo").code == 0
@@ -196,8 +216,7 @@ def set_capacity(home: Path, role: str, capacity: int) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path,
-                                                          cli: Cli) -> None:
+def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path, cli: Cli) -> None:
     before = snapshot(idir)
     set_capacity(home, "agent", 5)
     assert cli("identity", "demo").code == 0
@@ -206,10 +225,12 @@ def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path
     assert diff == {"nodes/demo-agent5", *key_files("demo-agent5"), "hosts", "ssh_known_hosts"}
     # The derived files grew by exactly the new node's lines.
     new_hosts = set(after["hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["hosts"][1].decode().splitlines())  # type: ignore[union-attr]
+        before["hosts"][1].decode().splitlines()
+    )  # type: ignore[union-attr]
     assert new_hosts == {"10.77.0.35\tdemo-agent5.demo.plex.internal demo-agent5"}
     new_known = set(after["ssh_known_hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["ssh_known_hosts"][1].decode().splitlines())  # type: ignore[union-attr]
+        before["ssh_known_hosts"][1].decode().splitlines()
+    )  # type: ignore[union-attr]
     assert len(new_known) == 2
     assert all(line.startswith("demo-agent5,") for line in new_known)
 
@@ -223,8 +244,9 @@ def test_removing_and_re_adding_a_node_keeps_its_keys(idir: Path, home: Path, cl
     assert {f: (idir / f).read_bytes() for f in key_files("demo-agent2")} == keys
 
 
-@pytest.mark.parametrize(("arg", "node"), [("demo-lb1", "demo-lb1"), ("lb1", "demo-lb1"),
-                                           ("master", "demo-server1")])
+@pytest.mark.parametrize(
+    ("arg", "node"), [("demo-lb1", "demo-lb1"), ("lb1", "demo-lb1"), ("master", "demo-server1")]
+)
 def test_rotating_a_node_changes_only_its_keys(idir: Path, cli: Cli, arg: str, node: str) -> None:
     before = snapshot(idir)
     assert cli("identity", "demo", "--rotate", arg).code == 0
@@ -256,12 +278,15 @@ def test_rotating_an_unknown_node_is_a_usage_error(idir: Path, cli: Cli) -> None
     assert snapshot(idir) == before
 
 
-def test_show_without_an_identity_says_how_to_make_one(state_dir: Path, home: Path,
-                                                       cli: Cli) -> None:
+def test_show_without_an_identity_says_how_to_make_one(
+    state_dir: Path, home: Path, cli: Cli
+) -> None:
     result = cli("identity", "show", "demo")
     assert result.code == 2
-    assert result.err_lines == ["error: plex 'demo' has no identity yet",
-                                "  hint: run: plex identity demo"]
+    assert result.err_lines == [
+        "error: plex 'demo' has no identity yet",
+        "  hint: run: plex identity demo",
+    ]
     assert not state_dir.exists()
 
 
@@ -319,10 +344,11 @@ def test_compute_identity_rejects_an_unknown_rotation() -> None:
 
 
 def test_hosts_file_without_vip_points_the_api_name_at_the_master() -> None:
-    plex = parse_plex("name: solo\nincus: {project: p}\nnetwork: {cidr: 10.1.0.0/24}\n"
-                      "roles:\n  server: {count: 1, offset: 7}\n")
+    plex = parse_plex(
+        "name: solo\nincus: {project: p}\nnetwork: {cidr: 10.1.0.0/24}\n"
+        "roles:\n  server: {count: 1, offset: 7}\n"
+    )
     assert "10.1.0.7\tsolo-api.plex.internal solo-api\n" in ident.hosts_file(plex)
-
 
 
 def test_node_passwords_are_like_rke2s_and_stable(idir: Path, cli: Cli) -> None:
@@ -339,8 +365,10 @@ def test_private_files_of_a_node_are_what_deploy_pushes() -> None:
     identity = compute_identity(plex, None, CountingKeyGen())
     agent = {f.path: f for f in identity.private_files("demo-agent1", ident.Role.AGENT)}
     assert agent[ident.NODE_PASSWORD_PATH].mode == 0o600
-    assert agent[ident.NODE_PASSWORD_PATH].data == (
-        identity.node_passwords["demo-agent1"] + "\n").encode()
+    assert (
+        agent[ident.NODE_PASSWORD_PATH].data
+        == (identity.node_passwords["demo-agent1"] + "\n").encode()
+    )
     assert agent["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
     assert agent["/etc/ssh/ssh_host_ed25519_key.pub"].mode == 0o644
     lb = {f.path for f in identity.private_files("demo-lb1", ident.Role.LB)}

@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ROOT / "deploy" / "kured" / "kured-flags.txt"
 # kured pkg/timewindow/timewindow.go parseTime: Go layouts "15:04", "15:04:06", "03:04pm",
 # "15", "03pm" (hours 0-23, minutes 0-59).
-TIME_LAYOUTS = [r"([01]?\d|2[0-3]):[0-5]\d", r"([01]?\d|2[0-3]):[0-5]\d:\d\d",
-                r"(0\d|1[0-2]):[0-5]\d(am|pm)", r"([01]?\d|2[0-3])", r"(0\d|1[0-2])(am|pm)"]
+TIME_LAYOUTS = [
+    r"([01]?\d|2[0-3]):[0-5]\d",
+    r"([01]?\d|2[0-3]):[0-5]\d:\d\d",
+    r"(0\d|1[0-2]):[0-5]\d(am|pm)",
+    r"([01]?\d|2[0-3])",
+    r"(0\d|1[0-2])(am|pm)",
+]
 
 
 def pinned_flags() -> dict[str, str]:
@@ -74,8 +79,9 @@ def test_every_rendered_flag_is_a_real_kured_flag_with_a_value_kured_parses() ->
         elif kind == "duration":
             assert re.fullmatch(r"(\d+(ns|us|ms|s|m|h))+|0", value), arg
     # The node name comes from the downward API, as kured-ds.yaml passes it.
-    assert container["env"] == [{"name": "KURED_NODE_ID", "valueFrom": {
-        "fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    assert container["env"] == [
+        {"name": "KURED_NODE_ID", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    ]
     mount = container["volumeMounts"][0]["mountPath"]
     sentinel = next(a for a in container["command"] if a.startswith("--reboot-sentinel="))
     assert sentinel == f"--reboot-sentinel={mount}/reboot-required"
@@ -84,13 +90,22 @@ def test_every_rendered_flag_is_a_real_kured_flag_with_a_value_kured_parses() ->
 def test_the_manifest_is_kubernetes_objects_in_json_documents() -> None:
     text = manifest(omniplex())
     docs = [d for d in yaml.safe_load_all(text) if d]
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                                         "Role", "RoleBinding", "DaemonSet"]
+    assert [d["kind"] for d in docs] == [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "DaemonSet",
+    ]
     for raw in text.split("---\n")[1:]:
         json.loads(raw)  # each document is JSON: no YAML emitter can change a value
     ds = daemonset(omniplex())
-    assert ds["metadata"] == {"name": "kured", "namespace": "kube-system",
-                              "labels": ds["metadata"]["labels"]}  # --ds-name/--ds-namespace
+    assert ds["metadata"] == {
+        "name": "kured",
+        "namespace": "kube-system",
+        "labels": ds["metadata"]["labels"],
+    }  # --ds-name/--ds-namespace
     assert ds["spec"]["template"]["spec"]["hostPID"] is True
 
 

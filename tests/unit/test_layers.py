@@ -70,8 +70,9 @@ def _loaded_by(*argv: str) -> set[str]:
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
         "sys.exit(rc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=PACKAGE.parent, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, check=True
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -85,6 +86,5 @@ def test_cli_start_does_not_import_daemon_clients(argv: tuple[str, ...]) -> None
 def test_a_daemon_command_does_import_pylxd() -> None:
     # The other side of the test above: the probe sees pylxd when a command needs it.
     code = "import sys; import plex.backends.incus; print('pylxd' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

@@ -37,15 +37,30 @@ from plex.store.channels import (
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 
-DEBIAN = BaseImage("debian-bookworm", "mmdebstrap", "debian",
-                   {"name": "debian-bookworm", "kind": "mmdebstrap", "family": "debian",
-                    "suite": "bookworm", "packages": ["systemd"]})
-MICROOS = BaseImage("opensuse-microos", "qcow2", "suse",
-                    {"name": "opensuse-microos", "kind": "qcow2", "family": "suse"})
-RKE2 = ResolvedArtifact("rke2", "http://127.0.0.1/rke2.tar.gz", "a" * 64, "rke2.tar.gz",
-                        "v1.31.4+rke2r1")
-RKE2_OTHER = ResolvedArtifact("rke2", "http://127.0.0.1/rke2.tar.gz", "b" * 64, "rke2.tar.gz",
-                              "v1.30.1+rke2r1")
+DEBIAN = BaseImage(
+    "debian-bookworm",
+    "mmdebstrap",
+    "debian",
+    {
+        "name": "debian-bookworm",
+        "kind": "mmdebstrap",
+        "family": "debian",
+        "suite": "bookworm",
+        "packages": ["systemd"],
+    },
+)
+MICROOS = BaseImage(
+    "opensuse-microos",
+    "qcow2",
+    "suse",
+    {"name": "opensuse-microos", "kind": "qcow2", "family": "suse"},
+)
+RKE2 = ResolvedArtifact(
+    "rke2", "http://127.0.0.1/rke2.tar.gz", "a" * 64, "rke2.tar.gz", "v1.31.4+rke2r1"
+)
+RKE2_OTHER = ResolvedArtifact(
+    "rke2", "http://127.0.0.1/rke2.tar.gz", "b" * 64, "rke2.tar.gz", "v1.30.1+rke2r1"
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +75,22 @@ def renderer(tmp_path: Path) -> Renderer:
 
 
 def role_recipe(packages: tuple[str, ...]) -> RoleRecipe:
-    return RoleRecipe(role=Role.SERVER, packages={"debian": packages, "suse": packages},
-                      artifacts=(), files=(FileSpec("/etc/plex/layer", "layer.j2"),),
-                      services={"all": ("ssh",)}, package_commands=(), plex_commands=(),
-                      validate=(),
-                      sources=("bake/server.yaml",))
+    return RoleRecipe(
+        role=Role.SERVER,
+        packages={"debian": packages, "suse": packages},
+        artifacts=(),
+        files=(FileSpec("/etc/plex/layer", "layer.j2"),),
+        services={"all": ("ssh",)},
+        package_commands=(),
+        plex_commands=(),
+        validate=(),
+        sources=("bake/server.yaml",),
+    )
 
 
-def recipe_with(plex: Plex, renderer: Renderer, packages: tuple[str, ...],
-                base: BaseImage = DEBIAN):  # type: ignore[no-untyped-def]
+def recipe_with(
+    plex: Plex, renderer: Renderer, packages: tuple[str, ...], base: BaseImage = DEBIAN
+):  # type: ignore[no-untyped-def]
     rr = role_recipe(packages)
     return make_recipe(plex, Role.SERVER, rr, base, renderer, {"who": "demo"}, {}), rr
 
@@ -112,10 +134,12 @@ def test_channels_round_trip_through_the_state_dir(state_dir: Path) -> None:
 
 
 def test_stable_pins_the_promoted_layer_and_re_renders_files_naming_it(
-        plex: Plex, renderer: Renderer) -> None:
+    plex: Plex, renderer: Renderer
+) -> None:
     stable_recipe, _ = recipe_with(plex, renderer, ("curl",))
-    chans = Channels().promote(Channel.STABLE, [record_for(Role.SERVER, stable_recipe.package,
-                                                           "verniplex", "r1")])
+    chans = Channels().promote(
+        Channel.STABLE, [record_for(Role.SERVER, stable_recipe.package, "verniplex", "r1")]
+    )
     edited, rr = recipe_with(plex, renderer, ("curl", "jq"))  # someone added a package
     assert edited.package.digest != stable_recipe.package.digest
     assert channel_of(edited, chans) is Channel.LATEST
@@ -126,8 +150,10 @@ def test_stable_pins_the_promoted_layer_and_re_renders_files_naming_it(
     assert rebased.package.digest == stable_recipe.package.digest
     assert rebased.layer.package_digest == stable_recipe.package.digest
     assert rebased.digest == stable_recipe.digest  # same plex layer on the same package layer
-    assert rebased.layer.files[0].content == \
-        f"layer {stable_recipe.package.digest} for demo\n".encode()
+    assert (
+        rebased.layer.files[0].content
+        == f"layer {stable_recipe.package.digest} for demo\n".encode()
+    )
     assert channel_of(rebased, chans) is Channel.STABLE
     # The stable layer itself needs no pin.
     assert pinned_layer(stable_recipe, Channel.STABLE, chans) is None

@@ -24,29 +24,68 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def run(i: int, ok: bool = True, bake: float = 12.0, reset: float | None = 240.0) -> dict[str, Any]:
     return {
-        "format": FORMAT, "plex": "demo", "run": f"2025010{i}T020000Z-000{i}",
-        "started_at": 1_735_700_000 + i * 86_400, "seconds": 300.0 + i, "ok": ok,
-        "failed_step": None if ok else "smoke", "error": None if ok else "demo-agent1: <pull>",
-        "steps": [{"name": "bake", "status": "ok", "started_at": 0, "seconds": bake,
-                   "error": None},
-                  {"name": "smoke", "status": "ok" if ok else "failed", "started_at": 0,
-                   "seconds": 3.0, "error": None if ok else "pull failed & <b>"}],
-        "bake_seconds": bake, "reset_seconds": reset, "cache_hits": 3,
-        "bake": [{"role": "lb", "digest": "d" * 64, "fingerprint": "f" * 64, "cached": True,
-                  "package_cached": True, "seconds": 0.1, "size": 300 << 20,
-                  "package_digest": "p" * 64, "channel": "latest"}],
+        "format": FORMAT,
+        "plex": "demo",
+        "run": f"2025010{i}T020000Z-000{i}",
+        "started_at": 1_735_700_000 + i * 86_400,
+        "seconds": 300.0 + i,
+        "ok": ok,
+        "failed_step": None if ok else "smoke",
+        "error": None if ok else "demo-agent1: <pull>",
+        "steps": [
+            {"name": "bake", "status": "ok", "started_at": 0, "seconds": bake, "error": None},
+            {
+                "name": "smoke",
+                "status": "ok" if ok else "failed",
+                "started_at": 0,
+                "seconds": 3.0,
+                "error": None if ok else "pull failed & <b>",
+            },
+        ],
+        "bake_seconds": bake,
+        "reset_seconds": reset,
+        "cache_hits": 3,
+        "bake": [
+            {
+                "role": "lb",
+                "digest": "d" * 64,
+                "fingerprint": "f" * 64,
+                "cached": True,
+                "package_cached": True,
+                "seconds": 0.1,
+                "size": 300 << 20,
+                "package_digest": "p" * 64,
+                "channel": "latest",
+            }
+        ],
         "deploy": {"waves": [{"nodes": ["demo-server1"], "seconds": 80.0}]},
-        "smoke": [{"node": "demo-agent1", "probe": "pull docker.io/library/x:1", "ok": ok,
-                   "seconds": 2.0, "output": "", "attempts": 1}],
-        "promoted": [{"role": "lb", "digest": "d" * 64, "previous": None,
-                      "alias": "demo/lb@stable", "package_digest": "p" * 64}] if ok else [],
+        "smoke": [
+            {
+                "node": "demo-agent1",
+                "probe": "pull docker.io/library/x:1",
+                "ok": ok,
+                "seconds": 2.0,
+                "output": "",
+                "attempts": 1,
+            }
+        ],
+        "promoted": [
+            {
+                "role": "lb",
+                "digest": "d" * 64,
+                "previous": None,
+                "alias": "demo/lb@stable",
+                "package_digest": "p" * 64,
+            }
+        ]
+        if ok
+        else [],
         "pruned": [],
     }
 
 
 def test_nice_ceiling() -> None:
-    assert [nice_ceiling(v) for v in (0, 0.7, 1, 3, 240, 251, 999)] == \
-        [1, 1, 1, 5, 250, 500, 1000]
+    assert [nice_ceiling(v) for v in (0, 0.7, 1, 3, 240, 251, 999)] == [1, 1, 1, 5, 250, 500, 1000]
 
 
 def test_chart_is_well_formed_svg_with_a_point_per_run_and_series() -> None:

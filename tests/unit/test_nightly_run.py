@@ -50,16 +50,32 @@ class AliasIncus:
 
 
 def results(tag: str) -> list[BakeResult]:
-    return [BakeResult(r, f"{tag}{r.value}".ljust(64, "0"), f"fp-{tag}-{r.value}", True, 0.1,
-                       1 << 20, True, "p" * 64, "latest")
-            for r in (Role.REGISTRY, Role.LB, Role.SERVER, Role.AGENT)]
+    return [
+        BakeResult(
+            r,
+            f"{tag}{r.value}".ljust(64, "0"),
+            f"fp-{tag}-{r.value}",
+            True,
+            0.1,
+            1 << 20,
+            True,
+            "p" * 64,
+            "latest",
+        )
+        for r in (Role.REGISTRY, Role.LB, Role.SERVER, Role.AGENT)
+    ]
 
 
 class Scripted(Nightly):
     """The real runner and promote step; bake/deploy/smoke/prune are scripted."""
 
-    def __init__(self, plex: Plex, incus: AliasIncus, baked: list[BakeResult],
-                 fail: dict[str, BaseException] | None = None) -> None:
+    def __init__(
+        self,
+        plex: Plex,
+        incus: AliasIncus,
+        baked: list[BakeResult],
+        fail: dict[str, BaseException] | None = None,
+    ) -> None:
         super().__init__(plex, incus, PLEXES.parent)  # type: ignore[arg-type]
         self.baked = baked
         self.fail = fail or {}
@@ -76,7 +92,9 @@ class Scripted(Nightly):
                     raise self.fail[name]
                 if name == "promote":
                     self.promote()
+
             return step
+
         return [(n, scripted(n)) for n in STEPS]
 
 
@@ -86,8 +104,10 @@ def demo(state_dir: Path) -> Plex:
 
 
 def stable(incus: AliasIncus, plex: Plex) -> dict[str, Any]:
-    return {"aliases": {k: v for k, v in incus.aliases.items() if k.endswith("@stable")},
-            "catalog": load_catalog(plex.name).channels.get("stable")}
+    return {
+        "aliases": {k: v for k, v in incus.aliases.items() if k.endswith("@stable")},
+        "catalog": load_catalog(plex.name).channels.get("stable"),
+    }
 
 
 def test_a_passing_run_promotes_and_writes_its_report(demo: Plex) -> None:
@@ -109,8 +129,9 @@ def test_a_failing_step_stops_the_run_and_leaves_stable_alone(demo: Plex, step: 
     incus = AliasIncus()
     Scripted(demo, incus, results("a")).run()
     before = stable(incus, demo)
-    run = Scripted(demo, incus, results("b"),
-                   fail={step: ProbeError("demo-agent1: probe 'pull' failed")}).run()
+    run = Scripted(
+        demo, incus, results("b"), fail={step: ProbeError("demo-agent1: probe 'pull' failed")}
+    ).run()
     assert not run.ok and run.failed_step == step
     i = STEPS.index(step)
     assert [s.status for s in run.steps] == ["ok"] * i + ["failed"] + ["skipped"] * (4 - i)
@@ -136,8 +157,7 @@ def test_a_failed_alias_move_puts_every_moved_stable_alias_back(demo: Plex) -> N
     assert run.failed_step == "promote"
     assert stable(incus, demo) == before  # registry and lb moved, then moved back
     assert ("set", channel_alias("demo", "lb")) in incus.calls
-    assert (channels_path().read_bytes() if channels_path().exists() else None) == \
-        channels_before
+    assert (channels_path().read_bytes() if channels_path().exists() else None) == channels_before
     assert [s.status for s in run.steps][-1] == "skipped"  # no prune after a failure
 
 

@@ -25,7 +25,10 @@ def test_inventory_groups_nodes_by_role_with_their_addresses() -> None:
     children = inv["children"]
     assert set(children["server"]["hosts"]) == {"demo-server1", "demo-server2", "demo-server3"}
     assert children["server"]["hosts"]["demo-server1"] == {
-        "ansible_host": "10.77.0.21", "plex_role": "server", "plex_master": True}
+        "ansible_host": "10.77.0.21",
+        "plex_role": "server",
+        "plex_master": True,
+    }
     assert children["kube"] == {"children": {"server": {}, "agent": {}}}
     assert yaml.safe_load(inventory_yaml(demo())) == inventory(demo())
 
@@ -47,8 +50,9 @@ def test_kubeconfig_comes_from_the_master_pointing_at_the_vip() -> None:
     assert "server: https://10.77.0.10:6443" in kc and "127.0.0.1" not in kc
 
 
-def test_a_second_deploy_of_the_same_plex_is_refused(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_deploy_of_the_same_plex_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     with plex_lock("demo", "deploy"):
         refused = pytest.raises(LockedError, match=r"another deploy of plex 'demo' is running")

@@ -66,10 +66,20 @@ class FixedKeyGen:
 def fixed_artifacts(plex: Plex) -> dict[str, ResolvedArtifact]:
     version = plex.kubernetes.version or "v1.31.4+rke2r1"
     return {
-        "rke2": ResolvedArtifact("rke2", f"https://example.invalid/{version}/rke2.tgz",
-                                 "ab" * 32, "rke2.linux-amd64.tar.gz", version),
-        "zot": ResolvedArtifact("zot", "https://example.invalid/zot", "cd" * 32,
-                                "zot-linux-amd64", plex.registry.zot.version),
+        "rke2": ResolvedArtifact(
+            "rke2",
+            f"https://example.invalid/{version}/rke2.tgz",
+            "ab" * 32,
+            "rke2.linux-amd64.tar.gz",
+            version,
+        ),
+        "zot": ResolvedArtifact(
+            "zot",
+            "https://example.invalid/zot",
+            "cd" * 32,
+            "zot-linux-amd64",
+            plex.registry.zot.version,
+        ),
     }
 
 
@@ -82,14 +92,26 @@ def vm_recipe(plex: Plex, role: Role, base: BaseImage | None = None) -> Recipe:
     identity = compute_identity(plex, None, FixedKeyGen())
     role_recipe = load_role_recipe(REPO / "bake", role, plex.registry.engine)
     base = base or load_base_image(REPO / "images", MICROOS)
-    return make_recipe(plex, role, role_recipe, base, Renderer(REPO / "bake" / "templates"),
-                       template_context(plex, identity, role), fixed_artifacts(plex))
+    return make_recipe(
+        plex,
+        role,
+        role_recipe,
+        base,
+        Renderer(REPO / "bake" / "templates"),
+        template_context(plex, identity, role),
+        fixed_artifacts(plex),
+    )
 
 
 def template_for(plex: Plex, role: Role, base: BaseImage | None = None) -> dict[str, object]:
     recipe = vm_recipe(plex, role, base)
-    return packer_template(plex, recipe, BuildPaths.placeholder(recipe), PLACEHOLDER_CHECKSUM,
-                           VmSpec.for_role(plex, role))
+    return packer_template(
+        plex,
+        recipe,
+        BuildPaths.placeholder(recipe),
+        PLACEHOLDER_CHECKSUM,
+        VmSpec.for_role(plex, role),
+    )
 
 
 def check_golden(name: str, text: str) -> None:
@@ -101,13 +123,17 @@ def check_golden(name: str, text: str) -> None:
 
 
 def provisioner_text(template: dict[str, object]) -> str:
-    return "\n".join(line for p in template["provisioners"]  # type: ignore[attr-defined]
-                     for line in p.get("inline", []))
+    return "\n".join(
+        line
+        for p in template["provisioners"]  # type: ignore[attr-defined]
+        for line in p.get("inline", [])
+    )
 
 
-@pytest.mark.parametrize(("plex_name", "role"), [("omniplex", Role.SERVER),
-                                                  ("verniplex", Role.LB),
-                                                  ("verniplex", Role.AGENT)])
+@pytest.mark.parametrize(
+    ("plex_name", "role"),
+    [("omniplex", Role.SERVER), ("verniplex", Role.LB), ("verniplex", Role.AGENT)],
+)
 def test_golden_template(plex_name: str, role: Role) -> None:
     text = json.dumps(template_for(load(plex_name), role), indent=2) + "\n"
     check_golden(f"{plex_name}-{role.value}.json", text)
@@ -129,24 +155,34 @@ def test_template_shape_for_a_kube_role() -> None:
     assert "cloud-init clean --logs" in script
     assert "truncate -s 0 /etc/machine-id" in script
     uploads = [p for p in t["provisioners"] if p["type"] == "file"]  # type: ignore[attr-defined]
-    assert [u["source"] for u in uploads] == ["/build/plex-files.tar",
-                                              "/build/artifacts/rke2.linux-amd64.tar.gz"]
+    assert [u["source"] for u in uploads] == [
+        "/build/plex-files.tar",
+        "/build/artifacts/rke2.linux-amd64.tar.gz",
+    ]
 
 
 def test_lb_gets_rebootmgr_and_per_node_windows() -> None:
     plex = load("omniplex")
     recipe = vm_recipe(plex, Role.LB)
-    script = provisioner_text(packer_template(plex, recipe, BuildPaths.placeholder(recipe),
-                                              PLACEHOLDER_CHECKSUM, VmSpec.for_role(plex,
-                                                                                    Role.LB)))
+    script = provisioner_text(
+        packer_template(
+            plex,
+            recipe,
+            BuildPaths.placeholder(recipe),
+            PLACEHOLDER_CHECKSUM,
+            VmSpec.for_role(plex, Role.LB),
+        )
+    )
     assert "systemctl enable rebootmgr.service" in script
     assert "haproxy -c -f /etc/haproxy/haproxy.cfg" in script
     files = {f.path: f.content.decode() for f in vm_files(plex, recipe)}
     assert files["/etc/transactional-update.conf"].endswith("REBOOT_METHOD=rebootmgr\n")
     assert "window-start=17:00" in files["/etc/plex/nodes/omniplex-lb1/etc/rebootmgr.conf"]
     assert "window-start=17:15" in files["/etc/plex/nodes/omniplex-lb2/etc/rebootmgr.conf"]
-    assert files["/etc/plex/nodes/omniplex-lb2/etc/rebootmgr/rebootmgr.conf"] == \
-        files["/etc/plex/nodes/omniplex-lb2/etc/rebootmgr.conf"]
+    assert (
+        files["/etc/plex/nodes/omniplex-lb2/etc/rebootmgr/rebootmgr.conf"]
+        == files["/etc/plex/nodes/omniplex-lb2/etc/rebootmgr.conf"]
+    )
 
 
 def test_kube_roles_use_kured() -> None:
@@ -163,17 +199,37 @@ def test_rpm_method() -> None:
     t = template_for(plex, Role.SERVER, rpm)
     script = provisioner_text(t)
     # The zypper line is the script of a transaction: parse the line as sh would.
-    argv = shlex.split(next(ln for p in t["provisioners"]  # type: ignore[attr-defined]
-                            for ln in p.get("inline", []) if "zypper" in ln))
-    assert argv[:6] == ["transactional-update", "--non-interactive", "--continue", "run",
-                        "/bin/sh", "-ec"]
+    argv = shlex.split(
+        next(
+            ln
+            for p in t["provisioners"]  # type: ignore[attr-defined]
+            for ln in p.get("inline", [])
+            if "zypper" in ln
+        )
+    )
+    assert argv[:6] == [
+        "transactional-update",
+        "--non-interactive",
+        "--continue",
+        "run",
+        "/bin/sh",
+        "-ec",
+    ]
     inner = argv[6].splitlines()
-    assert shlex.split(inner[-1]) == ["zypper", "--non-interactive", "--gpg-auto-import-keys",
-                                      "install", "rke2-server-1.31.4~rke2r1"]
+    assert shlex.split(inner[-1]) == [
+        "zypper",
+        "--non-interactive",
+        "--gpg-auto-import-keys",
+        "install",
+        "rke2-server-1.31.4~rke2r1",
+    ]
     assert "baseurl=https://rpm.rancher.io/rke2/stable/1.31/microos/x86_64" in argv[6]
     assert "tar -xzf" not in script
-    uploads = [p["source"] for p in t["provisioners"]  # type: ignore[attr-defined]
-               if p["type"] == "file"]
+    uploads = [
+        p["source"]
+        for p in t["provisioners"]  # type: ignore[attr-defined]
+        if p["type"] == "file"
+    ]
     assert uploads == ["/build/plex-files.tar"]
     assert rke2_rpm_version("v1.30.2+rke2r1") == "1.30.2~rke2r1"
 
@@ -184,12 +240,14 @@ def test_digest_ignores_paths_but_follows_recipe_and_windows() -> None:
     d = vm_digest(plex, recipe)
     assert d == vm_digest(plex, vm_recipe(plex, Role.LB))
     assert len(d) == 64 and d != recipe.digest
-    other_windows = plex.model_copy(update={"reboot_windows": plex.reboot_windows.model_copy(
-        update={"offsets": (0, 20, 40)})})
+    other_windows = plex.model_copy(
+        update={"reboot_windows": plex.reboot_windows.model_copy(update={"offsets": (0, 20, 40)})}
+    )
     assert vm_digest(other_windows, vm_recipe(other_windows, Role.LB)) != d
     # A different plex layer (another VIP) changes the recipe, hence the VM digest.
-    other_net = plex.model_copy(update={"network": plex.network.model_copy(
-        update={"vip": "10.20.0.9"})})
+    other_net = plex.model_copy(
+        update={"network": plex.network.model_copy(update={"vip": "10.20.0.9"})}
+    )
     assert vm_digest(other_net, vm_recipe(other_net, Role.LB)) != d
 
 
@@ -197,8 +255,13 @@ def test_checksum_must_be_a_digest() -> None:
     plex = load("omniplex")
     recipe = vm_recipe(plex, Role.LB)
     with pytest.raises(ValueError, match="sha256:<hex>"):
-        packer_template(plex, recipe, BuildPaths.placeholder(recipe),
-                        "file:https://example.invalid/x.sha256", VmSpec(4096))
+        packer_template(
+            plex,
+            recipe,
+            BuildPaths.placeholder(recipe),
+            "file:https://example.invalid/x.sha256",
+            VmSpec(4096),
+        )
 
 
 def test_container_base_is_refused_with_its_file() -> None:
@@ -221,8 +284,7 @@ def test_files_tarball_is_reproducible_and_keeps_modes() -> None:
     cfg = members["etc/rancher/rke2/config.yaml"]
     assert cfg.mode == 0o600 and cfg.uid == 0 and cfg.mtime == 0
     assert members["usr/local/sbin/plex-node-setup"].mode == 0o755
-    assert "etc/plex/nodes/omniplex-server1/etc/rancher/rke2/config.yaml.d/10-node.yaml" \
-        in members
+    assert "etc/plex/nodes/omniplex-server1/etc/rancher/rke2/config.yaml.d/10-node.yaml" in members
 
 
 def test_size_mib() -> None:

@@ -72,8 +72,14 @@ class Scripted:
 def test_probe_retries_until_it_passes() -> None:
     fake = Scripted([Res(1, ""), Res(0, "starting"), Res(0, "pong")])
     t = [0.0]
-    res = run_probe(fake, "n1", "n1", Probe("ping", "curl", "^pong$", timeout=10),
-                    clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+    res = run_probe(
+        fake,
+        "n1",
+        "n1",
+        Probe("ping", "curl", "^pong$", timeout=10),
+        clock=lambda: t[0],
+        sleep=lambda s: t.__setitem__(0, t[0] + s),
+    )
     assert res.ok and res.attempts == 3 and res.output == "pong"
 
 
@@ -81,5 +87,11 @@ def test_probe_timeout_names_node_probe_and_last_output() -> None:
     fake = Scripted([Res(7, "", "connection refused")])
     t = [0.0]
     with pytest.raises(ProbeError, match=r"n1: probe 'ping' failed after 5s .*connection refused"):
-        run_probe(fake, "n1", "n1", Probe("ping", "curl", "^pong$", timeout=5),
-                  clock=lambda: t[0], sleep=lambda s: t.__setitem__(0, t[0] + s))
+        run_probe(
+            fake,
+            "n1",
+            "n1",
+            Probe("ping", "curl", "^pong$", timeout=5),
+            clock=lambda: t[0],
+            sleep=lambda s: t.__setitem__(0, t[0] + s),
+        )

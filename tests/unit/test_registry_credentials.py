@@ -39,8 +39,11 @@ def write(tmp_path: Path, text: str, mode: int = 0o600, name: str = "creds.yaml"
 
 
 def four(tmp_path: Path, creds_file: str) -> Plex:
-    text = (CASES / "four.yaml").read_text().replace(
-        "~/.config/plex/registry-credentials.yaml", creds_file)
+    text = (
+        (CASES / "four.yaml")
+        .read_text()
+        .replace("~/.config/plex/registry-credentials.yaml", creds_file)
+    )
     p = tmp_path / "four.yaml"
     p.write_text(text)
     return load_plex(p)
@@ -69,11 +72,22 @@ def test_repr_str_format_never_show_passwords(tmp_path: Path) -> None:
     login = creds.get("docker.io")
     assert login is not None
     shown = [
-        repr(creds), str(creds), f"{creds}", f"{creds!r}", " ".join(map(str, [creds])),
-        repr(login), str(login), f"{login}",
-        repr(login.password), str(login.password), f"{login.password}",
-        f"{login.password:>30}", f"{login.password!r}", " ".join(map(str, [login.password])),
-        pprint.pformat(dict(creds.logins)), repr(list(creds.logins.values())),
+        repr(creds),
+        str(creds),
+        f"{creds}",
+        f"{creds!r}",
+        " ".join(map(str, [creds])),
+        repr(login),
+        str(login),
+        f"{login}",
+        repr(login.password),
+        str(login.password),
+        f"{login.password}",
+        f"{login.password:>30}",
+        f"{login.password!r}",
+        " ".join(map(str, [login.password])),
+        pprint.pformat(dict(creds.logins)),
+        repr(list(creds.logins.values())),
     ]
     for text in shown:
         assert PASSWORD not in text, text
@@ -102,12 +116,18 @@ def test_exceptions_never_show_passwords(tmp_path: Path) -> None:
     assert "bad login" in text
 
 
-@pytest.mark.parametrize("text, field", [
-    (f"docker.io: {{username: bot, password: {PASSWORD}, token: {PASSWORD}}}\n", "docker.io.token"),
-    ("docker.io: {username: bot, password: 31415926535}\n", "docker.io.password"),
-    (f"docker.io: {{username: bot, pasword: {PASSWORD}}}\n", "docker.io.pasword"),
-    (f"docker.io: {{username: bot, password: {PASSWORD}}}\nquay.io: [{PASSWORD}]\n", "quay.io"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        (
+            f"docker.io: {{username: bot, password: {PASSWORD}, token: {PASSWORD}}}\n",
+            "docker.io.token",
+        ),
+        ("docker.io: {username: bot, password: 31415926535}\n", "docker.io.password"),
+        (f"docker.io: {{username: bot, pasword: {PASSWORD}}}\n", "docker.io.pasword"),
+        (f"docker.io: {{username: bot, password: {PASSWORD}}}\nquay.io: [{PASSWORD}]\n", "quay.io"),
+    ],
+)
 def test_validation_errors_name_the_field_not_the_value(
     tmp_path: Path, text: str, field: str
 ) -> None:
@@ -131,15 +151,18 @@ def test_yaml_error_shows_no_snippet(tmp_path: Path) -> None:
 # --- validation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, path, problem", [
-    ("- docker.io\n", "", "must be a mapping of upstream names"),
-    ("docker.io: bot\n", "docker.io", "must be a mapping"),
-    ("docker.io: {username: bot}\n", "docker.io.password", "required key is missing"),
-    ("docker.io: {password: x}\n", "docker.io.username", "required key is missing"),
-    ("docker.io: {username: '', password: x}\n", "docker.io.username", "must not be empty"),
-    ("docker.io: {username: 7, password: x}\n", "docker.io.username", "must be a string"),
-    ("1: {username: a, password: x}\n", "1", "must be strings"),
-])
+@pytest.mark.parametrize(
+    "text, path, problem",
+    [
+        ("- docker.io\n", "", "must be a mapping of upstream names"),
+        ("docker.io: bot\n", "docker.io", "must be a mapping"),
+        ("docker.io: {username: bot}\n", "docker.io.password", "required key is missing"),
+        ("docker.io: {password: x}\n", "docker.io.username", "required key is missing"),
+        ("docker.io: {username: '', password: x}\n", "docker.io.username", "must not be empty"),
+        ("docker.io: {username: 7, password: x}\n", "docker.io.username", "must be a string"),
+        ("1: {username: a, password: x}\n", "1", "must be strings"),
+    ],
+)
 def test_validation(text: str, path: str, problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_credentials(text, "c.yaml")

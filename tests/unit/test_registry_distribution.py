@@ -24,11 +24,8 @@ def load_case(name: str, engine: Engine = Engine.DISTRIBUTION) -> Plex:
     return golden_case(name, engine)
 
 
-
 def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
-    return plex.model_copy(
-        update={"registry": plex.registry.model_copy(update={"upstreams": ups})}
-    )
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"upstreams": ups})})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -65,8 +62,9 @@ def test_port_of_unknown_upstream() -> None:
 
 
 def test_login_only_where_given() -> None:
-    proxies = {p.upstream.name: p for p in distribution_proxies(load_case("four"),
-                                                               case_credentials())}
+    proxies = {
+        p.upstream.name: p for p in distribution_proxies(load_case("four"), case_credentials())
+    }
     assert proxies["docker.io"].config["proxy"]["username"] == "plexbot"
     assert proxies["docker.io"].config["proxy"]["password"] == "FAKE-golden-docker-0001"
     assert "username" not in proxies["ghcr.io"].config["proxy"]
@@ -86,7 +84,11 @@ def test_secret_configs_are_readable_by_the_service_only() -> None:
     files = {f.path: f for f in distribution_files(load_case("four"), case_credentials())}
     docker = files["/etc/docker/registry/docker.io.yml"]
     assert (docker.secret, docker.mode, docker.owner, docker.group) == (
-        True, 0o640, "root", "docker-registry")
+        True,
+        0o640,
+        "root",
+        "docker-registry",
+    )
     ghcr = files["/etc/docker/registry/ghcr.io.yml"]
     assert (ghcr.secret, ghcr.mode) == (False, 0o644)
     assert "FAKE" not in repr(docker)
@@ -100,9 +102,11 @@ def test_configs_are_valid_yaml_round_trips() -> None:
 
 
 def test_https_upstream_without_tls_verification_is_refused() -> None:
-    plex = with_upstreams(load_case("one"),
-                          Upstream(name="docker.io", url="https://registry-1.docker.io"),
-                          Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False))
+    plex = with_upstreams(
+        load_case("one"),
+        Upstream(name="docker.io", url="https://registry-1.docker.io"),
+        Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False),
+    )
     with pytest.raises(ConfigError, match=r"registry.upstreams\[1\].tls_verify") as e:
         distribution_proxies(plex)
     assert e.value.hint is not None and "zot" in e.value.hint

@@ -57,12 +57,19 @@ class FakeIncus:
             return ExecResult(1, "", "Problem: nothing provides haproxy\n")
         return ExecResult(0, "", "")
 
-    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
-                  gid: int = 0) -> None:
+    def push_file(
+        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         self.calls.append(("push", name, path))
 
-    def publish(self, name: str, *, aliases: list[str], properties: dict[str, str],
-                compression: str = "zstd") -> str:
+    def publish(
+        self,
+        name: str,
+        *,
+        aliases: list[str],
+        properties: dict[str, str],
+        compression: str = "zstd",
+    ) -> str:
         fp = f"{len(self.published):064x}"
         self.published.append(fp)
         self.calls.append(("publish", name, properties.get("plex.layer")))
@@ -94,9 +101,13 @@ def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> 
     assert not result.cached and not result.package_cached
     build = incus.calls[0]
     assert build[0] == "create" and build[1].startswith("plex-build-demo-pkg-")
-    assert build[2] == {"type": "image", "mode": "pull",
-                        "server": "https://images.linuxcontainers.org",
-                        "protocol": "simplestreams", "alias": "opensuse/tumbleweed/cloud"}
+    assert build[2] == {
+        "type": "image",
+        "mode": "pull",
+        "server": "https://images.linuxcontainers.org",
+        "protocol": "simplestreams",
+        "alias": "opensuse/tumbleweed/cloud",
+    }
     install = next(c[2] for c in incus.calls if c[0] == "exec" and "zypper" in c[2])
     for pkg in ("haproxy", "keepalived", "openssh-server", "python3"):
         assert pkg in install
@@ -109,7 +120,10 @@ def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> 
 
 def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb) -> None:  # type: ignore[no-untyped-def]
     incus = FakeIncus(fail_on="zypper")
-    with pytest.raises(BackendError, match=r"package install failed in plex-build-demo-pkg-\w+ "
-                                           r"\(exit 1\): Problem: nothing provides haproxy"):
+    with pytest.raises(
+        BackendError,
+        match=r"package install failed in plex-build-demo-pkg-\w+ "
+        r"\(exit 1\): Problem: nothing provides haproxy",
+    ):
         Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])  # type: ignore[arg-type]
     assert incus.published == [] and incus.aliases == {} and incus.live == set()

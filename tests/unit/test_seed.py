@@ -30,12 +30,15 @@ def test_seed_trusts_only_the_key_for_root() -> None:
     data = yaml.safe_load(seed.user_data)
     assert data["users"] == [{"name": "root", "lock_passwd": True, "ssh_authorized_keys": [KEY]}]
     assert data["disable_root"] is False and data["ssh_pwauth"] is False
-    assert yaml.safe_load(seed.meta_data) == {"instance-id": "plex-build-verniplex-lb",
-                                              "local-hostname": "plex-build-verniplex-lb"}
+    assert yaml.safe_load(seed.meta_data) == {
+        "instance-id": "plex-build-verniplex-lb",
+        "local-hostname": "plex-build-verniplex-lb",
+    }
 
 
-@pytest.mark.parametrize("bad", ["", "not a key", KEY + "\nruncmd: [reboot]",
-                                 "ssh-ed25519 AAAA\nssh-rsa BBBB"])
+@pytest.mark.parametrize(
+    "bad", ["", "not a key", KEY + "\nruncmd: [reboot]", "ssh-ed25519 AAAA\nssh-rsa BBBB"]
+)
 def test_seed_refuses_anything_but_one_public_key(bad: str) -> None:
     with pytest.raises(ValueError, match="public key"):
         build_seed("demo", "server", bad)

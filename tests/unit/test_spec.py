@@ -61,8 +61,11 @@ def test_kube_container_gets_the_kubernetes_in_container_keys(demo: Plex) -> Non
         assert "lxc.mount.auto=proc:rw sys:rw cgroup:rw" in raw
         assert "lxc.cgroup2.devices.allow=a" in raw
         assert "lxc.cap.drop=" in raw
-        assert s.devices["kmsg"] == {"type": "unix-char", "source": "/dev/kmsg",
-                                     "path": "/dev/kmsg"}
+        assert s.devices["kmsg"] == {
+            "type": "unix-char",
+            "source": "/dev/kmsg",
+            "path": "/dev/kmsg",
+        }
 
 
 def test_limits_root_disk_and_nic_come_from_the_plex(demo: Plex) -> None:
@@ -70,8 +73,12 @@ def test_limits_root_disk_and_nic_come_from_the_plex(demo: Plex) -> None:
     assert s.config["limits.cpu"] == "2"
     assert s.config["limits.memory"] == "4GiB"
     assert s.devices["root"] == {"type": "disk", "path": "/", "pool": "plex", "size": "20GiB"}
-    assert s.devices["eth0"] == {"type": "nic", "network": "plexbr0",
-                                 "ipv4.address": "10.77.0.22", "name": "eth0"}
+    assert s.devices["eth0"] == {
+        "type": "nic",
+        "network": "plexbr0",
+        "ipv4.address": "10.77.0.22",
+        "name": "eth0",
+    }
     # The keepalived VIP must not be filtered.
     assert "security.ipv4_filtering" not in s.devices["eth0"]
     assert s.profiles == ("default",)
@@ -87,7 +94,9 @@ def test_lb_and_registry_are_plain_containers(demo: Plex) -> None:
     reg = spec_of(demo, "registry1")
     # The cache volume is mounted at the engine's data root (demo runs Distribution).
     assert reg.devices["registry-cache"] == {
-        "type": "disk", "pool": "plex", "source": "demo-registry-cache",
+        "type": "disk",
+        "pool": "plex",
+        "source": "demo-registry-cache",
         "path": "/var/lib/docker-registry",
     }
     omni = load_plex(REPO / "plexes" / "omniplex.yaml")
@@ -125,11 +134,18 @@ def test_ownership_keys_and_their_digests(demo: Plex) -> None:
 
 
 def test_role_config_overrides_profile_but_not_ownership(demo: Plex) -> None:
-    p = plex_file("demo", agent={"config": {"security.nesting": "false",
-                                            "limits.memory": "3GiB",
-                                            "linux.kernel_modules": "",
-                                            owner.PLEX: "someone-else"},
-                                 "profiles": ["gpu", "default"]})
+    p = plex_file(
+        "demo",
+        agent={
+            "config": {
+                "security.nesting": "false",
+                "limits.memory": "3GiB",
+                "linux.kernel_modules": "",
+                owner.PLEX: "someone-else",
+            },
+            "profiles": ["gpu", "default"],
+        },
+    )
     s = spec_of(p, "agent1")
     assert s.config["security.nesting"] == "false"
     assert s.config["limits.memory"] == "3GiB"
@@ -151,8 +167,7 @@ def test_profiles_are_read_from_plex_home(tmp_path: Path, monkeypatch: pytest.Mo
     c = load_profile(Role.AGENT, Virt.CONTAINER)
     assert c == RoleProfile(
         config={"boot.autostart": "true", "limits.processes": "500"},
-        devices={"shared": {"type": "disk", "source": "/srv", "path": "/srv",
-                            "readonly": "true"}},
+        devices={"shared": {"type": "disk", "source": "/srv", "path": "/srv", "readonly": "true"}},
     )
     vm = load_profile(Role.AGENT, Virt.VM)
     assert vm.config["security.secureboot"] == "false"

@@ -241,8 +241,11 @@ def test_airgap_tarball_lists_the_system_images(release: Path) -> None:
 
     refs = (release / "rke2-images.linux-amd64.txt").read_text().split()
     assert refs[0] == "docker.io/rancher/rke2-runtime:" + STANDIN_VERSION.replace("+", "-")
-    raw = zstandard.ZstdDecompressor().decompressobj().decompress(
-        (release / "rke2-images.linux-amd64.tar.zst").read_bytes())
+    raw = (
+        zstandard.ZstdDecompressor()
+        .decompressobj()
+        .decompress((release / "rke2-images.linux-amd64.tar.zst").read_bytes())
+    )
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
         assert manifest[0]["RepoTags"] == refs
@@ -438,8 +441,20 @@ def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
         # Only the hosts RKE2 generates from registries.yaml, never /etc/containerd/certs.d.
         assert f'config_path = "{root}/var/lib/rancher/rke2/agent/etc/containerd/certs.d"' in conf
         r = subprocess.run(
-            [str(usr_local / "bin/ctr"), "--address", str(sock), "-n", "k8s.io", "images", "ls",
-             "-q"], capture_output=True, text=True, timeout=30)
+            [
+                str(usr_local / "bin/ctr"),
+                "--address",
+                str(sock),
+                "-n",
+                "k8s.io",
+                "images",
+                "ls",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         refs = (release / "rke2-images.linux-amd64.txt").read_text().split()
         assert set(refs) <= set(r.stdout.split()), r.stdout
         containerd_pid = int((root / "run/k3s/standin-containerd.pid").read_text())
@@ -461,8 +476,9 @@ def etcd_members(node: Node) -> list[str]:
     tls = node.root / "var/lib/rancher/rke2/server/tls/etcd"
     ctx = ssl.create_default_context(cafile=str(tls / "server-ca.crt"))
     ctx.load_cert_chain(tls / "server-client.crt", tls / "server-client.key")
-    req = urllib.request.Request(f"https://127.0.0.1:{node.etcd_client}/v3/cluster/member/list",
-                                 data=b"{}", method="POST")
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{node.etcd_client}/v3/cluster/member/list", data=b"{}", method="POST"
+    )
     with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
         return sorted(m.get("name", "") for m in json.loads(r.read())["members"])
 
@@ -498,9 +514,17 @@ def test_same_name_with_another_password_is_refused_until_the_node_is_deleted(
 def test_deleting_a_server_node_removes_its_etcd_member(
     server: Node, prefix: Path, tmp_path: Path
 ) -> None:
-    joiner = Node(prefix, tmp_path / "server-3", "server", {
-        "token": TOKEN, "node-name": "server-3", "node-ip": "127.0.0.1",
-        "server": f"https://127.0.0.1:{server.supervisor}"})
+    joiner = Node(
+        prefix,
+        tmp_path / "server-3",
+        "server",
+        {
+            "token": TOKEN,
+            "node-name": "server-3",
+            "node-ip": "127.0.0.1",
+            "server": f"https://127.0.0.1:{server.supervisor}",
+        },
+    )
     try:
         joiner.start()
         assert etcd_members(server) == ["server-1", "server-3"]
@@ -515,25 +539,44 @@ def test_deleting_a_server_node_removes_its_etcd_member(
 def test_without_quorum_readyz_and_writes_fail_with_etcds_error(
     prefix: Path, tmp_path: Path
 ) -> None:
-    first = Node(prefix, tmp_path / "q1", "server",
-                 {"token": TOKEN, "node-name": "q1", "node-ip": "127.0.0.1"}).start()
-    second = Node(prefix, tmp_path / "q2", "server", {
-        "token": TOKEN, "node-name": "q2", "node-ip": "127.0.0.1",
-        "server": f"https://127.0.0.1:{first.supervisor}"})
+    first = Node(
+        prefix,
+        tmp_path / "q1",
+        "server",
+        {"token": TOKEN, "node-name": "q1", "node-ip": "127.0.0.1"},
+    ).start()
+    second = Node(
+        prefix,
+        tmp_path / "q2",
+        "server",
+        {
+            "token": TOKEN,
+            "node-name": "q2",
+            "node-ip": "127.0.0.1",
+            "server": f"https://127.0.0.1:{first.supervisor}",
+        },
+    )
     try:
         second.start()
         assert first.kubectl("get", "--raw", "/readyz").stdout == "ok\n"
         second.stop()  # 1 of 2 members left: no quorum
-        r = wait_for(lambda: str("[-]etcd failed: etcdserver: " in
-                                 first.kubectl("get", "--raw", "/readyz").stderr), "True", 30)
+        r = wait_for(
+            lambda: str(
+                "[-]etcd failed: etcdserver: " in first.kubectl("get", "--raw", "/readyz").stderr
+            ),
+            "True",
+            30,
+        )
         assert r == "True"
         r2 = first.kubectl("get", "--raw", "/readyz")
         assert r2.returncode == 1 and "etcdserver: " in r2.stderr, r2.stderr
         r3 = first.kubectl("cordon", "q1")
         assert r3.returncode == 1 and "etcdserver: " in r3.stderr, r3.stderr
         second.start()  # quorum back
-        assert wait_for(lambda: first.kubectl("get", "--raw", "/readyz").stdout, "ok\n",
-                        timeout=30) == "ok\n"
+        assert (
+            wait_for(lambda: first.kubectl("get", "--raw", "/readyz").stdout, "ok\n", timeout=30)
+            == "ok\n"
+        )
     finally:
         second.stop()
         first.stop()
@@ -578,15 +621,21 @@ def test_hosts_toml_from_registries_yaml() -> None:
 
     mod = standin_module()
     doc = {
-        "mirrors": {"docker.io": {"endpoint": ["http://10.0.0.5:5000/v2/docker.io"]},
-                    "quay.io": {"endpoint": ["https://10.0.0.5:5443"]}},
-        "configs": {"10.0.0.5:5443": {"tls": {"ca_file": "/etc/ssl/plex.crt",
-                                              "insecure_skip_verify": True},
-                                      "auth": {"username": "u", "password": "p"}}},
+        "mirrors": {
+            "docker.io": {"endpoint": ["http://10.0.0.5:5000/v2/docker.io"]},
+            "quay.io": {"endpoint": ["https://10.0.0.5:5443"]},
+        },
+        "configs": {
+            "10.0.0.5:5443": {
+                "tls": {"ca_file": "/etc/ssl/plex.crt", "insecure_skip_verify": True},
+                "auth": {"username": "u", "password": "p"},
+            }
+        },
     }
     # What RKE2 reads is the YAML text: through the stand-in's own reader.
     files = mod.hosts_toml_files(  # type: ignore[attr-defined]
-        mod.parse_yaml_tree(yaml.safe_dump(doc, sort_keys=False)))  # type: ignore[attr-defined]
+        mod.parse_yaml_tree(yaml.safe_dump(doc, sort_keys=False))
+    )  # type: ignore[attr-defined]
     assert files["docker.io"] == (
         "# File generated by rke2. DO NOT EDIT.\n"
         'server = "https://registry-1.docker.io/v2"\n'
@@ -619,8 +668,10 @@ def test_the_stdlib_yaml_reader_agrees_with_pyyaml_on_registries_yaml(
         return real_import(name, *a, **k)  # type: ignore[arg-type]
 
     doc = {
-        "mirrors": {"docker.io": {"endpoint": ["http://10.0.0.5:5001", "https://r.example"]},
-                    "*": {"endpoint": ["http://10.0.0.5:5002"]}},
+        "mirrors": {
+            "docker.io": {"endpoint": ["http://10.0.0.5:5001", "https://r.example"]},
+            "*": {"endpoint": ["http://10.0.0.5:5002"]},
+        },
         "configs": {"10.0.0.5:5001": {"tls": {"insecure_skip_verify": True}}},
     }
     monkeypatch.setattr(builtins, "__import__", no_yaml)

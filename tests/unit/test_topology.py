@@ -54,8 +54,9 @@ def test_cidrhost(cidr: str, hostnum: int, address: str) -> None:
     assert topology.cidrhost(cidr, hostnum) == address
 
 
-@pytest.mark.parametrize(("cidr", "hostnum"), [("10.77.0.0/24", 256), ("10.77.0.0/24", -257),
-                                               ("10.0.0.0/30", 4)])
+@pytest.mark.parametrize(
+    ("cidr", "hostnum"), [("10.77.0.0/24", 256), ("10.77.0.0/24", -257), ("10.0.0.0/30", 4)]
+)
 def test_cidrhost_outside_the_network(cidr: str, hostnum: int) -> None:
     with pytest.raises(ValueError, match="outside"):
         topology.cidrhost(cidr, hostnum)
@@ -106,16 +107,20 @@ def test_fqdn(demo: Plex) -> None:
 
 
 def test_a_zero_count_role_has_no_nodes() -> None:
-    plex = small("  lb: {count: 2, offset: 11}\n  server: {count: 1, offset: 21}\n"
-                 "  agent: {count: 0, offset: 31}\n")
+    plex = small(
+        "  lb: {count: 2, offset: 11}\n  server: {count: 1, offset: 21}\n"
+        "  agent: {count: 0, offset: 31}\n"
+    )
     assert [n.name for n in topology.nodes(plex)] == ["lab-lb1", "lab-lb2", "lab-server1"]
 
 
 def test_api_address_is_the_vip_or_the_master(demo: Plex) -> None:
     assert topology.api_address(demo) == "10.77.0.10"
     assert topology.api_name(demo) == "demo-api"
-    no_vip = parse_plex("name: solo\nincus: {project: p}\nnetwork: {cidr: 10.1.0.0/24}\n"
-                        "roles:\n  server: {count: 1, offset: 7}\n")
+    no_vip = parse_plex(
+        "name: solo\nincus: {project: p}\nnetwork: {cidr: 10.1.0.0/24}\n"
+        "roles:\n  server: {count: 1, offset: 7}\n"
+    )
     assert topology.api_address(no_vip) == "10.1.0.7"
     assert topology.registry_node(no_vip) is None
 
@@ -144,8 +149,9 @@ def test_resolve(demo: Plex, name: str, expected: str) -> None:
     assert topology.resolve(demo, name).name == expected
 
 
-@pytest.mark.parametrize("name", ["server9", "demo-server", "omniplex-server1", "", "Server1",
-                                  "demo-master", "agent0"])
+@pytest.mark.parametrize(
+    "name", ["server9", "demo-server", "omniplex-server1", "", "Server1", "demo-master", "agent0"]
+)
 def test_resolve_unknown_name_is_a_usage_error(demo: Plex, name: str) -> None:
     with pytest.raises(UsageError) as exc:
         topology.resolve(demo, name)
@@ -162,13 +168,22 @@ def test_no_members_means_incus_chooses(demo: Plex) -> None:
 
 
 def test_round_robin_over_incus_members() -> None:
-    plex = small("  lb: {count: 2, offset: 11}\n  server: {count: 3, offset: 21}\n"
-                 "  agent: {count: 5, offset: 31}\n", members="a, b, c")
+    plex = small(
+        "  lb: {count: 2, offset: 11}\n  server: {count: 3, offset: 21}\n"
+        "  agent: {count: 5, offset: 31}\n",
+        members="a, b, c",
+    )
     placed = {n.name: n.member for n in topology.nodes(plex)}
     assert placed == {
-        "lab-lb1": "a", "lab-lb2": "b",
-        "lab-server1": "a", "lab-server2": "b", "lab-server3": "c",
-        "lab-agent1": "a", "lab-agent2": "b", "lab-agent3": "c", "lab-agent4": "a",
+        "lab-lb1": "a",
+        "lab-lb2": "b",
+        "lab-server1": "a",
+        "lab-server2": "b",
+        "lab-server3": "c",
+        "lab-agent1": "a",
+        "lab-agent2": "b",
+        "lab-agent3": "c",
+        "lab-agent4": "a",
         "lab-agent5": "b",
     }
 
@@ -180,12 +195,20 @@ def test_role_placement_pins_one_node_per_member(omni: Plex) -> None:
     # Roles without a placement list use incus.members round-robin.
     assert [placed[f"omniplex-server{i}"] for i in (1, 2, 3)] == ["alpha", "beta", "gamma"]
     assert [placed[f"omniplex-agent{i}"] for i in range(1, 7)] == [
-        "alpha", "beta", "gamma", "alpha", "beta", "gamma"]
+        "alpha",
+        "beta",
+        "gamma",
+        "alpha",
+        "beta",
+        "gamma",
+    ]
 
 
 def test_a_short_placement_list_is_round_robin_within_the_role() -> None:
-    plex = small("  lb: {count: 2, offset: 11}\n"
-                 "  server: {count: 3, offset: 21, placement: [c, b]}\n", members="a, b, c")
+    plex = small(
+        "  lb: {count: 2, offset: 11}\n  server: {count: 3, offset: 21, placement: [c, b]}\n",
+        members="a, b, c",
+    )
     servers = [n.member for n in topology.nodes(plex) if n.role is Role.SERVER]
     assert servers == ["c", "b", "c"]
     assert topology.role_members(plex, Role.SERVER) == ("c", "b")

@@ -31,8 +31,9 @@ class RecordingPacker:
     def validate(self, template: Path) -> None:
         self.templates.append(json.loads(template.read_text()))
 
-    def build(self, template: Path, *, output_dir: Path | None = None,
-              progress: object = None) -> list[Artifact]:
+    def build(
+        self, template: Path, *, output_dir: Path | None = None, progress: object = None
+    ) -> list[Artifact]:
         builder = json.loads(template.read_text())["builders"][0]
         out = Path(builder["output_directory"])
         assert out == output_dir
@@ -56,8 +57,9 @@ class RecordingIncus:
     def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
         self.aliases[alias] = fingerprint
 
-    def import_image(self, metadata: Path, rootfs: Path | None, properties: dict[str, str],
-                     vm: bool = False) -> str:
+    def import_image(
+        self, metadata: Path, rootfs: Path | None, properties: dict[str, str], vm: bool = False
+    ) -> str:
         assert rootfs is not None
         fp = hashlib.sha256(rootfs.read_bytes()).hexdigest()
         self.imports.append((fp, vm, properties))
@@ -71,12 +73,16 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> P
     return d
 
 
-def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path,
-                                                               cache: Path) -> None:
+def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, cache: Path) -> None:
     plex = load("verniplex")
     recipe = vm_recipe(plex, Role.LB)
-    vr = VmRecipe(recipe, Qcow2Base.from_base(recipe.package.base), vm_digest(plex, recipe),
-                  vm_files(plex, recipe), VmSpec.for_role(plex, Role.LB))
+    vr = VmRecipe(
+        recipe,
+        Qcow2Base.from_base(recipe.package.base),
+        vm_digest(plex, recipe),
+        vm_files(plex, recipe),
+        VmSpec.for_role(plex, Role.LB),
+    )
     base_file = tmp_path / "microos.qcow2"
     base_file.write_bytes(b"base")
     base_sha = hashlib.sha256(b"base").hexdigest()
@@ -117,5 +123,6 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path,
 def test_cli_refuses_a_container_base_as_vm(cli, plex_home: Path, state_dir: Path) -> None:
     res = cli("bake", "omniplex", "--type", "lb", "--virt", "vm")
     assert res.code == 2
-    assert res.err_lines[0].endswith("roles.lb.os.base: 'debian-bookworm' (mmdebstrap) cannot "
-                                     "be baked as a VM")
+    assert res.err_lines[0].endswith(
+        "roles.lb.os.base: 'debian-bookworm' (mmdebstrap) cannot be baked as a VM"
+    )

@@ -38,13 +38,13 @@ def test_proxmox_seed_example_gives_eight_windows() -> None:
 def test_nodes_take_windows_in_order_and_wrap() -> None:
     cfg = RebootWindows(slots=(2,), offsets=(0, 30), duration="30m")
     got = assign_windows(cfg, ["n1", "n2", "n3"])
-    assert got == {"n1": Window(2, 0, "30m"), "n2": Window(2, 30, "30m"),
-                   "n3": Window(2, 0, "30m")}
+    assert got == {"n1": Window(2, 0, "30m"), "n2": Window(2, 30, "30m"), "n3": Window(2, 0, "30m")}
 
 
 def test_default_is_one_window_at_three() -> None:
     assert [w.to_json() for w in reboot_windows(RebootWindows())] == [
-        {"start": "03:00", "duration": "1h"}]
+        {"start": "03:00", "duration": "1h"}
+    ]
 
 
 def test_empty_windows_are_refused() -> None:
@@ -54,7 +54,11 @@ def test_empty_windows_are_refused() -> None:
 
 def test_config_texts() -> None:
     assert rebootmgr_conf(Window(7, 5, "1h30m")).splitlines()[1:] == [
-        "[rebootmgr]", "window-start=07:05", "window-duration=1h30m", "strategy=maint-window"]
+        "[rebootmgr]",
+        "window-start=07:05",
+        "window-duration=1h30m",
+        "strategy=maint-window",
+    ]
     assert transactional_update_conf(RebootMethod.KURED).endswith("\nREBOOT_METHOD=kured\n")
 
 

@@ -37,12 +37,19 @@ def parse_roles(plex: Plex, types: list[str]) -> list[Role]:
 def bake_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help=ROLE_HELP)] = None,
-    virt: Annotated[str | None, typer.Option("--virt", help="container or vm (default: the "
-                                             "plex's per-role setting)")] = None,
+    virt: Annotated[
+        str | None,
+        typer.Option("--virt", help="container or vm (default: the plex's per-role setting)"),
+    ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
-    channel: Annotated[str, typer.Option(help="package layers to build on: stable (what the "
-                                         "last passing nightly promoted, when there is one) "
-                                         "or latest (what the recipes say now)")] = "stable",
+    channel: Annotated[
+        str,
+        typer.Option(
+            help="package layers to build on: stable (what the "
+            "last passing nightly promoted, when there is one) "
+            "or latest (what the recipes say now)"
+        ),
+    ] = "stable",
     output: OutputOpt = "table",
 ) -> None:
     """Bake role images: an unchanged recipe is a no-op; plex data changes rebuild a thin layer."""
@@ -64,15 +71,13 @@ def bake_cli(
     _render(results, as_json)
 
 
-def _bake_containers(p: Plex, roles: list[Role], parallel: int,
-                     channel: str = "stable") -> list:  # type: ignore[type-arg]
+def _bake_containers(p: Plex, roles: list[Role], parallel: int, channel: str = "stable") -> list:  # type: ignore[type-arg]
     from plex.backends.incus import connect
     from plex.services.bake import Baker, Paths
 
     incus = connect(p.incus)
     with ui.progress() as prog:
-        tasks = {r: prog.add_task("queued", label=f"{p.name}/{r.value}", total=None)
-                 for r in roles}
+        tasks = {r: prog.add_task("queued", label=f"{p.name}/{r.value}", total=None) for r in roles}
 
         def report(role: Role, msg: str) -> None:
             prog.update(tasks[role], description=msg)
@@ -97,8 +102,9 @@ def bake_vm_roles(plex: Plex, roles: list[Role], root: Path) -> list:  # type: i
     packer = PackerCli(env={"PACKER_CACHE_DIR": str(cache_root() / "packer")})
     incus = connect(plex.incus)
     with ui.progress() as prog:
-        tasks = {r: prog.add_task("queued", label=f"{plex.name}/{r.value}", total=None)
-                 for r in roles}
+        tasks = {
+            r: prog.add_task("queued", label=f"{plex.name}/{r.value}", total=None) for r in roles
+        }
 
         def report(role: Role, msg: str) -> None:
             # Packer output may hold '[...]', which rich would read as markup.
@@ -114,11 +120,23 @@ def _render(results: list, as_json: bool) -> None:  # type: ignore[type-arg]
     if as_json:
         ui.print_json({"results": [r.to_json() for r in results]})
         return
-    ui.table("bake", ["role", "digest", "result", "package layer", "seconds", "size"], [
-        [r.role.value, r.digest[:12], "cached" if r.cached else
-         ("built (package layer cached)" if r.package_cached else "built"),
-         f"{r.package_digest[:12]} ({r.channel})" if r.channel else "-",
-         f"{r.seconds:.1f}", _size(r.size)] for r in results])
+    ui.table(
+        "bake",
+        ["role", "digest", "result", "package layer", "seconds", "size"],
+        [
+            [
+                r.role.value,
+                r.digest[:12],
+                "cached"
+                if r.cached
+                else ("built (package layer cached)" if r.package_cached else "built"),
+                f"{r.package_digest[:12]} ({r.channel})" if r.channel else "-",
+                f"{r.seconds:.1f}",
+                _size(r.size),
+            ]
+            for r in results
+        ],
+    )
 
 
 def _size(n: int) -> str:

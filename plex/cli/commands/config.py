@@ -29,8 +29,9 @@ def validate_cli(
     if result.errors:
         raise ConfigErrors(result.errors)
     for plex in result.plexes:
-        ui.info(f"[green]✓[/green] {plex.source}: plex '{plex.name}', "
-                f"{len(topology.nodes(plex))} nodes")
+        ui.info(
+            f"[green]✓[/green] {plex.source}: plex '{plex.name}', {len(topology.nodes(plex))} nodes"
+        )
 
 
 def node_rows(plex: Plex) -> list[dict[str, Any]]:
@@ -50,28 +51,43 @@ def node_rows(plex: Plex) -> list[dict[str, Any]]:
 
 
 @app.command("show")
-def show_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-             output: OutputOpt = "table") -> None:
+def show_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")], output: OutputOpt = "table"
+) -> None:
     """Every node of a plex: name, role, address, placement member, image."""
     as_json = check_output(output)
     p = get_plex(plex)
     rows = node_rows(p)
     if as_json:
-        ui.print_json({
-            "plex": p.name,
-            "project": p.incus.project,
-            "network": {"cidr": p.network.cidr, "vip": p.network.vip,
-                        "domain": p.network.domain},
-            "nodes": rows,
-        })
+        ui.print_json(
+            {
+                "plex": p.name,
+                "project": p.incus.project,
+                "network": {
+                    "cidr": p.network.cidr,
+                    "vip": p.network.vip,
+                    "domain": p.network.domain,
+                },
+                "nodes": rows,
+            }
+        )
         return
     for w in warnings(p):
         ui.warn(f"{w.path}: {w.message}")
     ui.table(
         f"plex {p.name} · project {p.incus.project} · {p.network.cidr} · VIP {p.network.vip}",
         ["node", "role", "address", "member", "virt", "image"],
-        [[r["name"] + (" (master)" if r["master"] else ""), r["role"], r["address"],
-          r["member"] or "-", r["virt"], r["image"]] for r in rows],
+        [
+            [
+                r["name"] + (" (master)" if r["master"] else ""),
+                r["role"],
+                r["address"],
+                r["member"] or "-",
+                r["virt"],
+                r["image"],
+            ]
+            for r in rows
+        ],
     )
 
 

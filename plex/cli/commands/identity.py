@@ -19,8 +19,12 @@ def identity_cli(
     args: Annotated[list[str], typer.Argument(help="PLEX, or: show PLEX", metavar="[show] PLEX")],
     rotate: Annotated[
         list[str] | None,
-        typer.Option("--rotate", help="replace the keys of NODE (or master), or 'all' "
-                     "(every key, the join token and the VRRP secret)", metavar="NODE|all"),
+        typer.Option(
+            "--rotate",
+            help="replace the keys of NODE (or master), or 'all' "
+            "(every key, the join token and the VRRP secret)",
+            metavar="NODE|all",
+        ),
     ] = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -57,5 +61,8 @@ def _show(name: str, as_json: bool) -> None:
     if as_json:
         ui.print_json({"plex": plex.name, "keys": rows})
         return
-    ui.table(f"host keys of {plex.name}", ["node", "type", "fingerprint"],
-             [[r["node"], r["type"], r["fingerprint"]] for r in rows])
+    ui.table(
+        f"host keys of {plex.name}",
+        ["node", "type", "fingerprint"],
+        [[r["node"], r["type"], r["fingerprint"]] for r in rows],
+    )

@@ -14,8 +14,11 @@ from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 
 image_app = typer.Typer(no_args_is_help=True, help="Image artifacts: list, export, import, prune.")
-app.add_typer(image_app, name="image",
-              help="List, export (.tar.zst + manifest), import and prune baked images.")
+app.add_typer(
+    image_app,
+    name="image",
+    help="List, export (.tar.zst + manifest), import and prune baked images.",
+)
 
 DEFAULT_DEST = Path("images/out")
 
@@ -40,8 +43,12 @@ def _bytes_progress(label: str) -> Iterator[Callable[[int, int], None]]:
         if now - last < 0.1 and done < total:
             return
         last = now
-        prog.update(task, completed=done, total=total or None,
-                    description=f"{human_size(done)} / {human_size(total)}")
+        prog.update(
+            task,
+            completed=done,
+            total=total or None,
+            description=f"{human_size(done)} / {human_size(total)}",
+        )
 
     try:
         yield report
@@ -62,23 +69,35 @@ def list_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     if as_json:
         ui.print_json({"plex": p.name, "images": [r.to_json() for r in rows]})
         return
-    ui.table(f"images of {p.name}", ["role", "digest", "fingerprint", "size", "baked",
-                                     "aliases", "status"], [
-        [r.role, r.digest12, r.fingerprint12, human_size(r.size),
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(r.baked_at)) if r.baked_at else "-",
-         " ".join(r.aliases) or "-", ", ".join(r.markers) or "-"] for r in rows])
+    ui.table(
+        f"images of {p.name}",
+        ["role", "digest", "fingerprint", "size", "baked", "aliases", "status"],
+        [
+            [
+                r.role,
+                r.digest12,
+                r.fingerprint12,
+                human_size(r.size),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.baked_at)) if r.baked_at else "-",
+                " ".join(r.aliases) or "-",
+                ", ".join(r.markers) or "-",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @image_app.command("export")
 def export_cli(
     plex: PlexArg,
     role: Annotated[str, typer.Argument(help="role: lb, server, agent or registry")],
-    digest: Annotated[str | None, typer.Option(help="image digest (or a prefix); default: "
-                                               "the newest")] = None,
-    dest: Annotated[Path, typer.Option(help="directory for the .tar.zst and its manifest")]
-    = DEFAULT_DEST,
-    level: Annotated[int, typer.Option(help="zstd compression level (1-19)", min=1, max=19)]
-    = 3,
+    digest: Annotated[
+        str | None, typer.Option(help="image digest (or a prefix); default: the newest")
+    ] = None,
+    dest: Annotated[
+        Path, typer.Option(help="directory for the .tar.zst and its manifest")
+    ] = DEFAULT_DEST,
+    level: Annotated[int, typer.Option(help="zstd compression level (1-19)", min=1, max=19)] = 3,
     output: OutputOpt = "table",
 ) -> None:
     """Write <plex>-<role>-<digest12>.tar.zst (a unified Incus image) and its .json manifest."""
@@ -88,26 +107,37 @@ def export_cli(
     as_json = check_output(output)
     p = get_plex(plex)
     incus = connect(p.incus, create=False)
-    with ui.step(f"export {p.name}/{role}", quiet=as_json), \
-            _bytes_progress(f"{p.name}/{role}") as report:
+    with (
+        ui.step(f"export {p.name}/{role}", quiet=as_json),
+        _bytes_progress(f"{p.name}/{role}") as report,
+    ):
         m = export_image(incus, p.name, role, dest, digest, level=level, progress=report)
     path = dest / artifact_name(m.plex, m.role, m.digest)
     if as_json:
         ui.print_json({"artifact": str(path), "manifest": m.to_json()})
         return
-    ratio = f" ({m.size / m.uncompressed_size:.0%} of {human_size(m.uncompressed_size)})" \
-        if m.uncompressed_size else ""
-    ui.info(f"{path}: {human_size(m.size)}{ratio}, {len(m.packages)} packages, "
-            f"sha256 {m.sha256[:16]}")
+    ratio = (
+        f" ({m.size / m.uncompressed_size:.0%} of {human_size(m.uncompressed_size)})"
+        if m.uncompressed_size
+        else ""
+    )
+    ui.info(
+        f"{path}: {human_size(m.size)}{ratio}, {len(m.packages)} packages, sha256 {m.sha256[:16]}"
+    )
 
 
 @image_app.command("import")
 def import_cli(
     file: Annotated[Path, typer.Argument(help="a .tar.zst written by plex image export")],
-    manifest: Annotated[Path | None, typer.Option(help="its manifest (default: the .json "
-                                                  "next to it)")] = None,
-    plex: Annotated[str | None, typer.Option(help="plex name or file whose Incus to import "
-                                             "into (default: the manifest's plex)")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="its manifest (default: the .json next to it)")
+    ] = None,
+    plex: Annotated[
+        str | None,
+        typer.Option(
+            help="plex name or file whose Incus to import into (default: the manifest's plex)"
+        ),
+    ] = None,
     output: OutputOpt = "table",
 ) -> None:
     """Verify and import an artifact, pinned as <plex>/<role>@<digest12> (deploy's images stay)."""
@@ -119,22 +149,27 @@ def import_cli(
     p = get_plex(plex or m.plex)
     incus = connect(p.incus)
     present = already_imported(incus, m) is not None
-    with ui.step(f"import {m.plex}/{m.role}@{m.short}", quiet=as_json), \
-            _bytes_progress(f"{m.plex}/{m.role}") as report:
+    with (
+        ui.step(f"import {m.plex}/{m.role}@{m.short}", quiet=as_json),
+        _bytes_progress(f"{m.plex}/{m.role}") as report,
+    ):
         import_image(incus, file, manifest, progress=report)
     if as_json:
         ui.print_json({"imported": not present, "manifest": m.to_json()})
         return
     what = "already present" if present else "imported"
-    ui.info(f"{m.plex}/{m.role}@{m.short}: {what}, pinned as that alias; "
-            f"the moving alias {m.plex}/{m.role} (what deploy uses) is unchanged")
+    ui.info(
+        f"{m.plex}/{m.role}@{m.short}: {what}, pinned as that alias; "
+        f"the moving alias {m.plex}/{m.role} (what deploy uses) is unchanged"
+    )
 
 
 @image_app.command("prune")
 def prune_cli(
     plex: PlexArg,
-    keep: Annotated[int, typer.Option(help="generations kept per role (besides images in use)",
-                                      min=0)],
+    keep: Annotated[
+        int, typer.Option(help="generations kept per role (besides images in use)", min=0)
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show, delete nothing")] = False,
     output: OutputOpt = "table",
 ) -> None:
@@ -157,8 +192,9 @@ def prune_cli(
         return
     verb = "would delete" if dry_run else "deleted"
     rows = [[e.role, e.digest[:12], verb] for e in plan.remove]
-    rows += [[k.entry.role, k.entry.digest[:12], "kept: " + ", ".join(k.reasons)]
-             for k in plan.kept]
+    rows += [
+        [k.entry.role, k.entry.digest[:12], "kept: " + ", ".join(k.reasons)] for k in plan.kept
+    ]
     rows += [["(package layer)", la.package_digest[:12], verb] for la in plan.layers]
     if not rows:
         ui.info(f"{p.name}: no images in the catalog, nothing to prune")

@@ -15,8 +15,12 @@ from plex.errors import UsageError
 @app.command("nightly")
 def nightly_cli(
     plex: PlexArg,
-    keep: Annotated[int | None, typer.Option(help="image generations per role kept by prune "
-                                             "(default: the plex's nightly.keep)")] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            help="image generations per role kept by prune (default: the plex's nightly.keep)"
+        ),
+    ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
     output: OutputOpt = "table",
 ) -> None:
@@ -44,12 +48,14 @@ def nightly_cli(
         else:
             ui.info(f"  [dim]{step}: {msg.replace('[', '(')}[/dim]")
 
-    run = run_nightly(p, connect(p.incus), project_root(), keep=keep, parallel=parallel,
-                      say=say)
+    run = run_nightly(p, connect(p.incus), project_root(), keep=keep, parallel=parallel, say=say)
     if as_json:
         ui.print_json(run.to_json() | {"report_html": str(run.report_html)})
     else:
-        ui.table(f"nightly {p.name} {run.run_id}", ["step", "status", "seconds"],
-                 [[s.name, s.status, f"{s.seconds:.1f}"] for s in run.steps])
+        ui.table(
+            f"nightly {p.name} {run.run_id}",
+            ["step", "status", "seconds"],
+            [[s.name, s.status, f"{s.seconds:.1f}"] for s in run.steps],
+        )
         ui.info(f"report: {run.report_html}")
     run.raise_for_failure()
