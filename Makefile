@@ -5,14 +5,23 @@ BIN     := $(VENV)/bin
 PLEX    := $(BIN)/plex
 PYTEST_ARGS ?=
 
-.PHONY: install setup setup-test demo test unit integration lint bench nightly clean
+.PHONY: install lock setup setup-test demo test unit integration lint bench nightly clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python            ## install plex and its dev tools into .venv
-	$(BIN)/pip install -q -e '.[dev]'
+install: $(BIN)/python            ## install plex and its dev tools into .venv, as locked
+	$(BIN)/pip install -q -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
+
+lock:                             ## re-resolve the dev/test environment into requirements-dev.lock
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -e '.[dev]'
+	( echo "# The dev/test environment, pinned: make install installs exactly this. make lock"; \
+	  echo "# re-resolves it from pyproject.toml (dependencies + the dev extra)."; \
+	  .venv-lock/bin/pip freeze --exclude-editable ) > requirements-dev.lock
+	rm -rf .venv-lock
 
 setup:                            ## install/start Incus (btrfs pool, bridge) and a Docker engine (root)
 	bin/setup-incus
