@@ -149,6 +149,16 @@ def _error_text(resp: requests.Response) -> str:
         return resp.text.strip()[:200]
 
 
+@contextlib.contextmanager
+def _without_env_ca_bundle() -> Iterator[None]:
+    saved = {k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+             if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 class PylxdIncus:
     """The real backend. One instance talks to one Incus project."""
 
@@ -159,9 +169,16 @@ class PylxdIncus:
         cert = None
         if cfg.remote != "local" and cfg.client_cert and cfg.client_key:
             cert = (str(Path(cfg.client_cert).expanduser()), str(Path(cfg.client_key).expanduser()))
+        verify = cfg.verify
+        if isinstance(verify, str):
+            verify = str(Path(verify).expanduser())
         try:
             # The constructor already calls the API: a dead daemon fails here, clearly.
-            self.client = pylxd.Client(endpoint=endpoint, cert=cert, verify=cfg.verify)
+            with _without_env_ca_bundle():
+                self.client = pylxd.Client(endpoint=endpoint, cert=cert, verify=verify)
+            # requests lets $REQUESTS_CA_BUNDLE/$CURL_CA_BUNDLE replace the session's `verify`
+            # (false, or the cluster certificate pylxd pins): the plex file decides, not the env.
+            self.client.api.session.trust_env = False
         except (lxd_exc.ClientConnectionFailed, requests.RequestException, OSError) as e:
             raise BackendError(
                 f"cannot reach Incus at {endpoint}: {e}",
@@ -313,7 +330,23 @@ class PylxdIncus:
             a["name"]: a["target"] for a in self._sync("GET", "images/aliases",
                                                         params={"recursion": "1"}) or []
         }
-        return Observed(plex=plex, project=self.project, instances=instances, aliases=aliases)
+        return Observed(plex=plex, project=self.project, instances=instances, aliases=aliases,
+                        members=self.members())
+
+    def members(self) -> dict[str, str]:
+        """Cluster members -> "" when online, else why not ("Offline: <Incus's message>");
+        empty on a standalone server."""
+        # pylxd read GET /1.0 when connecting.
+        info: dict[str, Any] = getattr(self.client, "host_info", None) or {}
+        if not (info.get("environment") or {}).get("server_clustered"):
+            return {}
+        out = {}
+        for m in self._sync("GET", "cluster/members", project=False,
+                            params={"recursion": "1"}, what="cluster members") or []:
+            status = str(m.get("status", ""))
+            out[m["server_name"]] = "" if status == "Online" else (
+                f"{status}: {m.get('message', '')}".rstrip(": "))
+        return out
 
     def observe_builds(self, plex: str) -> list[ObservedInstance]:
         """Transient bake instances of `plex` (marked with user.plex.build)."""

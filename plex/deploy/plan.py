@@ -39,6 +39,7 @@ SPEC_CHANGED = "spec changed"
 ROLE_CHANGED = "role changed"
 MISSING = "missing"
 ORPHAN = "not in the plex file"
+UNREACHABLE = "unreachable"
 
 
 def cascade_reason(root: str) -> str:
@@ -102,6 +103,7 @@ class Plan:
     waves: tuple[tuple[Action, ...], ...]  # changing actions only; a wave runs in parallel
     cascade_from: str | None = None
     notes: tuple[str, ...] = ()  # warnings worth showing (forced quorum loss, broken etcd)
+    unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why
 
     @property
     def empty(self) -> bool:
@@ -126,6 +128,8 @@ class Plan:
             "actions": [a.to_json() for a in self.actions],
             "waves": [[a.node for a in wave] for wave in self.waves],
             "notes": list(self.notes),
+            # Only on a cluster with a member down (keeps the plans of healthy plexes as they were).
+            **({"unreachable": dict(self.unreachable)} if self.unreachable else {}),
         }
 
     def render_rows(self) -> list[tuple[str, str, str, str]]:
@@ -210,11 +214,19 @@ def make_plan(
             loaded[n.role] = load_profile(n.role, n.virt)
         specs[n.name] = instance_spec(plex, n, images[n.role], loaded[n.role])
 
+    # 0. Nodes on a cluster member that is down: plex cannot stop, delete or probe them, and
+    # Incus keeps their names; they are kept as they are (and said so) until it is back.
+    unreachable = {name: why for name, inst in mine.items()
+                   if (why := observed.unreachable(inst)) is not None}
+
     # 1. Each node on its own: missing, drifted, broken or forced.
     own: dict[str, list[str]] = {}
     for n in nodes:
         inst = mine.get(n.name)
         if inst is None:
+            continue
+        if n.name in unreachable:
+            own[n.name] = []
             continue
         reasons = []
         if n.name in forced:
@@ -239,6 +251,7 @@ def make_plan(
     cascaded = {
         n.name for n in nodes
         if cascade and n.role.is_kube and n.name != cascade and n.name in mine
+        and n.name not in unreachable
     }
     live = master is not None and cascade is None and mine[master.name].running
 
@@ -248,6 +261,11 @@ def make_plan(
         inst = mine.get(n.name)
         if inst is None:
             actions[n.name] = Action(Verb.CREATE, n.name, n.role, (MISSING,), spec, generation=1)
+            continue
+        if n.name in unreachable:
+            actions[n.name] = Action(Verb.KEEP, n.name, n.role,
+                                     (f"{UNREACHABLE}: {unreachable[n.name]}",), spec,
+                                     generation=_generation(inst))
             continue
         reasons = list(own[n.name])
         if n.name in cascaded:
@@ -266,6 +284,10 @@ def make_plan(
     for name in orphans:
         inst = mine[name]
         role = _role(inst.role)
+        if name in unreachable:
+            actions[name] = Action(Verb.KEEP, name, role, (f"{UNREACHABLE}: {unreachable[name]}",),
+                                   generation=_generation(inst))
+            continue
         actions[name] = Action(
             Verb.DELETE, name, role, (ORPHAN,),
             drain=live and role is not None and role.is_kube and inst.running,
@@ -285,6 +307,10 @@ def make_plan(
     )
 
     notes: list[str] = []
+    if unreachable:
+        notes.append(
+            f"not touched, unreachable: {', '.join(f'{n} ({w})' for n, w in unreachable.items())}"
+            "; bring the member back (or remove it from the cluster), then deploy again")
     if cascade is None:
         notes += _check_quorum(plex, mine, planned, force)
     return Plan(
@@ -294,6 +320,7 @@ def make_plan(
         waves=planned,
         cascade_from=cascade if cascaded else None,
         notes=tuple(notes),
+        unreachable=unreachable,
     )
 
 

@@ -45,6 +45,11 @@ class ObservedInstance:
     def running(self) -> bool:
         return self.status == "Running"
 
+    @property
+    def node(self) -> str:
+        """The plex node this instance is: its name, unless it was evacuated under another."""
+        return self.config.get(owner.NODE) or self.name
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -55,9 +60,22 @@ class Observed:
     instances: dict[str, ObservedInstance] = field(default_factory=dict)
     # Image aliases visible in the project: alias -> fingerprint.
     aliases: dict[str, str] = field(default_factory=dict)
+    # Cluster members and why any is unusable: member -> "" (online) or the reason (status and
+    # Incus's message, e.g. "Offline: No heartbeat since 31s"). Empty when not clustered.
+    members: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def unreachable(self, inst: ObservedInstance) -> str | None:
+        """Why plex cannot reach `inst` (its member is down), or None."""
+        if inst.location and self.members.get(inst.location):
+            return f"member {inst.location} is {self.members[inst.location]}"
+        return None
+
+    @property
+    def online_members(self) -> tuple[str, ...]:
+        return tuple(m for m, why in self.members.items() if not why)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observed:
@@ -66,6 +84,7 @@ class Observed:
             project=data["project"],
             instances={k: ObservedInstance(**v) for k, v in data.get("instances", {}).items()},
             aliases=dict(data.get("aliases", {})),
+            members=dict(data.get("members", {})),
         )
 
 

@@ -135,6 +135,7 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
     for n in topology.nodes(plex):
         inst = observed.instances.get(n.name)
         newest = images.get(n.role)
+        why = observed.unreachable(inst) if inst else None
         row: dict[str, Any] = {
             "node": n.name, "role": n.role.value, "address": n.address,
             "state": inst.status if inst else "absent",
@@ -144,6 +145,7 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
             "up_to_date": bool(inst and newest and inst.image == newest.digest),
             "generation": inst.config.get(owner.GENERATION) if inst else None,
             "member": inst.location if inst else n.member,
+            "unreachable": why,
         }
         rows.append(row)
     return rows

@@ -176,7 +176,9 @@ def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
         return
     ui.table(f"status of {p.name}", ["node", "role", "address", "state", "ready", "image",
                                      "current"], [
-        [r["node"], r["role"], r["address"], r["state"], "yes" if r["ready"] else "no",
+        [r["node"], r["role"], r["address"],
+         r["state"] + (f" (unreachable: {r['unreachable']})" if r.get("unreachable") else ""),
+         "yes" if r["ready"] else "no",
          r["image"] or "-", "yes" if r["up_to_date"] else f"no ({r['current_image']})"]
         for r in rows])
     if boot:
