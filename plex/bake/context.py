@@ -1,6 +1,7 @@
 """The template context of a role: the plex, its nodes and the PUBLIC parts of its identity. Pure.
 
-Private host keys are deliberately absent: nothing a template renders can leak one into an image.
+No secret is in it (private host keys, the join token, the VRRP password): nothing a template
+renders can leak one into an image. They reach nodes at creation (Identity.private_files).
 """
 
 from __future__ import annotations
@@ -40,9 +41,6 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
             "fqdn": f"{api_name}.{plex.network.domain}",
             "address": topology.api_address(plex),
         },
-        # Shared secrets every node of the plex holds (not private keys).
-        "token": identity.token,
-        "vrrp_secret": identity.vrrp_secret,
         "hosts_text": hosts_file(plex).rstrip("\n"),
         "known_hosts_text": known_hosts_file(plex, identity).rstrip("\n"),
         # The node's resolvers come from the plex, never from the build host (mmdebstrap copies

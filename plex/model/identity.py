@@ -15,7 +15,7 @@ import base64
 import hashlib
 import secrets
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,12 @@ ALL = "all"
 NODE_PASSWORD_PATH = "/etc/rancher/node/password"  # noqa: S105 - a path
 NODE_PASSWORD_CHARS = "0123456789abcdef"  # noqa: S105 - an alphabet
 NODE_PASSWORD_LENGTH = 32
+# The join token as its own drop-in: RKE2 reads config.yaml, then config.yaml.d/*.yaml in
+# lexical order (docs.rke2.io install/configuration), so no image needs to hold it.
+TOKEN_FILE = "/etc/rancher/rke2/config.yaml.d/00-plex-token.yaml"  # noqa: S105 - a path
+# The VRRP password: the baked keepalived.conf `include`s it inside `authentication {}`
+# (keepalived's parser takes `include` anywhere and refuses a missing included file).
+VRRP_AUTH_FILE = "/etc/keepalived/plex-vrrp-auth.conf"
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,8 @@ class PrivateFile:
     baked into an image, its mode checked after the push."""
 
     path: str
-    data: bytes
-    mode: int
+    data: bytes = field(repr=False)  # never in a log line or a traceback
+    mode: int = 0o600
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,32 @@ class Identity:
         if role.is_kube:
             files.append(PrivateFile(NODE_PASSWORD_PATH,
                                      (self.node_password(node) + "\n").encode(), 0o600))
+            files.append(PrivateFile(TOKEN_FILE, token_dropin(self.token).encode(), 0o600))
+        if role is Role.LB:
+            files.append(PrivateFile(VRRP_AUTH_FILE,
+                                     f"auth_pass {self.vrrp_secret}\n".encode(), 0o600))
         return tuple(files)
+
+    def secret_needles(self, nodes: Iterable[tuple[str, Role]]) -> Iterator[tuple[str, str]]:
+        """(what, text) pairs to search for: any of them found in an image or artifact is a
+        leak. The shared secrets as they are, then every line of every node's secret files
+        (a private key's base64 lines one by one, so a partial copy is found too); a secret
+        file added to `private_files` is covered without touching this."""
+        yield "join token", self.token
+        yield "VRRP password", self.vrrp_secret
+        for name, role in nodes:
+            for f in self.private_files(name, role):
+                if f.mode & 0o077:
+                    continue  # public (.pub)
+                for i, line in enumerate(f.data.decode().splitlines()):
+                    line = line.strip()
+                    if len(line) >= 8 and not line.startswith(("#", "-----")):
+                        yield f"{name}:{f.path} line {i + 1}", line
+
+
+def token_dropin(token: str) -> str:
+    return ("# Written by plex at instance creation: the join token never enters an image.\n"
+            f"token: {token}\n")
 
 
 class KeyGen(Protocol):

@@ -1,7 +1,8 @@
 """Run a plan: waves in order, the nodes of a wave in parallel, probes gating the next wave.
 
 For each node: drain (when the plan says so), delete, create from the exact image fingerprint,
-push the node's own private host keys (0600, checked), start, pass the role's probes, then mark
+push the node's private files from the identity (host keys, join token, VRRP password;
+0600, checked), start, pass the role's probes, then mark
 it ready (`user.plex.ready`). A node without that mark is an unfinished deploy: the next plan
 replaces it, so a deploy killed anywhere is finished by simply deploying again.
 """
@@ -25,6 +26,7 @@ from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.services.balancers import Balancers
+from plex.services.push import push_checked
 from plex.services.registry_secrets import push_credentials
 
 Report = Callable[[str, str], None]  # (node, what is happening)
@@ -178,22 +180,20 @@ class Applier:
         self.incus.start(name)
 
     def push_private_files(self, name: str, role: Role) -> None:
-        """The node's own secrets (host keys, node password), pushed into the stopped instance
-        before first boot; every private file's mode is checked, since a leaked mode is a
-        leaked secret."""
+        """The node's own secrets (Identity.private_files: host keys, node password, join
+        token, VRRP password), pushed into the stopped instance before first boot; every
+        private file's mode is read back, since a leaked mode is a leaked secret. Images and
+        artifacts hold none of them."""
         made: set[str] = set()
         for f in self.identity.private_files(name, role):
             parent = f.path.rsplit("/", 1)[0]
             if parent not in made:
                 self.incus.make_dirs(name, parent)
                 made.add(parent)
-            self.incus.push_file(name, f.path, f.data, mode=f.mode)
             if f.mode & 0o077:
-                continue
-            mode = self.incus.file_mode(name, f.path)
-            if mode != f.mode:
-                raise BackendError(f"{name}: {f.path} has mode {mode:04o}, not {f.mode:04o}",
-                                   hint="this Incus ignored the file mode header")
+                self.incus.push_file(name, f.path, f.data, mode=f.mode)  # public (.pub)
+            else:
+                push_checked(self.incus, name, f.path, f.data, f.mode)
 
     def push_manifests(self, spec: InstanceSpec) -> None:
         """Bootstrap manifests into RKE2's auto-deploy directory, before the server's first

@@ -11,6 +11,7 @@ from plex.model.plex import Engine, Plex
 from plex.registry import distribution
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
+from plex.services.push import push_checked
 
 
 def _gid(incus: Incus, node: str, group: str) -> int:
@@ -33,12 +34,8 @@ def push_credentials(plex: Plex, incus: Incus, node: str,
         return []
     files = [f for f in engine_files(plex, creds) if f.secret]
     for f in files:
-        incus.push_file(node, f.path, f.content.encode(), mode=f.mode,
-                        gid=_gid(incus, node, f.group))
-        mode = incus.file_mode(node, f.path)
-        if mode != f.mode:
-            raise BackendError(f"{node}: {f.path} has mode {mode:04o}, not {f.mode:04o}",
-                               hint="this Incus ignored the file mode header")
+        push_checked(incus, node, f.path, f.content.encode(), f.mode,
+                     gid=_gid(incus, node, f.group))
     if plex.registry.engine is Engine.ZOT:
         units = ["zot.service"]
     else:

@@ -14,6 +14,7 @@ from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile
 from plex.errors import BackendError
 from plex.model import owner
+from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE
 from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Role
@@ -112,6 +113,15 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
     assert agent.index(("mkdir", "demo-agent1", "/etc/rancher/node")) < agent.index(
         ("push", "demo-agent1", "/etc/rancher/node/password", 0o600)) < agent.index(
         ("start", "demo-agent1"))
+    # The secrets images no longer hold: the token to kube nodes, the VRRP password to lbs,
+    # each pushed 0600 before the node starts.
+    pushed = {(c[1], c[2]): c[3] for c in incus.calls if c[0] == "push"}
+    assert pushed[("demo-server1", TOKEN_FILE)] == 0o600
+    assert pushed[("demo-agent2", TOKEN_FILE)] == 0o600
+    assert pushed[("demo-lb1", VRRP_AUTH_FILE)] == 0o600
+    assert ("demo-lb1", TOKEN_FILE) not in pushed and ("demo-registry1", TOKEN_FILE) not in pushed
+    server = [c[0] for c in incus.calls if c[1] == "demo-server1"]
+    assert server.index("push") < server.index("start")
     # Waves in order: registry first, agents last; every node ends ready.
     created = [c[1] for c in incus.calls if c[0] == "create"]
     assert created[0] == "demo-registry1" and set(created[-2:]) == {"demo-agent1", "demo-agent2"}
