@@ -64,7 +64,7 @@ say "render: $PLEX registry config $PLEX_NAME"
 "$PYTHON" -c 'import json,sys; sys.exit("extensions" not in json.load(open(sys.argv[1])))' \
     "$WORK/config.json" || fail "plex $PLEX_NAME does not use the zot engine (registry.engine)"
 
-ZOT_TAG=${ZOT_TAG:-$("$PYTHON" - "$PLEX_NAME" <<'EOF' 2>/dev/null || echo v2.1.2
+ZOT_TAG=${ZOT_TAG:-$("$PYTHON" - "$PLEX_NAME" <<'EOF' 2>/dev/null || echo v2.1.20
 import sys
 from plex.cli_app import get_plex
 print(get_plex(sys.argv[1]).registry.zot.version)

@@ -180,12 +180,16 @@ class Upstream(_Model):
 
 
 class ZotConfig(_Model):
-    version: str = "v2.1.2"
+    # Keep in step with plex.registry.zot.DEFAULT_VERSION (the newest release whose config keys
+    # plex/registry/zot_keys.json holds).
+    version: str = Field("v2.1.20", pattern=r"^v\d+\.\d+\.\d+$")
     url: str = Field(
         "https://github.com/project-zot/zot/releases/download/{version}/zot-linux-amd64",
         description="binary URL; {version} is substituted",
     )
-    sha256: str | None = Field(None, description="expected sha256 of the binary (else the .sha256)")
+    sha256: str | None = Field(
+        None, description="expected sha256 of the binary (else the release's checksums.sha256.txt "
+        "beside the binary)")
 
 
 class RegistryConfig(_Model):

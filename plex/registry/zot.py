@@ -2,8 +2,10 @@
 
 Each upstream syncs on demand into its own destination prefix (`/docker.io`, `/ghcr.io`...), so a
 node pulls `docker.io/library/nginx` as `http://<registry>:5000/v2/docker.io/library/nginx/...`.
-Key names follow zot's examples and docs; deploy/registry/zot-keys.txt lists every key path this
-module may emit with where it is documented, and a test holds the renderer to that list.
+Zot refuses a config with a key its release does not know (viper UnmarshalExact), so keys that
+appeared in later releases (`preserveDigest` in v2.1.3, `http.compat` in v2.1.2) are emitted only
+for releases that have them, and every rendered config is checked against its release's key set
+(plex.registry.zot_keys, data from zot's own structs per tag) before anyone writes it.
 
 The config itself never holds a secret: upstream logins go to a separate credentials file
 (`zot_credentials`), which is secret and written 0600.
@@ -18,10 +20,13 @@ from urllib.parse import urlsplit
 
 from plex.errors import ConfigError
 from plex.model.plex import Plex
+from plex.registry import zot_keys
 from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials
 
+DEFAULT_VERSION = "v2.1.20"  # the newest release in plex/registry/zot_keys.json
 CONFIG_PATH = "/etc/zot/config.json"
+METRICS_PATH = "/metrics"
 CREDENTIALS_PATH = "/etc/zot/credentials.json"
 ROOT_DIRECTORY = "/var/lib/registry"
 # Not zot-minimal: the minimal image has no sync extension.
@@ -61,18 +66,32 @@ def upstream_host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _registry(plex: Plex, name: str, url: str, tls_verify: bool) -> dict[str, Any]:
-    return {
+def _keys(plex: Plex) -> zot_keys.KeySet:
+    try:
+        return zot_keys.keys_for(plex.registry.zot.version)
+    except ValueError as e:
+        raise ConfigError(plex.source or "<plex>", "registry.zot.version", str(e),
+                          hint=f"use a release from {zot_keys.known_versions()[0]} on "
+                               f"(default {DEFAULT_VERSION})") from None
+
+
+def _registry(plex: Plex, keys: zot_keys.KeySet, name: str, url: str,
+              tls_verify: bool) -> dict[str, Any]:
+    reg: dict[str, Any] = {
         "urls": [url],
         "onDemand": True,
         "tlsVerify": tls_verify,
+    }
+    if keys.accepts("extensions.sync.registries[].preserveDigest"):
         # With http.compat docker2s2, keep Docker manifests as they are: converting them to OCI
-        # changes their digests and breaks digest-pinned pulls.
-        "preserveDigest": True,
+        # changes their digests and breaks digest-pinned pulls. (v2.1.3 and later.)
+        reg["preserveDigest"] = True
+    reg.update({
         "maxRetries": MAX_RETRIES,
         "retryDelay": RETRY_DELAY,
         "content": [{"prefix": "**", "destination": f"/{destination(plex, name)}"}],
-    }
+    })
+    return reg
 
 
 def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> dict[str, Any]:
@@ -82,11 +101,19 @@ def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> d
     is not None; the file itself comes from `zot_credentials`.
     """
     reg = plex.registry
+    keys = _keys(plex)
     sync: dict[str, Any] = {"enable": True}
     if reg.credentials_file is not None and credentials_path is not None:
         sync["credentialsFile"] = credentials_path
-    sync["registries"] = [_registry(plex, u.name, u.url, u.tls_verify) for u in reg.upstreams]
-    return {
+    sync["registries"] = [_registry(plex, keys, u.name, u.url, u.tls_verify)
+                          for u in reg.upstreams]
+    http: dict[str, Any] = {
+        "address": "0.0.0.0",  # noqa: S104 - nodes reach the registry over the plex network
+        "port": str(reg.port),  # zot wants a string here
+    }
+    if keys.accepts("http.compat"):
+        http["compat"] = ["docker2s2"]  # serve Docker manifests as they are (v2.1.2 and later)
+    doc = {
         "storage": {
             "rootDirectory": ROOT_DIRECTORY,
             # Upstreams share base layers; dedupe hard-links them once.
@@ -94,17 +121,19 @@ def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> d
             "gc": True,
             "gcDelay": GC_DELAY,
         },
-        "http": {
-            "address": "0.0.0.0",  # noqa: S104 - nodes reach the registry over the plex network
-            "port": str(reg.port),  # zot wants a string here
-            "compat": ["docker2s2"],
-        },
+        "http": http,
         "log": {"level": "info"},
         "extensions": {
             "sync": sync,
-            "metrics": {"enable": True, "prometheus": {"path": "/metrics"}},
+            "metrics": {"enable": True, "prometheus": {"path": METRICS_PATH}},
         },
     }
+    try:
+        zot_keys.check_config(doc, reg.zot.version)
+    except zot_keys.UnknownZotKeys as e:
+        raise ConfigError(plex.source or "<plex>", "registry.zot.version", str(e),
+                          hint="plex rendered a key this zot release does not have") from None
+    return doc
 
 
 def zot_credentials(plex: Plex, credentials: Credentials) -> dict[str, dict[str, str]]:

@@ -35,7 +35,7 @@ from plex.deploy.spec import registry_cache_path, registry_volume
 from plex.errors import BackendError, UsageError
 from plex.model import topology
 from plex.model.plex import Engine, Plex, Role
-from plex.registry import distribution, zot
+from plex.registry import distribution, zot, zot_metrics
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
 from plex.registry.mirrors import mirror_url
@@ -545,20 +545,6 @@ def parse_tag_paths(output: str) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def parse_metrics(text: str, name: str) -> dict[str, float]:
-    """Prometheus text: `name{repo="x"} 3` -> {"x": 3.0} (the `repo` label only)."""
-    out: dict[str, float] = {}
-    pattern = re.compile(rf'^{re.escape(name)}\{{[^}}]*repo="([^"]*)"[^}}]*\}}\s+(\S+)$')
-    for line in text.splitlines():
-        m = pattern.match(line.strip())
-        if m:
-            try:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-            except ValueError:
-                continue
-    return out
-
-
 CATALOG_PAGE = 1000  # Distribution's default catalog.maxentries: a larger n is HTTP 400
 
 
@@ -612,14 +598,18 @@ def _zot_stats(plex: Plex, cache: Cache, runtime: str) -> Stats:
                 tags = []
         repos.append(Repository(prefixes.get(prefix, prefix), rest or name, tuple(tags)))
     size = cache.data_size()
-    metrics = cache.get(port, "/metrics")
-    downloads = parse_metrics(metrics.body, "zot_repo_downloads_total") \
-        if metrics.status == 200 else {}
-    note = "zot exposes no cache hits/misses"
-    if downloads:
-        note += f"; manifest downloads: {int(sum(downloads.values()))} (/metrics)"
-    return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), size, None,
-                 None, note)
+    metrics = cache.get(port, zot.METRICS_PATH)
+    counts = zot_metrics.hits_and_misses(metrics.body) if metrics.status == 200 else None
+    if counts is None:
+        note = (f"zot answered {zot.METRICS_PATH} with HTTP {metrics.status} and no "
+                f"{zot_metrics.DOWNLOADS}: hits and misses unknown")
+        return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), size, None,
+                     None, note)
+    note = ("hits and misses count manifest requests since zot started "
+            f"({zot_metrics.DOWNLOADS} minus {zot_metrics.UPLOADS}, and {zot_metrics.UPLOADS}; "
+            f"{counts.downloads} manifests served)")
+    return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), size,
+                 counts.hits, counts.misses, note)
 
 
 def failed_images(results: Sequence[Warmed]) -> list[Warmed]:

@@ -21,6 +21,7 @@ RKE2_CHECKSUMS = "sha256sum-amd64.txt"
 RKE2_IMAGES = "rke2-images.linux-amd64.tar.zst"
 RKE2_IMAGE_LIST = "rke2-images.linux-amd64.txt"
 DEFAULT_CHANNEL = "stable"
+ZOT_CHECKSUMS = "checksums.sha256.txt"
 
 _RKE2_VERSION = re.compile(r"v\d+\.\d+\.\d+\+rke2r\d+")
 
@@ -115,16 +116,22 @@ def fetch_rke2(kube: KubernetesConfig, *, cache: Path | None = None) -> Path:
     return rke2_release(kube, cache=cache).asset(RKE2_TARBALL).fetch(cache).path
 
 
+def zot_checksums_url(binary_url: str) -> str:
+    """Zot releases publish one `checksums.sha256.txt` beside the binaries, `<sha256> *<file>`
+    per asset (project-zot/zot .github/workflows/build.yaml); there is no per-binary .sha256."""
+    return urllib.parse.urljoin(binary_url, ZOT_CHECKSUMS)
+
+
 def zot_release(zot: ZotConfig) -> Release:
     url = zot.url.replace("{version}", zot.version)
     name = Path(urllib.parse.urlsplit(url).path).name
     if zot.sha256:
         binary = Asset(name, url, sha256=zot.sha256)
     else:
-        binary = Asset(name, url, checksum_url=f"{url}.sha256")
+        binary = Asset(name, url, checksum_url=zot_checksums_url(url))
     return Release(product="zot", version=zot.version, assets=(binary,))
 
 
 def fetch_zot(zot: ZotConfig, *, cache: Path | None = None) -> Path:
-    """The verified Zot binary (sha256 from the config, else from `<url>.sha256`)."""
+    """The verified Zot binary (sha256 from the config, else the release's checksums file)."""
     return zot_release(zot).assets[0].fetch(cache).path

@@ -22,6 +22,7 @@ from plex.store import downloads, releases
 from plex.store.downloads import fetch, parse_checksums, redirect_target
 from tests.fixtures.build_standin import STANDIN_VERSION, build_standin_rke2
 from tests.fixtures.release_server import ReleaseServer, serve_directory
+from tests.fixtures.zot_release import zot_release_dir
 
 PAYLOAD = b"stand-in artifact for tests\n" * 1000
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -324,22 +325,33 @@ def test_standin_tarball_with_a_tampered_checksum_file_fails(tmp_path: Path, cac
             releases.fetch_rke2(kube, cache=cache)
 
 
-def test_zot_digest_from_config_or_from_the_sha256_file(tmp_path: Path, cache: Path) -> None:
+def test_zot_digest_from_config_or_from_the_release_checksums_file(tmp_path: Path,
+                                                                   cache: Path) -> None:
     site = tmp_path / "zot"
-    (site / "v2.1.2").mkdir(parents=True)
-    binary = b"#!/bin/sh\necho zot stand-in for tests\n"
+    assets = zot_release_dir(site, "v2.1.20")
+    binary = assets["zot-linux-amd64"]
     digest = hashlib.sha256(binary).hexdigest()
-    (site / "v2.1.2" / "zot-linux-amd64").write_bytes(binary)
-    (site / "v2.1.2" / "zot-linux-amd64.sha256").write_text(f"{digest}  zot-linux-amd64\n")
+    sums = (site / "v2.1.20" / "checksums.sha256.txt").read_text()
+    assert f"{digest} *zot-linux-amd64\n" in sums  # the upstream line format
     with serve_directory(site) as srv:
         template = f"{srv.url}/{{version}}/zot-linux-amd64"
         from_file = ZotConfig(url=template)
         rel = releases.zot_release(from_file)
-        assert rel.assets[0].checksum_url == f"{srv.url}/v2.1.2/zot-linux-amd64.sha256"
+        assert rel.assets[0].checksum_url == f"{srv.url}/v2.1.20/checksums.sha256.txt"
+        # The entry for zot-linux-amd64, not zot-linux-amd64-minimal or the arm64 one.
         assert releases.fetch_zot(from_file, cache=cache).read_bytes() == binary
+        assert srv.hits["/v2.1.20/checksums.sha256.txt"] == 1
+        assert "/v2.1.20/zot-linux-amd64.sha256" not in srv.hits
+        minimal = ZotConfig(url=f"{srv.url}/{{version}}/zot-linux-amd64-minimal")
+        assert releases.fetch_zot(minimal, cache=cache).read_bytes() == assets[
+            "zot-linux-amd64-minimal"]
         pinned = ZotConfig(url=template, sha256=digest)
         assert releases.zot_release(pinned).assets[0].sha256 == digest
         assert releases.fetch_zot(pinned, cache=cache) == cache / digest / "zot-linux-amd64"
         wrong = ZotConfig(url=template, sha256="ef" * 32)
         with pytest.raises(DownloadError, match="checksum mismatch"):
             releases.fetch_zot(wrong, cache=cache)
+        missing = ZotConfig(url=f"{srv.url}/{{version}}/zot-freebsd-amd64")
+        with pytest.raises(DownloadError, match=r"checksums.sha256.txt lists no sha256 for "
+                                                r"zot-freebsd-amd64"):
+            releases.fetch_zot(missing, cache=cache)

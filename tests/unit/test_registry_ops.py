@@ -19,6 +19,7 @@ from plex.errors import UsageError
 from plex.model import topology
 from plex.model.plex import Engine, Plex, Role, Runtime, Upstream
 from plex.plexfile.load import load_plex
+from plex.registry import zot_metrics
 from plex.registry.credentials import parse_credentials
 from plex.services import registry as ops
 from plex.services.registry_secrets import push_credentials
@@ -239,15 +240,64 @@ def test_parse_tag_paths() -> None:
                                         "rancher/rke2-runtime": ["v1"]}
 
 
-def test_parse_metrics_sums_by_repo() -> None:
-    text = """# HELP zot_repo_downloads_total Total number times an image was downloaded
+# What zot's /metrics answers (promhttp text exposition of the counters declared in
+# project-zot/zot pkg/extensions/monitoring/extension.go) after: busybox pulled cold (its index
+# and one platform manifest synced from the upstream, both served), then twice warm; nginx
+# pulled cold once.
+ZOT_METRICS = """# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 71
+# HELP zot_http_requests_total Total number of http request in zot
+# TYPE zot_http_requests_total counter
+zot_http_requests_total{code="200",method="GET"} 14
+zot_http_requests_total{code="404",method="GET"} 1
+# HELP zot_info Server general information
+# TYPE zot_info gauge
+zot_info{binaryType="-sync",commit="6d19b44",goVersion="go1.24",version="v2.1.20"} 0
+# HELP zot_repo_downloads_total Total number times an image was downloaded
 # TYPE zot_repo_downloads_total counter
-zot_repo_downloads_total{repo="docker.io/library/nginx"} 3
-zot_repo_downloads_total{repo="ghcr.io/a/b"} 1
-zot_repo_storage_bytes{repo="ghcr.io/a/b"} 99
+zot_repo_downloads_total{repo="docker.io/library/busybox"} 6
+zot_repo_downloads_total{repo="docker.io/library/nginx"} 2
+# HELP zot_repo_storage_bytes Storage used per zot repo
+# TYPE zot_repo_storage_bytes gauge
+zot_repo_storage_bytes{repo="docker.io/library/busybox"} 2.166784e+06
+# HELP zot_repo_uploads_total Total number times an image was uploaded
+# TYPE zot_repo_uploads_total counter
+zot_repo_uploads_total{repo="docker.io/library/busybox"} 2
+zot_repo_uploads_total{repo="docker.io/library/nginx"} 2
 """
-    assert ops.parse_metrics(text, "zot_repo_downloads_total") == {
-        "docker.io/library/nginx": 3.0, "ghcr.io/a/b": 1.0}
+
+
+def test_zot_counters_sum_by_repo() -> None:
+    assert zot_metrics.counters(ZOT_METRICS, zot_metrics.DOWNLOADS) == {
+        "docker.io/library/busybox": 6.0, "docker.io/library/nginx": 2.0}
+    assert zot_metrics.counters(ZOT_METRICS, "zot_repo_storage_bytes") == {
+        "docker.io/library/busybox": 2166784.0}
+
+
+def test_zot_hits_and_misses_from_its_metrics() -> None:
+    counts = zot_metrics.hits_and_misses(ZOT_METRICS)
+    # busybox: 2 synced (misses), 6 - 2 served from the cache; nginx: 2 synced, 0 hits.
+    assert counts == zot_metrics.CacheCounts(hits=4, misses=4, downloads=8)
+    assert zot_metrics.hits_and_misses("# metrics extension off\n") is None
+
+
+def test_stats_for_zot_over_a_fake_cache() -> None:
+    plex = demo().model_copy(update={"registry": demo().registry.model_copy(
+        update={"engine": Engine.ZOT})})
+    cache = FakeCache({
+        "/v2/_catalog?n=1000": ("application/json",
+                                b'{"repositories":["docker.io/library/busybox"]}'),
+        "/v2/docker.io/library/busybox/tags/list": ("application/json",
+                                                    b'{"tags":["1.36"]}'),
+        "/metrics": ("text/plain; version=0.0.4", ZOT_METRICS.encode())})
+    st = ops.stats(plex, cache, "incus")
+    assert (st.hits, st.misses) == (4, 4)
+    assert st.repositories == (ops.Repository("docker.io", "library/busybox", ("1.36",)),)
+    assert "zot_repo_downloads_total" in st.note and "8 manifests served" in st.note
+    off = FakeCache({k: v for k, v in cache.objects.items() if k != "/metrics"})
+    st = ops.stats(plex, off, "incus")
+    assert (st.hits, st.misses) == (None, None) and "HTTP 404" in st.note
 
 
 def test_stats_for_distribution_over_a_fake_cache() -> None:
@@ -426,7 +476,7 @@ def test_docker_specs_keep_logins_secret() -> None:
 def test_docker_specs_for_zot_one_container() -> None:
     [s] = ops.docker_specs(docker_plex(engine=Engine.ZOT))
     assert s.name == "demo-registry"
-    assert s.image == "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"
+    assert s.image == "ghcr.io/project-zot/zot-linux-amd64:v2.1.20"
     assert (s.entrypoint, s.command) == (("/usr/bin/zot",), ("serve", "/etc/zot/config.json"))
     assert s.volumes == {"demo-registry-cache": "/var/lib/registry"}
     assert [f.path for f in s.files] == ["/etc/zot/config.json"]

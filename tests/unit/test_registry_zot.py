@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from plex.errors import ConfigError
 from plex.model.plex import Engine, Plex, Upstream
 from plex.plexfile.load import load_plex
+from plex.registry import zot_keys
 from plex.registry.credentials import parse_credentials
 from plex.registry.engines import engine_files
 from plex.registry.zot import (
     CREDENTIALS_PATH,
+    DEFAULT_VERSION,
     destination,
     image,
     upstream_host,
@@ -25,8 +26,6 @@ from plex.registry.zot import (
 
 ROOT = Path(__file__).resolve().parents[2]
 from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case  # noqa: E402
-
-KEYS_FILE = ROOT / "deploy" / "registry" / "zot-keys.txt"
 
 
 def load_case(name: str, engine: Engine = Engine.ZOT) -> Plex:
@@ -44,55 +43,80 @@ def test_golden_zot_files_with_credentials() -> None:
     check_golden("four-zot-credentials.txt", bundle(files))
 
 
-# --- documented keys --------------------------------------------------------------------------
+# --- keys zot accepts, per release (plex/registry/zot_keys.json) -------------------------------
+
+BEFORE_FIX = GOLDEN.parent / "zot" / "four-v2.1.2-rendered-before-the-fix.json"
+SAMPLE_VERSIONS = ["v2.1.0", "v2.1.2", "v2.1.3", "v2.1.11", "v2.1.20"]
 
 
-def documented_keys() -> set[str]:
-    keys = set()
-    for line in KEYS_FILE.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            keys.add(line.split()[0])
-    return keys
+def with_version(plex: Plex, version: str) -> Plex:
+    reg = plex.registry
+    return plex.model_copy(update={"registry": reg.model_copy(update={
+        "zot": reg.zot.model_copy(update={"version": version})})})
 
 
-def key_paths(doc: Any, prefix: str = "") -> set[str]:
-    """Every key path of a JSON document: `a.b`, list elements as `a[]`."""
-    out: set[str] = set()
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            p = f"{prefix}.{k}" if prefix else k
-            out.add(p)
-            out |= key_paths(v, p)
-    elif isinstance(doc, list):
-        for v in doc:
-            out.add(f"{prefix}[]")
-            out |= key_paths(v, f"{prefix}[]")
-    return out
+def test_the_key_data_names_its_upstream_source_for_every_key() -> None:
+    data = json.loads(zot_keys.DATA.read_text())
+    assert data["repository"] == "project-zot/zot"
+    assert data["versions"][0] == "v2.1.0" and data["versions"][-1] == DEFAULT_VERSION
+    for path, entry in data["keys"].items():
+        assert entry["file"].startswith("pkg/") and entry["file"].endswith(".go"), path
+        assert entry["since"] in data["versions"], path
+    # The facts the issue is about, as zot's structs say them.
+    assert zot_keys.key_source("extensions.sync.registries[].preserveDigest") == {
+        "file": "pkg/extensions/config/sync/config.go", "since": "v2.1.3"}
+    assert zot_keys.key_source("http.compat")["since"] == "v2.1.2"  # type: ignore[index]
 
 
-def test_key_paths_helper() -> None:
-    assert key_paths({"a": {"b": [{"c": 1}, 2]}}) == {"a", "a.b", "a.b[]", "a.b[].c"}
+def test_the_check_refuses_what_plex_rendered_before_the_fix() -> None:
+    """plex 0.1 rendered `preserveDigest` for its default zot v2.1.2, which refuses it."""
+    before = json.loads(BEFORE_FIX.read_text())
+    with pytest.raises(zot_keys.UnknownZotKeys) as e:
+        zot_keys.check_config(before, "v2.1.2")
+    assert e.value.keys == [f"extensions.sync.registries[{i}].preservedigest" for i in range(4)]
+    assert "failed to load config due to unknown keys" in str(e.value)
+    # The same document is fine for the release that introduced the key.
+    zot_keys.check_config(before, "v2.1.3")
 
 
-def test_keys_file_has_sources() -> None:
-    for line in KEYS_FILE.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            assert len(line.split()) >= 2, f"no source noted for: {line}"
-            assert "[" in line.split(maxsplit=1)[1], f"no [SOURCE] for: {line}"
-
-
+@pytest.mark.parametrize("version", SAMPLE_VERSIONS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("creds_path", [CREDENTIALS_PATH, None])
-def test_every_rendered_key_is_documented(case: str, creds_path: str | None) -> None:
-    rendered = key_paths(zot_config(load_case(case), creds_path))
-    unknown = rendered - documented_keys()
-    assert not unknown, f"keys not in {KEYS_FILE.name}: {sorted(unknown)}"
+def test_every_rendered_config_passes_its_releases_check(case: str, creds_path: str | None,
+                                                          version: str) -> None:
+    doc = zot_config(with_version(load_case(case), version), creds_path)
+    assert zot_keys.unknown_keys(doc, version) == []
+    regs = doc["extensions"]["sync"]["registries"]
+    has_preserve = zot_keys.keys_for(version).accepts(
+        "extensions.sync.registries[].preserveDigest")
+    assert all(("preserveDigest" in r) == has_preserve for r in regs)
+    assert ("compat" in doc["http"]) == (version != "v2.1.0")
 
 
-def test_an_undocumented_key_would_be_caught() -> None:
+def test_the_default_release_keeps_docker_digests() -> None:
+    doc = zot_config(load_case("four"))
+    assert DEFAULT_VERSION == load_case("four").registry.zot.version == "v2.1.20"
+    assert doc["http"]["compat"] == ["docker2s2"]
+    assert all(r["preserveDigest"] is True for r in doc["extensions"]["sync"]["registries"])
+
+
+def test_the_check_works_like_viper_and_mapstructure() -> None:
     doc = zot_config(load_case("one"))
-    doc["extensions"]["sync"]["registries"][0]["ondemand"] = True  # wrong case
-    assert key_paths(doc) - documented_keys() == {"extensions.sync.registries[].ondemand"}
+    reg = doc["extensions"]["sync"]["registries"][0]
+    reg["ONDEMAND"] = True  # viper lowercases keys: any case is accepted
+    reg["bogus"] = {"deep": 1}  # reported once, at the outermost unknown key
+    doc["storage"]["storageDriver"] = {"name": "s3", "anything": {"goes": 1}}  # map[string]any
+    doc["storage"]["subPaths"] = {"/a": {"rootDirectory": "/a", "dedup": True}}
+    assert zot_keys.unknown_keys(doc, "v2.1.20") == [
+        "storage.subpaths./a.dedup", "extensions.sync.registries[0].bogus"]
+    # A newer release than the data knows is held to the newest known set.
+    assert zot_keys.keys_for("v2.9.0").version == DEFAULT_VERSION
+
+
+def test_a_zot_release_plex_has_no_keys_for_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"registry.zot.version: zot v2.0.4 is older than "
+                                          r"v2.1.0"):
+        zot_config(with_version(load_case("one"), "v2.0.4"))
 
 
 # --- content ----------------------------------------------------------------------------------
@@ -175,7 +199,7 @@ def test_destination_of_host_port_names() -> None:
 def test_upstream_host_and_image() -> None:
     assert upstream_host("http://10.0.0.2:5000/x") == "10.0.0.2:5000"
     assert upstream_host("https://registry-1.docker.io") == "registry-1.docker.io"
-    assert image(load_case("one")) == "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"
+    assert image(load_case("one")) == "ghcr.io/project-zot/zot-linux-amd64:v2.1.20"
 
 
 # --- CLI --------------------------------------------------------------------------------------
