@@ -81,9 +81,9 @@ def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role
             assert incus.exec(name, ["test", "-e", VRRP_AUTH_FILE]).returncode == 1
             conf1 = "/etc/plex/nodes/demo-lb1/etc/keepalived/keepalived.conf"
             assert incus.exec(name, ["keepalived", "-t", "-f", conf1]).returncode != 0
-            for f in identity.private_files("demo-lb1", Role.LB):
-                if f.path == VRRP_AUTH_FILE:
-                    push_checked(incus, name, f.path, f.data, f.mode)
+            for pf in identity.private_files("demo-lb1", Role.LB):
+                if pf.path == VRRP_AUTH_FILE:
+                    push_checked(incus, name, pf.path, pf.data, pf.mode)
             for n in ("demo-lb1", "demo-lb2"):
                 conf = f"/etc/plex/nodes/{n}/etc/keepalived/keepalived.conf"
                 sh(incus, name, f"keepalived -t -f {conf}")

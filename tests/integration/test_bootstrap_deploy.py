@@ -15,7 +15,8 @@ from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.plexfile.load import parse_plex
 from plex.services.bake import Baker, Paths
-from plex.services.deploy import bootstrap_rows, deploy, destroy
+from plex.services.deploy import bootstrap_rows, deploy
+from plex.services.destroy import destroy
 from plex.store.identity import ensure_identity
 
 from .conftest import ROOT

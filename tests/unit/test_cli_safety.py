@@ -38,7 +38,7 @@ class SnapshotIncus:
     def observe(self, plex: str) -> Observed:
         return self.observed
 
-    def set_alias(self, alias: str, fingerprint: str) -> None:
+    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
         self.changes.append(("set_alias", alias, fingerprint))
 
     def observe_builds(self, plex: str) -> list[Any]:
@@ -85,7 +85,7 @@ def test_plan_and_deploy_plan_the_same_images_after_a_rollback(
     snapshot = tmp_path / "observed.json"
     snapshot.write_text(json.dumps(two_generations.to_json()))
     shown = plan_for(plex, [], False, snapshot, None)  # plex plan --observed
-    deployed, _ = make_deploy_plan(plex, SnapshotIncus(two_generations))  # plex deploy
+    deployed, _ = make_deploy_plan(plex, SnapshotIncus(two_generations))  # type: ignore[arg-type]
     assert shown.to_json() == deployed.to_json()
     # ... and both create the nodes from what the aliases point at, not the newest bake.
     fingerprints = {a.spec.image for a in shown.actions if a.spec is not None}

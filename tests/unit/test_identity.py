@@ -18,6 +18,7 @@ import yaml
 from plex.__main__ import main
 from plex.model import identity as ident
 from plex.model.identity import HostKey, compute_identity
+from plex.model.plex import Role
 from plex.plexfile.load import load_plex, parse_plex
 
 if TYPE_CHECKING:
@@ -225,12 +226,12 @@ def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path
     assert diff == {"nodes/demo-agent5", *key_files("demo-agent5"), "hosts", "ssh_known_hosts"}
     # The derived files grew by exactly the new node's lines.
     new_hosts = set(after["hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["hosts"][1].decode().splitlines()
-    )  # type: ignore[union-attr]
+        before["hosts"][1].decode().splitlines()  # type: ignore[union-attr]
+    )
     assert new_hosts == {"10.77.0.35\tdemo-agent5.demo.plex.internal demo-agent5"}
     new_known = set(after["ssh_known_hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["ssh_known_hosts"][1].decode().splitlines()
-    )  # type: ignore[union-attr]
+        before["ssh_known_hosts"][1].decode().splitlines()  # type: ignore[union-attr]
+    )
     assert len(new_known) == 2
     assert all(line.startswith("demo-agent5,") for line in new_known)
 
@@ -363,7 +364,7 @@ def test_node_passwords_are_like_rke2s_and_stable(idir: Path, cli: Cli) -> None:
 def test_private_files_of_a_node_are_what_deploy_pushes() -> None:
     plex = load_plex(DEMO_YAML)
     identity = compute_identity(plex, None, CountingKeyGen())
-    agent = {f.path: f for f in identity.private_files("demo-agent1", ident.Role.AGENT)}
+    agent = {f.path: f for f in identity.private_files("demo-agent1", Role.AGENT)}
     assert agent[ident.NODE_PASSWORD_PATH].mode == 0o600
     assert (
         agent[ident.NODE_PASSWORD_PATH].data
@@ -371,7 +372,7 @@ def test_private_files_of_a_node_are_what_deploy_pushes() -> None:
     )
     assert agent["/etc/ssh/ssh_host_ed25519_key"].mode == 0o600
     assert agent["/etc/ssh/ssh_host_ed25519_key.pub"].mode == 0o644
-    lb = {f.path for f in identity.private_files("demo-lb1", ident.Role.LB)}
+    lb = {f.path for f in identity.private_files("demo-lb1", Role.LB)}
     assert ident.NODE_PASSWORD_PATH not in lb
     again = compute_identity(plex, identity, CountingKeyGen(), rotate=["demo-agent2"])
     assert again.node_passwords["demo-agent1"] == identity.node_passwords["demo-agent1"]

@@ -33,7 +33,7 @@ PLEXES = sorted(p.stem for p in (REPO / "plexes").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def identities() -> dict[str, tuple[Plex, object]]:
-    out = {}
+    out: dict[str, tuple[Plex, object]] = {}
     for name in PLEXES:
         plex = load_plex(REPO / "plexes" / f"{name}.yaml")
         out[name] = (plex, compute_identity(plex, None, SystemKeyGen()))

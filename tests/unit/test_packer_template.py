@@ -14,6 +14,7 @@ import shlex
 import tarfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -141,7 +142,7 @@ def test_golden_template(plex_name: str, role: Role) -> None:
 
 def test_template_shape_for_a_kube_role() -> None:
     t = template_for(load("omniplex"), Role.SERVER)
-    (builder,) = t["builders"]  # type: ignore[misc]
+    (builder,) = cast(list[dict[str, Any]], t["builders"])
     assert builder["type"] == "qemu" and builder["disk_image"] is True
     assert builder["iso_url"].endswith("OpenStack-Cloud.qcow2")
     assert builder["iso_checksum"] == PLACEHOLDER_CHECKSUM

@@ -93,7 +93,7 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
         return Downloaded(base_file, base_sha, base.url)
 
     packer, incus = RecordingPacker(), RecordingIncus()
-    baker = VmBaker(plex, incus, packer, Paths.under(REPO), fetch=fetch)
+    baker = VmBaker(plex, incus, packer, Paths.under(REPO), fetch=fetch)  # type: ignore[arg-type]
 
     first = baker.bake_role(vr)
     assert not first.cached and first.digest == vr.digest
