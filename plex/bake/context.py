@@ -72,13 +72,8 @@ def _trust_context(plex: Plex) -> dict[str, Any]:
 def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
     """Registry-related data, only for the roles that render it (keeps other digests stable)."""
     if role.is_kube:
-        return {
-            "registries_yaml": mirrors.registries_yaml(plex),
-            "hosts_toml": [
-                {"file": f"{name}/hosts.toml", "text": text.rstrip("\n")}
-                for name, text in sorted(mirrors.hosts_toml(plex).items())
-            ],
-        }
+        # Only registries.yaml: RKE2 generates containerd's hosts files from it.
+        return {"registries_yaml": mirrors.registries_yaml(plex)}
     if role is Role.REGISTRY:
         if plex.registry.engine is Engine.ZOT:
             return {"zot_config": zot.zot_config(plex)}

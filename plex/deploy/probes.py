@@ -155,7 +155,7 @@ def run_probe(incus: Executor, target: str, node: str, probe: Probe,
         if clock() - start >= probe.timeout or cancelled():
             raise ProbeError(
                 f"{node}: probe '{probe.name}' failed after {clock() - start:.0f}s "
-                f"({attempts} attempts); last output: {last[-300:] or '(none)'} "
+                f"({attempts} attempts); last output: {last[-600:] or '(none)'} "
                 f"[exit {res.returncode}]",
                 hint=f"inspect with: incus exec {target} -- sh -c {probe.run!r}",
             )

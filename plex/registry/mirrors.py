@@ -5,7 +5,7 @@ uses when the endpoint says `http://` explicitly. The path layout follows the en
 - zot serves every upstream from one port under its destination prefix, so the endpoint carries
   a path (`http://10.77.0.5:5000/v2/docker.io`); RKE2 turns an endpoint path other than `/v2`
   into `override_path = true` in the hosts.toml it generates (k3s
-  pkg/agent/containerd/config.go, normalizeEndpointAddress), and so do we below;
+  pkg/agent/containerd/config.go, normalizeEndpointAddress);
 - distribution serves each upstream at the root of its own port (`http://10.77.0.5:5001`).
 
 The upstream itself stays the last resort: containerd falls back to the default endpoint
@@ -18,7 +18,6 @@ the registry node only.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,8 +31,9 @@ from plex.registry.distribution import port_of
 from plex.registry.zot import destination
 
 REGISTRIES_YAML_PATH = "/etc/rancher/rke2/registries.yaml"
-CERTS_D = "/etc/containerd/certs.d"
-CAPABILITIES = ("pull", "resolve")
+# Where RKE2 writes the containerd hosts files it generates from registries.yaml (k3s
+# pkg/agent/containerd): what `ctr --hosts-dir` on a node must use to pull like the kubelet.
+RKE2_CERTS_D = "/var/lib/rancher/rke2/agent/etc/containerd/certs.d"
 
 
 def _hostport(address: str, port: int) -> str:
@@ -103,47 +103,11 @@ def _upstream_tls(plex: Plex, u: Upstream) -> dict[str, Any]:
     return {}
 
 
-def _toml_str(s: str) -> str:
-    # A JSON string is a valid TOML basic string (same escapes).
-    return json.dumps(s)
-
-
-def _hosts_toml(plex: Plex, u: Upstream) -> str:
-    mirror = mirror_url(plex, u.name)
-    lines = [
-        f"# Rendered by plex for plex '{plex.name}': pull {u.name} through the plex registry.",
-        f"server = {_toml_str(u.url)}",
-    ]
-    if _skips_tls(u):
-        lines.append("skip_verify = true")
-    elif _upstream_tls(plex, u):
-        lines.append(f"ca = {_toml_str(BUNDLE)}")
-    lines += [
-        "",
-        f"[host.{_toml_str(mirror)}]",
-        "  capabilities = [" + ", ".join(_toml_str(c) for c in CAPABILITIES) + "]",
-    ]
-    if urlsplit(mirror).path not in ("", "/", "/v2"):
-        # The mirror path replaces /v2 instead of being prefixed to it.
-        lines.append("  override_path = true")
-    return "\n".join(lines) + "\n"
-
-
-def hosts_toml(plex: Plex) -> dict[str, str]:
-    """`<upstream name>` -> text of containerd's certs.d/<name>/hosts.toml; empty without a
-    registry node."""
-    if registry_address(plex) is None:
-        return {}
-    return {u.name: _hosts_toml(plex, u) for u in plex.registry.upstreams}
-
-
 def node_files(plex: Plex) -> list[RenderedFile]:
-    """registries.yaml (read by RKE2 before its first start) and containerd hosts.toml files
-    (for plain containerd and `ctr --hosts-dir`, e.g. while baking)."""
+    """registries.yaml, read by RKE2 before its first start. RKE2 generates containerd's hosts
+    files from it (under RKE2_CERTS_D) and never reads /etc/containerd/certs.d, so plex writes
+    no hosts.toml of its own."""
     doc = registries_yaml(plex)
     if not doc:
         return []
-    files = [RenderedFile(REGISTRIES_YAML_PATH, yaml.safe_dump(doc, sort_keys=False))]
-    files += [RenderedFile(f"{CERTS_D}/{name}/hosts.toml", text)
-              for name, text in hosts_toml(plex).items()]
-    return files
+    return [RenderedFile(REGISTRIES_YAML_PATH, yaml.safe_dump(doc, sort_keys=False))]

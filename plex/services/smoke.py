@@ -29,7 +29,7 @@ from plex.deploy.probes import (
 from plex.errors import ConfigError, ConfigErrors, ProbeError
 from plex.model import topology
 from plex.model.plex import Plex, Role
-from plex.registry.mirrors import CERTS_D, mirror_url
+from plex.registry.mirrors import RKE2_CERTS_D, mirror_url
 from plex.store.identity import require_identity
 
 CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
@@ -105,14 +105,15 @@ def manifest_url(plex: Plex, ref: ImageRef) -> str:
 
 
 def pull_probe(plex: Plex, ref: ImageRef, timeout: float = 60.0) -> Probe:
-    """containerd on the node pulls the image with the node's own registry hosts config.
+    """containerd on the node pulls the image with the hosts config RKE2 generated from the
+    node's registries.yaml (what the kubelet's pulls use).
 
     The registry passed its probes in the deploy, so a healthy pull takes seconds; the retries
     only cover a cold cache fetching from its upstream."""
     ctr = f"ctr --address {CONTAINERD_SOCKET} -n k8s.io"
     img = shlex.quote(ref.full)
     run = (f"export PATH={CTR_PATH}; {ctr} images rm {img} >/dev/null 2>&1; "
-           f"{ctr} images pull --hosts-dir {CERTS_D} {img} >/tmp/plex-smoke-pull.log 2>&1 "
+           f"{ctr} images pull --hosts-dir {RKE2_CERTS_D} {img} >/tmp/plex-smoke-pull.log 2>&1 "
            f"|| {{ tail -n 5 /tmp/plex-smoke-pull.log; exit 1; }}; "
            f"{ctr} images ls -q name=={img}")
     return Probe(f"pull {ref.full}", run, expect=rf"^{re.escape(ref.full)}$", timeout=timeout,

@@ -28,6 +28,7 @@ import pytest
 from plex.deploy.spec import registry_volume
 from plex.model import topology
 from plex.model.plex import Engine
+from plex.registry.mirrors import RKE2_CERTS_D
 from plex.services import registry as ops
 from plex.services.deploy import deploy
 from plex.services.destroy import destroy
@@ -64,9 +65,10 @@ TIMES: dict[str, float] = {}
 
 
 def pull(incus, node: str, image: str = IMAGE) -> float:
-    """Pull `image` on `node` through containerd with the node's hosts.toml; seconds taken."""
+    """Pull `image` on `node` through containerd with the hosts.toml RKE2 generated from the
+    node's registries.yaml (what the kubelet uses); seconds taken."""
     t0 = time.monotonic()
-    res = incus.exec(node, [*CTR, "images", "pull", "--hosts-dir", "/etc/containerd/certs.d",
+    res = incus.exec(node, [*CTR, "images", "pull", "--hosts-dir", RKE2_CERTS_D,
                             image])
     took = time.monotonic() - t0
     assert res.returncode == 0, f"{node}: {res.output[-1500:]}"

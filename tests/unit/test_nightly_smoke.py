@@ -125,7 +125,9 @@ def test_pull_probe_uses_the_nodes_own_hosts_dir_and_the_rke2_socket(demo: Plex)
     assert run_probe(ok, node.name, node.name, probe).ok
     cmd = ok.calls[0][1]
     assert "--address /run/k3s/containerd/containerd.sock -n k8s.io" in cmd
-    assert "images pull --hosts-dir /etc/containerd/certs.d docker.io/library/plextest:1.0" in cmd
+    # The hosts RKE2 generated from registries.yaml, as the kubelet's pulls use them.
+    certs_d = "/var/lib/rancher/rke2/agent/etc/containerd/certs.d"
+    assert f"images pull --hosts-dir {certs_d} docker.io/library/plextest:1.0" in cmd
     assert "/var/lib/rancher/rke2/bin" in cmd  # where RKE2 keeps ctr
     broken = Node(pull_works=False)
     with pytest.raises(ProbeError, match="no such host"):

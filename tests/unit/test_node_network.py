@@ -17,7 +17,8 @@ from plex.model.identity import Identity, compute_identity
 from plex.model.plex import Engine, Plex, Role
 from plex.plexfile.load import load_plex, parse_plex
 from plex.plexfile.trust import BUNDLE, TRUST_DIR, check_ca_files
-from plex.registry.mirrors import hosts_toml, registries_yaml
+from plex.registry.mirrors import registries_yaml
+from tests.fixtures.rke2_rules import rke2_hosts_toml
 from tests.fixtures.test_ca import make_test_ca
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,9 +123,10 @@ def test_a_test_ca_is_baked_into_trust_store_and_containerd(tmp_path: Path) -> N
     # The upstream fallback from the nodes trusts it too (k3s registries.yaml configs).
     doc = registries_yaml(plex)
     assert doc["configs"] == {"registry-1.docker.io": {"tls": {"ca_file": BUNDLE}}}
-    toml = tomllib.loads(hosts_toml(plex)["docker.io"])
-    assert toml["server"] == "https://registry-1.docker.io"
-    assert toml["ca"] == BUNDLE
+    # RKE2 (k3s rules) gives the default endpoint that CA (config keyed by registry-1.docker.io).
+    toml = tomllib.loads(rke2_hosts_toml(doc)["docker.io"])
+    assert toml["server"] == "https://registry-1.docker.io/v2"
+    assert toml["ca"] == [BUNDLE]
 
 
 def test_without_extra_cas_nothing_changes() -> None:
@@ -132,5 +134,5 @@ def test_without_extra_cas_nothing_changes() -> None:
     files = _files(plex, Role.SERVER)
     assert not any(p.startswith((TRUST_DIR, "/etc/plex/tls")) for p in files)
     assert "configs" not in registries_yaml(plex)
-    assert "ca" not in tomllib.loads(hosts_toml(plex)["docker.io"])
+    assert "ca" not in tomllib.loads(rke2_hosts_toml(registries_yaml(plex))["docker.io"])
     assert plex.registry.engine is Engine.DISTRIBUTION

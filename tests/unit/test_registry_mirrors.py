@@ -10,7 +10,8 @@ from registry_golden import CASES, bundle, check_golden, golden_case
 
 from plex.errors import UsageError
 from plex.model.plex import Engine, Plex, Upstream
-from plex.registry.mirrors import hosts_toml, mirror_url, node_files, registries_yaml
+from plex.registry.mirrors import mirror_url, node_files, registries_yaml
+from tests.fixtures.rke2_rules import rke2_hosts_toml
 
 ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)
 
@@ -69,28 +70,32 @@ def test_insecure_https_upstream_fallback_skips_verification() -> None:
                           Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False))
     doc = registries_yaml(plex)
     assert doc["configs"] == {"harbor.lab": {"tls": {"insecure_skip_verify": True}}}
-    hosts = tomllib.loads(hosts_toml(plex)["harbor.lab"])
-    assert hosts["server"] == "https://harbor.lab"
+    # What RKE2 makes of it (k3s rules): the upstream, last in the list, is the default
+    # endpoint, and it skips verification.
+    hosts = tomllib.loads(rke2_hosts_toml(doc)["harbor.lab"])
+    assert hosts["server"] == "https://harbor.lab/v2"
     assert hosts["skip_verify"] is True
+    assert list(hosts["host"]) == [mirror_url(plex, "harbor.lab")]
 
 
-def test_hosts_toml_zot() -> None:
-    texts = hosts_toml(load_case("four", Engine.ZOT))
+def test_rke2_makes_zot_endpoints_override_the_path() -> None:
+    """Zot's per-upstream path prefix works only because RKE2 turns an endpoint path other
+    than /v2 into override_path = true (k3s normalizeEndpointAddress)."""
+    texts = rke2_hosts_toml(registries_yaml(load_case("four", Engine.ZOT)))
     assert list(texts) == ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
     doc = tomllib.loads(texts["docker.io"])
     assert doc == {
-        "server": "https://registry-1.docker.io",
+        "server": "https://registry-1.docker.io/v2",
+        "capabilities": ["pull", "resolve", "push"],
         "host": {"http://10.20.0.5:5000/v2/docker.io": {
             "capabilities": ["pull", "resolve"], "override_path": True}},
     }
 
 
-def test_hosts_toml_distribution_has_no_override_path() -> None:
-    doc = tomllib.loads(hosts_toml(load_case("four", Engine.DISTRIBUTION))["quay.io"])
-    assert doc == {
-        "server": "https://quay.io",
-        "host": {"http://10.20.0.5:5002": {"capabilities": ["pull", "resolve"]}},
-    }
+def test_rke2_gives_distribution_root_endpoints_no_override_path() -> None:
+    doc = tomllib.loads(rke2_hosts_toml(registries_yaml(load_case("four", Engine.DISTRIBUTION)))[
+        "quay.io"])
+    assert doc["host"] == {"http://10.20.0.5:5002/v2": {"capabilities": ["pull", "resolve"]}}
 
 
 def test_mirror_url() -> None:
@@ -107,14 +112,14 @@ def test_ipv6_registry_address_is_bracketed() -> None:
     plex = plex.model_copy(update={"network": plex.network.model_copy(
         update={"cidr": "fd00:77::/64"})})
     assert mirror_url(plex, "docker.io") == "http://[fd00:77::5]:5000/v2/docker.io"
-    tomllib.loads(hosts_toml(plex)["docker.io"])
+    assert "http://[fd00:77::5]:5000/v2/docker.io" in tomllib.loads(
+        rke2_hosts_toml(registries_yaml(plex))["docker.io"])["host"]
 
 
 def test_without_a_registry_node_nothing_is_mirrored() -> None:
     plex = load_case("one", Engine.ZOT)
     plex = plex.model_copy(update={"roles": plex.roles.model_copy(update={"registry": None})})
     assert registries_yaml(plex) == {}
-    assert hosts_toml(plex) == {}
     assert node_files(plex) == []
     with pytest.raises(UsageError, match="no registry node"):
         mirror_url(plex, "docker.io")
@@ -122,12 +127,8 @@ def test_without_a_registry_node_nothing_is_mirrored() -> None:
 
 def test_node_files_paths_and_yaml() -> None:
     files = node_files(load_case("four", Engine.ZOT))
-    assert [f.path for f in files] == [
-        "/etc/rancher/rke2/registries.yaml",
-        "/etc/containerd/certs.d/docker.io/hosts.toml",
-        "/etc/containerd/certs.d/ghcr.io/hosts.toml",
-        "/etc/containerd/certs.d/quay.io/hosts.toml",
-        "/etc/containerd/certs.d/registry.k8s.io/hosts.toml",
-    ]
+    # Only what RKE2 reads: it generates containerd's hosts files itself (and ignores
+    # /etc/containerd/certs.d).
+    assert [f.path for f in files] == ["/etc/rancher/rke2/registries.yaml"]
     assert not any(f.secret for f in files)
     assert yaml.safe_load(files[0].content) == registries_yaml(load_case("four", Engine.ZOT))
