@@ -73,6 +73,10 @@ class Action:
     # Drain the node (kubectl drain, then delete the Kubernetes node) before deleting it: set
     # for kube nodes leaving a live cluster that survives the plan.
     drain: bool = False
+    # Delete its Node from the live cluster before it is replaced (`kubectl delete node`, which
+    # also drops a server's etcd member): set for kube nodes that are not running, so cannot
+    # be drained. A node missing from Incus is not forgotten: it rejoins under its name.
+    forget: bool = False
     generation: int = 0  # user.plex.generation after the action (apply writes it)
     cascade_from: str | None = None  # the master whose replacement rebuilds the cluster
 
@@ -87,6 +91,7 @@ class Action:
             "action": self.verb.value,
             "reason": self.reason,
             "drain": self.drain,
+            "forget": self.forget,
             "generation": self.generation,
             "cascade_from": self.cascade_from,
             "image": self.spec.config[owner.IMAGE] if self.spec else None,
@@ -277,6 +282,7 @@ def make_plan(
         actions[n.name] = Action(
             Verb.REPLACE, n.name, n.role, tuple(reasons), spec,
             drain=live and n.role.is_kube and inst.running,
+            forget=live and n.role.is_kube and not inst.running,
             generation=_generation(inst) + 1,
             cascade_from=cascade if n.name in cascaded or n.name == cascade else None,
         )
@@ -291,6 +297,7 @@ def make_plan(
         actions[name] = Action(
             Verb.DELETE, name, role, (ORPHAN,),
             drain=live and role is not None and role.is_kube and inst.running,
+            forget=live and role is not None and role.is_kube and not inst.running,
             generation=_generation(inst),
         )
 
@@ -330,26 +337,40 @@ def _check_quorum(
     planned: Sequence[Sequence[Action]],
     force: bool,
 ) -> list[str]:
-    """Walk the waves keeping count of etcd members; refuse a wave that loses quorum.
+    """Walk the waves keeping count of etcd members; refuse a plan that needs or loses quorum.
 
-    Assumes apply removes a deleted server from etcd (drain + delete node), so membership
-    shrinks with deletes, and that a wave's new servers are healthy before the next wave."""
+    Members: the plex's server instances, plus servers missing from Incus (deleted behind
+    plex's back, they may still be members: dead ones). Without quorum etcd can add or
+    remove no member, so no server can be replaced; and a wave may not take the running
+    members below quorum (with 2 servers, replacing either leaves none to spare). Assumes apply
+    removes a deleted server from etcd (drain + delete node) and that a wave's new servers are
+    healthy before the next wave."""
+    master = topology.master(plex).name if plex.roles.server and plex.roles.server.count else None
     members = {name for name, inst in mine.items() if inst.role == Role.SERVER.value}
     up = {name for name in members if mine[name].running}
+    if master in mine:
+        members |= {n.name for n in topology.nodes(plex)
+                    if n.role is Role.SERVER and n.name not in mine}
     notes: list[str] = []
-    if len(members) >= 3 and len(up) < len(members) // 2 + 1:
-        notes.append(
-            f"etcd has no quorum ({len(up)} of {len(members)} servers running): replacing "
-            f"servers cannot restore it; `plex deploy {plex.name} --replace master` rebuilds "
-            "the cluster"
-        )
+    touched = sorted(a.node for wave in planned for a in wave if a.role is Role.SERVER)
+    quorum = len(members) // 2 + 1
+    if members and touched and len(up) < quorum:
+        message = (f"etcd has no quorum ({len(up)} of {len(members)} servers running): "
+                   f"no server can be added or replaced ({', '.join(touched)})")
+        if not force:
+            raise PlanRefused(
+                f"plan refused: {message}",
+                hint=f"start the stopped servers (incus start), or rebuild the cluster from a "
+                f"new master: plex reset {plex.name}",
+            )
+        notes.append(f"forced: {message}")
     for i, wave in enumerate(planned, 1):
         servers = [a for a in wave if a.role is Role.SERVER]
         lost = sorted(a.node for a in servers
                       if a.verb in (Verb.REPLACE, Verb.DELETE) and a.node in up)
         quorum = len(members) // 2 + 1
         left = len(up) - len(lost)
-        if lost and len(members) >= 3 and left < quorum and len(up) >= quorum:
+        if lost and len(members) >= 2 and left < quorum and len(up) >= quorum:
             message = (
                 f"wave {i} takes down {', '.join(lost)}, leaving {left} of {len(members)} "
                 f"etcd members (quorum is {quorum})"
@@ -357,8 +378,9 @@ def _check_quorum(
             if not force:
                 raise PlanRefused(
                     f"plan refused: {message}",
-                    hint="remove servers one per deploy (lower the count by one at a time), "
-                    "or pass --force to accept losing the cluster",
+                    hint="with 2 servers etcd has no member to spare: add a third server "
+                    "first, or `plex reset` to rebuild; remove servers one per deploy; "
+                    "--force accepts losing the cluster",
                 )
             notes.append(f"forced: {message}")
         for a in servers:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plex.backends.incus import Incus
+from plex.deploy import etcd
 from plex.deploy.plan import Action, Plan, Verb
-from plex.deploy.probes import KUBECONFIG, KUBECTL, ProbeResult, ProbeSet, probe_node, probe_vip
+from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
 from plex.deploy.spec import InstanceSpec, registry_volume
 from plex.errors import BackendError, Interrupted, PlexError
 from plex.model import owner, topology
@@ -26,6 +27,7 @@ from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.services.balancers import Balancers
+from plex.services.cluster import Cluster, ClusterError
 from plex.services.push import push_checked
 from plex.services.registry_secrets import push_credentials
 
@@ -55,8 +57,12 @@ class ApplyResult:
 
 class Applier:
     def __init__(self, plex: Plex, incus: Incus, identity: Identity, probes: ProbeSet,
-                 parallel: int = 8, report: Report | None = None, deploy_id: str = "") -> None:
+                 parallel: int = 8, report: Report | None = None, deploy_id: str = "",
+                 force: bool = False) -> None:
         self.plex = plex
+        # --force: a failed drain or node deletion is reported and skipped, not fatal.
+        self.force = force
+        self.cluster = Cluster(plex, incus)
         self.incus = incus
         self.identity = identity
         self.probes = probes
@@ -125,6 +131,8 @@ class Applier:
         if any(a.role is Role.LB and a.verb is not Verb.DELETE for a in wave):
             self.report("lb", "VIP")
             rep.probes.append(probe_vip(self.incus, self.plex))
+        if any(a.role is Role.SERVER for a in wave):
+            self.check_etcd_members()
         rep.seconds = time.monotonic() - t0
         return rep
 
@@ -138,6 +146,8 @@ class Applier:
         if action.verb in (Verb.REPLACE, Verb.DELETE):
             if action.drain:
                 self.drain(name)
+            elif action.forget:
+                self.forget(name)
             self.report(name, "delete")
             self.incus.delete_instance(name)
         if action.verb is Verb.DELETE:
@@ -206,20 +216,67 @@ class Applier:
             # 0600 like RKE2's own config: manifests may carry secrets (a Git deploy key).
             self.incus.push_file(spec.name, m.path, m.data, mode=0o600)
 
-    def drain(self, name: str) -> None:
-        """Drain and remove a kube node from a live cluster, from the master (best effort)."""
-        master = topology.master(self.plex).name
-        if master == name:
+    def _skip(self, name: str, what: str, error: str, hint: str) -> None:
+        """A cluster step failed: stop the wave, or with --force say what was skipped."""
+        if self.force:
+            self.report(name, f"{what} failed, skipped (--force): {error}")
             return
-        self.report(name, "drain")
-        base = [KUBECTL, "--kubeconfig", KUBECONFIG]
+        raise ClusterError(f"{name}: {what} failed: {error}", hint=hint)
+
+    def drain(self, name: str) -> None:
+        """Drain the kube node, then delete its Node (for a server RKE2 then removes its etcd
+        member), from a healthy server. A failure stops the wave unless --force."""
+        server = self.cluster.healthy_server(exclude=[name])
+        if server is None:
+            self._skip(name, "drain", "no healthy server to drain it from (etcd quorum?)",
+                       hint=f"plex status {self.plex.name}; --force replaces it undrained")
+            return
+        self.report(name, f"drain (from {server})")
+        res = self.cluster.kubectl(server, ["drain", name, "--ignore-daemonsets",
+                                            "--delete-emptydir-data", "--timeout=120s"])
+        if res.returncode != 0 and "not found" not in res.output.lower():
+            self._skip(name, f"kubectl drain on {server}", res.output.strip()[-300:],
+                       hint="fix what blocks the drain (PodDisruptionBudgets, stuck pods), "
+                       "or pass --force to replace the node undrained")
+            return
+        self.forget(name, server)
+
+    def forget(self, name: str, server: str | None = None) -> None:
+        """Delete the node's Node before its replacement joins: a node that is not running
+        cannot be drained, and RKE2 keeps its etcd member (servers) until the Node goes."""
+        server = server or self.cluster.healthy_server(exclude=[name])
+        if server is None:
+            self._skip(name, "kubectl delete node", "no healthy server (etcd quorum?)",
+                       hint=f"plex status {self.plex.name}")
+            return
         try:
-            res = self.incus.exec(master, [*base, "drain", name, "--ignore-daemonsets",
-                                           "--delete-emptydir-data", "--timeout=120s"])
-            if res.returncode == 0:
-                self.incus.exec(master, [*base, "delete", "node", name])
-            else:
-                self.report(name, f"drain failed: {res.output[-120:]}")
-        except BackendError as e:
-            # The master may be gone (it is being replaced too): nothing left to drain from.
-            self.report(name, f"drain skipped: {e.message}")
+            if self.cluster.delete_node(server, name):
+                self.report(name, f"deleted from the cluster (on {server})")
+        except ClusterError as e:
+            self._skip(name, "kubectl delete node", e.message.split(" failed: ", 1)[-1],
+                       hint="pass --force to replace it anyway")
+
+    def check_etcd_members(self) -> None:
+        """After a server wave: etcd's members must be exactly the plex's existing servers. A
+        stale member (a server gone without removal) is removed; anything else stops here."""
+        existing = set(self.incus.observe(self.plex.name).instances)
+        servers = self.cluster.servers()
+        expected = {s for s in servers if s in existing}
+        server = self.cluster.healthy_server()
+        if server is None:
+            raise ClusterError("etcd: no server answers ready after the server wave",
+                               hint=f"plex status {self.plex.name}")
+        try:
+            check = etcd.check_members(self.cluster.members(server), expected, servers)
+            for m in check.stale:
+                self.report(m.name, f"remove stale etcd member {m.id} (on {server})")
+                self.cluster.remove_member(server, m)
+        except ValueError as e:
+            raise ClusterError(f"etcd on {server}: {e}") from None
+        if check.unstarted or check.missing:
+            what = [f"missing {', '.join(check.missing)}"] if check.missing else []
+            peers = [u for m in check.unstarted for u in m.peer_urls]
+            what += [f"added but never started: {', '.join(peers)}"] if peers else []
+            raise ClusterError(f"etcd members are not the plex's servers: {'; '.join(what)}",
+                               hint=f"plex status {self.plex.name}")
+        self.report("etcd", f"members: {', '.join(sorted(expected))}")

@@ -27,6 +27,7 @@ from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.crosscheck import live_collisions
 from plex.services.apply import Applier, ApplyResult, Report
+from plex.services.cluster import Cluster
 from plex.store.catalog import current_images, load_catalog
 from plex.store.identity import require_identity
 from plex.store.lock import plex_lock
@@ -66,12 +67,13 @@ def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
 
 
 def apply_plan(plex: Plex, incus: Incus, plan: Plan, root: Path, parallel: int = 8,
-               report: Report | None = None) -> ApplyResult:
+               report: Report | None = None, force: bool = False) -> ApplyResult:
+    """`force`: a failed drain or node deletion is reported and skipped instead of stopping."""
     check_network(plex, incus, plan)
     identity = require_identity(plex)
     probes = load_probes(deploy_dir(root) / "probes.yaml")
     applier = Applier(plex, incus, identity, probes, parallel=parallel, report=report,
-                      deploy_id=uuid.uuid4().hex[:12])
+                      deploy_id=uuid.uuid4().hex[:12], force=force)
     return applier.apply(plan)
 
 
@@ -81,7 +83,7 @@ def deploy(plex: Plex, incus: Incus, root: Path, replace: Sequence[str] = (),
     """Plan and apply without asking (the CLI asks in between)."""
     with plex_lock(plex.name, "deploy"):
         plan, _ = make_deploy_plan(plex, incus, replace, force)
-        return plan, apply_plan(plex, incus, plan, root, parallel, report)
+        return plan, apply_plan(plex, incus, plan, root, parallel, report, force)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,13 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
         }
         rows.append(row)
     return rows
+
+
+def etcd_status(plex: Plex, incus: Incus) -> dict[str, Any] | None:
+    """etcd as each running server sees it (members, leader, quorum); None without servers."""
+    if not plex.roles.server or not plex.roles.server.count:
+        return None
+    return Cluster(plex, incus).summary()
 
 
 ADDONS_API = "/apis/k3s.cattle.io/v1/namespaces/kube-system/addons"

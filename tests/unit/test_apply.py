@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ class RecordingIncus:
 
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
         self.calls.append(("exec", name, argv[-1]))
+        if (answer := self.etcd_answer(argv)) is not None:
+            return answer
         if argv[0] == "python3":  # haproxy's runtime API: an empty line is a success
             return ExecResult(0, "\n", "")
         if "ip -o -4 addr" in " ".join(argv) or argv[:2] == ["ip", "-o"]:
@@ -73,6 +76,21 @@ class RecordingIncus:
 
     def instance_names(self) -> list[str]:
         return sorted(self.existing)
+
+    def observe(self, plex: str) -> Observed:
+        return Observed(plex, "plex-demo", instances={
+            n: ObservedInstance(name=n, status="Running", uuid=n, config={})
+            for n in self.existing})
+
+    def etcd_answer(self, argv: list[str]) -> ExecResult | None:
+        """etcd's gateway on a server (plex.deploy.etcd.curl): members are the servers."""
+        if argv[0] != "curl":
+            return None
+        if argv[-1].endswith("/member/list"):
+            members = [{"ID": str(i), "name": n} for i, n in enumerate(sorted(self.existing))
+                       if "-server" in n]
+            return ExecResult(0, json.dumps({"members": members}), "")
+        return ExecResult(0, "{}", "")
 
 
 PROBES = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=5),))

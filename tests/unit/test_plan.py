@@ -244,11 +244,42 @@ def test_down_servers_count_against_quorum(demo: Plex) -> None:
     assert make_plan(two, images, observed).action("demo-server3").verb is Verb.DELETE
 
 
-def test_no_quorum_note_when_etcd_is_already_broken(demo: Plex) -> None:
+def test_no_server_is_replaced_while_etcd_lacks_quorum(demo: Plex) -> None:
+    """Without quorum etcd can add no member: replacing servers cannot heal it."""
     images = images_for(demo, V1)
     observed = _stop(deployed(demo, images), "demo-server2", "demo-server3")
-    plan = make_plan(demo, images, observed)
-    assert "etcd has no quorum (1 of 3 servers running)" in plan.notes[0]
+    for replace in ([], ["server2"]):
+        with pytest.raises(PlanRefused, match=r"etcd has no quorum \(1 of 3 servers running\)")\
+                as e:
+            make_plan(demo, images, observed, replace=replace)
+        assert e.value.exit_code == 7 and "plex reset demo" in (e.value.hint or "")
+    forced = make_plan(demo, images, observed, replace=["server2"], force=True)
+    assert forced.notes[0].startswith("forced: etcd has no quorum")
+    # Stopped nodes of a live cluster cannot be drained: their Nodes are deleted instead.
+    assert forced.action("demo-server2").forget and not forced.action("demo-server2").drain
+
+
+def test_replacing_one_of_two_servers_is_refused(demo: Plex) -> None:
+    two = load_case_plex("demo", {"roles": {"server": {"count": 2}}})
+    images = images_for(two, V1)
+    with pytest.raises(PlanRefused, match="leaving 1 of 2 etcd members") as e:
+        make_plan(two, images, deployed(two, images), replace=["server2"])
+    assert e.value.exit_code == 7 and "2 servers" in (e.value.hint or "")
+
+
+def test_servers_missing_from_incus_count_as_dead_members(demo: Plex) -> None:
+    """Deleted behind plex's back, they may still be etcd members: 1 of 3 is no quorum."""
+    images = images_for(demo, V1)
+    observed = deployed(demo, images)
+    insts = {n: i for n, i in observed.instances.items()
+             if n not in ("demo-server2", "demo-server3")}
+    with pytest.raises(PlanRefused, match=r"no quorum \(1 of 3"):
+        make_plan(demo, images, Observed(observed.plex, observed.project, insts))
+    # One lost server of three: quorum holds, it is recreated and rejoins under its name.
+    insts = {n: i for n, i in observed.instances.items() if n != "demo-server2"}
+    plan = make_plan(demo, images, Observed(observed.plex, observed.project, insts))
+    assert plan.action("demo-server2").verb is Verb.CREATE
+    assert not plan.action("demo-server2").forget
 
 
 def test_render_rows_use_terraform_symbols(demo: Plex) -> None:

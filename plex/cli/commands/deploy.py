@@ -25,7 +25,9 @@ ReplaceOpt = Annotated[list[str] | None, typer.Option(
     metavar="NODE")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask before applying")]
 ParallelOpt = Annotated[int, typer.Option(help="nodes created at once inside a wave")]
-ForceOpt = Annotated[bool, typer.Option(help="apply a plan that loses etcd quorum")]
+ForceOpt = Annotated[bool, typer.Option(
+    help="apply a plan that loses etcd quorum; go on past a failed drain or node deletion "
+    "(reported as skipped)")]
 
 
 def _connect(p: Plex) -> Incus:
@@ -81,7 +83,7 @@ def run_deploy(p: Plex, incus: Incus, replace: list[str], yes: bool, parallel: i
                     tasks[node] = prog.add_task(msg, label=node, total=None)
                 prog.update(tasks[node], description=msg)
 
-            result = apply_plan(p, incus, plan, project_root(), parallel, report)
+            result = apply_plan(p, incus, plan, project_root(), parallel, report, force)
             for t in tasks.values():
                 prog.update(t, total=1, completed=1)
     return plan, result
@@ -164,15 +166,16 @@ def rollback_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
 def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
                output: OutputOpt = "table") -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
-    from plex.services.deploy import bootstrap_rows, status_rows
+    from plex.services.deploy import bootstrap_rows, etcd_status, status_rows
 
     as_json = check_output(output)
     p = get_plex(plex)
     incus = _connect(p)
     rows = status_rows(p, incus)
     boot = bootstrap_rows(p, incus)
+    etcd = etcd_status(p, incus)
     if as_json:
-        ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot})
+        ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot, "etcd": etcd})
         return
     ui.table(f"status of {p.name}", ["node", "role", "address", "state", "ready", "image",
                                      "current"], [
@@ -181,6 +184,13 @@ def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
          "yes" if r["ready"] else "no",
          r["image"] or "-", "yes" if r["up_to_date"] else f"no ({r['current_image']})"]
         for r in rows])
+    if etcd is not None:
+        ui.table(f"etcd of {p.name}: quorum {'yes' if etcd['quorum'] else 'NO'}, leader "
+                 f"{etcd['leader'] or '-'}, members {', '.join(etcd['members']) or '-'}",
+                 ["server", "member", "leader", "quorum", "error"],
+                 [[s, "yes" if v["member"] else "no", "yes" if v["leader"] else "no",
+                   "yes" if v["quorum"] else "no", v.get("error") or ""]
+                  for s, v in etcd["servers"].items()])
     if boot:
         ui.table(f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
                  ["manifest", "addon", "sha256", "state"],

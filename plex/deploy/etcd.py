@@ -1,0 +1,111 @@
+"""etcd as RKE2 runs it, seen from plex: the query plex runs on a server and what it makes of
+the answer. Pure (the commands run through the Incus backend, in plex.services.cluster).
+
+RKE2 serves etcd's client API on https://127.0.0.1:2379 of each server, with the client
+certificates its docs give etcdctl (server/tls/etcd/server-ca.crt, server-client.crt,
+server-client.key). plex needs only curl on the node and etcd's JSON gateway (/v3/...).
+RKE2 names a member after its node, with a suffix (`<node>-<8 hex>`); both forms are matched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TLS = "/var/lib/rancher/rke2/server/tls/etcd"
+ENDPOINT = "https://127.0.0.1:2379"
+
+
+def curl(path: str, body: dict[str, Any] | None = None) -> list[str]:
+    """argv for one etcd gateway call on a server."""
+    return ["curl", "-sS", "--max-time", "10", "--cacert", f"{TLS}/server-ca.crt",
+            "--cert", f"{TLS}/server-client.crt", "--key", f"{TLS}/server-client.key",
+            "-X", "POST", "-d", json.dumps(body or {}), f"{ENDPOINT}{path}"]
+
+
+MEMBERS = "/v3/cluster/member/list"
+STATUS = "/v3/maintenance/status"
+REMOVE = "/v3/cluster/member/remove"
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    name: str  # empty for a member added but never started
+    peer_urls: tuple[str, ...] = ()
+
+    def node(self, servers: Collection[str]) -> str | None:
+        """The server this member is, by RKE2's naming (`<node>` or `<node>-<8 hex>`)."""
+        for s in servers:
+            if self.name == s or re.fullmatch(rf"{re.escape(s)}-[0-9a-f]{{8}}", self.name):
+                return s
+        return None
+
+
+def parse_members(text: str) -> list[Member]:
+    """The gateway's member list; ValueError (with etcd's own message) otherwise."""
+    data = _json(text)
+    return [Member(str(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs", [])))
+            for m in data.get("members", [])]
+
+
+@dataclass(frozen=True)
+class Status:
+    """One member's view: its ID, the leader it knows (0: none) and etcd's errors."""
+
+    member_id: str
+    leader: str
+    errors: tuple[str, ...] = ()
+
+    @property
+    def has_quorum(self) -> bool:
+        return self.leader not in ("", "0") and not self.errors
+
+
+def parse_status(text: str) -> Status:
+    data = _json(text)
+    header = data.get("header", {})
+    return Status(str(header.get("member_id", "")), str(data.get("leader", "0")),
+                  tuple(data.get("errors", [])))
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError(text.strip()[-300:] or "no answer from etcd") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"unexpected answer from etcd: {text[:200]}")
+    if "error" in data:
+        raise ValueError(str(data.get("message") or data["error"]))
+    return data
+
+
+@dataclass(frozen=True)
+class MemberCheck:
+    """The member list against the servers that exist: what is stale, missing or half-added."""
+
+    members: tuple[Member, ...]
+    expected: frozenset[str]
+    stale: tuple[Member, ...] = field(default=())
+    unstarted: tuple[Member, ...] = field(default=())
+    missing: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.stale or self.unstarted or self.missing)
+
+
+def check_members(members: Sequence[Member], expected: Collection[str],
+                  servers: Collection[str]) -> MemberCheck:
+    """`expected`: the servers that must be members; `servers`: every server name of the plex
+    (a member named after a server that no longer exists is stale, as is a foreign name)."""
+    unstarted = tuple(m for m in members if not m.name)
+    named = [m for m in members if m.name]
+    stale = tuple(m for m in named if m.node(servers) not in expected)
+    have = {m.node(servers) for m in named}
+    missing = tuple(sorted(set(expected) - have))
+    return MemberCheck(tuple(members), frozenset(expected), stale, unstarted, missing)
