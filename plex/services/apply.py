@@ -21,7 +21,7 @@ from plex.deploy import etcd
 from plex.deploy.plan import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
 from plex.deploy.spec import InstanceSpec, registry_volume
-from plex.errors import BackendError, Interrupted, PlexError
+from plex.errors import Interrupted, PlexError
 from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
