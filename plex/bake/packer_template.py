@@ -16,8 +16,13 @@ MicroOS facts this relies on (see /work/shared/reference/formats.md, "openSUSE M
 - Inside a transaction only some directories are the live ones: /var/cache is bind-mounted
   (so uploads go there), /opt and most of /var are not (so /opt/rke2 and /var/lib/... are
   written from the live system, outside any transaction), /tmp is a fresh tmpfs.
-- `/usr/local` is part of the read-only root: install.sh's tar method falls back to
-  `/opt/rke2`, and so does plex.
+- `/usr/local` is its own btrfs subvolume and is NOT bind-mounted into a transaction (tukit
+  mounts /var/log, /var/cache, a few /var/lib dirs, /root, /boot/writable and BINDDIRS=/opt:
+  openSUSE/transactional-update lib/Transaction.cpp, etc/tukit.conf): what a transaction writes
+  there is hidden behind the subvolume after reboot. install.sh's tar method falls back to
+  `/opt/rke2`, and so does plex; plex's own node files go to /usr/libexec and /etc, and
+  `check_transaction_paths` refuses a files tarball (extracted inside a transaction) that
+  writes anywhere a transaction's writes do not persist.
 
 Every path the template names comes from `BuildPaths`; `vm_inputs` renders the template with
 placeholder paths and checksum, so the VM digest covers everything that shapes the image and
@@ -213,11 +218,38 @@ def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
     return tuple(out)
 
 
+# Where a write made inside a transaction is still there after reboot: the new snapshot's own
+# tree (/etc and /usr, except the /usr/local subvolume) and the live directories tukit
+# bind-mounts into it (openSUSE/transactional-update lib/Transaction.cpp: /var/log, /var/cache,
+# /var/lib/{zypp,ca-certificates,alternatives,selinux}, /root, /boot/writable; etc/tukit.conf
+# BINDDIRS: /opt). Everything else under /var is the /var subvolume, hidden at boot.
+TRANSACTION_KEEPS = ("/etc/", "/usr/", "/opt/", "/root/", "/boot/writable/", "/var/log/",
+                     "/var/cache/", "/var/lib/zypp/", "/var/lib/ca-certificates/",
+                     "/var/lib/alternatives/", "/var/lib/selinux/")
+TRANSACTION_HIDES = ("/usr/local/",)
+
+
+def lost_in_transaction(path: str) -> bool:
+    """Would a file written at `path` inside a transaction be gone after reboot?"""
+    return path.startswith(TRANSACTION_HIDES) or not path.startswith(TRANSACTION_KEEPS)
+
+
+def check_transaction_paths(files: Sequence[RenderedFile], where: str) -> None:
+    lost = [f.path for f in files if lost_in_transaction(f.path)]
+    if lost:
+        raise ConfigError(where, "files", f"{', '.join(lost)}: written inside a "
+                          "transactional-update transaction, hidden after reboot on MicroOS",
+                          hint="install node files under /etc, /usr (not /usr/local) or /opt")
+
+
 def vm_files(plex: Plex, recipe: Recipe) -> tuple[RenderedFile, ...]:
-    """Everything the files tarball holds: the recipe's files, then the extras (they win)."""
+    """Everything the files tarball holds: the recipe's files, then the extras (they win).
+    The tarball is extracted inside a transaction: every path must persist there."""
     files = {f.path: f for f in recipe.layer.files}
     files.update({f.path: f for f in extra_files(plex, recipe.role)})
-    return tuple(sorted(files.values(), key=lambda f: f.path))
+    out = tuple(sorted(files.values(), key=lambda f: f.path))
+    check_transaction_paths(out, recipe.sources[-1] if recipe.sources else recipe.role.value)
+    return out
 
 
 def files_tarball(files: Sequence[RenderedFile]) -> bytes:
@@ -276,12 +308,12 @@ def rke2_rpm_repo(version: str) -> str:
         "[rancher-rke2-common-stable]\n"
         "name=Rancher RKE2 Common (stable)\n"
         f"baseurl={RANCHER_RPM}/rke2/stable/common/microos/noarch\n"
-        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=0\n"
+        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\n"
         f"gpgkey={RANCHER_RPM}/public.key\n\n"
         f"[rancher-rke2-{major_minor}-stable]\n"
         f"name=Rancher RKE2 {major_minor} (stable)\n"
         f"baseurl={RANCHER_RPM}/rke2/stable/{major_minor}/microos/x86_64\n"
-        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=0\n"
+        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\n"
         f"gpgkey={RANCHER_RPM}/public.key\n"
     )
 
@@ -320,6 +352,10 @@ def _artifact_steps(recipe: Recipe, base: Qcow2Base) -> list[dict[str, Any]]:
                             [
                                 f"printf '%s' {shlex.quote(repo)}"
                                 " > /etc/zypp/repos.d/rancher-rke2.repo",
+                                # rke2-selinux's %pre needs it; /var/lib/rpm-state is not
+                                # bind-mounted, so it is made inside the transaction, as
+                                # rancher/rke2 install.sh does (do_install_rpm).
+                                _q("mkdir", "-p", "/var/lib/rpm-state"),
                                 _q(
                                     "zypper",
                                     "--non-interactive",

@@ -12,10 +12,12 @@ other: each build is a whole VM.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ from plex.bake.packer_template import (
 )
 from plex.bake.recipe import Recipe, RenderedFile
 from plex.bake.seed import build_seed
-from plex.errors import ArtifactError, BackendError
+from plex.errors import ArtifactError, BackendError, DownloadError
 from plex.model.image import digest_alias, image_alias
 from plex.model.plex import Plex, Role
 from plex.services.bake import BakeResult, Paths, plan_recipes
@@ -92,9 +94,40 @@ def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRec
     }
 
 
+def pick_base_checksum(entries: Sequence[tuple[str, str]], unversioned: str,
+                       redirect_name: str | None, source: str) -> tuple[str, str]:
+    """(sha256, how it was chosen) for the unversioned appliance from its `.sha256`.
+
+    openSUSE publishes the appliance under an unversioned name that is a link (a redirect) to
+    the current snapshot, `...-ContainerHost-OpenStack-Cloud-Snapshot<date>.qcow2`, and the
+    `.sha256` beside it names that versioned file, so a lookup by the unversioned name finds
+    nothing. In order: an entry for the unversioned name itself; the entry for the file the
+    download redirects to; the file's single entry. Anything else is refused."""
+    by_name = {name: digest for digest, name in entries}
+    if unversioned in by_name:
+        return by_name[unversioned], f"listed as {unversioned}"
+    if redirect_name and redirect_name in by_name:
+        return by_name[redirect_name], f"listed as {redirect_name}, the redirect target"
+    if len(entries) == 1:
+        digest, name = entries[0]
+        return digest, f"the single entry of {Path(source).name}, {name or '(no name)'}"
+    names = ", ".join(n or "(no name)" for _, n in entries) or "no sha256 line"
+    raise DownloadError(
+        f"{source} has no entry for {unversioned}"
+        + (f" or its redirect target {redirect_name}" if redirect_name else "")
+        + f" and {len(entries)} entries ({names}): cannot tell which is the download",
+        hint="pin the versioned snapshot URL in the base image definition")
+
+
 def fetch_base(base: Qcow2Base) -> downloads.Downloaded:
-    """The MicroOS qcow2, verified against the `.sha256` published beside it (cached)."""
-    return downloads.fetch(base.url, checksum_url=base.checksum_url, checksum_name=base.filename)
+    """The MicroOS qcow2, verified against the `.sha256` published beside it (cached by digest).
+    The returned note says which entry of the `.sha256` the digest came from."""
+    entries = downloads.checksum_entries(downloads.get_text(base.checksum_url))
+    target = downloads.location(base.url)
+    redirect_name = Path(urllib.parse.urlsplit(target).path).name if target else None
+    digest, how = pick_base_checksum(entries, base.filename, redirect_name, base.checksum_url)
+    got = downloads.fetch(base.url, sha256=digest)
+    return dataclasses.replace(got, note=how)
 
 
 def throwaway_key() -> tuple[str, str]:
@@ -282,6 +315,8 @@ class VmBaker:
         try:
             self.report(role, f"base {vr.base.filename}")
             base = self.fetch(vr.base)
+            if base.note:
+                self.report(role, f"base sha256 {base.sha256[:12]}: {base.note}")
             paths = self.write_inputs(vr, work)
             template = packer_template(
                 self.plex,
@@ -312,6 +347,7 @@ class VmBaker:
                     "digest": vr.digest,
                     "package_digest": vr.recipe.package.digest,
                     "base_sha256": base.sha256,
+                    "base_checksum": base.note,
                     "baked_at": int(time.time()),
                 },
             )

@@ -43,6 +43,7 @@ class Downloaded:
     path: Path
     sha256: str
     url: str
+    note: str = ""  # how the expected digest was found, when that needed saying
 
 
 def downloads_dir(cache: Path | None = None) -> Path:
@@ -117,6 +118,38 @@ def lookup_checksum(checksum_url: str, name: str) -> str:
     it is small and only read when the artifact itself must be downloaded)."""
     text = _get_text(checksum_url)
     return parse_checksums(text, name, source=checksum_url)
+
+
+def checksum_entries(text: str) -> list[tuple[str, str]]:
+    """Every `(sha256, file name)` of a `sha256sum`-style text (`<hex>  <name>`, `<hex> *<name>`
+    for binary mode, a bare `<hex>` as name ""). Other lines are skipped, so a PGP-clearsigned
+    file (`-----BEGIN PGP SIGNED MESSAGE-----`, `Hash:`, the signature) reads the same."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        first = line.split()[0]
+        if _HEX64.fullmatch(first.lower()):
+            listed = line[len(first):].strip().lstrip("*")
+            out.append((first.lower(), Path(listed).name if listed else ""))
+    return out
+
+
+def get_text(url: str) -> str:
+    """A small text file (a checksum list), fetched every time (never cached)."""
+    return _get_text(url)
+
+
+def location(url: str) -> str | None:
+    """Where `url` redirects to, or None when it answers without redirecting (not cached: an
+    unversioned link moves to each new snapshot)."""
+    try:
+        return _location(url)
+    except DownloadError as e:
+        if "expected a redirect" in e.message:
+            return None
+        raise
 
 
 def parse_checksums(text: str, name: str, *, source: str) -> str:

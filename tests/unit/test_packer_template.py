@@ -24,7 +24,9 @@ from plex.bake.packer_template import (
     BuildPaths,
     Qcow2Base,
     VmSpec,
+    check_transaction_paths,
     files_tarball,
+    lost_in_transaction,
     packer_template,
     rke2_rpm_version,
     size_mib,
@@ -34,13 +36,14 @@ from plex.bake.packer_template import (
 from plex.bake.recipe import (
     BaseImage,
     Recipe,
+    RenderedFile,
     ResolvedArtifact,
     load_base_image,
     load_role_recipe,
     make_recipe,
 )
 from plex.bake.render import Renderer
-from plex.errors import ConfigErrors
+from plex.errors import ConfigError, ConfigErrors
 from plex.model.identity import HostKey, compute_identity
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
@@ -225,6 +228,11 @@ def test_rpm_method() -> None:
         "rke2-server-1.31.4~rke2r1",
     ]
     assert "baseurl=https://rpm.rancher.io/rke2/stable/1.31/microos/x86_64" in argv[6]
+    # As rancher/rke2 install.sh: /var/lib/rpm-state made in the same transaction before the
+    # install (rke2-selinux's %pre), and both package and repository GPG checks on.
+    assert shlex.split(inner[-2]) == ["mkdir", "-p", "/var/lib/rpm-state"]
+    assert argv[6].count("gpgcheck=1\nrepo_gpgcheck=1\n") == 2
+    assert "gpgcheck=0" not in argv[6]
     assert "tar -xzf" not in script
     uploads = [
         p["source"]
@@ -284,7 +292,7 @@ def test_files_tarball_is_reproducible_and_keeps_modes() -> None:
         members = {m.name: m for m in tar.getmembers()}
     cfg = members["etc/rancher/rke2/config.yaml"]
     assert cfg.mode == 0o600 and cfg.uid == 0 and cfg.mtime == 0
-    assert members["usr/local/sbin/plex-node-setup"].mode == 0o755
+    assert members["usr/libexec/plex-node-setup"].mode == 0o755
     assert "etc/plex/nodes/omniplex-server1/etc/rancher/rke2/config.yaml.d/10-node.yaml" in members
 
 
@@ -294,3 +302,21 @@ def test_size_mib() -> None:
     assert size_mib("1GB") == 954  # rounded up
     with pytest.raises(ValueError):
         size_mib("lots")
+
+
+def test_files_lost_inside_a_transaction_are_refused() -> None:
+    """The files tarball is extracted inside a transaction: /usr/local (its own subvolume) and
+    /var (outside the snapshot, bar the dirs tukit bind-mounts) would be hidden after reboot."""
+    assert lost_in_transaction("/usr/local/sbin/plex-node-setup")
+    assert lost_in_transaction("/var/lib/rancher/rke2/server/manifests/x.yaml")
+    for kept in ("/usr/libexec/plex-node-setup", "/etc/plex/nodes/a/etc/hosts", "/opt/rke2/x",
+                 "/var/lib/ca-certificates/x", "/root/.profile"):
+        assert not lost_in_transaction(kept), kept
+    plex = load("verniplex")
+    for role in (Role.LB, Role.SERVER, Role.AGENT, Role.REGISTRY):
+        files = vm_files(plex, vm_recipe(plex, role))  # checks, raises on a lost path
+        assert "/usr/libexec/plex-node-setup" in {f.path for f in files}
+    bad = (RenderedFile("/usr/local/sbin/plex-node-setup", b"#!/bin/sh\n", 0o755),)
+    with pytest.raises(ConfigError, match=r"bake/common.yaml: files: /usr/local/sbin/"
+                                          r"plex-node-setup: written inside a transactional"):
+        check_transaction_paths(bad, "bake/common.yaml")

@@ -12,12 +12,15 @@ import pytest
 
 from plex.backends.incus import ImageInfo
 from plex.backends.packer import Artifact
-from plex.bake.packer_template import Qcow2Base, VmSpec, vm_digest, vm_files
+from plex.bake.packer_template import Qcow2Base, Rke2Install, VmSpec, vm_digest, vm_files
+from plex.errors import DownloadError
 from plex.model.plex import Role
 from plex.services.bake import Paths
-from plex.services.bake_vm import VmBaker, VmRecipe, verify_vm_artifact
+from plex.services.bake_vm import VmBaker, VmRecipe, fetch_base, verify_vm_artifact
 from plex.store.catalog import load_catalog
-from plex.store.downloads import Downloaded
+from plex.store.downloads import Downloaded, fetch
+from tests.fixtures.microos_appliances import UNVERSIONED, VERSIONED, appliances_dir
+from tests.fixtures.release_server import serve_directory
 from tests.unit.test_packer_template import REPO, load, vm_recipe
 
 
@@ -126,3 +129,65 @@ def test_cli_refuses_a_container_base_as_vm(cli, plex_home: Path, state_dir: Pat
     assert res.err_lines[0].endswith(
         "roles.lb.os.base: 'debian-bookworm' (mmdebstrap) cannot be baked as a VM"
     )
+
+
+# --- the MicroOS base: an OBS-style .sha256 naming the versioned snapshot ----------------------
+
+
+def _base(srv_url: str) -> Qcow2Base:
+    url = f"{srv_url}/tumbleweed/appliances/{UNVERSIONED}"
+    return Qcow2Base("opensuse-microos", url, f"{url}.sha256", Rke2Install.TAR)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_base_digest_is_the_redirect_targets_entry(tmp_path: Path, monkeypatch, signed: bool
+                                                   ) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
+    data = appliances_dir(tmp_path / "site", signed=signed, extra_entries=1)
+    with serve_directory(tmp_path / "site") as srv:
+        srv.redirects[f"/tumbleweed/appliances/{UNVERSIONED}"] = (
+            f"{srv.url}/tumbleweed/appliances/{VERSIONED}")
+        base = _base(srv.url)
+        # The old lookup by the unversioned name finds nothing: the file names the snapshot.
+        with pytest.raises(DownloadError, match=f"lists no sha256 for {UNVERSIONED}"):
+            fetch(base.url, checksum_url=base.checksum_url, checksum_name=base.filename)
+        got = fetch_base(base)
+    assert got.path.read_bytes() == data
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.note == f"listed as {VERSIONED}, the redirect target"
+
+
+def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch
+                                                              ) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    data = appliances_dir(site)
+    d = site / "tumbleweed" / "appliances"
+    (d / UNVERSIONED).write_bytes(data)  # a mirror serving the link's content directly
+    with serve_directory(site) as srv:
+        got = fetch_base(_base(srv.url))
+    assert got.note == f"the single entry of {UNVERSIONED}.sha256, {VERSIONED}"
+
+
+def test_base_checksum_with_several_unmatched_entries_is_refused(tmp_path: Path, monkeypatch
+                                                                 ) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    data = appliances_dir(site, extra_entries=1)
+    (site / "tumbleweed" / "appliances" / UNVERSIONED).write_bytes(data)
+    with serve_directory(site) as srv, pytest.raises(
+            DownloadError, match=r"has no entry for .*Cloud.qcow2 and 2 entries"):
+        fetch_base(_base(srv.url))
+
+
+def test_base_with_a_wrong_digest_is_deleted(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    appliances_dir(site)
+    d = site / "tumbleweed" / "appliances"
+    (d / VERSIONED).write_bytes(b"tampered")
+    with serve_directory(site) as srv:
+        srv.redirects[f"/tumbleweed/appliances/{UNVERSIONED}"] = (
+            f"{srv.url}/tumbleweed/appliances/{VERSIONED}")
+        with pytest.raises(DownloadError, match="checksum mismatch"):
+            fetch_base(_base(srv.url))
