@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from plex.errors import PlexError
+from plex.errors import PlexError, UsageError
 from plex.model.identity import (
     KEY_TYPES,
     HostKey,
@@ -23,6 +23,7 @@ from plex.model.identity import (
     known_hosts_file,
 )
 from plex.model.plex import Plex
+from plex.store import vault
 from plex.store.state import plex_dir, private_dir, write_private
 
 # nodes/<node>/node-password: what the node keeps as /etc/rancher/node/password.
@@ -36,27 +37,43 @@ def identity_dir(plex_name: str) -> Path:
 def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
     d = root or identity_dir(plex_name)
     secrets_file = d / "secrets.json"
-    if not secrets_file.exists():
+    vault_file = d / vault.VAULT
+    if not secrets_file.exists() and not vault_file.exists():
         return None
     try:
-        data = json.loads(secrets_file.read_text())
-        keys: dict[str, dict[str, HostKey]] = {}
         nodes_dir = d / "nodes"
-        for node_dir in sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else []:
-            keys[node_dir.name] = {
-                kind: HostKey(
-                    kind,
-                    (node_dir / f"ssh_host_{kind}_key").read_text(),
-                    (node_dir / f"ssh_host_{kind}_key.pub").read_text().strip(),
-                )
-                for kind in KEY_TYPES
-                if (node_dir / f"ssh_host_{kind}_key").exists()
+        node_dirs = sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else []
+        if vault_file.exists():
+            data = json.loads(vault.unseal(vault_file))
+            sealed: dict[str, dict[str, str]] = data["keys"]
+            keys = {
+                n: {
+                    kind: HostKey(kind, private,
+                                  (nodes_dir / n / f"ssh_host_{kind}_key.pub").read_text().strip())
+                    for kind, private in kinds.items()
+                }
+                for n, kinds in sealed.items()
             }
-        passwords = {
-            node_dir.name: (node_dir / NODE_PASSWORD_FILE).read_text().strip()
-            for node_dir in (sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else [])
-            if (node_dir / NODE_PASSWORD_FILE).exists()
-        }
+            passwords: dict[str, str] = dict(data["node_passwords"])
+        else:
+            data = json.loads(secrets_file.read_text())
+            keys = {
+                nd.name: {
+                    kind: HostKey(
+                        kind,
+                        (nd / f"ssh_host_{kind}_key").read_text(),
+                        (nd / f"ssh_host_{kind}_key.pub").read_text().strip(),
+                    )
+                    for kind in KEY_TYPES
+                    if (nd / f"ssh_host_{kind}_key").exists()
+                }
+                for nd in node_dirs
+            }
+            passwords = {
+                nd.name: (nd / NODE_PASSWORD_FILE).read_text().strip()
+                for nd in node_dirs
+                if (nd / NODE_PASSWORD_FILE).exists()
+            }
         return Identity(plex_name, data["token"], data["vrrp_secret"], keys, passwords)
     except (OSError, ValueError, KeyError) as e:
         raise PlexError(
@@ -64,29 +81,80 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
         ) from None
 
 
+def is_encrypted(plex_name: str, root: Path | None = None) -> bool:
+    return ((root or identity_dir(plex_name)) / vault.VAULT).exists()
+
+
+def _sealed_bundle(identity: Identity) -> bytes:
+    return (json.dumps({
+        "token": identity.token,
+        "vrrp_secret": identity.vrrp_secret,
+        "keys": {n: {k: key.private for k, key in sorted(kinds.items())}
+                 for n, kinds in sorted(identity.keys.items())},
+        "node_passwords": dict(sorted(identity.node_passwords.items())),
+    }, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _plaintext_secrets(d: Path) -> list[Path]:
+    out = [d / "secrets.json"] if (d / "secrets.json").exists() else []
+    for nd in sorted((d / "nodes").iterdir()) if (d / "nodes").is_dir() else []:
+        out += [nd / f"ssh_host_{kind}_key" for kind in KEY_TYPES
+                if (nd / f"ssh_host_{kind}_key").exists()]
+        out += [nd / NODE_PASSWORD_FILE] if (nd / NODE_PASSWORD_FILE).exists() else []
+    return out
+
+
 def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> list[Path]:
-    """Write what changed; returns the paths written (empty when nothing changed)."""
+    """Write what changed; returns the paths written (empty when nothing changed). An
+    encrypted identity stays encrypted: its secrets are resealed only when they changed."""
     d = private_dir(root or identity_dir(plex.name))
     written: list[Path] = []
 
-    def put(path: Path, data: str) -> None:
+    def put(path: Path, data: str | bytes) -> None:
         if write_private(path, data):
             written.append(path)
 
-    put(
-        d / "secrets.json",
-        json.dumps({"token": identity.token, "vrrp_secret": identity.vrrp_secret}, indent=2) + "\n",
-    )
+    vault_file = d / vault.VAULT
+    if vault_file.exists():
+        bundle = _sealed_bundle(identity)
+        if vault.unseal(vault_file) != bundle:
+            put(vault_file, vault.seal(bundle, vault.read_recipients(d)))
+    else:
+        put(
+            d / "secrets.json",
+            json.dumps({"token": identity.token, "vrrp_secret": identity.vrrp_secret}, indent=2)
+            + "\n",
+        )
     for node, keys in sorted(identity.keys.items()):
         nd = private_dir(d / "nodes" / node)
         for kind, key in keys.items():
-            put(nd / f"ssh_host_{kind}_key", key.private)
+            if not vault_file.exists():
+                put(nd / f"ssh_host_{kind}_key", key.private)
             put(nd / f"ssh_host_{kind}_key.pub", key.public + "\n")
-    for node, password in sorted(identity.node_passwords.items()):
-        put(private_dir(d / "nodes" / node) / NODE_PASSWORD_FILE, password + "\n")
+    if not vault_file.exists():
+        for node, password in sorted(identity.node_passwords.items()):
+            put(private_dir(d / "nodes" / node) / NODE_PASSWORD_FILE, password + "\n")
     put(d / "hosts", hosts_file(plex))
     put(d / "ssh_known_hosts", known_hosts_file(plex, identity))
     return written
+
+
+def encrypt_identity(plex: Plex, recipients: list[str], root: Path | None = None) -> list[Path]:
+    """Seal the identity's secrets into identity.age for `recipients` and remove every
+    plaintext secret file. Returns the plaintext files removed."""
+    d = root or identity_dir(plex.name)
+    identity = load_identity(plex.name, root)
+    if identity is None:
+        raise UsageError(f"plex '{plex.name}' has no identity yet",
+                         f"run: plex identity {plex.name}")
+    if (d / vault.VAULT).exists():
+        raise UsageError(f"{d}: the identity is encrypted already")
+    write_private(d / vault.RECIPIENTS, "".join(f"{r}\n" for r in recipients), 0o644)
+    write_private(d / vault.VAULT, vault.seal(_sealed_bundle(identity), recipients))
+    removed = _plaintext_secrets(d)
+    for p in removed:
+        p.unlink()
+    return removed
 
 
 def ensure_identity(

@@ -11,7 +11,8 @@ from plex.cli.app import OutputOpt, app, check_output, get_plex
 from plex.errors import UsageError
 from plex.model import topology
 from plex.model.identity import KEY_TYPES
-from plex.store.identity import ensure_identity, identity_dir, load_identity
+from plex.store import vault
+from plex.store.identity import encrypt_identity, ensure_identity, identity_dir, load_identity
 
 
 @app.command("identity")
@@ -26,6 +27,14 @@ def identity_cli(
             metavar="NODE|all",
         ),
     ] = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help="seal the secrets at rest with age, to the key in $PLEX_AGE_KEY / "
+            "$PLEX_AGE_KEY_FILE / ~/.config/plex/age.key (made there if there is none)",
+        ),
+    ] = False,
     output: OutputOpt = "table",
 ) -> None:
     """Generate the plex's identity (once; re-running changes nothing) or show its fingerprints."""
@@ -40,6 +49,18 @@ def identity_cli(
     names = [r if r == "all" else topology.resolve(plex, r).name for r in rotate or []]
     _, written = ensure_identity(plex, rotate=names)
     where = identity_dir(plex.name)
+    if encrypt:
+        found = vault.find_key()
+        if found is None:
+            key_file = vault.default_key_file()
+            recipient = vault.new_key_file(key_file)
+            ui.info(f"new age key {recipient} in {key_file} (0600): keep a copy elsewhere")
+        else:
+            recipient = vault.recipient_of(found[0])
+        removed = encrypt_identity(plex, [recipient])
+        ui.info(f"identity of '{plex.name}' encrypted to {recipient} "
+                f"({where}/{vault.VAULT}; {len(removed)} plaintext secret file(s) removed)")
+        return None
     if written:
         ui.info(f"identity of '{plex.name}': wrote {len(written)} file(s) under {where}")
     else:
