@@ -46,5 +46,5 @@ def scan(chunks: Iterable[bytes], needles: Iterable[tuple[str, str]]) -> list[Hi
                 hits.extend(Hit(what, base + end - length + 1) for what in whats)
         keep = min(len(window), longest - 1)
         base += len(window) - keep
-        tail = window[len(window) - keep:]
+        tail = window[len(window) - keep :]
     return hits

@@ -95,12 +95,14 @@ class Identity:
             files.append(PrivateFile(path, key.private.encode(), 0o600))
             files.append(PrivateFile(f"{path}.pub", (key.public + "\n").encode(), 0o644))
         if role.is_kube:
-            files.append(PrivateFile(NODE_PASSWORD_PATH,
-                                     (self.node_password(node) + "\n").encode(), 0o600))
+            files.append(
+                PrivateFile(NODE_PASSWORD_PATH, (self.node_password(node) + "\n").encode(), 0o600)
+            )
             files.append(PrivateFile(TOKEN_FILE, token_dropin(self.token).encode(), 0o600))
         if role is Role.LB:
-            files.append(PrivateFile(VRRP_AUTH_FILE,
-                                     f"auth_pass {self.vrrp_secret}\n".encode(), 0o600))
+            files.append(
+                PrivateFile(VRRP_AUTH_FILE, f"auth_pass {self.vrrp_secret}\n".encode(), 0o600)
+            )
         return tuple(files)
 
     def secret_needles(self, nodes: Iterable[tuple[str, Role]]) -> Iterator[tuple[str, str]]:
@@ -121,8 +123,10 @@ class Identity:
 
 
 def token_dropin(token: str) -> str:
-    return ("# Written by plex at instance creation: the join token never enters an image.\n"
-            f"token: {token}\n")
+    return (
+        "# Written by plex at instance creation: the join token never enters an image.\n"
+        f"token: {token}\n"
+    )
 
 
 class KeyGen(Protocol):
@@ -150,9 +154,11 @@ class SystemKeyGen:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         ).decode()
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
         return HostKey(kind, private, f"{public} {comment}")
 
     def secret(self, length: int, alphabet: str) -> str:
@@ -193,8 +199,9 @@ def compute_identity(
             continue
         if everything or n.name in rotate or n.name not in passwords:
             passwords[n.name] = keygen.secret(NODE_PASSWORD_LENGTH, NODE_PASSWORD_CHARS)
-    return Identity(plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys,
-                    node_passwords=passwords)
+    return Identity(
+        plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys, node_passwords=passwords
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def destination(plex: Plex, upstream_name: str) -> str:
         names = [u.name for u in plex.registry.upstreams]
         i = names.index(upstream_name) if upstream_name in names else 0
         raise ConfigError(
-            plex.source or "<plex>", f"registry.upstreams[{i}].name",
+            plex.source or "<plex>",
+            f"registry.upstreams[{i}].name",
             f"'{upstream_name}' cannot be a zot repository prefix",
             hint="use the registry host name, e.g. docker.io or quay.io",
         )
@@ -70,13 +71,18 @@ def _keys(plex: Plex) -> zot_keys.KeySet:
     try:
         return zot_keys.keys_for(plex.registry.zot.version)
     except ValueError as e:
-        raise ConfigError(plex.source or "<plex>", "registry.zot.version", str(e),
-                          hint=f"use a release from {zot_keys.known_versions()[0]} on "
-                               f"(default {DEFAULT_VERSION})") from None
+        raise ConfigError(
+            plex.source or "<plex>",
+            "registry.zot.version",
+            str(e),
+            hint=f"use a release from {zot_keys.known_versions()[0]} on "
+            f"(default {DEFAULT_VERSION})",
+        ) from None
 
 
-def _registry(plex: Plex, keys: zot_keys.KeySet, name: str, url: str,
-              tls_verify: bool) -> dict[str, Any]:
+def _registry(
+    plex: Plex, keys: zot_keys.KeySet, name: str, url: str, tls_verify: bool
+) -> dict[str, Any]:
     reg: dict[str, Any] = {
         "urls": [url],
         "onDemand": True,
@@ -86,11 +92,13 @@ def _registry(plex: Plex, keys: zot_keys.KeySet, name: str, url: str,
         # With http.compat docker2s2, keep Docker manifests as they are: converting them to OCI
         # changes their digests and breaks digest-pinned pulls. (v2.1.3 and later.)
         reg["preserveDigest"] = True
-    reg.update({
-        "maxRetries": MAX_RETRIES,
-        "retryDelay": RETRY_DELAY,
-        "content": [{"prefix": "**", "destination": f"/{destination(plex, name)}"}],
-    })
+    reg.update(
+        {
+            "maxRetries": MAX_RETRIES,
+            "retryDelay": RETRY_DELAY,
+            "content": [{"prefix": "**", "destination": f"/{destination(plex, name)}"}],
+        }
+    )
     return reg
 
 
@@ -105,8 +113,7 @@ def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> d
     sync: dict[str, Any] = {"enable": True}
     if reg.credentials_file is not None and credentials_path is not None:
         sync["credentialsFile"] = credentials_path
-    sync["registries"] = [_registry(plex, keys, u.name, u.url, u.tls_verify)
-                          for u in reg.upstreams]
+    sync["registries"] = [_registry(plex, keys, u.name, u.url, u.tls_verify) for u in reg.upstreams]
     http: dict[str, Any] = {
         "address": "0.0.0.0",  # noqa: S104 - nodes reach the registry over the plex network
         "port": str(reg.port),  # zot wants a string here
@@ -131,8 +138,12 @@ def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> d
     try:
         zot_keys.check_config(doc, reg.zot.version)
     except zot_keys.UnknownZotKeys as e:
-        raise ConfigError(plex.source or "<plex>", "registry.zot.version", str(e),
-                          hint="plex rendered a key this zot release does not have") from None
+        raise ConfigError(
+            plex.source or "<plex>",
+            "registry.zot.version",
+            str(e),
+            hint="plex rendered a key this zot release does not have",
+        ) from None
     return doc
 
 

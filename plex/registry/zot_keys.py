@@ -65,8 +65,10 @@ def keys_for(version: str) -> KeySet:
     versions: list[str] = data["versions"]
     want = _version_tuple(version)
     if want < _version_tuple(versions[0]):
-        raise ValueError(f"zot {version} is older than {versions[0]}, the first release whose "
-                         "config keys plex knows")
+        raise ValueError(
+            f"zot {version} is older than {versions[0]}, the first release whose "
+            "config keys plex knows"
+        )
     known = [v for v in versions if _version_tuple(v) <= want]
     use = known[-1]
     patterns = set()
@@ -147,8 +149,9 @@ class UnknownZotKeys(ValueError):
     def __init__(self, version: str, keys: list[str]) -> None:
         self.version = version
         self.keys = keys
-        super().__init__(f"zot {version} would refuse this config: {UNKNOWN_KEYS}: "
-                         f"{', '.join(keys)}")
+        super().__init__(
+            f"zot {version} would refuse this config: {UNKNOWN_KEYS}: {', '.join(keys)}"
+        )
 
 
 def check_config(doc: Any, version: str) -> None:

@@ -26,7 +26,7 @@ DOWNLOADS = "zot_repo_downloads_total"
 UPLOADS = "zot_repo_uploads_total"
 SOURCE = "project-zot/zot pkg/extensions/monitoring/extension.go (v2.1.0..v2.1.20)"
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+(\S+)(?:\s+\d+)?$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}\s+(\S+)(?:\s+\d+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 

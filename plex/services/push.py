@@ -13,15 +13,19 @@ from plex.errors import BackendError
 
 
 class FileTarget(Protocol):
-    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
-                  gid: int = 0) -> None: ...
+    def push_file(
+        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None: ...
     def file_mode(self, name: str, path: str) -> int: ...
 
 
-def push_checked(incus: FileTarget, name: str, path: str, data: bytes, mode: int,
-                 gid: int = 0) -> None:
+def push_checked(
+    incus: FileTarget, name: str, path: str, data: bytes, mode: int, gid: int = 0
+) -> None:
     incus.push_file(name, path, data, mode=mode, gid=gid)
     got = incus.file_mode(name, path)
     if got != mode:
-        raise BackendError(f"{name}: {path} has mode {got:04o}, not {mode:04o}",
-                           hint="this Incus ignored the file mode header")
+        raise BackendError(
+            f"{name}: {path} has mode {got:04o}, not {mode:04o}",
+            hint="this Incus ignored the file mode header",
+        )

@@ -26,15 +26,22 @@ CHUNK = 1 << 20
 
 def artifact_chunks(path: Path):  # type: ignore[no-untyped-def]
     """Every uncompressed byte of an artifact (the tar stream: metadata, templates, rootfs)."""
-    with path.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(
-            f, read_across_frames=True) as r:
+    with (
+        path.open("rb") as f,
+        zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as r,
+    ):
         while chunk := r.read(CHUNK):
             yield chunk
 
 
 @pytest.fixture(scope="module")
-def scan_plex(session_project: str, standin_release: object, upstream: object,
-              tmp_path_factory: pytest.TempPathFactory, test_plex: Plex) -> tuple[Plex, str]:
+def scan_plex(
+    session_project: str,
+    standin_release: object,
+    upstream: object,
+    tmp_path_factory: pytest.TempPathFactory,
+    test_plex: Plex,
+) -> tuple[Plex, str]:
     creds = tmp_path_factory.mktemp("scan-creds") / "credentials.yaml"
     password = "pw-" + secrets.token_urlsafe(24)
     creds.write_text(f"docker.io: {{username: plexscan, password: {password}}}\n")
@@ -58,16 +65,18 @@ def test_no_secret_in_any_exported_artifact(incus, state_dirs, scan_plex, tmp_pa
     Baker(plex, incus, Paths.under(ROOT)).bake(roles)
     identity = require_identity(plex)
     nodes = [(n.name, n.role) for n in topology.nodes(plex, reserved=True)]
-    needles = [*identity.secret_needles(nodes),
-               ("registry password docker.io", password)]
+    needles = [*identity.secret_needles(nodes), ("registry password docker.io", password)]
     # Every node's host keys and node password, the token, the VRRP password and the login.
     assert any(":/etc/rancher/node/password" in w for w, _ in needles)
     assert len(needles) >= 2 + 8 * 2 * 3 + 1
     # The included marker proves the scan reads real content: the lb image names the file
     # its password will be pushed to, the server image carries RKE2's config.
-    markers = {Role.LB: "include /etc/keepalived/plex-vrrp-auth.conf",
-               Role.SERVER: "cluster-cidr:", Role.REGISTRY: "proxy:",
-               Role.AGENT: "server: https://"}
+    markers = {
+        Role.LB: "include /etc/keepalived/plex-vrrp-auth.conf",
+        Role.SERVER: "cluster-cidr:",
+        Role.REGISTRY: "proxy:",
+        Role.AGENT: "server: https://",
+    }
     total = 0
     all_hits: dict[str, list[Hit]] = {}
     for role in roles:
@@ -80,5 +89,7 @@ def test_no_secret_in_any_exported_artifact(incus, state_dirs, scan_plex, tmp_pa
         total += m.uncompressed_size
     assert all_hits == {r.value: [] for r in roles}  # 0 hits
     assert total > 100 << 20  # whole root filesystems were read
-    print(f"secrets scan: {len(needles)} needles over {len(roles)} artifacts, "
-          f"{total >> 20} MiB uncompressed: 0 hits")
+    print(
+        f"secrets scan: {len(needles)} needles over {len(roles)} artifacts, "
+        f"{total >> 20} MiB uncompressed: 0 hits"
+    )

@@ -325,8 +325,9 @@ def test_standin_tarball_with_a_tampered_checksum_file_fails(tmp_path: Path, cac
             releases.fetch_rke2(kube, cache=cache)
 
 
-def test_zot_digest_from_config_or_from_the_release_checksums_file(tmp_path: Path,
-                                                                   cache: Path) -> None:
+def test_zot_digest_from_config_or_from_the_release_checksums_file(
+    tmp_path: Path, cache: Path
+) -> None:
     site = tmp_path / "zot"
     assets = zot_release_dir(site, "v2.1.20")
     binary = assets["zot-linux-amd64"]
@@ -343,8 +344,10 @@ def test_zot_digest_from_config_or_from_the_release_checksums_file(tmp_path: Pat
         assert srv.hits["/v2.1.20/checksums.sha256.txt"] == 1
         assert "/v2.1.20/zot-linux-amd64.sha256" not in srv.hits
         minimal = ZotConfig(url=f"{srv.url}/{{version}}/zot-linux-amd64-minimal")
-        assert releases.fetch_zot(minimal, cache=cache).read_bytes() == assets[
-            "zot-linux-amd64-minimal"]
+        assert (
+            releases.fetch_zot(minimal, cache=cache).read_bytes()
+            == assets["zot-linux-amd64-minimal"]
+        )
         pinned = ZotConfig(url=template, sha256=digest)
         assert releases.zot_release(pinned).assets[0].sha256 == digest
         assert releases.fetch_zot(pinned, cache=cache) == cache / digest / "zot-linux-amd64"
@@ -352,6 +355,9 @@ def test_zot_digest_from_config_or_from_the_release_checksums_file(tmp_path: Pat
         with pytest.raises(DownloadError, match="checksum mismatch"):
             releases.fetch_zot(wrong, cache=cache)
         missing = ZotConfig(url=f"{srv.url}/{{version}}/zot-freebsd-amd64")
-        with pytest.raises(DownloadError, match=r"checksums.sha256.txt lists no sha256 for "
-                                                r"zot-freebsd-amd64"):
+        with pytest.raises(
+            DownloadError,
+            match=r"checksums.sha256.txt lists no sha256 for "
+            r"zot-freebsd-amd64",
+        ):
             releases.fetch_zot(missing, cache=cache)

@@ -50,15 +50,20 @@ def test_each_role_gets_exactly_its_secrets(identities) -> None:  # type: ignore
             assert f.mode == (0o644 if f.path.endswith(".pub") else 0o600), f
             assert f.data.decode().strip() not in repr(f)
             assert identity.token not in repr(f)
-    keys = {"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub",
-            "/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_rsa_key.pub"}
+    keys = {
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+        "/etc/ssh/ssh_host_rsa_key",
+        "/etc/ssh/ssh_host_rsa_key.pub",
+    }
     assert by_role[Role.REGISTRY] >= keys and TOKEN_FILE not in by_role[Role.REGISTRY]
     assert VRRP_AUTH_FILE in by_role[Role.LB] and TOKEN_FILE not in by_role[Role.LB]
     assert TOKEN_FILE in by_role[Role.SERVER] and TOKEN_FILE in by_role[Role.AGENT]
     assert VRRP_AUTH_FILE not in by_role[Role.SERVER] | by_role[Role.AGENT]
     server = topology.master(plex)
-    token = next(f for f in identity.private_files(server.name, server.role)
-                 if f.path == TOKEN_FILE)
+    token = next(
+        f for f in identity.private_files(server.name, server.role) if f.path == TOKEN_FILE
+    )
     assert yaml.safe_load(token.data) == {"token": identity.token}
     lb = next(n for n in topology.nodes(plex) if n.role is Role.LB)
     auth = next(f for f in identity.private_files(lb.name, lb.role) if f.path == VRRP_AUTH_FILE)
@@ -80,9 +85,8 @@ def test_scan_finds_secrets_across_chunk_boundaries() -> None:
     data = b"\x00" * 1000 + b"xxTOKEN-123456yy" + b"\xff" * 500 + b"TOKEN-123456"
     needles = [("token", "TOKEN-123456"), ("other", "absent-needle")]
     for size in (1, 3, 7, 64, 5000):
-        chunks = [data[i:i + size] for i in range(0, len(data), size)]
-        assert scan(chunks, needles) == [Hit("token", 1002),
-                                         Hit("token", 1516)], size
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert scan(chunks, needles) == [Hit("token", 1002), Hit("token", 1516)], size
 
 
 @pytest.mark.parametrize("name", PLEXES)
@@ -90,21 +94,37 @@ def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> N
     """What goes into images: every role's rendered files (containers), and for MicroOS the
     files tarball and the Packer template. None may contain any secret of the identity."""
     plex, identity = identities[name]
-    needles = list(identity.secret_needles(
-        [(n.name, n.role) for n in topology.nodes(plex, reserved=True)]))
+    needles = list(
+        identity.secret_needles([(n.name, n.role) for n in topology.nodes(plex, reserved=True)])
+    )
     assert len(needles) > 10
     renderer = Renderer(REPO / "bake" / "templates")
     for role in (r for r, rc in plex.roles.items() if rc.count):
         rr = load_role_recipe(REPO / "bake", role, plex.registry.engine)
         for base_name in {plex.os_for(role).base, MICROOS}:
             base = load_base_image(REPO / "images", base_name)
-            recipe = make_recipe(plex, role, rr, base, renderer,
-                                 template_context(plex, identity, role), fixed_artifacts(plex))
+            recipe = make_recipe(
+                plex,
+                role,
+                rr,
+                base,
+                renderer,
+                template_context(plex, identity, role),
+                fixed_artifacts(plex),
+            )
             blobs = [f.content for f in recipe.layer.files]
             blobs.append(json.dumps(recipe.provenance()).encode())
             if base.kind == "qcow2":
                 blobs.append(files_tarball(vm_files(plex, recipe)))
-                blobs.append(json.dumps(packer_template(
-                    plex, recipe, BuildPaths.placeholder(recipe), PLACEHOLDER_CHECKSUM,
-                    VmSpec.for_role(plex, role))).encode())
+                blobs.append(
+                    json.dumps(
+                        packer_template(
+                            plex,
+                            recipe,
+                            BuildPaths.placeholder(recipe),
+                            PLACEHOLDER_CHECKSUM,
+                            VmSpec.for_role(plex, role),
+                        )
+                    ).encode()
+                )
             assert scan(blobs, needles) == [], (name, role, base_name)

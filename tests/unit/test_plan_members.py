@@ -20,18 +20,19 @@ WHY = "Offline: No heartbeat since 31s"
 def setup():  # type: ignore[no-untyped-def]
     data = yaml.safe_load((ROOT / "plexes" / "omniplex.yaml").read_text())
     plex = parse_plex(yaml.safe_dump(data), "omniplex.yaml")
-    images = {r: ImageRef(r, f"d-{r.value}", f"fp-{r.value}", f"omniplex/{r.value}")
-              for r in Role}
-    empty = Observed(plex.name, plex.incus.project,
-                     members={"alpha": "", "beta": "", "gamma": ""})
+    images = {r: ImageRef(r, f"d-{r.value}", f"fp-{r.value}", f"omniplex/{r.value}") for r in Role}
+    empty = Observed(plex.name, plex.incus.project, members={"alpha": "", "beta": "", "gamma": ""})
     return plex, images, simulate_apply(make_plan(plex, images, empty), empty)
 
 
 def lose(observed: Observed, member: str) -> Observed:
-    instances = {n: dataclasses.replace(i, status="Error") if i.location == member else i
-                 for n, i in observed.instances.items()}
-    return dataclasses.replace(observed, instances=instances,
-                               members={**observed.members, member: WHY})
+    instances = {
+        n: dataclasses.replace(i, status="Error") if i.location == member else i
+        for n, i in observed.instances.items()
+    }
+    return dataclasses.replace(
+        observed, instances=instances, members={**observed.members, member: WHY}
+    )
 
 
 def test_nodes_on_a_lost_member_are_kept_and_named_with_why() -> None:
@@ -56,8 +57,7 @@ def test_other_changes_still_happen_but_never_on_the_lost_member() -> None:
     newer = {**images, Role.AGENT: ImageRef(Role.AGENT, "d-agent-2", "fp2", "omniplex/agent")}
     plan = make_plan(plex, newer, observed)
     changed = {a.node for w in plan.waves for a in w}
-    assert changed == {"omniplex-agent1", "omniplex-agent2", "omniplex-agent4",
-                       "omniplex-agent5"}
+    assert changed == {"omniplex-agent1", "omniplex-agent2", "omniplex-agent4", "omniplex-agent5"}
 
 
 def test_a_lost_master_does_not_cascade_the_cluster_away() -> None:

@@ -58,17 +58,23 @@ def with_registry(plex: Plex, **changes: Any) -> Plex:
 # references and lists
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ("nginx", "docker.io/library/nginx:latest"),
-    ("nginx:1.27", "docker.io/library/nginx:1.27"),
-    ("rancher/rke2-runtime:v1.31.4-rke2r1", "docker.io/rancher/rke2-runtime:v1.31.4-rke2r1"),
-    ("docker.io/rancher/hardened-etcd:v3.5", "docker.io/rancher/hardened-etcd:v3.5"),
-    ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
-    ("ghcr.io/project-zot/zot-linux-amd64:v2.1.2", "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"),
-    ("lab.internal:5000/team/app:2", "lab.internal:5000/team/app:2"),
-    ("localhost/app", "localhost/app:latest"),
-    (f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}"),
-])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("nginx", "docker.io/library/nginx:latest"),
+        ("nginx:1.27", "docker.io/library/nginx:1.27"),
+        ("rancher/rke2-runtime:v1.31.4-rke2r1", "docker.io/rancher/rke2-runtime:v1.31.4-rke2r1"),
+        ("docker.io/rancher/hardened-etcd:v3.5", "docker.io/rancher/hardened-etcd:v3.5"),
+        ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
+        (
+            "ghcr.io/project-zot/zot-linux-amd64:v2.1.2",
+            "ghcr.io/project-zot/zot-linux-amd64:v2.1.2",
+        ),
+        ("lab.internal:5000/team/app:2", "lab.internal:5000/team/app:2"),
+        ("localhost/app", "localhost/app:latest"),
+        (f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}"),
+    ],
+)
 def test_parse_reference(text: str, want: str) -> None:
     assert str(ops.parse_reference(text)) == want
 
@@ -88,9 +94,13 @@ def test_cache_path_per_engine() -> None:
     ref = ops.parse_reference("docker.io/library/nginx:1")
     plex = demo()
     assert ops.cache_path(plex, ref) == (5000, "/v2/library/nginx")
-    two = with_registry(plex, upstreams=(
-        Upstream(name="quay.io", url="https://quay.io"),
-        Upstream(name="docker.io", url="https://registry-1.docker.io")))
+    two = with_registry(
+        plex,
+        upstreams=(
+            Upstream(name="quay.io", url="https://quay.io"),
+            Upstream(name="docker.io", url="https://registry-1.docker.io"),
+        ),
+    )
     assert ops.cache_path(two, ref) == (5001, "/v2/library/nginx")  # one port per upstream
     z = with_registry(two, engine=Engine.ZOT)
     assert ops.cache_path(z, ref) == (5000, "/v2/docker.io/library/nginx")
@@ -139,24 +149,36 @@ def _digest(data: bytes) -> str:
 def fake_image(base: str) -> FakeCache:
     """An index with arm64 and amd64 manifests; only amd64's blobs exist."""
     config, layer = b'{"os":"linux"}', b"layer-bytes" * 100
-    amd = json.dumps({"schemaVersion": 2,
-                      "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "config": {"digest": _digest(config)},
-                      "layers": [{"digest": _digest(layer)}]}).encode()
-    index = json.dumps({"schemaVersion": 2,
-                        "mediaType": "application/vnd.oci.image.index.v1+json",
-                        "manifests": [
-                            {"digest": "sha256:" + "a" * 64,
-                             "platform": {"os": "linux", "architecture": "arm64"}},
-                            {"digest": _digest(amd),
-                             "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    amd = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": _digest(config)},
+            "layers": [{"digest": _digest(layer)}],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "digest": "sha256:" + "a" * 64,
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+                {"digest": _digest(amd), "platform": {"os": "linux", "architecture": "amd64"}},
+            ],
+        }
+    ).encode()
     oci = "application/vnd.oci.image.manifest.v1+json"
-    return FakeCache({
-        f"{base}/manifests/1.0": ("application/vnd.oci.image.index.v1+json", index),
-        f"{base}/manifests/{_digest(amd)}": (oci, amd),
-        f"{base}/blobs/{_digest(config)}": ("", config),
-        f"{base}/blobs/{_digest(layer)}": ("", layer),
-    })
+    return FakeCache(
+        {
+            f"{base}/manifests/1.0": ("application/vnd.oci.image.index.v1+json", index),
+            f"{base}/manifests/{_digest(amd)}": (oci, amd),
+            f"{base}/blobs/{_digest(config)}": ("", config),
+            f"{base}/blobs/{_digest(layer)}": ("", layer),
+        }
+    )
 
 
 def test_warm_follows_the_index_to_linux_amd64_and_drains_every_blob() -> None:
@@ -177,11 +199,11 @@ def test_warm_uses_the_zot_prefix() -> None:
 def test_warm_reports_each_failure_and_goes_on() -> None:
     cache = fake_image("/v2/library/app")
     missing_blob = dict(cache.objects)
-    del missing_blob[next(k for k in missing_blob if k.endswith(
-        _digest(b"layer-bytes" * 100)))]
+    del missing_blob[next(k for k in missing_blob if k.endswith(_digest(b"layer-bytes" * 100)))]
     seen: list[ops.Warmed] = []
-    results = ops.warm(demo(), cache, ["app:2.0", "quay.io/a/b:1", "Bad Ref", "app:1.0"],
-                       seen.append)
+    results = ops.warm(
+        demo(), cache, ["app:2.0", "quay.io/a/b:1", "Bad Ref", "app:1.0"], seen.append
+    )
     assert [w.ok for w in results] == [False, False, False, True]
     assert seen == results
     assert "HTTP 404" in (results[0].error or "")
@@ -192,8 +214,17 @@ def test_warm_reports_each_failure_and_goes_on() -> None:
 
 
 def test_warm_without_an_amd64_manifest_fails() -> None:
-    index = json.dumps({"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-        {"digest": "sha256:" + "b" * 64, "platform": {"os": "linux", "architecture": "arm64"}}]})
+    index = json.dumps(
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "digest": "sha256:" + "b" * 64,
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                }
+            ],
+        }
+    )
     cache = FakeCache({"/v2/library/app/manifests/1": ("", index.encode())})
     [w] = ops.warm(demo(), cache, ["app:1"])
     assert not w.ok and "linux/amd64" in (w.error or "")
@@ -212,32 +243,46 @@ def test_distribution_hits_from_a_real_log() -> None:
 
 def test_distribution_hits_count_containerd_mirror_requests() -> None:
     # containerd sends `?ns=<upstream>` on every request to a mirror (seen in the real run).
-    log = (f'10.77.0.31 - - [22/Nov/2026:01:30:00 +0000] "GET /v2/library/plextest/blobs/{D1}'
-           f'?ns=docker.io HTTP/1.1" 200 197 "" "containerd/1.6.20"\n')
+    log = (
+        f'10.77.0.31 - - [22/Nov/2026:01:30:00 +0000] "GET /v2/library/plextest/blobs/{D1}'
+        f'?ns=docker.io HTTP/1.1" 200 197 "" "containerd/1.6.20"\n'
+    )
     assert ops.distribution_hits(LOG + log) == (2, 2)
 
 
 def test_parse_curl_output() -> None:
     r = ops._parse_curl('{"repositories":[]}\n%PLEX%\n200\napplication/json; charset=utf-8')
-    assert (r.status, r.content_type, r.body) == (200, "application/json; charset=utf-8",
-                                                  '{"repositories":[]}')
+    assert (r.status, r.content_type, r.body) == (
+        200,
+        "application/json; charset=utf-8",
+        '{"repositories":[]}',
+    )
     assert ops._parse_curl("curl: (7) refused").status == 0
 
 
 def test_catalog_follows_pages() -> None:
-    cache = FakeCache({
-        "/v2/_catalog?n=2": ("", b'{"repositories":["a","b"]}'),
-        "/v2/_catalog?n=2&last=b": ("", b'{"repositories":["c"]}')})
+    cache = FakeCache(
+        {
+            "/v2/_catalog?n=2": ("", b'{"repositories":["a","b"]}'),
+            "/v2/_catalog?n=2&last=b": ("", b'{"repositories":["c"]}'),
+        }
+    )
     assert ops._catalog(cache, 5000, page_size=2) == ["a", "b", "c"]
 
 
 def test_parse_tag_paths() -> None:
     root = "/var/lib/docker-registry/docker.io/docker/registry/v2/repositories"
-    out = "\n".join([f"{root}/library/plextest/_manifests/tags/1.0/current",
-                     f"{root}/rancher/rke2-runtime/_manifests/tags/v1/current",
-                     f"{root}/library/plextest/_manifests/tags/0.9/current"])
-    assert ops.parse_tag_paths(out) == {"library/plextest": ["0.9", "1.0"],
-                                        "rancher/rke2-runtime": ["v1"]}
+    out = "\n".join(
+        [
+            f"{root}/library/plextest/_manifests/tags/1.0/current",
+            f"{root}/rancher/rke2-runtime/_manifests/tags/v1/current",
+            f"{root}/library/plextest/_manifests/tags/0.9/current",
+        ]
+    )
+    assert ops.parse_tag_paths(out) == {
+        "library/plextest": ["0.9", "1.0"],
+        "rancher/rke2-runtime": ["v1"],
+    }
 
 
 # What zot's /metrics answers (promhttp text exposition of the counters declared in
@@ -270,9 +315,12 @@ zot_repo_uploads_total{repo="docker.io/library/nginx"} 2
 
 def test_zot_counters_sum_by_repo() -> None:
     assert zot_metrics.counters(ZOT_METRICS, zot_metrics.DOWNLOADS) == {
-        "docker.io/library/busybox": 6.0, "docker.io/library/nginx": 2.0}
+        "docker.io/library/busybox": 6.0,
+        "docker.io/library/nginx": 2.0,
+    }
     assert zot_metrics.counters(ZOT_METRICS, "zot_repo_storage_bytes") == {
-        "docker.io/library/busybox": 2166784.0}
+        "docker.io/library/busybox": 2166784.0
+    }
 
 
 def test_zot_hits_and_misses_from_its_metrics() -> None:
@@ -283,14 +331,19 @@ def test_zot_hits_and_misses_from_its_metrics() -> None:
 
 
 def test_stats_for_zot_over_a_fake_cache() -> None:
-    plex = demo().model_copy(update={"registry": demo().registry.model_copy(
-        update={"engine": Engine.ZOT})})
-    cache = FakeCache({
-        "/v2/_catalog?n=1000": ("application/json",
-                                b'{"repositories":["docker.io/library/busybox"]}'),
-        "/v2/docker.io/library/busybox/tags/list": ("application/json",
-                                                    b'{"tags":["1.36"]}'),
-        "/metrics": ("text/plain; version=0.0.4", ZOT_METRICS.encode())})
+    plex = demo().model_copy(
+        update={"registry": demo().registry.model_copy(update={"engine": Engine.ZOT})}
+    )
+    cache = FakeCache(
+        {
+            "/v2/_catalog?n=1000": (
+                "application/json",
+                b'{"repositories":["docker.io/library/busybox"]}',
+            ),
+            "/v2/docker.io/library/busybox/tags/list": ("application/json", b'{"tags":["1.36"]}'),
+            "/metrics": ("text/plain; version=0.0.4", ZOT_METRICS.encode()),
+        }
+    )
     st = ops.stats(plex, cache, "incus")
     assert (st.hits, st.misses) == (4, 4)
     assert st.repositories == (ops.Repository("docker.io", "library/busybox", ("1.36",)),)
@@ -309,14 +362,20 @@ def test_stats_for_distribution_over_a_fake_cache() -> None:
         def access_log(self, upstream: str) -> str:
             return LOG
 
-    cache = Cache({"/v2/_catalog?n=1000": ("application/json",
-                                             b'{"repositories":["library/plextest"]}')})
+    cache = Cache(
+        {"/v2/_catalog?n=1000": ("application/json", b'{"repositories":["library/plextest"]}')}
+    )
     st = ops.stats(demo(), cache, "incus")
     assert st.to_json() == {
-        "plex": "demo", "engine": "distribution", "runtime": "incus",
-        "repositories": [{"upstream": "docker.io", "name": "library/plextest",
-                          "tags": ["1.0"]}],
-        "size_bytes": 1234, "hits": 1, "misses": 2, "note": st.note}
+        "plex": "demo",
+        "engine": "distribution",
+        "runtime": "incus",
+        "repositories": [{"upstream": "docker.io", "name": "library/plextest", "tags": ["1.0"]}],
+        "size_bytes": 1234,
+        "hits": 1,
+        "misses": 2,
+        "note": st.note,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,8 +392,7 @@ def test_registry_only_keeps_the_registry_node_and_its_spec() -> None:
 
     image = ImageRef(Role.REGISTRY, "d" * 64, "f" * 64, "demo/registry")
     profile = RoleProfile(config={}, devices={})
-    assert instance_spec(alone, node, image, profile) == instance_spec(plex, node, image,
-                                                                      profile)
+    assert instance_spec(alone, node, image, profile) == instance_spec(plex, node, image, profile)
 
 
 @dataclass
@@ -350,8 +408,9 @@ class RecordingIncus:
             return ExecResult(0, f"{argv[2]}:x:121:\n", "")
         return ExecResult(0, "", "")
 
-    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
-                  gid: int = 0) -> None:
+    def push_file(
+        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         self.calls.append(("push", name, path, len(data), mode, uid, gid))
         self.modes[path] = mode
 
@@ -370,10 +429,18 @@ def test_push_credentials_writes_only_secret_files_and_restarts_their_units() ->
     pushes = [c for c in incus.calls if c[0] == "push"]
     assert [(c[2], c[4], c[6]) for c in pushes] == [
         ("/etc/docker/registry/docker.io.yml", 0o640, 121),
-        ("/etc/docker/registry/quay.io.yml", 0o640, 121)]
-    assert incus.calls[-1] == ("exec", "four-registry1", (
-        "systemctl", "restart", "plex-registry@docker.io.service",
-        "plex-registry@quay.io.service"))
+        ("/etc/docker/registry/quay.io.yml", 0o640, 121),
+    ]
+    assert incus.calls[-1] == (
+        "exec",
+        "four-registry1",
+        (
+            "systemctl",
+            "restart",
+            "plex-registry@docker.io.service",
+            "plex-registry@quay.io.service",
+        ),
+    )
     # Nothing recorded carries a password.
     assert "FAKE" not in repr(incus.calls)
 
@@ -420,8 +487,11 @@ class FakeDocker:
         self.images.add(image)
 
     def containers(self, plex: str) -> list[ContainerInfo]:
-        return [ContainerInfo(s.name, "running", s.image, {**s.labels, LABEL_SPEC: s.digest()})
-                for s in self.running.values() if s.labels.get(LABEL_PLEX) == plex]
+        return [
+            ContainerInfo(s.name, "running", s.image, {**s.labels, LABEL_SPEC: s.digest()})
+            for s in self.running.values()
+            if s.labels.get(LABEL_PLEX) == plex
+        ]
 
     def run(self, spec: ContainerSpec) -> None:
         assert spec.image in self.images
@@ -440,8 +510,10 @@ class FakeDocker:
 
 
 def docker_plex(**changes: Any) -> Plex:
-    ups = (Upstream(name="docker.io", url="https://registry-1.docker.io"),
-           Upstream(name="lab.internal:5000", url="http://10.77.0.2:5000"))
+    ups = (
+        Upstream(name="docker.io", url="https://registry-1.docker.io"),
+        Upstream(name="lab.internal:5000", url="http://10.77.0.2:5000"),
+    )
     return with_registry(demo(), runtime=Runtime.DOCKER, upstreams=ups, **changes)
 
 
@@ -461,8 +533,11 @@ def test_docker_specs_for_distribution_one_container_per_upstream() -> None:
 def test_docker_specs_keep_logins_secret() -> None:
     creds_path = GOLDEN / "cases" / "credentials.yaml"
     creds = parse_credentials(creds_path.read_text(), str(creds_path))
-    four = with_registry(load_plex(GOLDEN / "cases" / "four.yaml"), engine=Engine.DISTRIBUTION,
-                         runtime=Runtime.DOCKER)
+    four = with_registry(
+        load_plex(GOLDEN / "cases" / "four.yaml"),
+        engine=Engine.DISTRIBUTION,
+        runtime=Runtime.DOCKER,
+    )
     specs = ops.docker_specs(four, creds)
     cfg = specs[0].files[0]
     assert cfg.secret and cfg.mode == 0o600
@@ -487,29 +562,38 @@ def test_up_docker_creates_then_keeps_then_replaces_what_changed() -> None:
     plex = docker_plex()
     first = ops.up_docker(plex, docker)
     assert first.volume_created and first.runtime == "docker"
-    assert docker.calls == [("volume", "demo-registry-cache"), ("pull", "registry:2"),
-                            ("run", "demo-registry-docker.io"),
-                            ("run", "demo-registry-lab.internal-5000")]
+    assert docker.calls == [
+        ("volume", "demo-registry-cache"),
+        ("pull", "registry:2"),
+        ("run", "demo-registry-docker.io"),
+        ("run", "demo-registry-lab.internal-5000"),
+    ]
     assert first.endpoints == ("http://10.77.0.5:5000", "http://10.77.0.5:5001")
     docker.calls.clear()
     again = ops.up_docker(plex, docker)
     assert docker.calls == [] and not again.volume_created
-    assert again.actions == ("demo-registry-docker.io: keep",
-                             "demo-registry-lab.internal-5000: keep")
+    assert again.actions == (
+        "demo-registry-docker.io: keep",
+        "demo-registry-lab.internal-5000: keep",
+    )
     # One upstream fewer, the other moved to another port: replace one, remove the other.
     moved = with_registry(plex, port=6000, upstreams=plex.registry.upstreams[:1])
     ops.up_docker(moved, docker)
-    assert docker.calls == [("remove", "demo-registry-docker.io"),
-                            ("run", "demo-registry-docker.io"),
-                            ("remove", "demo-registry-lab.internal-5000")]
+    assert docker.calls == [
+        ("remove", "demo-registry-docker.io"),
+        ("run", "demo-registry-docker.io"),
+        ("remove", "demo-registry-lab.internal-5000"),
+    ]
 
 
 def test_down_docker_keeps_the_volume_unless_everything() -> None:
     docker = FakeDocker()
     plex = docker_plex()
     ops.up_docker(plex, docker)
-    assert ops.down_docker(plex, docker) == ["demo-registry-docker.io",
-                                             "demo-registry-lab.internal-5000"]
+    assert ops.down_docker(plex, docker) == [
+        "demo-registry-docker.io",
+        "demo-registry-lab.internal-5000",
+    ]
     assert "demo-registry-cache" in docker.volumes
     ops.up_docker(plex, docker)
     assert ops.down_docker(plex, docker, everything=True)[-1] == "volume demo-registry-cache"

@@ -32,7 +32,6 @@ def load_case(name: str, engine: Engine = Engine.ZOT) -> Plex:
     return golden_case(name, engine)
 
 
-
 @pytest.mark.parametrize("case", CASES)
 def test_golden_zot_files(case: str) -> None:
     check_golden(f"{case}-zot.txt", bundle(engine_files(load_case(case))))
@@ -51,8 +50,13 @@ SAMPLE_VERSIONS = ["v2.1.0", "v2.1.2", "v2.1.3", "v2.1.11", "v2.1.20"]
 
 def with_version(plex: Plex, version: str) -> Plex:
     reg = plex.registry
-    return plex.model_copy(update={"registry": reg.model_copy(update={
-        "zot": reg.zot.model_copy(update={"version": version})})})
+    return plex.model_copy(
+        update={
+            "registry": reg.model_copy(
+                update={"zot": reg.zot.model_copy(update={"version": version})}
+            )
+        }
+    )
 
 
 def test_the_key_data_names_its_upstream_source_for_every_key() -> None:
@@ -64,7 +68,9 @@ def test_the_key_data_names_its_upstream_source_for_every_key() -> None:
         assert entry["since"] in data["versions"], path
     # The facts the issue is about, as zot's structs say them.
     assert zot_keys.key_source("extensions.sync.registries[].preserveDigest") == {
-        "file": "pkg/extensions/config/sync/config.go", "since": "v2.1.3"}
+        "file": "pkg/extensions/config/sync/config.go",
+        "since": "v2.1.3",
+    }
     assert zot_keys.key_source("http.compat")["since"] == "v2.1.2"  # type: ignore[index]
 
 
@@ -82,13 +88,13 @@ def test_the_check_refuses_what_plex_rendered_before_the_fix() -> None:
 @pytest.mark.parametrize("version", SAMPLE_VERSIONS)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("creds_path", [CREDENTIALS_PATH, None])
-def test_every_rendered_config_passes_its_releases_check(case: str, creds_path: str | None,
-                                                          version: str) -> None:
+def test_every_rendered_config_passes_its_releases_check(
+    case: str, creds_path: str | None, version: str
+) -> None:
     doc = zot_config(with_version(load_case(case), version), creds_path)
     assert zot_keys.unknown_keys(doc, version) == []
     regs = doc["extensions"]["sync"]["registries"]
-    has_preserve = zot_keys.keys_for(version).accepts(
-        "extensions.sync.registries[].preserveDigest")
+    has_preserve = zot_keys.keys_for(version).accepts("extensions.sync.registries[].preserveDigest")
     assert all(("preserveDigest" in r) == has_preserve for r in regs)
     assert ("compat" in doc["http"]) == (version != "v2.1.0")
 
@@ -108,14 +114,19 @@ def test_the_check_works_like_viper_and_mapstructure() -> None:
     doc["storage"]["storageDriver"] = {"name": "s3", "anything": {"goes": 1}}  # map[string]any
     doc["storage"]["subPaths"] = {"/a": {"rootDirectory": "/a", "dedup": True}}
     assert zot_keys.unknown_keys(doc, "v2.1.20") == [
-        "storage.subpaths./a.dedup", "extensions.sync.registries[0].bogus"]
+        "storage.subpaths./a.dedup",
+        "extensions.sync.registries[0].bogus",
+    ]
     # A newer release than the data knows is held to the newest known set.
     assert zot_keys.keys_for("v2.9.0").version == DEFAULT_VERSION
 
 
 def test_a_zot_release_plex_has_no_keys_for_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"registry.zot.version: zot v2.0.4 is older than "
-                                          r"v2.1.0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"registry.zot.version: zot v2.0.4 is older than "
+        r"v2.1.0",
+    ):
         zot_config(with_version(load_case("one"), "v2.0.4"))
 
 
@@ -128,7 +139,9 @@ def test_pull_through_settings() -> None:
     assert cfg["storage"]["rootDirectory"] == "/var/lib/registry"
     regs = cfg["extensions"]["sync"]["registries"]
     assert [r["urls"] for r in regs] == [
-        ["https://registry-1.docker.io"], ["https://ghcr.io"], ["https://quay.io"],
+        ["https://registry-1.docker.io"],
+        ["https://ghcr.io"],
+        ["https://quay.io"],
         ["https://registry.k8s.io"],
     ]
     for r, name in zip(regs, ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io"), strict=True):
@@ -182,8 +195,17 @@ def test_credentials_for_an_unknown_upstream_are_refused() -> None:
 
 def test_insecure_https_upstream() -> None:
     plex = load_case("one")
-    plex = plex.model_copy(update={"registry": plex.registry.model_copy(update={"upstreams": (
-        Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False),)})})
+    plex = plex.model_copy(
+        update={
+            "registry": plex.registry.model_copy(
+                update={
+                    "upstreams": (
+                        Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False),
+                    )
+                }
+            )
+        }
+    )
     (reg,) = zot_config(plex)["extensions"]["sync"]["registries"]
     assert reg["tlsVerify"] is False
 
