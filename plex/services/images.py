@@ -963,17 +963,6 @@ def list_images(incus: Incus, plex_name: str) -> list[Row]:
     return rows
 
 
-def human_size(n: int) -> str:
-    if not n:
-        return "-"
-    f = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if f < 1024 or unit == "GiB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return str(n)
-
-
 __all__ = [
     "Manifest",
     "Packed",
@@ -984,7 +973,6 @@ __all__ = [
     "artifact_name",
     "export_image",
     "find_entry",
-    "human_size",
     "import_image",
     "iter_artifact_members",
     "list_images",

@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from plex.model.sizes import human_size
 from plex.store.state import plex_dir, write_private
 
 FORMAT = "plex-nightly/1"
@@ -195,17 +196,6 @@ code { font-family: ui-monospace, monospace; font-size: 12px; }
 """
 
 
-def _size(n: Any) -> str:
-    f = float(n or 0)
-    if not f:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if f < 1024 or unit == "GiB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1024
-    return str(n)
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], num: Sequence[int] = ()) -> str:
     if not rows:
         return '<p class="skipped">nothing</p>'
@@ -256,7 +246,7 @@ def render_html(run: dict[str, Any], history: Sequence[dict[str, Any]]) -> str:
                 else ("built (package layer cached)" if b.get("package_cached") else "built"),
                 f"{_code(b.get('package_digest'))} {escape(b.get('channel') or '')}",
                 f"{float(b['seconds']):.1f}",
-                _size(b.get("size")),
+                human_size(b.get("size") or None),
             ]
             for b in run.get("bake", [])
         ],

@@ -12,6 +12,7 @@ from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
 from plex.model.plex import Plex, Role, Virt
+from plex.model.sizes import human_size
 
 ROLE_HELP = "role to bake: lb, server, agent, registry or all (repeatable)"
 
@@ -132,20 +133,8 @@ def _render(results: list, as_json: bool) -> None:  # type: ignore[type-arg]
                 else ("built (package layer cached)" if r.package_cached else "built"),
                 f"{r.package_digest[:12]} ({r.channel})" if r.channel else "-",
                 f"{r.seconds:.1f}",
-                _size(r.size),
+                human_size(r.size),
             ]
             for r in results
         ],
     )
-
-
-def _size(n: int) -> str:
-    if not n:
-        return "-"
-    units = ["B", "KiB", "MiB", "GiB"]
-    f = float(n)
-    for u in units:
-        if f < 1024 or u == units[-1]:
-            return f"{f:.0f} {u}" if u == "B" else f"{f:.1f} {u}"
-        f /= 1024
-    return str(n)

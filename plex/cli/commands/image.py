@@ -12,6 +12,7 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
+from plex.model.sizes import human_size
 
 image_app = typer.Typer(no_args_is_help=True, help="Image artifacts: list, export, import, prune.")
 app.add_typer(
@@ -26,7 +27,6 @@ DEFAULT_DEST = Path("images/out")
 @contextmanager
 def _bytes_progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """A byte counter on the progress display; updates at most ten times a second."""
-    from plex.services.images import human_size
 
     prog = ui.progress()
     task = prog.add_task("starting", label=label, total=None)
@@ -61,7 +61,7 @@ def _bytes_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 def list_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     """The plex's images: catalog joined with Incus, newest first per role."""
     from plex.backends.incus import connect
-    from plex.services.images import human_size, list_images
+    from plex.services.images import list_images
 
     as_json = check_output(output)
     p = get_plex(plex)
@@ -102,7 +102,7 @@ def export_cli(
 ) -> None:
     """Write <plex>-<role>-<digest12>.tar.zst (a unified Incus image) and its .json manifest."""
     from plex.backends.incus import connect
-    from plex.services.images import artifact_name, export_image, human_size
+    from plex.services.images import artifact_name, export_image
 
     as_json = check_output(output)
     p = get_plex(plex)

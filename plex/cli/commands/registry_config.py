@@ -18,6 +18,7 @@ from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 from plex.cli.commands.bake import project_root
 from plex.errors import BackendError, UsageError
 from plex.model.plex import Engine, Plex, Runtime
+from plex.model.sizes import human_size
 from plex.registry import mirrors
 from plex.registry.distribution import distribution_proxies
 from plex.registry.zot import zot_config
@@ -92,17 +93,6 @@ def _cache(p: Plex) -> ops.Cache:
     return ops.IncusCache(p, connect(p.incus))
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
 @registry_app.command("up")
 def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
            output: OutputOpt = "table") -> None:
@@ -159,7 +149,7 @@ def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table
     def report(w: ops.Warmed) -> None:
         if not as_json:
             mark = "[green]ok[/green]" if w.ok else f"[red]failed[/red]: {w.error}"
-            ui.info(f"  {w.image}: {mark} ({w.blobs} blobs, {_size(w.bytes)}, "
+            ui.info(f"  {w.image}: {mark} ({w.blobs} blobs, {human_size(w.bytes, zero='0 B')}, "
                     f"{w.seconds:.1f}s)")
 
     results = ops.warm(p, cache, refs, report)
@@ -187,4 +177,4 @@ def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
              ["upstream", "repository", "tags"],
              [[r.upstream, r.name, ", ".join(r.tags)] for r in st.repositories])
     hm = "not exposed" if st.hits is None else f"{st.hits} hits, {st.misses} misses"
-    ui.info(f"size {_size(st.size_bytes)}; {hm} ({st.note})")
+    ui.info(f"size {human_size(st.size_bytes, zero='0 B')}; {hm} ({st.note})")
