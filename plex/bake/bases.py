@@ -3,13 +3,62 @@ will use them: before any download, and by `plex validate`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from plex.bake.packer_template import Qcow2Base
-from plex.bake.recipe import load_base_image
+from plex.bake.recipe import BaseImage, load_base_image
 from plex.errors import ConfigError, ConfigErrors
 from plex.model.plex import Plex, Role, Virt
+
+
+class Rke2Install(StrEnum):
+    """How RKE2 gets into the image: `rke2_install:` in the base definition (default tar)."""
+
+    TAR = "tar"  # the verified release tarball (the same bytes as the containers), /opt/rke2
+    RPM = "rpm"  # rke2-<type> from the rancher RPM repository, inside a transaction
+
+
+@dataclass(frozen=True)
+class Qcow2Base:
+    """A `kind: qcow2` base definition (images/opensuse-microos.yaml)."""
+
+    name: str
+    url: str
+    checksum_url: str
+    rke2_install: Rke2Install
+
+    @property
+    def filename(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    @classmethod
+    def from_base(cls, base: BaseImage, images_dir: str = "images") -> Qcow2Base:
+        file = f"{images_dir}/{base.name}.yaml"
+
+        def bad(path: str, problem: str) -> ConfigErrors:
+            return ConfigErrors([ConfigError(file, path, problem)])
+
+        if base.kind != "qcow2":
+            raise bad("kind", f"'{base.kind}' is not a VM base (VM images need kind: qcow2)")
+        if base.family != "suse":
+            raise bad(
+                "family",
+                "the Packer template installs with transactional-update: "
+                "only family: suse (MicroOS) is supported",
+            )
+        for key in ("url", "checksum_url"):
+            value = base.data.get(key)
+            if not isinstance(value, str) or not re.fullmatch(r"https?://\S+", value):
+                raise bad(key, "must be an http(s) URL")
+        method = base.data.get("rke2_install", Rke2Install.TAR.value)
+        try:
+            install = Rke2Install(method)
+        except ValueError:
+            raise bad("rke2_install", f"'{method}' is not tar or rpm") from None
+        return cls(base.name, base.data["url"], base.data["checksum_url"], install)
 
 
 def vm_bases(plex: Plex, roles: Sequence[Role], images: Path) -> dict[Role, Qcow2Base]:

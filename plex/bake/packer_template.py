@@ -37,13 +37,12 @@ import shlex
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from plex.bake.bases import Qcow2Base, Rke2Install
 from plex.bake.recipe import (
     NODES_DIR,
     RECIPE_FORMAT,
-    BaseImage,
     Recipe,
     RenderedFile,
     digest_of,
@@ -55,7 +54,7 @@ from plex.bake.windows import (
     rebootmgr_conf,
     transactional_update_conf,
 )
-from plex.errors import ConfigError, ConfigErrors
+from plex.errors import ConfigError
 from plex.model import topology
 from plex.model.plex import Plex, Role
 
@@ -73,53 +72,6 @@ FILES_TAR = "plex-files.tar"
 # by default; the distribution's own network managers are disabled in the image.
 MICROOS_PACKAGES = ("systemd-network",)
 OTHER_NETWORK_MANAGERS = ("NetworkManager.service", "wicked.service")
-
-
-class Rke2Install(StrEnum):
-    """How RKE2 gets into the image: `rke2_install:` in the base definition (default tar)."""
-
-    TAR = "tar"  # the verified release tarball (the same bytes as the containers), /opt/rke2
-    RPM = "rpm"  # rke2-<type> from the rancher RPM repository, inside a transaction
-
-
-@dataclass(frozen=True)
-class Qcow2Base:
-    """A `kind: qcow2` base definition (images/opensuse-microos.yaml)."""
-
-    name: str
-    url: str
-    checksum_url: str
-    rke2_install: Rke2Install
-
-    @property
-    def filename(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
-
-    @classmethod
-    def from_base(cls, base: BaseImage, images_dir: str = "images") -> Qcow2Base:
-        file = f"{images_dir}/{base.name}.yaml"
-
-        def bad(path: str, problem: str) -> ConfigErrors:
-            return ConfigErrors([ConfigError(file, path, problem)])
-
-        if base.kind != "qcow2":
-            raise bad("kind", f"'{base.kind}' is not a VM base (VM images need kind: qcow2)")
-        if base.family != "suse":
-            raise bad(
-                "family",
-                "the Packer template installs with transactional-update: "
-                "only family: suse (MicroOS) is supported",
-            )
-        for key in ("url", "checksum_url"):
-            value = base.data.get(key)
-            if not isinstance(value, str) or not re.fullmatch(r"https?://\S+", value):
-                raise bad(key, "must be an http(s) URL")
-        method = base.data.get("rke2_install", Rke2Install.TAR.value)
-        try:
-            install = Rke2Install(method)
-        except ValueError:
-            raise bad("rke2_install", f"'{method}' is not tar or rpm") from None
-        return cls(base.name, base.data["url"], base.data["checksum_url"], install)
 
 
 @dataclass(frozen=True)

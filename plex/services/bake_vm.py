@@ -29,10 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from plex.backends.incus import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
-from plex.bake.bases import vm_bases
+from plex.bake.bases import Qcow2Base, vm_bases
 from plex.bake.packer_template import (
     BuildPaths,
-    Qcow2Base,
     VmSpec,
     files_tarball,
     packer_template,

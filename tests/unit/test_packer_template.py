@@ -18,11 +18,11 @@ from typing import Any, cast
 
 import pytest
 
+from plex.bake.bases import Qcow2Base
 from plex.bake.context import template_context
 from plex.bake.packer_template import (
     PLACEHOLDER_CHECKSUM,
     BuildPaths,
-    Qcow2Base,
     VmSpec,
     check_transaction_paths,
     files_tarball,
