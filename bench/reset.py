@@ -45,8 +45,16 @@ def bench_plex(project: str, pool: str, network: str, release: str, upstream: st
 
     data = yaml.safe_load((ROOT / "plexes/demo.yaml").read_text())
     data["incus"].update(project=project, pool=pool, network=network)
-    gw = subprocess.run(["incus", "network", "get", network, "ipv4.address"],
-                        capture_output=True, text=True, check=True).stdout.strip().split("/")[0]
+    gw = (
+        subprocess.run(
+            ["incus", "network", "get", network, "ipv4.address"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split("/")[0]
+    )
     net = gw.rsplit(".", 1)[0]
     data["network"].update(cidr=f"{net}.0/24", gateway=gw, dns=[gw], vip=f"{net}.10")
     data["kubernetes"]["release_url"] = release
@@ -60,8 +68,9 @@ def bench_plex(project: str, pool: str, network: str, release: str, upstream: st
 def raw_floor(incus, plex: Plex, project: str) -> float:  # type: ignore[no-untyped-def]
     """Launch the kube nodes' twins in parallel with the incus CLI; wait for boot."""
     plan, _ = make_deploy_plan(plex, incus, replace=["master"])
-    specs = [a.spec for a in plan.actions if a.spec is not None and a.role is not None
-             and a.role.is_kube]
+    specs = [
+        a.spec for a in plan.actions if a.spec is not None and a.role is not None and a.role.is_kube
+    ]
 
     def one(spec) -> None:  # type: ignore[no-untyped-def]
         # As a person would script it: init with the config, add the devices, start, wait.
@@ -75,18 +84,32 @@ def raw_floor(incus, plex: Plex, project: str) -> float:  # type: ignore[no-unty
         for dev, cfg in spec.devices.items():
             if cfg.get("type") == "nic" or dev == "root":
                 continue  # the plex's nodes hold these addresses: boot without a NIC
-            subprocess.run(["incus", "config", "device", "add", name, dev, cfg["type"],
-                            *(f"{k}={v}" for k, v in cfg.items() if k != "type"), *p],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "incus",
+                    "config",
+                    "device",
+                    "add",
+                    name,
+                    dev,
+                    cfg["type"],
+                    *(f"{k}={v}" for k, v in cfg.items() if k != "type"),
+                    *p,
+                ],
+                check=True,
+                capture_output=True,
+            )
         subprocess.run(["incus", "start", name, *p], check=True, capture_output=True)
         # Booted = systemd is past sysinit (starting, running or degraded). Without a NIC a
         # node's RKE2 never finishes starting, so "running" is out of reach for the floor; an
         # exec before the container's bus is up fails at once, so poll until it answers.
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            out = subprocess.run(["incus", "exec", name, *p, "--", "systemctl",
-                                  "is-system-running"],
-                                 capture_output=True, text=True).stdout.strip()
+            out = subprocess.run(
+                ["incus", "exec", name, *p, "--", "systemctl", "is-system-running"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             if out in ("starting", "running", "degraded"):
                 return
             time.sleep(0.2)
@@ -97,8 +120,10 @@ def raw_floor(incus, plex: Plex, project: str) -> float:  # type: ignore[no-unty
         list(pool.map(one, specs))
     elapsed = time.monotonic() - start
     for spec in specs:
-        subprocess.run(["incus", "delete", "--force", f"floor-{spec.name}", "--project", project],
-                       capture_output=True)
+        subprocess.run(
+            ["incus", "delete", "--force", f"floor-{spec.name}", "--project", project],
+            capture_output=True,
+        )
     return elapsed
 
 
@@ -120,8 +145,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PLEX_STATE_DIR"] = f"{tmp}/state"
         build_standin_rke2(Path(tmp) / "release")
-        gw = subprocess.run(["incus", "network", "get", args.network, "ipv4.address"],
-                            capture_output=True, text=True, check=True).stdout.split("/")[0]
+        gw = subprocess.run(
+            ["incus", "network", "get", args.network, "ipv4.address"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("/")[0]
         up = start_upstream(Path(tmp) / "upstream", gw.strip(), 5597)
         try:
             with serve_directory(Path(tmp) / "release") as srv:
@@ -144,18 +173,28 @@ def main() -> int:
 
     kube = [n for n in topology.nodes(plex) if n.role.is_kube]
     best_reset, best_floor = min(resets), min(floors)
-    print(f"reset benchmark: demo plex, {len(kube)} kube nodes replaced, pool {args.pool}, "
-          f"best of {args.runs} ({time.strftime('%F %T')})")
+    print(
+        f"reset benchmark: demo plex, {len(kube)} kube nodes replaced, pool {args.pool}, "
+        f"best of {args.runs} ({time.strftime('%F %T')})"
+    )
     print(f"{'measure':44} {'seconds':>9}")
-    print(f"{'plex reset (waves, keys, probes)':44} {best_reset:9.2f}   runs: "
-          + ", ".join(f"{r:.1f}" for r in resets))
-    print(f"{'raw floor (parallel incus launch + boot)':44} {best_floor:9.2f}   runs: "
-          + ", ".join(f"{r:.1f}" for r in floors))
+    print(
+        f"{'plex reset (waves, keys, probes)':44} {best_reset:9.2f}   runs: "
+        + ", ".join(f"{r:.1f}" for r in resets)
+    )
+    print(
+        f"{'raw floor (parallel incus launch + boot)':44} {best_floor:9.2f}   runs: "
+        + ", ".join(f"{r:.1f}" for r in floors)
+    )
     print(f"ratio plex reset / raw floor: {best_reset / best_floor:.2f}x")
     best = waves[resets.index(best_reset)]
-    print("plex reset waves (best run): " + "; ".join(
-        f"{','.join(n.removeprefix(plex.name + '-') for n in nodes)} {sec:.1f}s"
-        for nodes, sec in best))
+    print(
+        "plex reset waves (best run): "
+        + "; ".join(
+            f"{','.join(n.removeprefix(plex.name + '-') for n in nodes)} {sec:.1f}s"
+            for nodes, sec in best
+        )
+    )
     return 0
 
 

@@ -79,9 +79,7 @@ class Incus(Protocol):
     def start(self, name: str) -> None: ...
     def stop(self, name: str, force: bool = True) -> None: ...
     def delete_instance(self, name: str) -> None: ...
-    def exec(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
-    ) -> ExecResult: ...
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult: ...
     def push_file(
         self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None: ...
@@ -106,8 +104,9 @@ class Incus(Protocol):
     def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None: ...
     def delete_alias(self, alias: str) -> None: ...
     def delete_image(self, fingerprint: str) -> None: ...
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
-                      target: str | None = None) -> bool: ...
+    def ensure_volume(
+        self, pool: str, name: str, config: dict[str, str], target: str | None = None
+    ) -> bool: ...
     def delete_volume(self, pool: str, name: str) -> None: ...
     def volume_exists(self, pool: str, name: str) -> bool: ...
 
@@ -151,8 +150,9 @@ def _error_text(resp: requests.Response) -> str:
 
 @contextlib.contextmanager
 def _without_env_ca_bundle() -> Iterator[None]:
-    saved = {k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-             if k in os.environ}
+    saved = {
+        k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if k in os.environ
+    }
     try:
         yield
     finally:
@@ -209,7 +209,8 @@ class PylxdIncus:
         p = self._params(params) if project else (params or {})
         try:
             resp: requests.Response = self.client.api.session.request(
-                method, url, params=p, timeout=600, **kwargs)
+                method, url, params=p, timeout=600, **kwargs
+            )
         except requests.RequestException as e:
             raise BackendError(f"Incus {what or path}: {e}") from None
         if resp.status_code == 404 and ok_missing:
@@ -231,7 +232,10 @@ class PylxdIncus:
         op_id = operation.rsplit("/", 1)[-1]
         while True:
             resp = self._request(
-                "GET", f"operations/{op_id}/wait", params={"timeout": "60"}, what=what,
+                "GET",
+                f"operations/{op_id}/wait",
+                params={"timeout": "60"},
+                what=what,
                 project=False,
             )
             assert resp is not None
@@ -267,9 +271,11 @@ class PylxdIncus:
             "features.networks": "false",
         }
         self._sync(
-            "POST", "projects", project=False, what=f"create project {self.project}",
-            json={"name": self.project, "config": config,
-                  "description": "managed by plex"},
+            "POST",
+            "projects",
+            project=False,
+            what=f"create project {self.project}",
+            json={"name": self.project, "config": config, "description": "managed by plex"},
         )
 
     def delete_project(self) -> None:
@@ -286,7 +292,10 @@ class PylxdIncus:
             if pname != "default":
                 self._sync("DELETE", f"profiles/{pname}", what=f"delete profile {pname}")
         self._request(
-            "DELETE", f"projects/{self.project}", project=False, ok_missing=True,
+            "DELETE",
+            f"projects/{self.project}",
+            project=False,
+            ok_missing=True,
             what=f"delete project {self.project}",
         )
 
@@ -299,20 +308,39 @@ class PylxdIncus:
         """Every instance with a NIC on `network`, in every project, with its configured and
         live IPv4 addresses (read-only: for the collision check before a deploy creates)."""
         out = []
-        insts = self._sync("GET", "instances", project=False, what="list instances",
-                           params={"all-projects": "true", "recursion": "2"}) or []
+        insts = (
+            self._sync(
+                "GET",
+                "instances",
+                project=False,
+                what="list instances",
+                params={"all-projects": "true", "recursion": "2"},
+            )
+            or []
+        )
         for inst in insts:
-            nics = [d for d in (inst.get("expanded_devices") or {}).values()
-                    if d.get("type") == "nic" and d.get("network") == network]
+            nics = [
+                d
+                for d in (inst.get("expanded_devices") or {}).values()
+                if d.get("type") == "nic" and d.get("network") == network
+            ]
             if not nics:
                 continue
             addrs = {d["ipv4.address"] for d in nics if d.get("ipv4.address")}
             for iface in ((inst.get("state") or {}).get("network") or {}).values():
-                addrs |= {a["address"] for a in iface.get("addresses") or []
-                          if a.get("family") == "inet" and a.get("scope") == "global"}
-            out.append(Neighbour(project=inst.get("project", "default"), name=inst["name"],
-                                 addresses=tuple(sorted(addrs)),
-                                 plex=(inst.get("config") or {}).get(owner.PLEX)))
+                addrs |= {
+                    a["address"]
+                    for a in iface.get("addresses") or []
+                    if a.get("family") == "inet" and a.get("scope") == "global"
+                }
+            out.append(
+                Neighbour(
+                    project=inst.get("project", "default"),
+                    name=inst["name"],
+                    addresses=tuple(sorted(addrs)),
+                    plex=(inst.get("config") or {}).get(owner.PLEX),
+                )
+            )
         return out
 
     def _instances_full(self) -> list[dict[str, Any]]:
@@ -327,11 +355,16 @@ class PylxdIncus:
                 continue
             instances[inst["name"]] = _observed(inst)
         aliases = {
-            a["name"]: a["target"] for a in self._sync("GET", "images/aliases",
-                                                        params={"recursion": "1"}) or []
+            a["name"]: a["target"]
+            for a in self._sync("GET", "images/aliases", params={"recursion": "1"}) or []
         }
-        return Observed(plex=plex, project=self.project, instances=instances, aliases=aliases,
-                        members=self.members())
+        return Observed(
+            plex=plex,
+            project=self.project,
+            instances=instances,
+            aliases=aliases,
+            members=self.members(),
+        )
 
     def members(self) -> dict[str, str]:
         """Cluster members -> "" when online, else why not ("Offline: <Incus's message>");
@@ -341,11 +374,20 @@ class PylxdIncus:
         if not (info.get("environment") or {}).get("server_clustered"):
             return {}
         out = {}
-        for m in self._sync("GET", "cluster/members", project=False,
-                            params={"recursion": "1"}, what="cluster members") or []:
+        for m in (
+            self._sync(
+                "GET",
+                "cluster/members",
+                project=False,
+                params={"recursion": "1"},
+                what="cluster members",
+            )
+            or []
+        ):
             status = str(m.get("status", ""))
-            out[m["server_name"]] = "" if status == "Online" else (
-                f"{status}: {m.get('message', '')}".rstrip(": "))
+            out[m["server_name"]] = (
+                "" if status == "Online" else (f"{status}: {m.get('message', '')}".rstrip(": "))
+            )
         return out
 
     def observe_builds(self, plex: str) -> list[ObservedInstance]:
@@ -397,7 +439,9 @@ class PylxdIncus:
 
     def _state(self, name: str, action: str, force: bool = False) -> None:
         self._sync(
-            "PUT", f"instances/{name}/state", what=f"{action} {name}",
+            "PUT",
+            f"instances/{name}/state",
+            what=f"{action} {name}",
             json={"action": action, "timeout": 30, "force": force},
         )
 
@@ -405,8 +449,9 @@ class PylxdIncus:
         self._state(name, "start")
 
     def stop(self, name: str, force: bool = True) -> None:
-        state = self._sync("GET", f"instances/{name}/state", what=f"state of {name}",
-                           ok_missing=True)
+        state = self._sync(
+            "GET", f"instances/{name}/state", what=f"state of {name}", ok_missing=True
+        )
         if state is None or state.get("status") != "Running":
             return
         self._state(name, "stop", force=force)
@@ -418,15 +463,15 @@ class PylxdIncus:
         busy for a moment, and a deploy must finish that work without a manual step."""
         last: BackendError | None = None
         for attempt in range(5):
-            state = self._sync("GET", f"instances/{name}/state", ok_missing=True,
-                               what=f"state of {name}")
+            state = self._sync(
+                "GET", f"instances/{name}/state", ok_missing=True, what=f"state of {name}"
+            )
             if state is None:
                 return
             try:
                 if state.get("status") not in ("Stopped", None):
                     self._state(name, "stop", force=True)
-                self._sync("DELETE", f"instances/{name}", ok_missing=True,
-                           what=f"delete {name}")
+                self._sync("DELETE", f"instances/{name}", ok_missing=True, what=f"delete {name}")
             except BackendError as e:
                 last = e
                 time.sleep(1 + attempt)
@@ -439,15 +484,19 @@ class PylxdIncus:
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
         body = {
             "command": argv,
-            "environment": {"HOME": "/root", "LANG": "C.UTF-8",
-                            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                            **(env or {})},
+            "environment": {
+                "HOME": "/root",
+                "LANG": "C.UTF-8",
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                **(env or {}),
+            },
             "wait-for-websocket": False,
             "record-output": True,
             "interactive": False,
         }
-        meta = self._sync("POST", f"instances/{name}/exec", json=body,
-                          what=f"exec {argv[0]} in {name}")
+        meta = self._sync(
+            "POST", f"instances/{name}/exec", json=body, what=f"exec {argv[0]} in {name}"
+        )
         md = meta.get("metadata") or {}
         out: dict[str, str] = {}
         for fd, log_url in (md.get("output") or {}).items():
@@ -470,8 +519,12 @@ class PylxdIncus:
             "Content-Type": "application/octet-stream",
         }
         self._request(
-            "POST", f"instances/{name}/files", params={"path": path}, data=data,
-            headers=headers, what=f"push {path} to {name}",
+            "POST",
+            f"instances/{name}/files",
+            params={"path": path},
+            data=data,
+            headers=headers,
+            what=f"push {path} to {name}",
         )
 
     def make_dirs(self, name: str, path: str, mode: int = 0o755) -> None:
@@ -479,36 +532,49 @@ class PylxdIncus:
         current = ""
         for part in [p for p in path.split("/") if p]:
             current += "/" + part
-            resp = self._request("GET", f"instances/{name}/files", params={"path": current},
-                                 ok_missing=True, what=f"stat {current} in {name}")
+            resp = self._request(
+                "GET",
+                f"instances/{name}/files",
+                params={"path": current},
+                ok_missing=True,
+                what=f"stat {current} in {name}",
+            )
             if resp is not None:
                 if resp.headers.get("X-Incus-type") != "directory":
                     raise BackendError(f"{name}: {current} exists and is not a directory")
                 continue
             self._request(
-                "POST", f"instances/{name}/files", params={"path": current}, data=b"",
-                headers={"X-Incus-type": "directory", "X-Incus-mode": f"{mode:04o}",
-                         "X-Incus-uid": "0", "X-Incus-gid": "0"},
+                "POST",
+                f"instances/{name}/files",
+                params={"path": current},
+                data=b"",
+                headers={
+                    "X-Incus-type": "directory",
+                    "X-Incus-mode": f"{mode:04o}",
+                    "X-Incus-uid": "0",
+                    "X-Incus-gid": "0",
+                },
                 what=f"mkdir {current} in {name}",
             )
 
     def pull_file(self, name: str, path: str) -> bytes:
-        resp = self._request("GET", f"instances/{name}/files", params={"path": path},
-                             what=f"pull {path} from {name}")
+        resp = self._request(
+            "GET", f"instances/{name}/files", params={"path": path}, what=f"pull {path} from {name}"
+        )
         assert resp is not None
         return resp.content
 
     def file_mode(self, name: str, path: str) -> int:
         """The file's mode as Incus reports it (X-Incus-mode), to check what a push applied."""
-        resp = self._request("GET", f"instances/{name}/files", params={"path": path},
-                             what=f"stat {path} in {name}")
+        resp = self._request(
+            "GET", f"instances/{name}/files", params={"path": path}, what=f"stat {path} in {name}"
+        )
         assert resp is not None
         return int(resp.headers.get("X-Incus-mode", "0"), 8)
 
     def set_config(self, name: str, config: dict[str, str]) -> None:
         """Merge `config` keys into the instance's config (PATCH keeps the other keys)."""
-        self._sync("PATCH", f"instances/{name}", json={"config": config},
-                   what=f"update {name}")
+        self._sync("PATCH", f"instances/{name}", json={"config": config}, what=f"update {name}")
 
     # -- images ------------------------------------------------------------------------------
 
@@ -541,8 +607,7 @@ class PylxdIncus:
         """
         headers = {
             "X-Incus-properties": "&".join(
-                f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}"
-                for k, v in properties.items()
+                f"{urllib.parse.quote(k)}={urllib.parse.quote(v)}" for k, v in properties.items()
             ),
             "X-Incus-public": "0",
         }
@@ -550,23 +615,30 @@ class PylxdIncus:
             meta_f = stack.enter_context(metadata.open("rb"))
             if rootfs is None:
                 headers["Content-Type"] = "application/octet-stream"
-                meta = self._sync("POST", "images", data=meta_f, headers=headers,
-                                  what=f"import {metadata.name}")
+                meta = self._sync(
+                    "POST", "images", data=meta_f, headers=headers, what=f"import {metadata.name}"
+                )
             else:
                 root_f = stack.enter_context(rootfs.open("rb"))
                 # Multipart: the metadata part first, then the rootfs (Incus requires this order).
-                files = [("metadata", (metadata.name, meta_f, "application/octet-stream")),
-                         ("rootfs.img" if vm else "rootfs",
-                          (rootfs.name, root_f, "application/octet-stream"))]
-                meta = self._sync("POST", "images", files=files, headers=headers,
-                                  what=f"import {metadata.name}")
+                files = [
+                    ("metadata", (metadata.name, meta_f, "application/octet-stream")),
+                    (
+                        "rootfs.img" if vm else "rootfs",
+                        (rootfs.name, root_f, "application/octet-stream"),
+                    ),
+                ]
+                meta = self._sync(
+                    "POST", "images", files=files, headers=headers, what=f"import {metadata.name}"
+                )
         fp: str = meta["metadata"]["fingerprint"]
         return fp
 
     def export_image(self, fingerprint: str, dest: Path) -> list[Path]:
         """Write the image's file(s) as Incus stores them into `dest`: one (unified) or two."""
-        resp = self._request("GET", f"images/{fingerprint}/export", stream=True,
-                             what=f"export {fingerprint[:12]}")
+        resp = self._request(
+            "GET", f"images/{fingerprint}/export", stream=True, what=f"export {fingerprint[:12]}"
+        )
         assert resp is not None
         ctype = resp.headers.get("Content-Type", "")
         dest.mkdir(parents=True, exist_ok=True)
@@ -619,46 +691,72 @@ class PylxdIncus:
         """Point `alias` at `fingerprint`, creating or moving it."""
         existing = self._sync("GET", f"images/aliases/{alias}", ok_missing=True)
         if existing is None:
-            self._sync("POST", "images/aliases", what=f"alias {alias}",
-                       json={"name": alias, "target": fingerprint, "description": description})
+            self._sync(
+                "POST",
+                "images/aliases",
+                what=f"alias {alias}",
+                json={"name": alias, "target": fingerprint, "description": description},
+            )
         elif existing["target"] != fingerprint:
-            self._sync("PUT", f"images/aliases/{alias}", what=f"alias {alias}",
-                       json={"target": fingerprint, "description": description})
+            self._sync(
+                "PUT",
+                f"images/aliases/{alias}",
+                what=f"alias {alias}",
+                json={"target": fingerprint, "description": description},
+            )
 
     def delete_alias(self, alias: str) -> None:
         self._request("DELETE", f"images/aliases/{alias}", ok_missing=True)
 
     def delete_image(self, fingerprint: str) -> None:
-        resp = self._request("DELETE", f"images/{fingerprint}", ok_missing=True,
-                             what=f"delete image {fingerprint[:12]}")
+        resp = self._request(
+            "DELETE",
+            f"images/{fingerprint}",
+            ok_missing=True,
+            what=f"delete image {fingerprint[:12]}",
+        )
         if resp is not None and resp.json().get("type") == "async":
             self._wait(resp.json()["operation"], f"delete image {fingerprint[:12]}")
 
     # -- storage volumes ---------------------------------------------------------------------
 
     def volume_exists(self, pool: str, name: str) -> bool:
-        return self._request("GET", f"storage-pools/{pool}/volumes/custom/{name}",
-                             ok_missing=True) is not None
+        return (
+            self._request("GET", f"storage-pools/{pool}/volumes/custom/{name}", ok_missing=True)
+            is not None
+        )
 
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
-                      target: str | None = None) -> bool:
+    def ensure_volume(
+        self, pool: str, name: str, config: dict[str, str], target: str | None = None
+    ) -> bool:
         """Create a custom volume if missing; returns True when it was created.
 
         `target`: the cluster member holding it. On a cluster a local pool (dir, btrfs) has
         one volume per member: the registry's cache must live where the registry node runs."""
         params = {"target": target} if target else None
-        if self._request("GET", f"storage-pools/{pool}/volumes/custom/{name}", params=params,
-                         ok_missing=True) is not None:
+        if (
+            self._request(
+                "GET", f"storage-pools/{pool}/volumes/custom/{name}", params=params, ok_missing=True
+            )
+            is not None
+        ):
             return False
-        self._sync("POST", f"storage-pools/{pool}/volumes/custom", what=f"create volume {name}",
-                   params=params,
-                   json={"name": name, "type": "custom", "content_type": "filesystem",
-                         "config": config})
+        self._sync(
+            "POST",
+            f"storage-pools/{pool}/volumes/custom",
+            what=f"create volume {name}",
+            params=params,
+            json={"name": name, "type": "custom", "content_type": "filesystem", "config": config},
+        )
         return True
 
     def delete_volume(self, pool: str, name: str) -> None:
-        self._request("DELETE", f"storage-pools/{pool}/volumes/custom/{name}", ok_missing=True,
-                      what=f"delete volume {name}")
+        self._request(
+            "DELETE",
+            f"storage-pools/{pool}/volumes/custom/{name}",
+            ok_missing=True,
+            what=f"delete volume {name}",
+        )
 
 
 def connect(cfg: IncusConfig, project: str | None = None, create: bool = True) -> PylxdIncus:

@@ -45,8 +45,9 @@ def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, An
         "known_hosts_text": known_hosts_file(plex, identity).rstrip("\n"),
         # The node's resolvers come from the plex, never from the build host (mmdebstrap copies
         # the host's resolv.conf): network.dns, else the gateway (Incus bridges answer there).
-        "resolvers": list(plex.network.dns or ([plex.network.gateway]
-                                               if plex.network.gateway else [])),
+        "resolvers": list(
+            plex.network.dns or ([plex.network.gateway] if plex.network.gateway else [])
+        ),
     }
     ctx.update(_trust_context(plex))
     ctx.update(_registry_context(plex, role))
@@ -64,8 +65,9 @@ def _trust_context(plex: Plex) -> dict[str, Any]:
         raise ConfigErrors([ConfigError(where, "tls.ca_files", str(e))]) from None
     return {
         "ca_certs": [{"file": c.file, "text": c.pem.rstrip("\n")} for c in certs],
-        "ca_bundle": [{"file": trust.BUNDLE.rsplit("/", 1)[1],
-                       "text": trust.bundle(certs).rstrip("\n")}],
+        "ca_bundle": [
+            {"file": trust.BUNDLE.rsplit("/", 1)[1], "text": trust.bundle(certs).rstrip("\n")}
+        ],
     }
 
 
@@ -80,8 +82,13 @@ def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
         proxies = distribution.distribution_proxies(plex)
         return {
             "distribution_proxies": [
-                {"file": f"{p.upstream.name}.yml", "name": p.upstream.name, "port": p.port,
-                 "config": p.config, "unit": p.unit_name}
+                {
+                    "file": f"{p.upstream.name}.yml",
+                    "name": p.upstream.name,
+                    "port": p.port,
+                    "config": p.config,
+                    "unit": p.unit_name,
+                }
                 for p in proxies
             ],
             "distribution_unit": distribution.unit_text().rstrip("\n"),

@@ -175,9 +175,19 @@ def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
 # bind-mounts into it (openSUSE/transactional-update lib/Transaction.cpp: /var/log, /var/cache,
 # /var/lib/{zypp,ca-certificates,alternatives,selinux}, /root, /boot/writable; etc/tukit.conf
 # BINDDIRS: /opt). Everything else under /var is the /var subvolume, hidden at boot.
-TRANSACTION_KEEPS = ("/etc/", "/usr/", "/opt/", "/root/", "/boot/writable/", "/var/log/",
-                     "/var/cache/", "/var/lib/zypp/", "/var/lib/ca-certificates/",
-                     "/var/lib/alternatives/", "/var/lib/selinux/")
+TRANSACTION_KEEPS = (
+    "/etc/",
+    "/usr/",
+    "/opt/",
+    "/root/",
+    "/boot/writable/",
+    "/var/log/",
+    "/var/cache/",
+    "/var/lib/zypp/",
+    "/var/lib/ca-certificates/",
+    "/var/lib/alternatives/",
+    "/var/lib/selinux/",
+)
 TRANSACTION_HIDES = ("/usr/local/",)
 
 
@@ -189,9 +199,13 @@ def lost_in_transaction(path: str) -> bool:
 def check_transaction_paths(files: Sequence[RenderedFile], where: str) -> None:
     lost = [f.path for f in files if lost_in_transaction(f.path)]
     if lost:
-        raise ConfigError(where, "files", f"{', '.join(lost)}: written inside a "
-                          "transactional-update transaction, hidden after reboot on MicroOS",
-                          hint="install node files under /etc, /usr (not /usr/local) or /opt")
+        raise ConfigError(
+            where,
+            "files",
+            f"{', '.join(lost)}: written inside a "
+            "transactional-update transaction, hidden after reboot on MicroOS",
+            hint="install node files under /etc, /usr (not /usr/local) or /opt",
+        )
 
 
 def vm_files(plex: Plex, recipe: Recipe) -> tuple[RenderedFile, ...]:

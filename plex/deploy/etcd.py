@@ -21,9 +21,23 @@ ENDPOINT = "https://127.0.0.1:2379"
 
 def curl(path: str, body: dict[str, Any] | None = None) -> list[str]:
     """argv for one etcd gateway call on a server."""
-    return ["curl", "-sS", "--max-time", "10", "--cacert", f"{TLS}/server-ca.crt",
-            "--cert", f"{TLS}/server-client.crt", "--key", f"{TLS}/server-client.key",
-            "-X", "POST", "-d", json.dumps(body or {}), f"{ENDPOINT}{path}"]
+    return [
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        f"{TLS}/server-ca.crt",
+        "--cert",
+        f"{TLS}/server-client.crt",
+        "--key",
+        f"{TLS}/server-client.key",
+        "-X",
+        "POST",
+        "-d",
+        json.dumps(body or {}),
+        f"{ENDPOINT}{path}",
+    ]
 
 
 MEMBERS = "/v3/cluster/member/list"
@@ -48,8 +62,10 @@ class Member:
 def parse_members(text: str) -> list[Member]:
     """The gateway's member list; ValueError (with etcd's own message) otherwise."""
     data = _json(text)
-    return [Member(str(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs", [])))
-            for m in data.get("members", [])]
+    return [
+        Member(str(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs", [])))
+        for m in data.get("members", [])
+    ]
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,11 @@ class Status:
 def parse_status(text: str) -> Status:
     data = _json(text)
     header = data.get("header", {})
-    return Status(str(header.get("member_id", "")), str(data.get("leader", "0")),
-                  tuple(data.get("errors", [])))
+    return Status(
+        str(header.get("member_id", "")),
+        str(data.get("leader", "0")),
+        tuple(data.get("errors", [])),
+    )
 
 
 def _json(text: str) -> dict[str, Any]:
@@ -99,8 +118,9 @@ class MemberCheck:
         return not (self.stale or self.unstarted or self.missing)
 
 
-def check_members(members: Sequence[Member], expected: Collection[str],
-                  servers: Collection[str]) -> MemberCheck:
+def check_members(
+    members: Sequence[Member], expected: Collection[str], servers: Collection[str]
+) -> MemberCheck:
     """`expected`: the servers that must be members; `servers`: every server name of the plex
     (a member named after a server that no longer exists is stale, as is a foreign name)."""
     unstarted = tuple(m for m in members if not m.name)

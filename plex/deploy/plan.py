@@ -209,8 +209,10 @@ def make_plan(
 
     missing = sorted({n.role.value for n in nodes} - {r.value for r in images})
     if missing:
-        raise UsageError(f"no image for role {', '.join(missing)} of plex '{plex.name}'",
-                         hint=f"run: plex bake {plex.name}")
+        raise UsageError(
+            f"no image for role {', '.join(missing)} of plex '{plex.name}'",
+            hint=f"run: plex bake {plex.name}",
+        )
 
     loaded: dict[Role, RoleProfile] = dict(profiles or {})
     specs: dict[str, InstanceSpec] = {}
@@ -221,8 +223,9 @@ def make_plan(
 
     # 0. Nodes on a cluster member that is down: plex cannot stop, delete or probe them, and
     # Incus keeps their names; they are kept as they are (and said so) until it is back.
-    unreachable = {name: why for name, inst in mine.items()
-                   if (why := observed.unreachable(inst)) is not None}
+    unreachable = {
+        name: why for name, inst in mine.items() if (why := observed.unreachable(inst)) is not None
+    }
 
     # 1. Each node on its own: missing, drifted, broken or forced.
     own: dict[str, list[str]] = {}
@@ -254,8 +257,12 @@ def make_plan(
     if master is not None and (master.name not in mine or own[master.name]):
         cascade = master.name
     cascaded = {
-        n.name for n in nodes
-        if cascade and n.role.is_kube and n.name != cascade and n.name in mine
+        n.name
+        for n in nodes
+        if cascade
+        and n.role.is_kube
+        and n.name != cascade
+        and n.name in mine
         and n.name not in unreachable
     }
     live = master is not None and cascade is None and mine[master.name].running
@@ -268,19 +275,29 @@ def make_plan(
             actions[n.name] = Action(Verb.CREATE, n.name, n.role, (MISSING,), spec, generation=1)
             continue
         if n.name in unreachable:
-            actions[n.name] = Action(Verb.KEEP, n.name, n.role,
-                                     (f"{UNREACHABLE}: {unreachable[n.name]}",), spec,
-                                     generation=_generation(inst))
+            actions[n.name] = Action(
+                Verb.KEEP,
+                n.name,
+                n.role,
+                (f"{UNREACHABLE}: {unreachable[n.name]}",),
+                spec,
+                generation=_generation(inst),
+            )
             continue
         reasons = list(own[n.name])
         if n.name in cascaded:
             reasons.append(cascade_reason(cascade or ""))
         if not reasons:
-            actions[n.name] = Action(Verb.KEEP, n.name, n.role, (), spec,
-                                     generation=_generation(inst))
+            actions[n.name] = Action(
+                Verb.KEEP, n.name, n.role, (), spec, generation=_generation(inst)
+            )
             continue
         actions[n.name] = Action(
-            Verb.REPLACE, n.name, n.role, tuple(reasons), spec,
+            Verb.REPLACE,
+            n.name,
+            n.role,
+            tuple(reasons),
+            spec,
             drain=live and n.role.is_kube and inst.running,
             forget=live and n.role.is_kube and not inst.running,
             generation=_generation(inst) + 1,
@@ -291,11 +308,19 @@ def make_plan(
         inst = mine[name]
         role = _role(inst.role)
         if name in unreachable:
-            actions[name] = Action(Verb.KEEP, name, role, (f"{UNREACHABLE}: {unreachable[name]}",),
-                                   generation=_generation(inst))
+            actions[name] = Action(
+                Verb.KEEP,
+                name,
+                role,
+                (f"{UNREACHABLE}: {unreachable[name]}",),
+                generation=_generation(inst),
+            )
             continue
         actions[name] = Action(
-            Verb.DELETE, name, role, (ORPHAN,),
+            Verb.DELETE,
+            name,
+            role,
+            (ORPHAN,),
             drain=live and role is not None and role.is_kube and inst.running,
             forget=live and role is not None and role.is_kube and not inst.running,
             generation=_generation(inst),
@@ -304,20 +329,21 @@ def make_plan(
     # 3. Waves. Broken servers go first: bringing one back restores quorum before a healthy
     # one is taken down.
     others = [n for n in nodes if n.role is Role.SERVER and not n.is_master]
-    server_order = [n.name for n in sorted(
-        others, key=lambda n: (n.name not in mine or mine[n.name].running, n.index))]
+    server_order = [
+        n.name
+        for n in sorted(others, key=lambda n: (n.name not in mine or mine[n.name].running, n.index))
+    ]
     order = [*names, *orphans]
     changing = {name for name, a in actions.items() if a.verb.changes}
     graph = dependencies(nodes, server_order, orphans)
-    planned = tuple(
-        tuple(actions[name] for name in wave) for wave in waves(graph, changing, order)
-    )
+    planned = tuple(tuple(actions[name] for name in wave) for wave in waves(graph, changing, order))
 
     notes: list[str] = []
     if unreachable:
         notes.append(
             f"not touched, unreachable: {', '.join(f'{n} ({w})' for n, w in unreachable.items())}"
-            "; bring the member back (or remove it from the cluster), then deploy again")
+            "; bring the member back (or remove it from the cluster), then deploy again"
+        )
     if cascade is None:
         notes += _check_quorum(plex, mine, planned, force)
     return Plan(
@@ -349,14 +375,17 @@ def _check_quorum(
     members = {name for name, inst in mine.items() if inst.role == Role.SERVER.value}
     up = {name for name in members if mine[name].running}
     if master in mine:
-        members |= {n.name for n in topology.nodes(plex)
-                    if n.role is Role.SERVER and n.name not in mine}
+        members |= {
+            n.name for n in topology.nodes(plex) if n.role is Role.SERVER and n.name not in mine
+        }
     notes: list[str] = []
     touched = sorted(a.node for wave in planned for a in wave if a.role is Role.SERVER)
     quorum = len(members) // 2 + 1
     if members and touched and len(up) < quorum:
-        message = (f"etcd has no quorum ({len(up)} of {len(members)} servers running): "
-                   f"no server can be added or replaced ({', '.join(touched)})")
+        message = (
+            f"etcd has no quorum ({len(up)} of {len(members)} servers running): "
+            f"no server can be added or replaced ({', '.join(touched)})"
+        )
         if not force:
             raise PlanRefused(
                 f"plan refused: {message}",
@@ -366,8 +395,9 @@ def _check_quorum(
         notes.append(f"forced: {message}")
     for i, wave in enumerate(planned, 1):
         servers = [a for a in wave if a.role is Role.SERVER]
-        lost = sorted(a.node for a in servers
-                      if a.verb in (Verb.REPLACE, Verb.DELETE) and a.node in up)
+        lost = sorted(
+            a.node for a in servers if a.verb in (Verb.REPLACE, Verb.DELETE) and a.node in up
+        )
         quorum = len(members) // 2 + 1
         left = len(up) - len(lost)
         if lost and len(members) >= 2 and left < quorum and len(up) >= quorum:

@@ -54,9 +54,14 @@ class ProbeResult:
     attempts: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "probe": self.probe, "ok": self.ok,
-                "seconds": round(self.seconds, 2), "output": self.output[-200:],
-                "attempts": self.attempts}
+        return {
+            "node": self.node,
+            "probe": self.probe,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "output": self.output[-200:],
+            "attempts": self.attempts,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,17 +89,20 @@ def load_probes(path: Path) -> ProbeSet:
             if not isinstance(item, dict) or not {"name", "run"} <= set(item):
                 raise ConfigErrors([ConfigError(str(path), loc, "a probe needs name and run")])
             if set(item) - _KEYS:
-                raise ConfigErrors([ConfigError(str(path), f"{loc}.{sorted(set(item) - _KEYS)[0]}",
-                                                "unknown key")])
+                raise ConfigErrors(
+                    [ConfigError(str(path), f"{loc}.{sorted(set(item) - _KEYS)[0]}", "unknown key")]
+                )
             if item.get("runs_on", "self") not in ("self", "master"):
-                raise ConfigErrors([ConfigError(str(path), f"{loc}.runs_on",
-                                                "must be self or master")])
+                raise ConfigErrors(
+                    [ConfigError(str(path), f"{loc}.runs_on", "must be self or master")]
+                )
             out.append(Probe(**item))
         return tuple(out)
 
     roles = data.get("roles") or {}
-    return ProbeSet(parse(data.get("common"), "common"),
-                    {r: parse(v, f"roles.{r}") for r, v in roles.items()})
+    return ProbeSet(
+        parse(data.get("common"), "common"), {r: parse(v, f"roles.{r}") for r, v in roles.items()}
+    )
 
 
 def registry_ports(plex: Plex) -> list[int]:
@@ -134,9 +142,15 @@ def expand(probe: Probe, plex: Plex, node: Node, identity: Identity) -> list[tup
 Sleep = Callable[[float], None]
 
 
-def run_probe(incus: Executor, target: str, node: str, probe: Probe,
-              clock: Callable[[], float] = time.monotonic, sleep: Sleep = time.sleep,
-              cancelled: Callable[[], bool] = lambda: False) -> ProbeResult:
+def run_probe(
+    incus: Executor,
+    target: str,
+    node: str,
+    probe: Probe,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Sleep = time.sleep,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> ProbeResult:
     """Retry `probe` in `target` until it passes or times out (then ProbeError)."""
     start = clock()
     attempts = 0
@@ -162,8 +176,14 @@ def run_probe(incus: Executor, target: str, node: str, probe: Probe,
         sleep(probe.interval)
 
 
-def probe_node(incus: Executor, plex: Plex, node: Node, identity: Identity, probes: ProbeSet,
-               cancelled: Callable[[], bool] = lambda: False) -> list[ProbeResult]:
+def probe_node(
+    incus: Executor,
+    plex: Plex,
+    node: Node,
+    identity: Identity,
+    probes: ProbeSet,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> list[ProbeResult]:
     master = topology.master(plex)
     results = []
     for p in probes.for_role(node.role):
@@ -183,23 +203,35 @@ def vip_holders(incus: Executor, plex: Plex, lbs: Sequence[Node]) -> list[str]:
     return holders
 
 
-def probe_vip(incus: Executor, plex: Plex, timeout: float = 30.0,
-              sleep: Sleep = time.sleep) -> ProbeResult:
+def probe_vip(
+    incus: Executor, plex: Plex, timeout: float = 30.0, sleep: Sleep = time.sleep
+) -> ProbeResult:
     """Wave probe for lb: the VIP is held by exactly one lb."""
     # Only the lbs that exist: waves create them one at a time so the VIP stays up.
     present = set(incus.instance_names()) if hasattr(incus, "instance_names") else None
-    lbs = [n for n in topology.nodes(plex)
-           if n.role is Role.LB and (present is None or n.name in present)]
+    lbs = [
+        n
+        for n in topology.nodes(plex)
+        if n.role is Role.LB and (present is None or n.name in present)
+    ]
     start = time.monotonic()
     attempts = 0
     while True:
         attempts += 1
         holders = vip_holders(incus, plex, lbs)
         if len(holders) == 1:
-            return ProbeResult(holders[0], "VIP held by one lb", True,
-                               time.monotonic() - start, holders[0], attempts)
+            return ProbeResult(
+                holders[0],
+                "VIP held by one lb",
+                True,
+                time.monotonic() - start,
+                holders[0],
+                attempts,
+            )
         if time.monotonic() - start > timeout:
-            raise ProbeError(f"VIP {plex.network.vip} is held by {len(holders)} lb nodes "
-                             f"({', '.join(holders) or 'none'}) after {timeout:.0f}s",
-                             hint="check keepalived on the lb nodes (journalctl -u keepalived)")
+            raise ProbeError(
+                f"VIP {plex.network.vip} is held by {len(holders)} lb nodes "
+                f"({', '.join(holders) or 'none'}) after {timeout:.0f}s",
+                hint="check keepalived on the lb nodes (journalctl -u keepalived)",
+            )
         sleep(1.0)

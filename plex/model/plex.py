@@ -91,8 +91,10 @@ class IncusConfig(_Model):
     pool: str = "default"
     network: str = "incusbr0"
     network_type: Literal["bridge", "macvlan"] = Field(
-        "bridge", description="type of the Incus network: a managed bridge, or macvlan on the "
-        "members' uplink (a cluster's shared L2; no DHCP reservation, addressing: static)")
+        "bridge",
+        description="type of the Incus network: a managed bridge, or macvlan on the "
+        "members' uplink (a cluster's shared L2; no DHCP reservation, addressing: static)",
+    )
     members: tuple[str, ...] = Field((), description="cluster members used for placement")
 
     @field_validator("remote")
@@ -124,7 +126,8 @@ class NetworkConfig(_Model):
     vip: str | None = Field(None, description="virtual IP for the API, held by the lb nodes")
     domain: str = "plex.internal"
     dns: tuple[str, ...] = Field(
-        (), description="resolvers written to every node's /etc/resolv.conf (static and dhcp); "
+        (),
+        description="resolvers written to every node's /etc/resolv.conf (static and dhcp); "
         "empty: the gateway (an Incus bridge answers DNS there)",
     )
     addressing: Addressing = Addressing.STATIC
@@ -188,8 +191,10 @@ class ZotConfig(_Model):
         description="binary URL; {version} is substituted",
     )
     sha256: str | None = Field(
-        None, description="expected sha256 of the binary (else the release's checksums.sha256.txt "
-        "beside the binary)")
+        None,
+        description="expected sha256 of the binary (else the release's checksums.sha256.txt "
+        "beside the binary)",
+    )
 
 
 class RegistryConfig(_Model):
@@ -211,7 +216,8 @@ class TlsConfig(_Model):
     proxy): see plex.plexfile.trust."""
 
     ca_files: tuple[str, ...] = Field(
-        (), description="PEM CA certificates (relative to the plex file) added to the registry "
+        (),
+        description="PEM CA certificates (relative to the plex file) added to the registry "
         "and kube nodes' trust stores and to containerd's (registries.yaml tls.ca_file)",
     )
 
@@ -219,7 +225,9 @@ class TlsConfig(_Model):
 class RoleConfig(_Model):
     count: int = Field(1, ge=0, le=250)
     capacity: int | None = Field(
-        None, ge=0, le=250,
+        None,
+        ge=0,
+        le=250,
         description="nodes whose identity, hosts and per-node files every image is baked for "
         "(>= count, default count): growing within it changes no image",
     )
@@ -242,10 +250,27 @@ class RoleConfig(_Model):
 
 # kubereboot/kured pkg/timewindow/days.go: dayStrings (and numbers 0-6), case-insensitive.
 KURED_DAYS = {
-    "su": 0, "sun": 0, "sunday": 0, "mo": 1, "mon": 1, "monday": 1,
-    "tu": 2, "tue": 2, "tuesday": 2, "we": 3, "wed": 3, "wednesday": 3,
-    "th": 4, "thu": 4, "thursday": 4, "fr": 5, "fri": 5, "friday": 5,
-    "sa": 6, "sat": 6, "saturday": 6,
+    "su": 0,
+    "sun": 0,
+    "sunday": 0,
+    "mo": 1,
+    "mon": 1,
+    "monday": 1,
+    "tu": 2,
+    "tue": 2,
+    "tuesday": 2,
+    "we": 3,
+    "wed": 3,
+    "wednesday": 3,
+    "th": 4,
+    "thu": 4,
+    "thursday": 4,
+    "fr": 5,
+    "fri": 5,
+    "friday": 5,
+    "sa": 6,
+    "sat": 6,
+    "saturday": 6,
 }
 
 
@@ -269,8 +294,10 @@ class RebootWindows(_Model):
     offsets: tuple[int, ...] = Field((0,), description="minute offsets inside each slot")
     duration: str = "1h"
     # kured (kube nodes) reboots only on these days; kured's own day names (su..sa or 0-6).
-    days: tuple[str, ...] = Field(("su", "mo", "tu", "we", "th", "fr", "sa"),
-                                  description="days kured may reboot kube nodes on")
+    days: tuple[str, ...] = Field(
+        ("su", "mo", "tu", "we", "th", "fr", "sa"),
+        description="days kured may reboot kube nodes on",
+    )
 
     @field_validator("days")
     @classmethod
@@ -320,15 +347,18 @@ class BootstrapConfig(_Model):
     """Manifests the cluster applies itself (the seeds' fluxstrap; docs/bootstrap.md)."""
 
     manifests: str | None = Field(
-        None, description="directory of *.yaml/*.yml/*.json manifests (relative to the plex "
-        "file) placed in RKE2's auto-deploy directory on every server when it is created")
+        None,
+        description="directory of *.yaml/*.yml/*.json manifests (relative to the plex "
+        "file) placed in RKE2's auto-deploy directory on every server when it is created",
+    )
 
 
 class KuredConfig(_Model):
     """kured on the kube nodes: reboots after updates inside reboot_windows, one node at a time."""
 
     enabled: bool | None = Field(
-        None, description="default: on when a kube role runs a transactional OS (MicroOS)")
+        None, description="default: on when a kube role runs a transactional OS (MicroOS)"
+    )
     image: str = "ghcr.io/kubereboot/kured:1.20.0"
     time_zone: str = Field("UTC", description="zone of reboot_windows (kured --time-zone)")
 

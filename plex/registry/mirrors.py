@@ -43,8 +43,9 @@ def _hostport(address: str, port: int) -> str:
 def _address(plex: Plex) -> str:
     addr = registry_address(plex)
     if addr is None:
-        raise UsageError(f"plex '{plex.name}' has no registry node",
-                         hint="add roles.registry to the plex file")
+        raise UsageError(
+            f"plex '{plex.name}' has no registry node", hint="add roles.registry to the plex file"
+        )
     return addr
 
 

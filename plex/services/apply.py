@@ -42,8 +42,12 @@ class WaveReport:
     probes: list[ProbeResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"wave": self.index, "nodes": self.nodes, "seconds": round(self.seconds, 2),
-                "probes": [p.to_json() for p in self.probes]}
+        return {
+            "wave": self.index,
+            "nodes": self.nodes,
+            "seconds": round(self.seconds, 2),
+            "probes": [p.to_json() for p in self.probes],
+        }
 
 
 @dataclass
@@ -56,9 +60,17 @@ class ApplyResult:
 
 
 class Applier:
-    def __init__(self, plex: Plex, incus: Incus, identity: Identity, probes: ProbeSet,
-                 parallel: int = 8, report: Report | None = None, deploy_id: str = "",
-                 force: bool = False) -> None:
+    def __init__(
+        self,
+        plex: Plex,
+        incus: Incus,
+        identity: Identity,
+        probes: ProbeSet,
+        parallel: int = 8,
+        report: Report | None = None,
+        deploy_id: str = "",
+        force: bool = False,
+    ) -> None:
         self.plex = plex
         # --force: a failed drain or node deletion is reported and skipped, not fatal.
         self.force = force
@@ -94,8 +106,11 @@ class Applier:
 
         A new master is a new cluster: old servers left running behind the VIP would take the
         joins meant for it, and old agents would keep reporting to a cluster that is gone."""
-        doomed = [a.node for a in plan.actions
-                  if a.verb is Verb.REPLACE and a.cascade_from and a.node != plan.cascade_from]
+        doomed = [
+            a.node
+            for a in plan.actions
+            if a.verb is Verb.REPLACE and a.cascade_from and a.node != plan.cascade_from
+        ]
         # Every server of the old cluster leaves the lbs' rotation first: the new master's
         # joiners must reach only servers of the new cluster, each once its probes pass.
         self.lbs.maint([plan.cascade_from or "", *doomed])
@@ -163,8 +178,9 @@ class Applier:
             self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
-        results = probe_node(self.incus, self.plex, node, self.identity, self.probes,
-                             cancelled=self.cancel.is_set)
+        results = probe_node(
+            self.incus, self.plex, node, self.identity, self.probes, cancelled=self.cancel.is_set
+        )
         if action.role is Role.SERVER:
             self.lbs.ready([name])
         self.incus.set_config(name, {owner.READY: "true"})
@@ -175,15 +191,28 @@ class Applier:
         name = spec.name
         if spec.role is Role.REGISTRY:
             # The cache volume outlives the instance: reset and destroy keep it.
-            self.incus.ensure_volume(self.plex.incus.pool, registry_volume(self.plex),
-                                     {"size": self.plex.registry.cache_size},
-                                     target=spec.target)
-        config = {**spec.config, owner.GENERATION: str(generation),
-                  owner.DEPLOY: self.deploy_id, owner.CREATED: str(int(time.time()))}
+            self.incus.ensure_volume(
+                self.plex.incus.pool,
+                registry_volume(self.plex),
+                {"size": self.plex.registry.cache_size},
+                target=spec.target,
+            )
+        config = {
+            **spec.config,
+            owner.GENERATION: str(generation),
+            owner.DEPLOY: self.deploy_id,
+            owner.CREATED: str(int(time.time())),
+        }
         self.report(name, "create")
-        self.incus.create_instance(name, image=spec.image, config=config, devices=spec.devices,
-                                   profiles=list(spec.profiles), virt=spec.type,
-                                   target=spec.target)
+        self.incus.create_instance(
+            name,
+            image=spec.image,
+            config=config,
+            devices=spec.devices,
+            profiles=list(spec.profiles),
+            virt=spec.type,
+            target=spec.target,
+        )
         self.push_private_files(name, spec.role)
         self.push_manifests(spec)
         self.report(name, "start")
@@ -228,16 +257,26 @@ class Applier:
         member), from a healthy server. A failure stops the wave unless --force."""
         server = self.cluster.healthy_server(exclude=[name])
         if server is None:
-            self._skip(name, "drain", "no healthy server to drain it from (etcd quorum?)",
-                       hint=f"plex status {self.plex.name}; --force replaces it undrained")
+            self._skip(
+                name,
+                "drain",
+                "no healthy server to drain it from (etcd quorum?)",
+                hint=f"plex status {self.plex.name}; --force replaces it undrained",
+            )
             return
         self.report(name, f"drain (from {server})")
-        res = self.cluster.kubectl(server, ["drain", name, "--ignore-daemonsets",
-                                            "--delete-emptydir-data", "--timeout=120s"])
+        res = self.cluster.kubectl(
+            server,
+            ["drain", name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"],
+        )
         if res.returncode != 0 and "not found" not in res.output.lower():
-            self._skip(name, f"kubectl drain on {server}", res.output.strip()[-300:],
-                       hint="fix what blocks the drain (PodDisruptionBudgets, stuck pods), "
-                       "or pass --force to replace the node undrained")
+            self._skip(
+                name,
+                f"kubectl drain on {server}",
+                res.output.strip()[-300:],
+                hint="fix what blocks the drain (PodDisruptionBudgets, stuck pods), "
+                "or pass --force to replace the node undrained",
+            )
             return
         self.forget(name, server)
 
@@ -246,15 +285,23 @@ class Applier:
         cannot be drained, and RKE2 keeps its etcd member (servers) until the Node goes."""
         server = server or self.cluster.healthy_server(exclude=[name])
         if server is None:
-            self._skip(name, "kubectl delete node", "no healthy server (etcd quorum?)",
-                       hint=f"plex status {self.plex.name}")
+            self._skip(
+                name,
+                "kubectl delete node",
+                "no healthy server (etcd quorum?)",
+                hint=f"plex status {self.plex.name}",
+            )
             return
         try:
             if self.cluster.delete_node(server, name):
                 self.report(name, f"deleted from the cluster (on {server})")
         except ClusterError as e:
-            self._skip(name, "kubectl delete node", e.message.split(" failed: ", 1)[-1],
-                       hint="pass --force to replace it anyway")
+            self._skip(
+                name,
+                "kubectl delete node",
+                e.message.split(" failed: ", 1)[-1],
+                hint="pass --force to replace it anyway",
+            )
 
     def check_etcd_members(self) -> None:
         """After a server wave: etcd's members must be exactly the plex's existing servers. A
@@ -264,8 +311,10 @@ class Applier:
         expected = {s for s in servers if s in existing}
         server = self.cluster.healthy_server()
         if server is None:
-            raise ClusterError("etcd: no server answers ready after the server wave",
-                               hint=f"plex status {self.plex.name}")
+            raise ClusterError(
+                "etcd: no server answers ready after the server wave",
+                hint=f"plex status {self.plex.name}",
+            )
         try:
             check = etcd.check_members(self.cluster.members(server), expected, servers)
             for m in check.stale:
@@ -277,6 +326,8 @@ class Applier:
             what = [f"missing {', '.join(check.missing)}"] if check.missing else []
             peers = [u for m in check.unstarted for u in m.peer_urls]
             what += [f"added but never started: {', '.join(peers)}"] if peers else []
-            raise ClusterError(f"etcd members are not the plex's servers: {'; '.join(what)}",
-                               hint=f"plex status {self.plex.name}")
+            raise ClusterError(
+                f"etcd members are not the plex's servers: {'; '.join(what)}",
+                hint=f"plex status {self.plex.name}",
+            )
         self.report("etcd", f"members: {', '.join(sorted(expected))}")

@@ -93,8 +93,9 @@ def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRec
     }
 
 
-def pick_base_checksum(entries: Sequence[tuple[str, str]], unversioned: str,
-                       redirect_name: str | None, source: str) -> tuple[str, str]:
+def pick_base_checksum(
+    entries: Sequence[tuple[str, str]], unversioned: str, redirect_name: str | None, source: str
+) -> tuple[str, str]:
     """(sha256, how it was chosen) for the unversioned appliance from its `.sha256`.
 
     openSUSE publishes the appliance under an unversioned name that is a link (a redirect) to
@@ -115,7 +116,8 @@ def pick_base_checksum(entries: Sequence[tuple[str, str]], unversioned: str,
         f"{source} has no entry for {unversioned}"
         + (f" or its redirect target {redirect_name}" if redirect_name else "")
         + f" and {len(entries)} entries ({names}): cannot tell which is the download",
-        hint="pin the versioned snapshot URL in the base image definition")
+        hint="pin the versioned snapshot URL in the base image definition",
+    )
 
 
 def fetch_base(base: Qcow2Base) -> downloads.Downloaded:

@@ -30,8 +30,7 @@ class Cluster:
 
     def running_servers(self, exclude: Collection[str] = ()) -> list[str]:
         seen = self.incus.observe(self.plex.name).instances
-        return [s for s in self.servers()
-                if s not in exclude and s in seen and seen[s].running]
+        return [s for s in self.servers() if s not in exclude and s in seen and seen[s].running]
 
     def kubectl(self, server: str, args: list[str]) -> ExecResult:
         return self.incus.exec(server, [KUBECTL, "--kubeconfig", KUBECONFIG, *args])
@@ -70,8 +69,9 @@ class Cluster:
             return True
         if "NotFound" in res.output or "not found" in res.output:
             return False
-        raise ClusterError(f"{name}: kubectl delete node on {server} failed: "
-                           f"{res.output.strip()[-300:]}")
+        raise ClusterError(
+            f"{name}: kubectl delete node on {server} failed: {res.output.strip()[-300:]}"
+        )
 
     def summary(self) -> dict[str, Any]:
         """etcd as the servers see it: per server member/leader/quorum, and the members."""
@@ -85,8 +85,11 @@ class Cluster:
                 per[s] = {"quorum": False, "leader": False, "error": str(e)[-200:]}
                 continue
             ids[st.member_id] = s
-            per[s] = {"quorum": st.has_quorum, "leader": st.leader == st.member_id,
-                      "error": "; ".join(st.errors) or None}
+            per[s] = {
+                "quorum": st.has_quorum,
+                "leader": st.leader == st.member_id,
+                "error": "; ".join(st.errors) or None,
+            }
             if st.has_quorum and not members:
                 try:
                     members = self.members(s)
@@ -97,5 +100,9 @@ class Cluster:
         for s in self.servers():
             per.setdefault(s, {"quorum": False, "leader": False, "error": "not running"})
             per[s]["member"] = s in names
-        return {"members": names, "leader": leader,
-                "quorum": any(v.get("quorum") for v in per.values()), "servers": per}
+        return {
+            "members": names,
+            "leader": leader,
+            "quorum": any(v.get("quorum") for v in per.values()),
+            "servers": per,
+        }

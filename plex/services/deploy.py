@@ -37,8 +37,13 @@ def deploy_dir(root: Path) -> Path:
     return root / "deploy"
 
 
-def plan_observed(plex: Plex, observed: Observed, replace: Sequence[str] = (),
-                  force: bool = False, images: Mapping[Role, ImageRef] | None = None) -> Plan:
+def plan_observed(
+    plex: Plex,
+    observed: Observed,
+    replace: Sequence[str] = (),
+    force: bool = False,
+    images: Mapping[Role, ImageRef] | None = None,
+) -> Plan:
     """The one plan path (plan, deploy, reset, rollback, registry up): each role deploys the
     image its alias `<plex>/<role>` points at in `observed`, which is what a deploy creates
     nodes from; `images` overrides that (plex plan --images)."""
@@ -47,8 +52,9 @@ def plan_observed(plex: Plex, observed: Observed, replace: Sequence[str] = (),
     return make_plan(plex, images, observed, replace=replace, force=force)
 
 
-def make_deploy_plan(plex: Plex, incus: Incus, replace: Sequence[str] = (),
-                     force: bool = False) -> tuple[Plan, Observed]:
+def make_deploy_plan(
+    plex: Plex, incus: Incus, replace: Sequence[str] = (), force: bool = False
+) -> tuple[Plan, Observed]:
     observed = incus.observe(plex.name)
     return plan_observed(plex, observed, replace, force), observed
 
@@ -63,23 +69,45 @@ def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
         raise PlexError(
             f"plex '{plex.name}' collides on network {plex.incus.network}: "
             + "; ".join(dict.fromkeys(problems)),
-            hint="move the plex to its own CIDR/names, or remove the other instances")
+            hint="move the plex to its own CIDR/names, or remove the other instances",
+        )
 
 
-def apply_plan(plex: Plex, incus: Incus, plan: Plan, root: Path, parallel: int = 8,
-               report: Report | None = None, force: bool = False) -> ApplyResult:
+def apply_plan(
+    plex: Plex,
+    incus: Incus,
+    plan: Plan,
+    root: Path,
+    parallel: int = 8,
+    report: Report | None = None,
+    force: bool = False,
+) -> ApplyResult:
     """`force`: a failed drain or node deletion is reported and skipped instead of stopping."""
     check_network(plex, incus, plan)
     identity = require_identity(plex)
     probes = load_probes(deploy_dir(root) / "probes.yaml")
-    applier = Applier(plex, incus, identity, probes, parallel=parallel, report=report,
-                      deploy_id=uuid.uuid4().hex[:12], force=force)
+    applier = Applier(
+        plex,
+        incus,
+        identity,
+        probes,
+        parallel=parallel,
+        report=report,
+        deploy_id=uuid.uuid4().hex[:12],
+        force=force,
+    )
     return applier.apply(plan)
 
 
-def deploy(plex: Plex, incus: Incus, root: Path, replace: Sequence[str] = (),
-           force: bool = False, parallel: int = 8,
-           report: Report | None = None) -> tuple[Plan, ApplyResult]:
+def deploy(
+    plex: Plex,
+    incus: Incus,
+    root: Path,
+    replace: Sequence[str] = (),
+    force: bool = False,
+    parallel: int = 8,
+    report: Report | None = None,
+) -> tuple[Plan, ApplyResult]:
     """Plan and apply without asking (the CLI asks in between)."""
     with plex_lock(plex.name, "deploy"):
         plan, _ = make_deploy_plan(plex, incus, replace, force)
@@ -112,8 +140,10 @@ def rollback_moves(plex: Plex, observed: Observed, role: Role | None = None) -> 
         current = observed.aliases.get(alias)
         idx = next((i for i, e in enumerate(gens) if e.fingerprint == current), None)
         if idx is None or idx + 1 >= len(gens):
-            raise UsageError(f"{alias}: no previous image generation to roll back to",
-                             hint=f"plex image list {plex.name}")
+            raise UsageError(
+                f"{alias}: no previous image generation to roll back to",
+                hint=f"plex image list {plex.name}",
+            )
         prev = gens[idx + 1]
         out.append(Rollback(r.value, gens[idx].digest, prev.digest, alias, prev.fingerprint))
     return out
@@ -139,7 +169,9 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
         newest = images.get(n.role)
         why = observed.unreachable(inst) if inst else None
         row: dict[str, Any] = {
-            "node": n.name, "role": n.role.value, "address": n.address,
+            "node": n.name,
+            "role": n.role.value,
+            "address": n.address,
             "state": inst.status if inst else "absent",
             "ready": bool(inst and inst.config.get(owner.READY) == "true"),
             "image": (inst.image or "")[:12] if inst else None,
@@ -173,8 +205,7 @@ def bootstrap_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
     addons: dict[str, Any] = {}
     problem = ""
     try:
-        res = incus.exec(master, [KUBECTL, "--kubeconfig", KUBECONFIG, "get", "--raw",
-                                  ADDONS_API])
+        res = incus.exec(master, [KUBECTL, "--kubeconfig", KUBECONFIG, "get", "--raw", ADDONS_API])
         if res.returncode == 0:
             addons = {a["metadata"]["name"]: a for a in json.loads(res.stdout).get("items", [])}
         else:
@@ -185,14 +216,22 @@ def bootstrap_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
     for m in manifests:
         addon = addons.get(m.addon) or {}
         applied = (addon.get("spec") or {}).get("checksum")
-        rows.append({
-            "manifest": m.name, "addon": m.addon, "sha256": m.sha256[:12],
-            "applied": applied == m.sha256,
-            "state": ("applied" if applied == m.sha256 else
-                      f"unknown: {problem}" if problem else
-                      (addon.get("status") or {}).get("error") or
-                      ("older version applied" if applied else "not applied yet")),
-        })
+        rows.append(
+            {
+                "manifest": m.name,
+                "addon": m.addon,
+                "sha256": m.sha256[:12],
+                "applied": applied == m.sha256,
+                "state": (
+                    "applied"
+                    if applied == m.sha256
+                    else f"unknown: {problem}"
+                    if problem
+                    else (addon.get("status") or {}).get("error")
+                    or ("older version applied" if applied else "not applied yet")
+                ),
+            }
+        )
     return rows
 
 
@@ -202,8 +241,10 @@ def kubeconfig(plex: Plex, incus: Incus) -> str:
     try:
         raw = incus.pull_file(master.name, KUBECONFIG).decode()
     except BackendError as e:
-        raise BackendError(f"cannot read {KUBECONFIG} from {master.name}: {e.message}",
-                           hint=f"is the plex deployed? plex status {plex.name}") from None
+        raise BackendError(
+            f"cannot read {KUBECONFIG} from {master.name}: {e.message}",
+            hint=f"is the plex deployed? plex status {plex.name}",
+        ) from None
     api = topology.api_address(plex)
     return re.sub(r"server:\s*https://[^\s:]+:6443", f"server: https://{api}:6443", raw)
 

@@ -61,7 +61,8 @@ _STORED_RE = re.compile(r"scheduler entry for (\S+)@(sha256:[0-9a-f]{64})")
 # Its access log (combined format): a blob served to a client.
 # containerd adds `?ns=<upstream>` to every request it sends to a mirror.
 _BLOB_GET_RE = re.compile(
-    r'"GET /v2/(\S+)/blobs/(sha256:[0-9a-f]{64})(?:\?\S*)? HTTP/[0-9.]+" 200 ')
+    r'"GET /v2/(\S+)/blobs/(sha256:[0-9a-f]{64})(?:\?\S*)? HTTP/[0-9.]+" 200 '
+)
 # distribution-spec repository names: path components joined by single slashes.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -71,8 +72,9 @@ _LOG_FILTER = r"scheduler entry for |\"GET /v2/[^ ]+/blobs/"
 def registry_node(plex: Plex) -> topology.Node:
     node = topology.registry_node(plex)
     if node is None:
-        raise UsageError(f"plex '{plex.name}' has no registry node",
-                         hint="add roles.registry to the plex file")
+        raise UsageError(
+            f"plex '{plex.name}' has no registry node", hint="add roles.registry to the plex file"
+        )
     return node
 
 
@@ -116,12 +118,19 @@ def registry_plan(plex: Plex, incus: Incus, replace: bool = False) -> Plan:
     observed = incus.observe(plex.name)
     # Only the registry's instance: every other node of the plex would look like an orphan.
     mine = dataclasses.replace(
-        observed, instances={k: v for k, v in observed.instances.items() if k == node.name})
+        observed, instances={k: v for k, v in observed.instances.items() if k == node.name}
+    )
     return plan_observed(alone, mine, replace=[node.name] if replace else [])
 
 
-def up_incus(plex: Plex, incus: Incus, root: Path, replace: bool = False, parallel: int = 8,
-             report: Report | None = None) -> tuple[UpResult, Plan, ApplyResult | None]:
+def up_incus(
+    plex: Plex,
+    incus: Incus,
+    root: Path,
+    replace: bool = False,
+    parallel: int = 8,
+    report: Report | None = None,
+) -> tuple[UpResult, Plan, ApplyResult | None]:
     """Create (or keep, or with `replace` recreate) the registry node, then push logins."""
     start = time.monotonic()
     node = registry_node(plex)
@@ -131,10 +140,20 @@ def up_incus(plex: Plex, incus: Incus, root: Path, replace: bool = False, parall
         created = not incus.volume_exists(plex.incus.pool, volume)
         result = None if plan.empty else apply_plan(plex, incus, plan, root, parallel, report)
         pushed = push_credentials(plex, incus, node.name)
-    actions = tuple(f"{a.node}: {a.verb.value}" + (f" ({a.reason})" if a.reason else "")
-                    for a in plan.actions)
-    up = UpResult(plex.name, "incus", plex.registry.engine.value, volume, created, actions,
-                  endpoints(plex), tuple(pushed), time.monotonic() - start)
+    actions = tuple(
+        f"{a.node}: {a.verb.value}" + (f" ({a.reason})" if a.reason else "") for a in plan.actions
+    )
+    up = UpResult(
+        plex.name,
+        "incus",
+        plex.registry.engine.value,
+        volume,
+        created,
+        actions,
+        endpoints(plex),
+        tuple(pushed),
+        time.monotonic() - start,
+    )
     return up, plan, result
 
 
@@ -146,34 +165,55 @@ def container_name(plex: Plex, upstream_name: str | None = None) -> str:
     return f"{base}-{re.sub(r'[^A-Za-z0-9_.-]', '-', upstream_name)}"
 
 
-def docker_specs(plex: Plex, credentials: Credentials | None = None,
-                 images: Mapping[Engine, str] | None = None) -> list[ContainerSpec]:
+def docker_specs(
+    plex: Plex, credentials: Credentials | None = None, images: Mapping[Engine, str] | None = None
+) -> list[ContainerSpec]:
     """The registry's containers for `runtime: docker` (pure). `images` overrides an engine's
     image (tests use a locally built one; the real ones come from ghcr.io / Docker Hub)."""
     volume = registry_volume(plex)
     labels = {LABEL_PLEX: plex.name}
     if plex.registry.engine is Engine.ZOT:
-        files = tuple(ContainerFile(f.path, f.content.encode(), f.mode, f.secret)
-                      for f in engine_files(plex, credentials))
+        files = tuple(
+            ContainerFile(f.path, f.content.encode(), f.mode, f.secret)
+            for f in engine_files(plex, credentials)
+        )
         image = (images or {}).get(Engine.ZOT, zot.image(plex))
-        return [ContainerSpec(container_name(plex), image, (ZOT_BINARY,),
-                              ("serve", zot.CONFIG_PATH), {volume: zot.ROOT_DIRECTORY}, files,
-                              labels)]
+        return [
+            ContainerSpec(
+                container_name(plex),
+                image,
+                (ZOT_BINARY,),
+                ("serve", zot.CONFIG_PATH),
+                {volume: zot.ROOT_DIRECTORY},
+                files,
+                labels,
+            )
+        ]
     image = (images or {}).get(Engine.DISTRIBUTION, DISTRIBUTION_IMAGE)
     specs = []
     for p in distribution.distribution_proxies(plex, credentials):
         # The registry image runs as root: a login-bearing config is 0600 root.
-        cfg = ContainerFile(p.config_path, distribution.render_yaml(p.config).encode(),
-                            0o600 if p.has_secrets else 0o644, p.has_secrets)
-        specs.append(ContainerSpec(
-            container_name(plex, p.upstream.name), image, ("/bin/registry",),
-            ("serve", p.config_path), {volume: distribution.ROOT_DIRECTORY}, (cfg,),
-            {**labels, "plex.upstream": p.upstream.name}))
+        cfg = ContainerFile(
+            p.config_path,
+            distribution.render_yaml(p.config).encode(),
+            0o600 if p.has_secrets else 0o644,
+            p.has_secrets,
+        )
+        specs.append(
+            ContainerSpec(
+                container_name(plex, p.upstream.name),
+                image,
+                ("/bin/registry",),
+                ("serve", p.config_path),
+                {volume: distribution.ROOT_DIRECTORY},
+                (cfg,),
+                {**labels, "plex.upstream": p.upstream.name},
+            )
+        )
     return specs
 
 
-def up_docker(plex: Plex, docker: Docker,
-              images: Mapping[Engine, str] | None = None) -> UpResult:
+def up_docker(plex: Plex, docker: Docker, images: Mapping[Engine, str] | None = None) -> UpResult:
     """Named volume, then the engine's containers: kept when unchanged and running, else
     recreated; containers of the plex that are no longer wanted are removed."""
     start = time.monotonic()
@@ -198,8 +238,17 @@ def up_docker(plex: Plex, docker: Docker,
         docker.remove(name)
         actions.append(f"{name}: delete (not in the plex file)")
     pushed = tuple(f.path for s in specs for f in s.files if f.secret)
-    return UpResult(plex.name, "docker", plex.registry.engine.value, volume, created,
-                    tuple(actions), endpoints(plex), pushed, time.monotonic() - start)
+    return UpResult(
+        plex.name,
+        "docker",
+        plex.registry.engine.value,
+        volume,
+        created,
+        tuple(actions),
+        endpoints(plex),
+        pushed,
+        time.monotonic() - start,
+    )
 
 
 def down_docker(plex: Plex, docker: Docker, everything: bool = False) -> list[str]:
@@ -242,8 +291,9 @@ def _parse_curl(stdout: str) -> Reply:
     -w spells a literal `%`)."""
     body, _, tail = stdout.rpartition("\n%PLEX%\n")
     code, _, ctype = tail.partition("\n")
-    return Reply(int(code) if code.strip().isdigit() else 0, ctype.strip(), body,
-                 len(body.encode()))
+    return Reply(
+        int(code) if code.strip().isdigit() else 0, ctype.strip(), body, len(body.encode())
+    )
 
 
 class IncusCache:
@@ -257,25 +307,42 @@ class IncusCache:
     def _exec(self, argv: list[str]) -> str:
         res = self.incus.exec(self.node, argv)
         if res.returncode != 0:
-            raise BackendError(f"{self.node}: {argv[0]} exited with {res.returncode}: "
-                               f"{res.output[-200:]}")
+            raise BackendError(
+                f"{self.node}: {argv[0]} exited with {res.returncode}: {res.output[-200:]}"
+            )
         return res.stdout
 
     def get(self, port: int, path: str, accept: str = "") -> Reply:
-        argv = ["curl", "-sS", "--max-time", "120", "-w", "\n%%PLEX%%\n%{http_code}\n"
-                "%{content_type}"]
+        argv = [
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "-w",
+            "\n%%PLEX%%\n%{http_code}\n%{content_type}",
+        ]
         if accept:
             argv += ["-H", f"Accept: {accept}"]
         res = self.incus.exec(self.node, [*argv, f"http://127.0.0.1:{port}{path}"])
         return _parse_curl(res.stdout)
 
     def drain(self, port: int, path: str) -> Reply:
-        res = self.incus.exec(self.node, [
-            "curl", "-sS", "--max-time", "3600", "-o", "/dev/null",
-            "-w", "%{http_code} %{size_download}", f"http://127.0.0.1:{port}{path}"])
+        res = self.incus.exec(
+            self.node,
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "3600",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+                f"http://127.0.0.1:{port}{path}",
+            ],
+        )
         code, _, size = res.stdout.strip().partition(" ")
-        return Reply(int(code) if code.isdigit() else 0,
-                     size=int(size) if size.isdigit() else 0)
+        return Reply(int(code) if code.isdigit() else 0, size=int(size) if size.isdigit() else 0)
 
     def data_size(self) -> int | None:
         out = self._exec(["du", "-sb", registry_cache_path(self.plex)])
@@ -284,15 +351,23 @@ class IncusCache:
 
     def tag_paths(self, upstream: str) -> str:
         root = f"{distribution.ROOT_DIRECTORY}/{upstream}/{REPOSITORIES}"
-        res = self.incus.exec(self.node, ["find", root, "-type", "d", "-path",
-                                          "*/_manifests/tags/*/current"])
+        res = self.incus.exec(
+            self.node, ["find", root, "-type", "d", "-path", "*/_manifests/tags/*/current"]
+        )
         return res.stdout  # nothing cached yet: find fails on the missing root, no paths
 
     def access_log(self, upstream: str) -> str:
         # Filtered on the node: the journal of a busy cache is large.
-        return self._exec(["sh", "-c", 'journalctl -u "$1" -o cat --no-pager | '
-                           'grep -E "$2" || true', "sh", distribution.unit_name(upstream),
-                           _LOG_FILTER])
+        return self._exec(
+            [
+                "sh",
+                "-c",
+                'journalctl -u "$1" -o cat --no-pager | grep -E "$2" || true',
+                "sh",
+                distribution.unit_name(upstream),
+                _LOG_FILTER,
+            ]
+        )
 
 
 REPOSITORIES = "docker/registry/v2/repositories"
@@ -302,8 +377,9 @@ class DockerCache:
     """HTTP to the registry's address (the Docker host, where the nodes pull from); sizes and
     logs through the engine's API."""
 
-    def __init__(self, plex: Plex, docker: Docker, host: str | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self, plex: Plex, docker: Docker, host: str | None = None, timeout: float = 120.0
+    ) -> None:
         self.plex = plex
         self.docker = docker
         self.host = host or registry_node(plex).address
@@ -313,8 +389,9 @@ class DockerCache:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{port}{path}"
 
-    def _open(self, port: int, path: str, accept: str,
-              sink: Callable[[Any], tuple[str, int]]) -> Reply:
+    def _open(
+        self, port: int, path: str, accept: str, sink: Callable[[Any], tuple[str, int]]
+    ) -> Reply:
         req = urllib.request.Request(self._url(port, path))  # noqa: S310 - always http://
         if accept:
             req.add_header("Accept", accept)
@@ -349,9 +426,10 @@ class DockerCache:
     def tag_paths(self, upstream: str) -> str:
         root = f"{distribution.ROOT_DIRECTORY}/{upstream}/{REPOSITORIES}"
         try:
-            res = self.docker.exec(container_name(self.plex, upstream),
-                                   ["find", root, "-type", "d", "-path",
-                                    "*/_manifests/tags/*/current"])
+            res = self.docker.exec(
+                container_name(self.plex, upstream),
+                ["find", root, "-type", "d", "-path", "*/_manifests/tags/*/current"],
+            )
         except BackendError:
             return ""
         return res.stdout
@@ -430,8 +508,10 @@ def cache_path(plex: Plex, ref: Reference) -> tuple[int, str]:
     registry is not an upstream of the plex."""
     names = [u.name for u in plex.registry.upstreams]
     if ref.registry not in names:
-        raise UsageError(f"{ref.registry} is not an upstream of plex '{plex.name}'",
-                         hint="upstreams: " + ", ".join(names))
+        raise UsageError(
+            f"{ref.registry} is not an upstream of plex '{plex.name}'",
+            hint="upstreams: " + ", ".join(names),
+        )
     if plex.registry.engine is Engine.ZOT:
         return plex.registry.port, f"/v2/{zot.destination(plex, ref.registry)}/{ref.repository}"
     return distribution.port_of(plex, ref.registry), f"/v2/{ref.repository}"
@@ -483,8 +563,9 @@ def warm_one(plex: Plex, cache: Cache, image: str) -> Warmed:
     return Warmed(image, True, digest, len(blobs), total, time.monotonic() - start)
 
 
-def warm(plex: Plex, cache: Cache, images: Iterable[str],
-         report: Callable[[Warmed], None] | None = None) -> list[Warmed]:
+def warm(
+    plex: Plex, cache: Cache, images: Iterable[str], report: Callable[[Warmed], None] | None = None
+) -> list[Warmed]:
     """Pull every image through the cache (one at a time: the upstream is the bottleneck)."""
     out = []
     for image in images:
@@ -518,9 +599,13 @@ class Stats:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "repositories": [
-            {"upstream": r.upstream, "name": r.name, "tags": list(r.tags)}
-            for r in self.repositories]}
+        return {
+            **dataclasses.asdict(self),
+            "repositories": [
+                {"upstream": r.upstream, "name": r.name, "tags": list(r.tags)}
+                for r in self.repositories
+            ],
+        }
 
 
 def distribution_hits(log: str) -> tuple[int, int]:
@@ -578,9 +663,17 @@ def stats(plex: Plex, cache: Cache, runtime: str) -> Stats:
             repos.append(Repository(u.name, name, tuple(tags.get(name, ()))))
         h, m = distribution_hits(cache.access_log(u.name))
         hits, misses = hits + h, misses + m
-    return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), cache.data_size(),
-                 hits, misses, "hits and misses count blob requests since the registry "
-                 "node (or container) started logging")
+    return Stats(
+        plex.name,
+        plex.registry.engine.value,
+        runtime,
+        tuple(repos),
+        cache.data_size(),
+        hits,
+        misses,
+        "hits and misses count blob requests since the registry "
+        "node (or container) started logging",
+    )
 
 
 def _zot_stats(plex: Plex, cache: Cache, runtime: str) -> Stats:
@@ -601,15 +694,28 @@ def _zot_stats(plex: Plex, cache: Cache, runtime: str) -> Stats:
     metrics = cache.get(port, zot.METRICS_PATH)
     counts = zot_metrics.hits_and_misses(metrics.body) if metrics.status == 200 else None
     if counts is None:
-        note = (f"zot answered {zot.METRICS_PATH} with HTTP {metrics.status} and no "
-                f"{zot_metrics.DOWNLOADS}: hits and misses unknown")
-        return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), size, None,
-                     None, note)
-    note = ("hits and misses count manifest requests since zot started "
-            f"({zot_metrics.DOWNLOADS} minus {zot_metrics.UPLOADS}, and {zot_metrics.UPLOADS}; "
-            f"{counts.downloads} manifests served)")
-    return Stats(plex.name, plex.registry.engine.value, runtime, tuple(repos), size,
-                 counts.hits, counts.misses, note)
+        note = (
+            f"zot answered {zot.METRICS_PATH} with HTTP {metrics.status} and no "
+            f"{zot_metrics.DOWNLOADS}: hits and misses unknown"
+        )
+        return Stats(
+            plex.name, plex.registry.engine.value, runtime, tuple(repos), size, None, None, note
+        )
+    note = (
+        "hits and misses count manifest requests since zot started "
+        f"({zot_metrics.DOWNLOADS} minus {zot_metrics.UPLOADS}, and {zot_metrics.UPLOADS}; "
+        f"{counts.downloads} manifests served)"
+    )
+    return Stats(
+        plex.name,
+        plex.registry.engine.value,
+        runtime,
+        tuple(repos),
+        size,
+        counts.hits,
+        counts.misses,
+        note,
+    )
 
 
 def failed_images(results: Sequence[Warmed]) -> list[Warmed]:

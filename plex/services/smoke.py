@@ -35,12 +35,14 @@ from plex.store.identity import require_identity
 CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
 # ctr ships in RKE2's data dir; a tarball install (and the test stand-in) puts it on PATH.
 CTR_PATH = "/var/lib/rancher/rke2/bin:/usr/local/bin:/usr/bin:/bin"
-MANIFEST_TYPES = ",".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+MANIFEST_TYPES = ",".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,15 @@ def smoke_image(plex: Plex) -> ImageRef:
         raise ConfigErrors([ConfigError(where, "nightly.smoke_image", str(e))]) from None
     names = [u.name for u in plex.registry.upstreams]
     if ref.host not in names:
-        raise ConfigErrors([ConfigError(
-            where, "nightly.smoke_image",
-            f"registry '{ref.host}' is not one of registry.upstreams ({', '.join(names)})")])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    where,
+                    "nightly.smoke_image",
+                    f"registry '{ref.host}' is not one of registry.upstreams ({', '.join(names)})",
+                )
+            ]
+        )
     return ref
 
 
@@ -112,21 +120,31 @@ def pull_probe(plex: Plex, ref: ImageRef, timeout: float = 60.0) -> Probe:
     only cover a cold cache fetching from its upstream."""
     ctr = f"ctr --address {CONTAINERD_SOCKET} -n k8s.io"
     img = shlex.quote(ref.full)
-    run = (f"export PATH={CTR_PATH}; {ctr} images rm {img} >/dev/null 2>&1; "
-           f"{ctr} images pull --hosts-dir {RKE2_CERTS_D} {img} >/tmp/plex-smoke-pull.log 2>&1 "
-           f"|| {{ tail -n 5 /tmp/plex-smoke-pull.log; exit 1; }}; "
-           f"{ctr} images ls -q name=={img}")
-    return Probe(f"pull {ref.full}", run, expect=rf"^{re.escape(ref.full)}$", timeout=timeout,
-                 interval=5.0)
+    run = (
+        f"export PATH={CTR_PATH}; {ctr} images rm {img} >/dev/null 2>&1; "
+        f"{ctr} images pull --hosts-dir {RKE2_CERTS_D} {img} >/tmp/plex-smoke-pull.log 2>&1 "
+        f"|| {{ tail -n 5 /tmp/plex-smoke-pull.log; exit 1; }}; "
+        f"{ctr} images ls -q name=={img}"
+    )
+    return Probe(
+        f"pull {ref.full}", run, expect=rf"^{re.escape(ref.full)}$", timeout=timeout, interval=5.0
+    )
 
 
 def served_probe(plex: Plex, ref: ImageRef, timeout: float = 30.0) -> Probe:
     """The plex registry itself serves the manifest (so the pull did not need the upstream)."""
     url = manifest_url(plex, ref)
-    run = (f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
-           f"-H 'Accept: {MANIFEST_TYPES}' {shlex.quote(url)}")
-    return Probe(f"registry serves {ref.repository}:{ref.reference}", run, expect="^200$",
-                 timeout=timeout, interval=2.0)
+    run = (
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
+        f"-H 'Accept: {MANIFEST_TYPES}' {shlex.quote(url)}"
+    )
+    return Probe(
+        f"registry serves {ref.repository}:{ref.reference}",
+        run,
+        expect="^200$",
+        timeout=timeout,
+        interval=2.0,
+    )
 
 
 def pull_node(plex: Plex) -> topology.Node:
@@ -136,8 +154,9 @@ def pull_node(plex: Plex) -> topology.Node:
     return agents[0] if agents else topology.master(plex)
 
 
-def check_images(plex: Plex, running: Mapping[str, str | None],
-                 expected: Mapping[Role, str]) -> ProbeResult:
+def check_images(
+    plex: Plex, running: Mapping[str, str | None], expected: Mapping[Role, str]
+) -> ProbeResult:
     """Every node exists and runs its role's expected image digest (`running`: node -> digest
     from its `user.plex.image` key)."""
     wrong = []
@@ -147,17 +166,26 @@ def check_images(plex: Plex, running: Mapping[str, str | None],
         if want is not None and have != want:
             wrong.append(f"{n.name} runs {(have or 'nothing')[:12]}, not {want[:12]}")
     if wrong:
-        raise ProbeError(f"{len(wrong)} node(s) do not run the baked image: {'; '.join(wrong)}",
-                         hint="the deploy did not converge; see plex status")
-    return ProbeResult("*", "nodes run the baked images", True, 0.0,
-                       f"{len(topology.nodes(plex))} nodes", 1)
+        raise ProbeError(
+            f"{len(wrong)} node(s) do not run the baked image: {'; '.join(wrong)}",
+            hint="the deploy did not converge; see plex status",
+        )
+    return ProbeResult(
+        "*", "nodes run the baked images", True, 0.0, f"{len(topology.nodes(plex))} nodes", 1
+    )
 
 
 Report = Callable[[str, str], None]
 
 
-def smoke(plex: Plex, incus: Executor, root: Path, expected: Mapping[Role, str],
-          running: Mapping[str, str | None], report: Report | None = None) -> list[ProbeResult]:
+def smoke(
+    plex: Plex,
+    incus: Executor,
+    root: Path,
+    expected: Mapping[Role, str],
+    running: Mapping[str, str | None],
+    report: Report | None = None,
+) -> list[ProbeResult]:
     """Run every smoke check; returns their results, raises ProbeError on the first failure."""
     say = report or (lambda node, msg: None)
     identity = require_identity(plex)

@@ -131,7 +131,7 @@ def checksum_entries(text: str) -> list[tuple[str, str]]:
             continue
         first = line.split()[0]
         if _HEX64.fullmatch(first.lower()):
-            listed = line[len(first):].strip().lstrip("*")
+            listed = line[len(first) :].strip().lstrip("*")
             out.append((first.lower(), Path(listed).name if listed else ""))
     return out
 

@@ -48,8 +48,11 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
             sealed: dict[str, dict[str, str]] = data["keys"]
             keys = {
                 n: {
-                    kind: HostKey(kind, private,
-                                  (nodes_dir / n / f"ssh_host_{kind}_key.pub").read_text().strip())
+                    kind: HostKey(
+                        kind,
+                        private,
+                        (nodes_dir / n / f"ssh_host_{kind}_key.pub").read_text().strip(),
+                    )
                     for kind, private in kinds.items()
                 }
                 for n, kinds in sealed.items()
@@ -86,20 +89,32 @@ def is_encrypted(plex_name: str, root: Path | None = None) -> bool:
 
 
 def _sealed_bundle(identity: Identity) -> bytes:
-    return (json.dumps({
-        "token": identity.token,
-        "vrrp_secret": identity.vrrp_secret,
-        "keys": {n: {k: key.private for k, key in sorted(kinds.items())}
-                 for n, kinds in sorted(identity.keys.items())},
-        "node_passwords": dict(sorted(identity.node_passwords.items())),
-    }, indent=1, sort_keys=True) + "\n").encode()
+    return (
+        json.dumps(
+            {
+                "token": identity.token,
+                "vrrp_secret": identity.vrrp_secret,
+                "keys": {
+                    n: {k: key.private for k, key in sorted(kinds.items())}
+                    for n, kinds in sorted(identity.keys.items())
+                },
+                "node_passwords": dict(sorted(identity.node_passwords.items())),
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n"
+    ).encode()
 
 
 def _plaintext_secrets(d: Path) -> list[Path]:
     out = [d / "secrets.json"] if (d / "secrets.json").exists() else []
     for nd in sorted((d / "nodes").iterdir()) if (d / "nodes").is_dir() else []:
-        out += [nd / f"ssh_host_{kind}_key" for kind in KEY_TYPES
-                if (nd / f"ssh_host_{kind}_key").exists()]
+        out += [
+            nd / f"ssh_host_{kind}_key"
+            for kind in KEY_TYPES
+            if (nd / f"ssh_host_{kind}_key").exists()
+        ]
         out += [nd / NODE_PASSWORD_FILE] if (nd / NODE_PASSWORD_FILE).exists() else []
     return out
 
@@ -145,8 +160,9 @@ def encrypt_identity(plex: Plex, recipients: list[str], root: Path | None = None
     d = root or identity_dir(plex.name)
     identity = load_identity(plex.name, root)
     if identity is None:
-        raise UsageError(f"plex '{plex.name}' has no identity yet",
-                         f"run: plex identity {plex.name}")
+        raise UsageError(
+            f"plex '{plex.name}' has no identity yet", f"run: plex identity {plex.name}"
+        )
     if (d / vault.VAULT).exists():
         raise UsageError(f"{d}: the identity is encrypted already")
     write_private(d / vault.RECIPIENTS, "".join(f"{r}\n" for r in recipients), 0o644)

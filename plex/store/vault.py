@@ -24,8 +24,10 @@ RECIPIENTS = "recipients.txt"
 KEY_ENV = "PLEX_AGE_KEY"
 KEY_FILE_ENV = "PLEX_AGE_KEY_FILE"
 _PREFIX = "AGE-SECRET-KEY-1"
-UNLOCK_HINT = (f"set {KEY_ENV} to the age secret key, or {KEY_FILE_ENV} to its file "
-               "(default $XDG_CONFIG_HOME/plex/age.key)")
+UNLOCK_HINT = (
+    f"set {KEY_ENV} to the age secret key, or {KEY_FILE_ENV} to its file "
+    "(default $XDG_CONFIG_HOME/plex/age.key)"
+)
 
 
 def default_key_file() -> Path:
@@ -74,15 +76,17 @@ def unseal(vault: Path) -> bytes:
     """The vault's plaintext; LockedError (one line) without a key or with the wrong one."""
     found = find_key()
     if found is None:
-        raise LockedError(f"{vault.parent}: the identity is encrypted (age) and locked",
-                          hint=UNLOCK_HINT)
+        raise LockedError(
+            f"{vault.parent}: the identity is encrypted (age) and locked", hint=UNLOCK_HINT
+        )
     key, where = found
     try:
-        return bytes(pyrage.decrypt(vault.read_bytes(),
-                                    [pyrage.x25519.Identity.from_str(key)]))
+        return bytes(pyrage.decrypt(vault.read_bytes(), [pyrage.x25519.Identity.from_str(key)]))
     except pyrage.DecryptError:
-        raise LockedError(f"{vault}: the age key from {where} does not open it",
-                          hint="use the key the identity was encrypted to") from None
+        raise LockedError(
+            f"{vault}: the age key from {where} does not open it",
+            hint="use the key the identity was encrypted to",
+        ) from None
 
 
 def read_recipients(d: Path) -> list[str]:

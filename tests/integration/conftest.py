@@ -81,8 +81,9 @@ def demo_plex(project: str, **overrides: object) -> Plex:
 
     gw = bridge_address(NETWORK)
     net = ipaddress.ip_network(f"{gw}/24", strict=False)
-    data["network"].update({"cidr": str(net), "gateway": gw, "dns": [gw],
-                            "vip": str(net.network_address + 10)})
+    data["network"].update(
+        {"cidr": str(net), "gateway": gw, "dns": [gw], "vip": str(net.network_address + 10)}
+    )
     for key, value in overrides.items():
         node = data
         parts = key.split(".")
@@ -109,8 +110,12 @@ def bridge_address(network: str = NETWORK) -> str:
     """The host's address on the plex bridge (the gateway the nodes see)."""
     import subprocess
 
-    out = subprocess.run(["incus", "network", "get", network, "ipv4.address"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        ["incus", "network", "get", network, "ipv4.address"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return out.split("/")[0]
 
 

@@ -27,25 +27,44 @@ from .conftest import ROOT, with_agent_offset
 pytestmark = pytest.mark.incus
 
 EXPECTED = {
-    "lb": (["/etc/haproxy/haproxy.cfg", "/etc/keepalived/check_apiserver.sh"],
-           ["haproxy", "keepalived", "ssh", "plex-node", "systemd-networkd"]),
-    "server": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
-                "/etc/rancher/rke2/registries.yaml"],
-               ["rke2-server", "ssh", "plex-node"]),
-    "agent": (["/usr/local/bin/rke2", "/etc/rancher/rke2/config.yaml",
-               "/etc/rancher/rke2/registries.yaml"], ["rke2-agent", "ssh", "plex-node"]),
-    "registry": (["/etc/docker/registry/docker.io.yml",
-                  "/etc/systemd/system/plex-registry@.service"],
-                 ["plex-registry.target", "ssh", "plex-node"]),
+    "lb": (
+        ["/etc/haproxy/haproxy.cfg", "/etc/keepalived/check_apiserver.sh"],
+        ["haproxy", "keepalived", "ssh", "plex-node", "systemd-networkd"],
+    ),
+    "server": (
+        [
+            "/usr/local/bin/rke2",
+            "/etc/rancher/rke2/config.yaml",
+            "/etc/rancher/rke2/registries.yaml",
+        ],
+        ["rke2-server", "ssh", "plex-node"],
+    ),
+    "agent": (
+        [
+            "/usr/local/bin/rke2",
+            "/etc/rancher/rke2/config.yaml",
+            "/etc/rancher/rke2/registries.yaml",
+        ],
+        ["rke2-agent", "ssh", "plex-node"],
+    ),
+    "registry": (
+        ["/etc/docker/registry/docker.io.yml", "/etc/systemd/system/plex-registry@.service"],
+        ["plex-registry.target", "ssh", "plex-node"],
+    ),
 }
 
 
 def launch(incus, plex: Plex, role: str, name: str) -> None:
     incus.create_instance(
-        name, image=image_alias(plex.name, role), profiles=[],
+        name,
+        image=image_alias(plex.name, role),
+        profiles=[],
         config={owner.PLEX: "bake-test-probe"},
-        devices={"root": {"type": "disk", "path": "/", "pool": plex.incus.pool},
-                 "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"}})
+        devices={
+            "root": {"type": "disk", "path": "/", "pool": plex.incus.pool},
+            "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"},
+        },
+    )
     incus.start(name)
 
 
@@ -64,8 +83,9 @@ def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role
     try:
         identity = require_identity(test_plex)
         assert incus.pull_file(name, "/etc/hosts").decode() == hosts_file(test_plex)
-        assert (incus.pull_file(name, "/etc/ssh/ssh_known_hosts").decode()
-                == known_hosts_file(test_plex, identity))
+        assert incus.pull_file(name, "/etc/ssh/ssh_known_hosts").decode() == known_hosts_file(
+            test_plex, identity
+        )
         for f in files:
             sh(incus, name, f"test -s {f}")
         for s in services:
@@ -114,22 +134,26 @@ def test_unchanged_recipe_is_a_cached_noop_under_a_second(incus, test_plex, bake
 def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> None:
     moved = with_agent_offset(test_plex, 41)
     layers_before = {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")}
-    pkg_images_before = {i.fingerprint for i in incus.images()
-                         if any(a.startswith("plex-pkg/") for a in i.aliases)}
+    pkg_images_before = {
+        i.fingerprint for i in incus.images() if any(a.startswith("plex-pkg/") for a in i.aliases)
+    }
     results = Baker(moved, incus, Paths.under(ROOT)).bake(list(Role))
     for r in results:
         assert not r.cached, f"{r.role}: hosts changed, the plex layer must rebuild"
         assert r.package_cached, f"{r.role}: the package layer must be reused"
         assert r.digest != baked[r.role.value].digest
     assert {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")} == layers_before
-    assert {i.fingerprint for i in incus.images()
-            if any(a.startswith("plex-pkg/") for a in i.aliases)} == pkg_images_before
+    assert {
+        i.fingerprint for i in incus.images() if any(a.startswith("plex-pkg/") for a in i.aliases)
+    } == pkg_images_before
     # Back to the original data: a cache hit, and the moving aliases move back.
     back = Baker(test_plex, incus, Paths.under(ROOT)).bake(list(Role))
     assert all(r.cached for r in back)
     for r in back:
-        assert incus.image_by_alias(image_alias(test_plex.name, r.role)).fingerprint == \
-            baked[r.role.value].fingerprint
+        assert (
+            incus.image_by_alias(image_alias(test_plex.name, r.role)).fingerprint
+            == baked[r.role.value].fingerprint
+        )
 
 
 def _layer_dir() -> Path:
@@ -142,8 +166,12 @@ def _bake_process(plex: Plex, tmp_path: Path) -> subprocess.Popen[bytes]:
     f = tmp_path / "killed.yaml"
     f.write_text(yaml.safe_dump(plex.model_dump(mode="json", exclude={"source"})))
     env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "plex", "bake", str(f), "--type", "lb"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "plex", "bake", str(f), "--type", "lb"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_build_instance(incus, plex_name: str, proc: subprocess.Popen[bytes]) -> str:
@@ -158,7 +186,8 @@ def _wait_for_build_instance(incus, plex_name: str, proc: subprocess.Popen[bytes
 
 
 def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
-        incus, test_plex, baked, tmp_path) -> None:
+    incus, test_plex, baked, tmp_path
+) -> None:
     changed = with_agent_offset(test_plex, 51)  # a change, so the lb plex layer must rebuild
     before = load_catalog(test_plex.name)
     proc = _bake_process(changed, tmp_path)
@@ -178,8 +207,9 @@ def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
     assert incus.observe_builds(test_plex.name) == []
 
 
-def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(incus, test_plex, baked,
-                                                          tmp_path) -> None:
+def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(
+    incus, test_plex, baked, tmp_path
+) -> None:
     changed = with_agent_offset(test_plex, 52)
     images_before = {i.fingerprint for i in incus.images()}
     proc = _bake_process(changed, tmp_path)
@@ -190,8 +220,10 @@ def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(incus, test_plex, bake
     assert "interrupted" in err.decode()
     assert incus.observe_builds(test_plex.name) == []
     assert {i.fingerprint for i in incus.images()} == images_before
-    assert incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint == \
-        baked["lb"].fingerprint
+    assert (
+        incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint
+        == baked["lb"].fingerprint
+    )
 
 
 BUILD_HOST_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/machine-id")
@@ -204,15 +236,21 @@ def _apt_proxies(text: str) -> list[str]:
 def test_no_image_carries_build_host_files(incus, test_plex, baked) -> None:
     """resolv.conf, hosts, machine-id and the apt proxy come from the plex or are empty, never
     from the build host (mmdebstrap copies the host's resolv.conf into a rootfs)."""
-    host_apt = subprocess.run(["apt-config", "dump"], capture_output=True, text=True,
-                              check=False).stdout
+    host_apt = subprocess.run(
+        ["apt-config", "dump"], capture_output=True, text=True, check=False
+    ).stdout
     for role in baked:
         name = f"hostfiles-{role}"
         incus.create_instance(
-            name, image=image_alias(test_plex.name, role), profiles=[],
+            name,
+            image=image_alias(test_plex.name, role),
+            profiles=[],
             config={owner.PLEX: "bake-test-probe"},
-            devices={"root": {"type": "disk", "path": "/", "pool": test_plex.incus.pool},
-                     "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"}})
+            devices={
+                "root": {"type": "disk", "path": "/", "pool": test_plex.incus.pool},
+                "eth0": {"type": "nic", "nictype": "p2p", "name": "eth0"},
+            },
+        )
         try:
             # Read before the first boot: systemd fills an empty machine-id at boot.
             for path in BUILD_HOST_FILES:

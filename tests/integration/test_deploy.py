@@ -47,17 +47,25 @@ def write_plex_file(plex: Plex, path: Path) -> Path:
 
 def plex_cli(args: list[str], **kw) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "plex", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "plex", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
 def deployed(incus, test_plex, baked, incus_cfg):
     """A foreign instance in the plex's project, then the whole demo plex from nothing."""
-    incus.create_instance(FOREIGN, image=baked["lb"].fingerprint, profiles=[],
-                          config={"user.note": "created by hand, not by plex"},
-                          devices={"root": {"type": "disk", "path": "/",
-                                            "pool": incus_cfg.pool}})
+    incus.create_instance(
+        FOREIGN,
+        image=baked["lb"].fingerprint,
+        profiles=[],
+        config={"user.note": "created by hand, not by plex"},
+        devices={"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool}},
+    )
     plan, _ = make_deploy_plan(test_plex, incus)
     assert {a.verb for a in plan.actions} == {Verb.CREATE}
     plan, result = deploy(test_plex, incus, ROOT)
@@ -82,28 +90,37 @@ def _fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def test_every_node_presents_its_precomputed_host_key_over_the_bridge(
-        test_plex, deployed) -> None:
+def test_every_node_presents_its_precomputed_host_key_over_the_bridge(test_plex, deployed) -> None:
     identity = require_identity(test_plex)
     for n in topology.nodes(test_plex):
-        out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519,rsa", n.address],
-                             capture_output=True, text=True, check=False).stdout
-        got = {line.split()[1]: _fingerprint(line.split(None, 1)[1])
-               for line in out.splitlines() if line and not line.startswith("#")}
+        out = subprocess.run(
+            ["ssh-keyscan", "-T", "5", "-t", "ed25519,rsa", n.address],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        got = {
+            line.split()[1]: _fingerprint(line.split(None, 1)[1])
+            for line in out.splitlines()
+            if line and not line.startswith("#")
+        }
         keys = identity.host_keys(n.name)
-        assert got == {"ssh-ed25519": keys["ed25519"].fingerprint,
-                       "ssh-rsa": keys["rsa"].fingerprint}, n.name
+        assert got == {
+            "ssh-ed25519": keys["ed25519"].fingerprint,
+            "ssh-rsa": keys["rsa"].fingerprint,
+        }, n.name
 
 
 def test_private_host_keys_are_0600_on_the_nodes(incus, test_plex, deployed) -> None:
     for n in topology.nodes(test_plex):
-        res = incus.exec(n.name, ["stat", "-c", "%a %U", "/etc/ssh/ssh_host_ed25519_key",
-                                  "/etc/ssh/ssh_host_rsa_key"])
+        res = incus.exec(
+            n.name,
+            ["stat", "-c", "%a %U", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"],
+        )
         assert res.stdout.split() == ["600", "root", "600", "root"], n.name
 
 
-def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex,
-                                                             deployed) -> None:
+def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex, deployed) -> None:
     before = uuids(incus, test_plex)
     plan, result = deploy(test_plex, incus, ROOT, replace=["master"])
     after = uuids(incus, test_plex)
@@ -159,8 +176,9 @@ def test_vip_moves_within_5s_when_its_lb_stops(incus, test_plex, deployed) -> No
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 
-def test_sigkill_during_deploy_then_deploy_again_converges(incus, test_plex, deployed,
-                                                           tmp_path) -> None:
+def test_sigkill_during_deploy_then_deploy_again_converges(
+    incus, test_plex, deployed, tmp_path
+) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     before = uuids(incus, test_plex)
     proc = plex_cli(["deploy", str(f), "--replace", "master", "--yes"])
@@ -215,8 +233,9 @@ def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> No
     assert "127.0.0.1" not in kc
 
 
-def test_reset_and_destroy_spare_what_plex_does_not_own(incus, test_plex, deployed,
-                                                        tmp_path) -> None:
+def test_reset_and_destroy_spare_what_plex_does_not_own(
+    incus, test_plex, deployed, tmp_path
+) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     proc = plex_cli(["reset", str(f), "--yes", "-o", "json"])
     _, err = proc.communicate(timeout=900)

@@ -44,16 +44,23 @@ ARTIFACTS = ROOT / "test-artifacts"
 # The node's docker.io mirror and upstream move to a closed port on the same addresses, in the
 # registries.yaml RKE2 reads: like RKE2, the kube nodes cannot pull their runtime image and
 # never become ready, and the deploy's probe says why (nothing is tried beyond the bridge).
-BROKEN = (r"sed -i -E 's#(https?://[0-9.]+):[0-9]+#\1:9#g' "
-          "/etc/rancher/rke2/registries.yaml")
+BROKEN = (
+    r"sed -i -E 's#(https?://[0-9.]+):[0-9]+#\1:9#g' "
+    "/etc/rancher/rke2/registries.yaml"
+)
 RUNS: dict[str, Any] = {}  # what the ordered tests below hand to each other
 
 
 @pytest.fixture(scope="module")
 def staging(test_plex: Plex, upstream: Any, baked: dict[str, Any], incus: Any) -> Iterator[Plex]:
     """The test plex with the upstream fixture's image as its smoke image; destroyed after."""
-    p = test_plex.model_copy(update={"nightly": NightlyConfig(
-        smoke_image=f"docker.io/{upstream.image}:{upstream.tag}", keep=3)})
+    p = test_plex.model_copy(
+        update={
+            "nightly": NightlyConfig(
+                smoke_image=f"docker.io/{upstream.image}:{upstream.tag}", keep=3
+            )
+        }
+    )
     yield p
     # Back to the good images (cache hits), and free the machine for the tests after this one.
     Baker(test_plex, incus, Paths.under(ROOT)).bake([Role(r) for r in baked])
@@ -67,8 +74,14 @@ def write_plex(p: Plex, path: Path) -> Path:
 
 def nightly_cli(plex_file: Path, home: Path) -> tuple[int, dict[str, Any], str]:
     env = {**os.environ, "PLEX_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "plex", "nightly", str(plex_file), "-o", "json"],
-                          env=env, capture_output=True, text=True, timeout=1800, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "plex", "nightly", str(plex_file), "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
 
 
@@ -100,10 +113,10 @@ def test_full_nightly_passes_and_promotes(incus, staging) -> None:
     assert set(roles) == {"registry", "lb", "server", "agent"}
     for role, b in roles.items():
         # The stable alias, the moving alias and the catalog channel name the image that ran.
-        assert incus.image_by_alias(channel_alias(staging.name, role)).fingerprint == \
-            b["fingerprint"]
-        assert incus.image_by_alias(image_alias(staging.name, role)).fingerprint == \
-            b["fingerprint"]
+        assert (
+            incus.image_by_alias(channel_alias(staging.name, role)).fingerprint == b["fingerprint"]
+        )
+        assert incus.image_by_alias(image_alias(staging.name, role)).fingerprint == b["fingerprint"]
         assert load_catalog(staging.name).channels["stable"][role] == b["digest"]
     # Every package layer that passed is stable, with what it takes to rebuild it.
     stable = load_channels().records[Channel.STABLE.value]
@@ -128,7 +141,8 @@ def test_full_nightly_passes_and_promotes(incus, staging) -> None:
 
 
 def test_second_nightly_with_nothing_changed_is_cache_hits_and_still_redeploys(
-        incus, staging, tmp_path) -> None:
+    incus, staging, tmp_path
+) -> None:
     assert "first" in RUNS, "needs the first nightly"
     before = uuids(incus, staging)
     start = time.monotonic()
@@ -165,8 +179,7 @@ def test_nightly_whose_smoke_fails_does_not_promote(incus, staging, tmp_path) ->
     assert "stable" in RUNS, "needs the first nightly"
     before = RUNS["stable"]
     start = time.monotonic()
-    code, out, err = nightly_cli(write_plex(staging, tmp_path / "demo.yaml"),
-                                 broken_home(tmp_path))
+    code, out, err = nightly_cli(write_plex(staging, tmp_path / "demo.yaml"), broken_home(tmp_path))
     RUNS["broken_seconds"] = time.monotonic() - start
     assert code == 5, err[-3000:]  # ProbeError's exit code
     assert "failed at deploy" in err and "rke2-runtime" in err, err[-2000:]
@@ -178,8 +191,7 @@ def test_nightly_whose_smoke_fails_does_not_promote(incus, staging, tmp_path) ->
     assert all(b["package_cached"] for b in out["bake"])
     # The broken images were deployed (the moving aliases point at them)...
     broken = {b["role"]: b["fingerprint"] for b in out["bake"]}
-    assert incus.image_by_alias(image_alias(staging.name, "server")).fingerprint == \
-        broken["server"]
+    assert incus.image_by_alias(image_alias(staging.name, "server")).fingerprint == broken["server"]
     assert broken["server"] != before["aliases"]["server"]
     # ...and stable did not move: aliases, catalog channel and package-layer channels.
     assert stable_state(incus, staging) == before
@@ -215,14 +227,29 @@ def test_report_renders_in_headless_chromium(staging) -> None:
     shot = ARTIFACTS / "nightly-report.png"
     shot.unlink(missing_ok=True)
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-         "--window-size=1200,900", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync",
-         f"file://{directory / 'latest.html'}"],
-        capture_output=True, text=True, timeout=180, check=False)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,900",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            f"file://{directory / 'latest.html'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     assert _png_size(shot) == (1200, 900)
     assert shot.stat().st_size > 30_000, "the screenshot looks blank"
     # Keep the numbers with the picture.
-    (ARTIFACTS / "nightly-times.json").write_text(json.dumps({
-        k: round(v, 1) for k, v in RUNS.items() if k.endswith("_seconds")}, indent=2) + "\n")
+    (ARTIFACTS / "nightly-times.json").write_text(
+        json.dumps({k: round(v, 1) for k, v in RUNS.items() if k.endswith("_seconds")}, indent=2)
+        + "\n"
+    )

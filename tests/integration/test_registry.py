@@ -60,6 +60,8 @@ def settled(upstream, digests) -> dict[str, int]:  # type: ignore[no-untyped-def
 
 def cold_miss(counts: dict[str, int]) -> bool:
     return all(n in COLD_MISS_FETCHES for n in counts.values()) and bool(counts)
+
+
 CTR = ["ctr", "--address", "/run/k3s/containerd/containerd.sock", "-n", "k8s.io"]
 TIMES: dict[str, float] = {}
 
@@ -68,8 +70,7 @@ def pull(incus, node: str, image: str = IMAGE) -> float:
     """Pull `image` on `node` through containerd with the hosts.toml RKE2 generated from the
     node's registries.yaml (what the kubelet uses); seconds taken."""
     t0 = time.monotonic()
-    res = incus.exec(node, [*CTR, "images", "pull", "--hosts-dir", RKE2_CERTS_D,
-                            image])
+    res = incus.exec(node, [*CTR, "images", "pull", "--hosts-dir", RKE2_CERTS_D, image])
     took = time.monotonic() - t0
     assert res.returncode == 0, f"{node}: {res.output[-1500:]}"
     listed = incus.exec(node, [*CTR, "images", "ls", "-q"]).stdout.split()
@@ -98,25 +99,66 @@ def _push_warm_image(upstream, workdir: Path) -> tuple[str, ...]:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     layer, layer_size = blob(gzip.compress(raw.getvalue(), mtime=0))
-    config, config_size = blob(json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers",
-                   "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
-    }).encode())
-    manifest, manifest_size = blob(json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer, "size": layer_size}],
-    }).encode())
+    config, config_size = blob(
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()],
+                },
+            }
+        ).encode()
+    )
+    manifest, manifest_size = blob(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config,
+                    "size": config_size,
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer,
+                        "size": layer_size,
+                    }
+                ],
+            }
+        ).encode()
+    )
     (workdir / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (workdir / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest,
-        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "1.0"}}]}))
+    (workdir / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest,
+                        "size": manifest_size,
+                        "annotations": {"org.opencontainers.image.ref.name": "1.0"},
+                    }
+                ],
+            }
+        )
+    )
     host = upstream.url.removeprefix("http://")
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                    f"oci:{workdir}:1.0", f"docker://{host}/{WARM_REPO}:1.0"], check=True)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            f"oci:{workdir}:1.0",
+            f"docker://{host}/{WARM_REPO}:1.0",
+        ],
+        check=True,
+    )
     return (layer, config)
 
 
@@ -154,12 +196,16 @@ def test_up_deploys_only_the_registry_on_its_cache_volume(incus, test_plex, regi
 
 
 def test_warm_pulls_through_the_cache_so_nodes_never_go_upstream(
-        incus, test_plex, registry_up, upstream, tmp_path):
+    incus, test_plex, registry_up, upstream, tmp_path
+):
     blobs = _push_warm_image(upstream, tmp_path / "warm")
     cache = ops.IncusCache(test_plex, incus)
     t0 = time.monotonic()
-    results = ops.warm(test_plex, cache, [f"docker.io/{WARM_REPO}:1.0",
-                                          "docker.io/library/absent:1.0", "quay.io/x/y:1"])
+    results = ops.warm(
+        test_plex,
+        cache,
+        [f"docker.io/{WARM_REPO}:1.0", "docker.io/library/absent:1.0", "quay.io/x/y:1"],
+    )
     TIMES["warm (2 blobs)"] = time.monotonic() - t0
     ok, absent, foreign = results
     assert ok.ok and ok.blobs == 2 and ok.bytes > 0, ok
@@ -187,7 +233,8 @@ def cluster(incus, test_plex, registry_up):
 
 
 def test_two_nodes_pull_by_upstream_name_and_the_cache_fetches_each_blob_once(
-        incus, test_plex, cluster, upstream):
+    incus, test_plex, cluster, upstream
+):
     # The upstream is shared by the whole session: count from here.
     base = fetches(upstream, upstream.blobs)
     TIMES["cold pull demo-agent1"] = pull(incus, "demo-agent1")
@@ -203,8 +250,9 @@ def test_two_nodes_pull_by_upstream_name_and_the_cache_fetches_each_blob_once(
 
 
 def _blob_digests(log: Path) -> set[str]:
-    return set(re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64}) ',
-                          log.read_text(errors="replace")))
+    return set(
+        re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64}) ', log.read_text(errors="replace"))
+    )
 
 
 def test_stats_show_repositories_size_hits_and_misses(incus, test_plex, cluster):
@@ -324,10 +372,15 @@ def test_runtime_docker_cache_survives_its_containers(session_project, upstream)
     docker = _docker()
     _stand_in_registry_image(docker)
     gw = bridge_address()
-    plex = demo_plex(session_project, **{
-        "name": f"dk{session_project[-6:]}", "registry.runtime": "docker",
-        "registry.port": _free_port(),
-        "registry.upstreams": [{"name": "docker.io", "url": upstream.url}]})
+    plex = demo_plex(
+        session_project,
+        **{
+            "name": f"dk{session_project[-6:]}",
+            "registry.runtime": "docker",
+            "registry.port": _free_port(),
+            "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],
+        },
+    )
     images = {Engine.DISTRIBUTION: DOCKER_IMAGE}
     try:
         up = ops.up_docker(plex, docker, images)

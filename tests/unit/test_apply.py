@@ -33,8 +33,9 @@ class RecordingIncus:
     ignore_mode: bool = False  # behave like an Incus that drops the file mode header
     modes: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def ensure_volume(self, pool: str, name: str, config: dict[str, str],
-                      target: str | None = None) -> bool:
+    def ensure_volume(
+        self, pool: str, name: str, config: dict[str, str], target: str | None = None
+    ) -> bool:
         self.calls.append(("volume", name))
         return True
 
@@ -42,8 +43,9 @@ class RecordingIncus:
         self.calls.append(("create", name, kw["image"]))
         self.existing.add(name)
 
-    def push_file(self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0,
-                  gid: int = 0) -> None:
+    def push_file(
+        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> None:
         self.calls.append(("push", name, path, mode))
         self.modes[(name, path)] = 0o644 if self.ignore_mode else mode
 
@@ -78,17 +80,25 @@ class RecordingIncus:
         return sorted(self.existing)
 
     def observe(self, plex: str) -> Observed:
-        return Observed(plex, "plex-demo", instances={
-            n: ObservedInstance(name=n, status="Running", uuid=n, config={})
-            for n in self.existing})
+        return Observed(
+            plex,
+            "plex-demo",
+            instances={
+                n: ObservedInstance(name=n, status="Running", uuid=n, config={})
+                for n in self.existing
+            },
+        )
 
     def etcd_answer(self, argv: list[str]) -> ExecResult | None:
         """etcd's gateway on a server (plex.deploy.etcd.curl): members are the servers."""
         if argv[0] != "curl":
             return None
         if argv[-1].endswith("/member/list"):
-            members = [{"ID": str(i), "name": n} for i, n in enumerate(sorted(self.existing))
-                       if "-server" in n]
+            members = [
+                {"ID": str(i), "name": n}
+                for i, n in enumerate(sorted(self.existing))
+                if "-server" in n
+            ]
             return ExecResult(0, json.dumps({"members": members}), "")
         return ExecResult(0, "{}", "")
 
@@ -102,20 +112,24 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     identity, _ = ensure_identity(plex)
-    images = {r: ImageRef(r, r.value[0] * 64, "f" * 63 + str(i), f"demo/{r.value}")
-              for i, r in enumerate(Role)}
+    images = {
+        r: ImageRef(r, r.value[0] * 64, "f" * 63 + str(i), f"demo/{r.value}")
+        for i, r in enumerate(Role)
+    }
     return plex, identity, images
 
 
 def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # type: ignore[no-untyped-def]
     plex, identity, images = demo
-    plan = make_plan(plex, images, Observed("demo", "plex-demo"),
-                     profiles=dict.fromkeys(Role, PROFILE))
+    plan = make_plan(
+        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
+    )
     incus = RecordingIncus()
     Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
     # The cache volume exists before the registry node that mounts it.
     assert incus.calls.index(("volume", "demo-registry-cache")) < next(
-        i for i, c in enumerate(incus.calls) if c[:2] == ("create", "demo-registry1"))
+        i for i, c in enumerate(incus.calls) if c[:2] == ("create", "demo-registry1")
+    )
     reg = [c for c in incus.calls if c[1] == "demo-registry1"]
     kinds = [c[0] for c in reg]
     assert kinds[0] == "create"
@@ -128,9 +142,11 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
     # A kube node also gets its RKE2 node password (0600, its directory made first).
     agent = [c for c in incus.calls if c[1] == "demo-agent1"]
     assert ("push", "demo-agent1", "/etc/rancher/node/password", 0o600) in agent
-    assert agent.index(("mkdir", "demo-agent1", "/etc/rancher/node")) < agent.index(
-        ("push", "demo-agent1", "/etc/rancher/node/password", 0o600)) < agent.index(
-        ("start", "demo-agent1"))
+    assert (
+        agent.index(("mkdir", "demo-agent1", "/etc/rancher/node"))
+        < agent.index(("push", "demo-agent1", "/etc/rancher/node/password", 0o600))
+        < agent.index(("start", "demo-agent1"))
+    )
     # The secrets images no longer hold: the token to kube nodes, the VRRP password to lbs,
     # each pushed 0600 before the node starts.
     pushed = {(c[1], c[2]): c[3] for c in incus.calls if c[0] == "push"}
@@ -149,19 +165,24 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
 
 def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:  # type: ignore[no-untyped-def]
     plex, identity, images = demo
-    plan = make_plan(plex, images, Observed("demo", "plex-demo"),
-                     profiles=dict.fromkeys(Role, PROFILE))
+    plan = make_plan(
+        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
+    )
     incus = RecordingIncus(ignore_mode=True)
-    with pytest.raises(BackendError, match=r"demo-registry1: /etc/ssh/ssh_host_ed25519_key has "
-                                           r"mode 0644, not 0600"):
+    with pytest.raises(
+        BackendError,
+        match=r"demo-registry1: /etc/ssh/ssh_host_ed25519_key has "
+        r"mode 0644, not 0600",
+    ):
         Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
     assert ("start", "demo-registry1") not in incus.calls
 
 
 def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> None:  # type: ignore[no-untyped-def]
     plex, identity, images = demo
-    fresh = make_plan(plex, images, Observed("demo", "plex-demo"),
-                      profiles=dict.fromkeys(Role, PROFILE))
+    fresh = make_plan(
+        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
+    )
     instances = {}
     for a in fresh.actions:
         assert a.spec is not None
@@ -169,14 +190,23 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
         cfg[owner.READY] = "true"
         instances[a.node] = ObservedInstance(a.node, "Running", f"u-{a.node}", cfg)
     observed = Observed("demo", "plex-demo", instances)
-    plan = make_plan(plex, images, observed, replace=["master"],
-                     profiles=dict.fromkeys(Role, PROFILE))
+    plan = make_plan(
+        plex, images, observed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
+    )
     incus = RecordingIncus(existing=set(instances))
     Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
     order = [(c[0], c[1]) for c in incus.calls if c[0] in ("delete", "create")]
     master_create = order.index(("create", "demo-server1"))
     torn_down = {n for kind, n in order[:master_create] if kind == "delete"}
-    assert torn_down == {"demo-server1", "demo-server2", "demo-server3", "demo-agent1",
-                         "demo-agent2"}
-    assert not any(c[1].startswith(("demo-lb", "demo-registry")) for c in incus.calls
-                   if c[0] in ("delete", "create"))
+    assert torn_down == {
+        "demo-server1",
+        "demo-server2",
+        "demo-server3",
+        "demo-agent1",
+        "demo-agent2",
+    }
+    assert not any(
+        c[1].startswith(("demo-lb", "demo-registry"))
+        for c in incus.calls
+        if c[0] in ("delete", "create")
+    )

@@ -12,8 +12,12 @@ SERVERS = ["demo-server1", "demo-server2", "demo-server3"]
 
 
 def members(*names: str) -> list[etcd.Member]:
-    doc = {"members": [{"ID": str(i), "peerURLs": [f"http://10.0.0.{i}:2380"],
-                        **({"name": n} if n else {})} for i, n in enumerate(names, 1)]}
+    doc = {
+        "members": [
+            {"ID": str(i), "peerURLs": [f"http://10.0.0.{i}:2380"], **({"name": n} if n else {})}
+            for i, n in enumerate(names, 1)
+        ]
+    }
     return etcd.parse_members(json.dumps(doc))
 
 
@@ -28,8 +32,9 @@ def test_exactly_the_servers_is_ok() -> None:
 
 
 def test_stale_unstarted_and_missing_members() -> None:
-    check = etcd.check_members(members("demo-server1", "demo-server3", ""),
-                               {"demo-server1", "demo-server2"}, SERVERS)
+    check = etcd.check_members(
+        members("demo-server1", "demo-server3", ""), {"demo-server1", "demo-server2"}, SERVERS
+    )
     assert [m.name for m in check.stale] == ["demo-server3"]
     assert [m.peer_urls for m in check.unstarted] == [("http://10.0.0.3:2380",)]
     assert check.missing == ("demo-server2",)
@@ -39,8 +44,11 @@ def test_stale_unstarted_and_missing_members() -> None:
 def test_etcds_own_errors_come_through() -> None:
     with pytest.raises(ValueError, match="etcdserver: request timed out"):
         etcd.parse_members('{"error":"etcdserver: request timed out","code":14}')
-    st = etcd.parse_status(json.dumps({"header": {"member_id": "7"}, "leader": "0",
-                                       "errors": ["etcdserver: no leader"]}))
+    st = etcd.parse_status(
+        json.dumps(
+            {"header": {"member_id": "7"}, "leader": "0", "errors": ["etcdserver: no leader"]}
+        )
+    )
     assert not st.has_quorum and st.errors == ("etcdserver: no leader",)
     assert etcd.parse_status('{"header": {"member_id": "7"}, "leader": "7"}').has_quorum
 

@@ -33,7 +33,8 @@ def all_bytes(d: Path) -> list[bytes]:
 
 
 def test_encrypted_identity_holds_no_plaintext_secret_and_is_locked_without_the_key(
-        env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     plex = load_plex(REPO / "plexes" / "demo.yaml")
     assert main(["identity", "demo"]) == 0
     before = load_identity("demo")

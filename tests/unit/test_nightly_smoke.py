@@ -31,17 +31,22 @@ def demo() -> Plex:
     return load_plex(PLEXES / "demo.yaml")
 
 
-@pytest.mark.parametrize(("ref", "want"), [
-    ("busybox", ImageRef("docker.io", "library/busybox", "latest")),
-    ("busybox:1.36", ImageRef("docker.io", "library/busybox", "1.36")),
-    ("docker.io/library/plextest:1.0", ImageRef("docker.io", "library/plextest", "1.0")),
-    ("docker.io/busybox:1", ImageRef("docker.io", "library/busybox", "1")),
-    ("rancher/rke2-runtime:v1", ImageRef("docker.io", "rancher/rke2-runtime", "v1")),
-    ("ghcr.io/org/app:2", ImageRef("ghcr.io", "org/app", "2")),
-    ("registry.k8s.io/pause@sha256:" + "0" * 64,
-     ImageRef("registry.k8s.io", "pause", "sha256:" + "0" * 64)),
-    ("localhost:5000/x/y", ImageRef("localhost:5000", "x/y", "latest")),
-])
+@pytest.mark.parametrize(
+    ("ref", "want"),
+    [
+        ("busybox", ImageRef("docker.io", "library/busybox", "latest")),
+        ("busybox:1.36", ImageRef("docker.io", "library/busybox", "1.36")),
+        ("docker.io/library/plextest:1.0", ImageRef("docker.io", "library/plextest", "1.0")),
+        ("docker.io/busybox:1", ImageRef("docker.io", "library/busybox", "1")),
+        ("rancher/rke2-runtime:v1", ImageRef("docker.io", "rancher/rke2-runtime", "v1")),
+        ("ghcr.io/org/app:2", ImageRef("ghcr.io", "org/app", "2")),
+        (
+            "registry.k8s.io/pause@sha256:" + "0" * 64,
+            ImageRef("registry.k8s.io", "pause", "sha256:" + "0" * 64),
+        ),
+        ("localhost:5000/x/y", ImageRef("localhost:5000", "x/y", "latest")),
+    ],
+)
 def test_parse_image_normalises_like_docker(ref: str, want: ImageRef) -> None:
     assert parse_image(ref) == want
 
@@ -67,18 +72,24 @@ def test_smoke_image_must_come_from_an_upstream_and_errors_name_the_field(demo: 
 def test_manifest_url_follows_the_engine_layout(demo: Plex) -> None:
     ref = parse_image("docker.io/library/plextest:1.0")
     # distribution: one port per upstream (from registry.port up), /v2 at the root.
-    assert manifest_url(demo, ref) == \
-        "http://10.77.0.5:5000/v2/library/plextest/manifests/1.0"
-    zot = demo.model_copy(update={"registry": demo.registry.model_copy(
-        update={"engine": Engine.ZOT})})
+    assert manifest_url(demo, ref) == "http://10.77.0.5:5000/v2/library/plextest/manifests/1.0"
+    zot = demo.model_copy(
+        update={"registry": demo.registry.model_copy(update={"engine": Engine.ZOT})}
+    )
     # zot: one port, the upstream's prefix replaces /v2 (override_path).
-    assert manifest_url(zot, ref) == \
-        "http://10.77.0.5:5000/v2/docker.io/library/plextest/manifests/1.0"
+    assert (
+        manifest_url(zot, ref)
+        == "http://10.77.0.5:5000/v2/docker.io/library/plextest/manifests/1.0"
+    )
 
 
 def test_check_images_names_every_stale_or_missing_node(demo: Plex) -> None:
-    expected = {Role.REGISTRY: "r" * 64, Role.LB: "l" * 64, Role.SERVER: "s" * 64,
-                Role.AGENT: "a" * 64}
+    expected = {
+        Role.REGISTRY: "r" * 64,
+        Role.LB: "l" * 64,
+        Role.SERVER: "s" * 64,
+        Role.AGENT: "a" * 64,
+    }
     running = {n.name: expected[n.role] for n in topology.nodes(demo)}
     assert check_images(demo, running, expected).ok
     running["demo-agent2"] = "o" * 64
@@ -112,8 +123,11 @@ class Node:
         cmd = argv[-1]
         self.calls.append((name, cmd))
         if not self.pull_works:
-            return Res(1, "ctr: failed to resolve reference: dial tcp: lookup "
-                          "registry-1.docker.io: no such host")
+            return Res(
+                1,
+                "ctr: failed to resolve reference: dial tcp: lookup "
+                "registry-1.docker.io: no such host",
+            )
         return Res(0, "docker.io/library/plextest:1.0\n")
 
 

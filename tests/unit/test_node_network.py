@@ -35,8 +35,10 @@ def _identity(plex: Plex) -> Identity:
 def _files(plex: Plex, role: Role) -> dict[str, str]:
     rr = load_role_recipe(BAKE, role, plex.registry.engine)
     ctx = template_context(plex, _identity(plex), role)
-    return {f.path: f.content.decode() for f in render_files(rr, Renderer(BAKE / "templates"),
-                                                             {**ctx, "package_digest": "x"})}
+    return {
+        f.path: f.content.decode()
+        for f in render_files(rr, Renderer(BAKE / "templates"), {**ctx, "package_digest": "x"})
+    }
 
 
 def _demo(**network: object) -> Plex:
@@ -89,7 +91,8 @@ def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli)
     res = cli("validate", str(f))
     assert res.code == 2
     assert res.err_lines == [
-        f"error: {f}:{line}: tls.ca_files[0]: {tmp_path}/certs/missing.crt: no such file"]
+        f"error: {f}:{line}: tls.ca_files[0]: {tmp_path}/certs/missing.crt: no such file"
+    ]
 
 
 def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +108,8 @@ def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli) -> None:  # type: ign
 
 def test_a_broken_pem_block_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text(
-        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    )
     with pytest.raises(ConfigErrors) as e:
         load_plex(_plex_file(tmp_path, ["ca.crt"]))
     assert "not a valid PEM certificate" in str(e.value)

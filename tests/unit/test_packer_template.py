@@ -309,14 +309,22 @@ def test_files_lost_inside_a_transaction_are_refused() -> None:
     /var (outside the snapshot, bar the dirs tukit bind-mounts) would be hidden after reboot."""
     assert lost_in_transaction("/usr/local/sbin/plex-node-setup")
     assert lost_in_transaction("/var/lib/rancher/rke2/server/manifests/x.yaml")
-    for kept in ("/usr/libexec/plex-node-setup", "/etc/plex/nodes/a/etc/hosts", "/opt/rke2/x",
-                 "/var/lib/ca-certificates/x", "/root/.profile"):
+    for kept in (
+        "/usr/libexec/plex-node-setup",
+        "/etc/plex/nodes/a/etc/hosts",
+        "/opt/rke2/x",
+        "/var/lib/ca-certificates/x",
+        "/root/.profile",
+    ):
         assert not lost_in_transaction(kept), kept
     plex = load("verniplex")
     for role in (Role.LB, Role.SERVER, Role.AGENT, Role.REGISTRY):
         files = vm_files(plex, vm_recipe(plex, role))  # checks, raises on a lost path
         assert "/usr/libexec/plex-node-setup" in {f.path for f in files}
     bad = (RenderedFile("/usr/local/sbin/plex-node-setup", b"#!/bin/sh\n", 0o755),)
-    with pytest.raises(ConfigError, match=r"bake/common.yaml: files: /usr/local/sbin/"
-                                          r"plex-node-setup: written inside a transactional"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bake/common.yaml: files: /usr/local/sbin/"
+        r"plex-node-setup: written inside a transactional",
+    ):
         check_transaction_paths(bad, "bake/common.yaml")

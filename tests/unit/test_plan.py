@@ -146,8 +146,12 @@ def test_waves_keep_etcd_safe(name: str) -> None:
         assert len(ranks) == 1, wave
         assert ranks.pop() >= last
     master = topology.master(plex).name
-    server_waves = [i for i, w in enumerate(plan.waves) for a in w
-                    if a.role is Role.SERVER and a.verb is not Verb.DELETE]
+    server_waves = [
+        i
+        for i, w in enumerate(plan.waves)
+        for a in w
+        if a.role is Role.SERVER and a.verb is not Verb.DELETE
+    ]
     master_waves = [i for i, w in enumerate(plan.waves) for a in w if a.node == master]
     if master_waves:
         assert master_waves[0] == min(server_waves)
@@ -166,15 +170,22 @@ V1 = {"registry": "registry-1", "lb": "lb-1", "server": "server-1", "agent": "ag
 
 
 def deployed(plex: Plex, images: dict[Role, ImageRef]) -> Observed:
-    return simulate_apply(make_plan(plex, images, Observed(plex.name, plex.incus.project)),
-                          Observed(plex.name, plex.incus.project))
+    return simulate_apply(
+        make_plan(plex, images, Observed(plex.name, plex.incus.project)),
+        Observed(plex.name, plex.incus.project),
+    )
 
 
 def test_fresh_plan_creates_everything_in_order(demo: Plex) -> None:
     plan = make_plan(demo, images_for(demo, V1), Observed("demo", "plex-demo"))
     assert [[a.node for a in w] for w in plan.waves] == [
-        ["demo-registry1"], ["demo-lb1"], ["demo-lb2"], ["demo-server1"], ["demo-server2"],
-        ["demo-server3"], ["demo-agent1", "demo-agent2"],
+        ["demo-registry1"],
+        ["demo-lb1"],
+        ["demo-lb2"],
+        ["demo-server1"],
+        ["demo-server2"],
+        ["demo-server3"],
+        ["demo-agent1", "demo-agent2"],
     ]
     assert plan.count(Verb.CREATE) == 8
     assert not any(a.drain for a in plan.actions)
@@ -206,9 +217,13 @@ def test_missing_image_names_the_role_and_says_bake(demo: Plex) -> None:
 
 
 def test_foreign_instance_with_a_node_name_blocks_the_plan(demo: Plex) -> None:
-    observed = Observed("demo", "plex-demo", {
-        "demo-agent1": ObservedInstance("demo-agent1", "Running", "u1", {}),
-    })
+    observed = Observed(
+        "demo",
+        "plex-demo",
+        {
+            "demo-agent1": ObservedInstance("demo-agent1", "Running", "u1", {}),
+        },
+    )
     with pytest.raises(PlexError, match=r"'demo-agent1' .* is not a node of plex 'demo'"):
         make_plan(demo, images_for(demo, V1), observed)
 
@@ -249,8 +264,9 @@ def test_no_server_is_replaced_while_etcd_lacks_quorum(demo: Plex) -> None:
     images = images_for(demo, V1)
     observed = _stop(deployed(demo, images), "demo-server2", "demo-server3")
     for replace in ([], ["server2"]):
-        with pytest.raises(PlanRefused, match=r"etcd has no quorum \(1 of 3 servers running\)")\
-                as e:
+        with pytest.raises(
+            PlanRefused, match=r"etcd has no quorum \(1 of 3 servers running\)"
+        ) as e:
             make_plan(demo, images, observed, replace=replace)
         assert e.value.exit_code == 7 and "plex reset demo" in (e.value.hint or "")
     forced = make_plan(demo, images, observed, replace=["server2"], force=True)
@@ -271,8 +287,9 @@ def test_servers_missing_from_incus_count_as_dead_members(demo: Plex) -> None:
     """Deleted behind plex's back, they may still be etcd members: 1 of 3 is no quorum."""
     images = images_for(demo, V1)
     observed = deployed(demo, images)
-    insts = {n: i for n, i in observed.instances.items()
-             if n not in ("demo-server2", "demo-server3")}
+    insts = {
+        n: i for n, i in observed.instances.items() if n not in ("demo-server2", "demo-server3")
+    }
     with pytest.raises(PlanRefused, match=r"no quorum \(1 of 3"):
         make_plan(demo, images, Observed(observed.plex, observed.project, insts))
     # One lost server of three: quorum holds, it is recreated and rejoins under its name.
@@ -285,8 +302,12 @@ def test_servers_missing_from_incus_count_as_dead_members(demo: Plex) -> None:
 def test_render_rows_use_terraform_symbols(demo: Plex) -> None:
     images = images_for(demo, V1)
     observed = deployed(demo, images)
-    plan = make_plan(load_case_plex("demo", {"roles": {"agent": {"count": 1}}}), images,
-                     observed, replace=["lb1"])
+    plan = make_plan(
+        load_case_plex("demo", {"roles": {"agent": {"count": 1}}}),
+        images,
+        observed,
+        replace=["lb1"],
+    )
     rows = {r[1]: r for r in plan.render_rows()}
     assert rows["demo-lb1"] == ("-/+", "demo-lb1", "replace", "forced")
     assert rows["demo-agent2"] == ("-", "demo-agent2", "delete (drain)", "not in the plex file")
@@ -324,13 +345,26 @@ def messy_state(draw: st.DrawFn) -> tuple[Plex, Observed, list[str]]:
     servers = draw(st.integers(1, 5))
     agents = draw(st.integers(0, 3))
     lbs = draw(st.integers(1, 2))  # the VIP needs an lb
-    plex = load_case_plex("demo", {"roles": {"server": {"count": servers},
-                                             "agent": {"count": agents, "offset": 41},
-                                             "lb": {"count": lbs}}})
+    plex = load_case_plex(
+        "demo",
+        {
+            "roles": {
+                "server": {"count": servers},
+                "agent": {"count": agents, "offset": 41},
+                "lb": {"count": lbs},
+            }
+        },
+    )
     # What was deployed: a possibly bigger or smaller plex, then drifted.
-    old = load_case_plex("demo", {"roles": {"server": {"count": draw(st.integers(1, 5))},
-                                            "agent": {"count": draw(st.integers(0, 3)),
-                                                      "offset": 41}}})
+    old = load_case_plex(
+        "demo",
+        {
+            "roles": {
+                "server": {"count": draw(st.integers(1, 5))},
+                "agent": {"count": draw(st.integers(0, 3)), "offset": 41},
+            }
+        },
+    )
     images = images_for(old, V1)
     base = deployed(old, images)
     insts = {}
@@ -364,8 +398,14 @@ def test_any_state_converges_after_one_apply(state: tuple[Plex, Observed, list[s
     # Outside a cascade no wave creates two servers at once.
     if plan.cascade_from is None:
         for wave in plan.waves:
-            assert sum(1 for a in wave if a.role is Role.SERVER and a.verb.changes
-                       and a.verb is not Verb.DELETE) <= 1
+            assert (
+                sum(
+                    1
+                    for a in wave
+                    if a.role is Role.SERVER and a.verb.changes and a.verb is not Verb.DELETE
+                )
+                <= 1
+            )
 
 
 def test_plan_type_is_frozen(demo: Plex) -> None:

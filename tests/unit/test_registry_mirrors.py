@@ -20,9 +20,7 @@ load_case = golden_case
 
 
 def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
-    return plex.model_copy(
-        update={"registry": plex.registry.model_copy(update={"upstreams": ups})}
-    )
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update={"upstreams": ups})})
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -33,20 +31,24 @@ def test_golden_node_files(case: str, engine: Engine) -> None:
 
 def test_zot_endpoints_carry_the_destination_path() -> None:
     doc = registries_yaml(load_case("four", Engine.ZOT))
-    assert doc == {"mirrors": {
-        name: {"endpoint": [f"http://10.20.0.5:5000/v2/{name}"]}
-        for name in ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io")
-    }}
+    assert doc == {
+        "mirrors": {
+            name: {"endpoint": [f"http://10.20.0.5:5000/v2/{name}"]}
+            for name in ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io")
+        }
+    }
 
 
 def test_distribution_endpoints_are_domain_roots_on_their_own_ports() -> None:
     doc = registries_yaml(load_case("four", Engine.DISTRIBUTION))
-    assert doc == {"mirrors": {
-        "docker.io": {"endpoint": ["http://10.20.0.5:5000"]},
-        "ghcr.io": {"endpoint": ["http://10.20.0.5:5001"]},
-        "quay.io": {"endpoint": ["http://10.20.0.5:5002"]},
-        "registry.k8s.io": {"endpoint": ["http://10.20.0.5:5003"]},
-    }}
+    assert doc == {
+        "mirrors": {
+            "docker.io": {"endpoint": ["http://10.20.0.5:5000"]},
+            "ghcr.io": {"endpoint": ["http://10.20.0.5:5001"]},
+            "quay.io": {"endpoint": ["http://10.20.0.5:5002"]},
+            "registry.k8s.io": {"endpoint": ["http://10.20.0.5:5003"]},
+        }
+    }
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -59,15 +61,19 @@ def test_every_endpoint_is_explicit_http(engine: Engine) -> None:
 def test_a_non_default_upstream_is_the_explicit_fallback() -> None:
     doc = registries_yaml(load_case("http", Engine.ZOT))
     assert doc["mirrors"]["lab.internal:5000"]["endpoint"] == [
-        "http://10.99.0.5:5050/v2/lab.internal-5000", "http://10.99.0.2:5000"]
+        "http://10.99.0.5:5050/v2/lab.internal-5000",
+        "http://10.99.0.2:5000",
+    ]
     # docker.io's URL is containerd's own default: no second endpoint.
     assert doc["mirrors"]["docker.io"]["endpoint"] == ["http://10.99.0.5:5050/v2/docker.io"]
     assert "configs" not in doc  # tls_verify: false on http changes nothing
 
 
 def test_insecure_https_upstream_fallback_skips_verification() -> None:
-    plex = with_upstreams(load_case("one", Engine.ZOT),
-                          Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False))
+    plex = with_upstreams(
+        load_case("one", Engine.ZOT),
+        Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False),
+    )
     doc = registries_yaml(plex)
     assert doc["configs"] == {"harbor.lab": {"tls": {"insecure_skip_verify": True}}}
     # What RKE2 makes of it (k3s rules): the upstream, last in the list, is the default
@@ -87,33 +93,43 @@ def test_rke2_makes_zot_endpoints_override_the_path() -> None:
     assert doc == {
         "server": "https://registry-1.docker.io/v2",
         "capabilities": ["pull", "resolve", "push"],
-        "host": {"http://10.20.0.5:5000/v2/docker.io": {
-            "capabilities": ["pull", "resolve"], "override_path": True}},
+        "host": {
+            "http://10.20.0.5:5000/v2/docker.io": {
+                "capabilities": ["pull", "resolve"],
+                "override_path": True,
+            }
+        },
     }
 
 
 def test_rke2_gives_distribution_root_endpoints_no_override_path() -> None:
-    doc = tomllib.loads(rke2_hosts_toml(registries_yaml(load_case("four", Engine.DISTRIBUTION)))[
-        "quay.io"])
+    doc = tomllib.loads(
+        rke2_hosts_toml(registries_yaml(load_case("four", Engine.DISTRIBUTION)))["quay.io"]
+    )
     assert doc["host"] == {"http://10.20.0.5:5002/v2": {"capabilities": ["pull", "resolve"]}}
 
 
 def test_mirror_url() -> None:
     assert mirror_url(load_case("http", Engine.ZOT), "lab.internal:5000") == (
-        "http://10.99.0.5:5050/v2/lab.internal-5000")
+        "http://10.99.0.5:5050/v2/lab.internal-5000"
+    )
     assert mirror_url(load_case("http", Engine.DISTRIBUTION), "lab.internal:5000") == (
-        "http://10.99.0.5:5051")
+        "http://10.99.0.5:5051"
+    )
     with pytest.raises(UsageError, match="no registry upstream 'nope'"):
         mirror_url(load_case("one", Engine.ZOT), "nope")
 
 
 def test_ipv6_registry_address_is_bracketed() -> None:
     plex = load_case("one", Engine.ZOT)
-    plex = plex.model_copy(update={"network": plex.network.model_copy(
-        update={"cidr": "fd00:77::/64"})})
+    plex = plex.model_copy(
+        update={"network": plex.network.model_copy(update={"cidr": "fd00:77::/64"})}
+    )
     assert mirror_url(plex, "docker.io") == "http://[fd00:77::5]:5000/v2/docker.io"
-    assert "http://[fd00:77::5]:5000/v2/docker.io" in tomllib.loads(
-        rke2_hosts_toml(registries_yaml(plex))["docker.io"])["host"]
+    assert (
+        "http://[fd00:77::5]:5000/v2/docker.io"
+        in tomllib.loads(rke2_hosts_toml(registries_yaml(plex))["docker.io"])["host"]
+    )
 
 
 def test_without_a_registry_node_nothing_is_mirrored() -> None:

@@ -141,13 +141,15 @@ def _base(srv_url: str) -> Qcow2Base:
 
 
 @pytest.mark.parametrize("signed", [False, True])
-def test_base_digest_is_the_redirect_targets_entry(tmp_path: Path, monkeypatch, signed: bool
-                                                   ) -> None:  # type: ignore[no-untyped-def]
+def test_base_digest_is_the_redirect_targets_entry(
+    tmp_path: Path, monkeypatch, signed: bool
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     data = appliances_dir(tmp_path / "site", signed=signed, extra_entries=1)
     with serve_directory(tmp_path / "site") as srv:
         srv.redirects[f"/tumbleweed/appliances/{UNVERSIONED}"] = (
-            f"{srv.url}/tumbleweed/appliances/{VERSIONED}")
+            f"{srv.url}/tumbleweed/appliances/{VERSIONED}"
+        )
         base = _base(srv.url)
         # The old lookup by the unversioned name finds nothing: the file names the snapshot.
         with pytest.raises(DownloadError, match=f"lists no sha256 for {UNVERSIONED}"):
@@ -158,8 +160,7 @@ def test_base_digest_is_the_redirect_targets_entry(tmp_path: Path, monkeypatch, 
     assert got.note == f"listed as {VERSIONED}, the redirect target"
 
 
-def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch
-                                                              ) -> None:  # type: ignore[no-untyped-def]
+def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     data = appliances_dir(site)
@@ -170,14 +171,17 @@ def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, mo
     assert got.note == f"the single entry of {UNVERSIONED}.sha256, {VERSIONED}"
 
 
-def test_base_checksum_with_several_unmatched_entries_is_refused(tmp_path: Path, monkeypatch
-                                                                 ) -> None:  # type: ignore[no-untyped-def]
+def test_base_checksum_with_several_unmatched_entries_is_refused(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     data = appliances_dir(site, extra_entries=1)
     (site / "tumbleweed" / "appliances" / UNVERSIONED).write_bytes(data)
-    with serve_directory(site) as srv, pytest.raises(
-            DownloadError, match=r"has no entry for .*Cloud.qcow2 and 2 entries"):
+    with (
+        serve_directory(site) as srv,
+        pytest.raises(DownloadError, match=r"has no entry for .*Cloud.qcow2 and 2 entries"),
+    ):
         fetch_base(_base(srv.url))
 
 
@@ -189,6 +193,7 @@ def test_base_with_a_wrong_digest_is_deleted(tmp_path: Path, monkeypatch) -> Non
     (d / VERSIONED).write_bytes(b"tampered")
     with serve_directory(site) as srv:
         srv.redirects[f"/tumbleweed/appliances/{UNVERSIONED}"] = (
-            f"{srv.url}/tumbleweed/appliances/{VERSIONED}")
+            f"{srv.url}/tumbleweed/appliances/{VERSIONED}"
+        )
         with pytest.raises(DownloadError, match="checksum mismatch"):
             fetch_base(_base(srv.url))

@@ -20,14 +20,24 @@ if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
     from plex.deploy.plan import Plan
     from plex.services.apply import ApplyResult
 
-ReplaceOpt = Annotated[list[str] | None, typer.Option(
-    "--replace", "-r", help="replace NODE (or master, or all) and everything depending on it",
-    metavar="NODE")]
+ReplaceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--replace",
+        "-r",
+        help="replace NODE (or master, or all) and everything depending on it",
+        metavar="NODE",
+    ),
+]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask before applying")]
 ParallelOpt = Annotated[int, typer.Option(help="nodes created at once inside a wave")]
-ForceOpt = Annotated[bool, typer.Option(
-    help="apply a plan that loses etcd quorum; go on past a failed drain or node deletion "
-    "(reported as skipped)")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        help="apply a plan that loses etcd quorum; go on past a failed drain or node deletion "
+        "(reported as skipped)"
+    ),
+]
 
 
 def _connect(p: Plex) -> Incus:
@@ -47,9 +57,18 @@ def confirm_or_refuse(question: str, yes: bool, refused: str) -> None:
         raise UsageError(refused, hint="re-run with --yes to apply without asking")
 
 
-def run_deploy(p: Plex, incus: Incus, replace: list[str], yes: bool, parallel: int,
-               force: bool, as_json: bool, verb: str = "deploy", rollback: bool = False,
-               role: Role | None = None) -> tuple[Plan, ApplyResult | None]:
+def run_deploy(
+    p: Plex,
+    incus: Incus,
+    replace: list[str],
+    yes: bool,
+    parallel: int,
+    force: bool,
+    as_json: bool,
+    verb: str = "deploy",
+    rollback: bool = False,
+    role: Role | None = None,
+) -> tuple[Plan, ApplyResult | None]:
     """Observe, plan, show, confirm, then apply, under the deploy lock. A rollback plans over
     the aliases as they will be and moves them only once confirmed."""
     from plex.services.deploy import (
@@ -91,20 +110,33 @@ def run_deploy(p: Plex, incus: Incus, replace: list[str], yes: bool, parallel: i
 
 def _report(plan: Plan, result: ApplyResult | None, as_json: bool, started: float) -> None:
     if as_json:
-        ui.print_json({"plan": plan.to_json(), "result": result.to_json() if result else None,
-                       "seconds": round(time.monotonic() - started, 2)})
+        ui.print_json(
+            {
+                "plan": plan.to_json(),
+                "result": result.to_json() if result else None,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        )
         return
     if result is None:
         return
-    ui.table("waves", ["wave", "nodes", "seconds", "probes"], [
-        [w.index, ", ".join(w.nodes), f"{w.seconds:.1f}", len(w.probes)] for w in result.waves])
+    ui.table(
+        "waves",
+        ["wave", "nodes", "seconds", "probes"],
+        [[w.index, ", ".join(w.nodes), f"{w.seconds:.1f}", len(w.probes)] for w in result.waves],
+    )
     ui.info(f"[green]done[/green] in {time.monotonic() - started:.1f}s")
 
 
 @app.command("deploy")
-def deploy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-               replace: ReplaceOpt = None, yes: YesOpt = False, parallel: ParallelOpt = 8,
-               force: ForceOpt = False, output: OutputOpt = "table") -> None:
+def deploy_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    replace: ReplaceOpt = None,
+    yes: YesOpt = False,
+    parallel: ParallelOpt = 8,
+    force: ForceOpt = False,
+    output: OutputOpt = "table",
+) -> None:
     """Plan, confirm, then converge the plex in health-gated waves."""
     as_json = check_output(output)
     started = time.monotonic()
@@ -114,23 +146,30 @@ def deploy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
 
 
 @app.command("reset")
-def reset_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-              yes: YesOpt = False, parallel: ParallelOpt = 8,
-              output: OutputOpt = "table") -> None:
+def reset_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    yes: YesOpt = False,
+    parallel: ParallelOpt = 8,
+    output: OutputOpt = "table",
+) -> None:
     """Fast lab reset: replace the master and everything depending on it, same images."""
     as_json = check_output(output)
     started = time.monotonic()
     p = get_plex(plex)
-    plan, result = run_deploy(p, _connect(p), ["master"], yes, parallel, False, as_json,
-                              verb="reset")
+    plan, result = run_deploy(
+        p, _connect(p), ["master"], yes, parallel, False, as_json, verb="reset"
+    )
     _report(plan, result, as_json, started)
 
 
 @app.command("destroy")
-def destroy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-                all_: Annotated[bool, typer.Option("--all", help="also delete the registry "
-                                                   "cache volume")] = False,
-                yes: YesOpt = False) -> None:
+def destroy_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    all_: Annotated[
+        bool, typer.Option("--all", help="also delete the registry cache volume")
+    ] = False,
+    yes: YesOpt = False,
+) -> None:
     """Delete every instance the plex owns (never anything else); keeps the registry cache."""
     from plex.services.destroy import destroy
 
@@ -148,23 +187,28 @@ def destroy_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
 
 
 @app.command("rollback")
-def rollback_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-                 role: Annotated[str | None, typer.Option(help="only this role")] = None,
-                 yes: YesOpt = False, parallel: ParallelOpt = 8,
-                 output: OutputOpt = "table") -> None:
+def rollback_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    role: Annotated[str | None, typer.Option(help="only this role")] = None,
+    yes: YesOpt = False,
+    parallel: ParallelOpt = 8,
+    output: OutputOpt = "table",
+) -> None:
     """Redeploy the previous image generation (of one role, or of every role)."""
     as_json = check_output(output)
     p = get_plex(plex)
     r = parse_role(p, role) if role is not None else None
     started = time.monotonic()
-    plan, result = run_deploy(p, _connect(p), [], yes, parallel, False, as_json,
-                              verb="rollback", rollback=True, role=r)
+    plan, result = run_deploy(
+        p, _connect(p), [], yes, parallel, False, as_json, verb="rollback", rollback=True, role=r
+    )
     _report(plan, result, as_json, started)
 
 
 @app.command("status")
-def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-               output: OutputOpt = "table") -> None:
+def status_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")], output: OutputOpt = "table"
+) -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
     from plex.services.deploy import bootstrap_rows, etcd_status, status_rows
 
@@ -177,24 +221,45 @@ def status_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
     if as_json:
         ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot, "etcd": etcd})
         return
-    ui.table(f"status of {p.name}", ["node", "role", "address", "state", "ready", "image",
-                                     "current"], [
-        [r["node"], r["role"], r["address"],
-         r["state"] + (f" (unreachable: {r['unreachable']})" if r.get("unreachable") else ""),
-         "yes" if r["ready"] else "no",
-         r["image"] or "-", "yes" if r["up_to_date"] else f"no ({r['current_image']})"]
-        for r in rows])
+    ui.table(
+        f"status of {p.name}",
+        ["node", "role", "address", "state", "ready", "image", "current"],
+        [
+            [
+                r["node"],
+                r["role"],
+                r["address"],
+                r["state"]
+                + (f" (unreachable: {r['unreachable']})" if r.get("unreachable") else ""),
+                "yes" if r["ready"] else "no",
+                r["image"] or "-",
+                "yes" if r["up_to_date"] else f"no ({r['current_image']})",
+            ]
+            for r in rows
+        ],
+    )
     if etcd is not None:
-        ui.table(f"etcd of {p.name}: quorum {'yes' if etcd['quorum'] else 'NO'}, leader "
-                 f"{etcd['leader'] or '-'}, members {', '.join(etcd['members']) or '-'}",
-                 ["server", "member", "leader", "quorum", "error"],
-                 [[s, "yes" if v["member"] else "no", "yes" if v["leader"] else "no",
-                   "yes" if v["quorum"] else "no", v.get("error") or ""]
-                  for s, v in etcd["servers"].items()])
+        ui.table(
+            f"etcd of {p.name}: quorum {'yes' if etcd['quorum'] else 'NO'}, leader "
+            f"{etcd['leader'] or '-'}, members {', '.join(etcd['members']) or '-'}",
+            ["server", "member", "leader", "quorum", "error"],
+            [
+                [
+                    s,
+                    "yes" if v["member"] else "no",
+                    "yes" if v["leader"] else "no",
+                    "yes" if v["quorum"] else "no",
+                    v.get("error") or "",
+                ]
+                for s, v in etcd["servers"].items()
+            ],
+        )
     if boot:
-        ui.table(f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
-                 ["manifest", "addon", "sha256", "state"],
-                 [[b["manifest"], b["addon"], b["sha256"], b["state"]] for b in boot])
+        ui.table(
+            f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
+            ["manifest", "addon", "sha256", "state"],
+            [[b["manifest"], b["addon"], b["sha256"], b["state"]] for b in boot],
+        )
 
 
 @app.command("kubeconfig")
@@ -207,10 +272,10 @@ def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")
 
 
 @app.command("inventory")
-def inventory_cli(plex: Annotated[str, typer.Argument(help="plex name or file")],
-                  output: Annotated[str, typer.Option("--output", "-o",
-                                                      help="yaml, json or genders")] = "yaml",
-                  ) -> None:
+def inventory_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml, json or genders")] = "yaml",
+) -> None:
     """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
     from plex.services.deploy import inventory, inventory_yaml
 

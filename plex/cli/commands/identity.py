@@ -58,8 +58,10 @@ def identity_cli(
         else:
             recipient = vault.recipient_of(found[0])
         removed = encrypt_identity(plex, [recipient])
-        ui.info(f"identity of '{plex.name}' encrypted to {recipient} "
-                f"({where}/{vault.VAULT}; {len(removed)} plaintext secret file(s) removed)")
+        ui.info(
+            f"identity of '{plex.name}' encrypted to {recipient} "
+            f"({where}/{vault.VAULT}; {len(removed)} plaintext secret file(s) removed)"
+        )
         return None
     if written:
         ui.info(f"identity of '{plex.name}': wrote {len(written)} file(s) under {where}")

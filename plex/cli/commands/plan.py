@@ -32,8 +32,12 @@ def load_observed_file(path: Path) -> Observed:
     try:
         return Observed.from_json(data)
     except (KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(str(path), "", f"not an observed snapshot ({e!r})",
-                          hint="expected {plex, project, instances: {name: {...}}}") from None
+        raise ConfigError(
+            str(path),
+            "",
+            f"not an observed snapshot ({e!r})",
+            hint="expected {plex, project, instances: {name: {...}}}",
+        ) from None
 
 
 def load_images_file(path: Path) -> dict[Role, ImageRef]:
@@ -46,8 +50,9 @@ def load_images_file(path: Path) -> dict[Role, ImageRef]:
         try:
             role = Role(key)
         except ValueError:
-            raise ConfigError(str(path), key, f"unknown role (one of "
-                              f"{', '.join(r.value for r in Role)})") from None
+            raise ConfigError(
+                str(path), key, f"unknown role (one of {', '.join(r.value for r in Role)})"
+            ) from None
         if not isinstance(entry, dict) or not {"digest", "fingerprint"} <= entry.keys():
             raise ConfigError(str(path), key, "needs 'digest' and 'fingerprint'")
         out[role] = ImageRef.from_json({**entry, "role": role.value})
@@ -87,23 +92,34 @@ def plan_for(
 def render(plan: Plan, err: bool = False) -> None:
     """The one rendering of a Plan (plan, deploy, reset, rollback); on stderr (`err`) when
     stdout carries JSON."""
-    ui.table(f"plan for {plan.plex} · project {plan.project}",
-             ["", "node", "action", "reason"], plan.render_rows(), err=err)
+    ui.table(
+        f"plan for {plan.plex} · project {plan.project}",
+        ["", "node", "action", "reason"],
+        plan.render_rows(),
+        err=err,
+    )
     if plan.waves:
-        ui.table("waves", ["wave", "nodes (a wave starts when the previous one is healthy)"],
-                 [[str(i), ", ".join(a.node for a in wave)]
-                  for i, wave in enumerate(plan.waves, 1)], err=err)
+        ui.table(
+            "waves",
+            ["wave", "nodes (a wave starts when the previous one is healthy)"],
+            [[str(i), ", ".join(a.node for a in wave)] for i, wave in enumerate(plan.waves, 1)],
+            err=err,
+        )
     for note in plan.notes:
         ui.warn(note)
     if plan.cascade_from:
-        ui.info(f"replacing {plan.cascade_from} (the master) rebuilds the cluster: every other "
-                "server and agent is replaced with it")
+        ui.info(
+            f"replacing {plan.cascade_from} (the master) rebuilds the cluster: every other "
+            "server and agent is replaced with it"
+        )
     if plan.empty:
         ui.info(f"no changes: plex '{plan.plex}' matches its file and images")
     else:
-        ui.info(f"plan: {plan.count(Verb.CREATE)} to create, {plan.count(Verb.REPLACE)} to "
-                f"replace, {plan.count(Verb.DELETE)} to delete, {plan.count(Verb.KEEP)} kept "
-                f"in {len(plan.waves)} wave(s)")
+        ui.info(
+            f"plan: {plan.count(Verb.CREATE)} to create, {plan.count(Verb.REPLACE)} to "
+            f"replace, {plan.count(Verb.DELETE)} to delete, {plan.count(Verb.KEEP)} kept "
+            f"in {len(plan.waves)} wave(s)"
+        )
 
 
 @app.command("plan")
@@ -111,21 +127,31 @@ def plan_cli(
     plex: PlexArg,
     replace: Annotated[
         list[str] | None,
-        typer.Option("--replace", help="replace NODE even if unchanged (short names work; "
-                     "'master' rebuilds the cluster; 'all')", metavar="NODE"),
+        typer.Option(
+            "--replace",
+            help="replace NODE even if unchanged (short names work; "
+            "'master' rebuilds the cluster; 'all')",
+            metavar="NODE",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="allow a plan that loses etcd quorum")
     ] = False,
     observed: Annotated[
         Path | None,
-        typer.Option("--observed", help="plan against this snapshot instead of asking Incus",
-                     metavar="FILE.json"),
+        typer.Option(
+            "--observed",
+            help="plan against this snapshot instead of asking Incus",
+            metavar="FILE.json",
+        ),
     ] = None,
     images: Annotated[
         Path | None,
-        typer.Option("--images", help="current images {role: {digest, fingerprint, alias}} "
-                     "instead of the catalog", metavar="FILE.json"),
+        typer.Option(
+            "--images",
+            help="current images {role: {digest, fingerprint, alias}} instead of the catalog",
+            metavar="FILE.json",
+        ),
     ] = None,
     output: OutputOpt = "table",
 ) -> None:

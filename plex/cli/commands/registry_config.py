@@ -39,8 +39,12 @@ def config_cli(
     plex: PlexArg,
     upstream: Annotated[
         str | None,
-        typer.Option("--upstream", "-u", help="distribution: print only this upstream's config",
-                     metavar="NAME"),
+        typer.Option(
+            "--upstream",
+            "-u",
+            help="distribution: print only this upstream's config",
+            metavar="NAME",
+        ),
     ] = None,
     nodes: Annotated[
         bool, typer.Option("--nodes", help="print the node side instead: RKE2 registries.yaml")
@@ -64,8 +68,10 @@ def config_cli(
     if upstream is not None:
         match = [x for x in proxies if x.upstream.name == upstream]
         if not match:
-            raise UsageError(f"plex '{p.name}' has no registry upstream '{upstream}'",
-                             hint="upstreams: " + ", ".join(x.upstream.name for x in proxies))
+            raise UsageError(
+                f"plex '{p.name}' has no registry upstream '{upstream}'",
+                hint="upstreams: " + ", ".join(x.upstream.name for x in proxies),
+            )
         ui.print_json(match[0].config)
         return
     ui.print_json({x.unit_name: x.config for x in proxies})
@@ -74,11 +80,20 @@ def config_cli(
 # --------------------------------------------------------------------------------------------
 # up / warm / stats: thin wrappers over plex.services.registry, one backend per registry.runtime.
 
-ReplaceRegistryOpt = Annotated[bool, typer.Option(
-    "--replace", help="recreate the registry node (the cache volume is kept and reattached)")]
-ImagesOpt = Annotated[Path | None, typer.Option(
-    "--images", help="image list, one reference a line (default: the RKE2 release's list)",
-    metavar="FILE")]
+ReplaceRegistryOpt = Annotated[
+    bool,
+    typer.Option(
+        "--replace", help="recreate the registry node (the cache volume is kept and reattached)"
+    ),
+]
+ImagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="image list, one reference a line (default: the RKE2 release's list)",
+        metavar="FILE",
+    ),
+]
 
 
 def _cache(p: Plex) -> ops.Cache:
@@ -94,8 +109,7 @@ def _cache(p: Plex) -> ops.Cache:
 
 
 @registry_app.command("up")
-def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
-           output: OutputOpt = "table") -> None:
+def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False, output: OutputOpt = "table") -> None:
     """Bring up the pull-through cache on a volume that reset and destroy keep.
 
     Runtime incus: the registry node alone. Runtime docker: its containers.
@@ -110,12 +124,14 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
         result = ops.up_docker(p, SdkDocker())
     else:
         from plex.backends.incus import connect
+
         def report(node: str, msg: str) -> None:
             if not as_json:
                 ui.info(f"  {node}: {msg}")
 
-        result, _, _ = ops.up_incus(p, connect(p.incus), project_root(), replace=replace,
-                                    report=report)
+        result, _, _ = ops.up_incus(
+            p, connect(p.incus), project_root(), replace=replace, report=report
+        )
     if as_json:
         ui.print_json(result.to_json())
         return
@@ -124,8 +140,10 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False,
     ui.info(f"cache volume {result.volume}" + (" (created)" if result.volume_created else ""))
     if result.secrets_pushed:
         ui.info(f"upstream logins written: {', '.join(result.secrets_pushed)}")
-    ui.info(f"[green]up[/green] ({result.engine} on {result.runtime}) in "
-            f"{result.seconds:.1f}s: {', '.join(result.endpoints)}")
+    ui.info(
+        f"[green]up[/green] ({result.engine} on {result.runtime}) in "
+        f"{result.seconds:.1f}s: {', '.join(result.endpoints)}"
+    )
 
 
 @registry_app.command("warm")
@@ -149,17 +167,22 @@ def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table
     def report(w: ops.Warmed) -> None:
         if not as_json:
             mark = "[green]ok[/green]" if w.ok else f"[red]failed[/red]: {w.error}"
-            ui.info(f"  {w.image}: {mark} ({w.blobs} blobs, {human_size(w.bytes, zero='0 B')}, "
-                    f"{w.seconds:.1f}s)")
+            ui.info(
+                f"  {w.image}: {mark} ({w.blobs} blobs, {human_size(w.bytes, zero='0 B')}, "
+                f"{w.seconds:.1f}s)"
+            )
 
     results = ops.warm(p, cache, refs, report)
     failed = ops.failed_images(results)
     if as_json:
-        ui.print_json({"plex": p.name, "images": [w.to_json() for w in results],
-                       "failed": len(failed)})
+        ui.print_json(
+            {"plex": p.name, "images": [w.to_json() for w in results], "failed": len(failed)}
+        )
     if failed:
-        raise BackendError(f"{len(failed)} of {len(results)} images could not be warmed",
-                           hint="plex registry stats " + p.name)
+        raise BackendError(
+            f"{len(failed)} of {len(results)} images could not be warmed",
+            hint="plex registry stats " + p.name,
+        )
 
 
 @registry_app.command("stats")
@@ -173,8 +196,10 @@ def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     if as_json:
         ui.print_json(st.to_json())
         return
-    ui.table(f"registry cache of {p.name} ({st.engine} on {st.runtime})",
-             ["upstream", "repository", "tags"],
-             [[r.upstream, r.name, ", ".join(r.tags)] for r in st.repositories])
+    ui.table(
+        f"registry cache of {p.name} ({st.engine} on {st.runtime})",
+        ["upstream", "repository", "tags"],
+        [[r.upstream, r.name, ", ".join(r.tags)] for r in st.repositories],
+    )
     hm = "not exposed" if st.hits is None else f"{st.hits} hits, {st.misses} misses"
     ui.info(f"size {human_size(st.size_bytes, zero='0 B')}; {hm} ({st.note})")
