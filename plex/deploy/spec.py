@@ -198,6 +198,8 @@ def _devices(plex: Plex, node: Node, profile: RoleProfile) -> dict[str, dict[str
         # A DHCP reservation on a managed bridge; with static addressing the image also writes
         # it inside the node, and the reservation keeps Incus from handing it to anyone else.
         "ipv4.address": node.address,
+        # The precomputed MAC: the node's network config matches it (eth0 vs enp5s0).
+        "hwaddr": node.mac,
         # security.ipv4_filtering stays off (the default): it would drop the keepalived VIP.
     }
     if plex.incus.network_type == "macvlan":

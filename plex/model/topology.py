@@ -6,6 +6,7 @@ wherever a node name is. Addresses follow Terraform's `cidrhost(cidr, offset + i
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 
@@ -31,6 +32,15 @@ class Node:
 
     def fqdn(self, domain: str) -> str:
         return f"{self.name}.{domain}"
+
+    @property
+    def mac(self) -> str:
+        """The node's precomputed MAC (set as the Incus NIC's `hwaddr`): NIC names differ between
+        containers (`eth0`) and VMs (`enp5s0`), so the network config matches this instead.
+        Locally administered unicast (02:...), stable for the node's name (which carries the
+        plex's), so a replaced node comes back with the same one."""
+        digest = hashlib.sha256(f"plex-mac:{self.name}".encode()).digest()
+        return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def cidrhost(cidr: str, hostnum: int) -> str:

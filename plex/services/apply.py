@@ -17,14 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plex.backends.incus import Incus
+from plex.backends.ssh import host_key_probe
 from plex.deploy import etcd
+from plex.deploy.cloudinit import cloud_init_config
 from plex.deploy.plan import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
 from plex.deploy.spec import InstanceSpec, registry_volume
-from plex.errors import Interrupted, PlexError
+from plex.errors import BackendError, Interrupted, PlexError, ProbeError
 from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
+from plex.model.topology import Node
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.services.balancers import Balancers
 from plex.services.cluster import Cluster, ClusterError
@@ -178,9 +181,18 @@ class Applier:
             self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
-        results = probe_node(
-            self.incus, self.plex, node, self.identity, self.probes, cancelled=self.cancel.is_set
-        )
+        if action.spec.type == "virtual-machine":
+            # No incus-agent in the VM: its probe is SSH, pinning the node's own host key.
+            results = [self.probe_ssh(node)]
+        else:
+            results = probe_node(
+                self.incus,
+                self.plex,
+                node,
+                self.identity,
+                self.probes,
+                cancelled=self.cancel.is_set,
+            )
         if action.role is Role.SERVER:
             self.lbs.ready([name])
         self.incus.set_config(name, {owner.READY: "true"})
@@ -203,6 +215,10 @@ class Applier:
             owner.DEPLOY: self.deploy_id,
             owner.CREATED: str(int(time.time())),
         }
+        if spec.type == "virtual-machine":
+            config.update(
+                cloud_init_config(self.plex, self.identity, topology.resolve(self.plex, name))
+            )
         self.report(name, "create")
         self.incus.create_instance(
             name,
@@ -213,7 +229,9 @@ class Applier:
             virt=spec.type,
             target=spec.target,
         )
-        self.push_private_files(name, spec.role)
+        if spec.type != "virtual-machine":
+            # A VM has no incus-agent: its private files went in with cloud-init (above).
+            self.push_private_files(name, spec.role)
         self.push_manifests(spec)
         self.report(name, "start")
         self.incus.start(name)
@@ -251,6 +269,27 @@ class Applier:
             self.report(name, f"{what} failed, skipped (--force): {error}")
             return
         raise ClusterError(f"{name}: {what} failed: {error}", hint=hint)
+
+    def probe_ssh(self, node: Node, timeout: float = 300.0) -> ProbeResult:
+        """Until `timeout`: sshd on the node answers with the node's precomputed ed25519 key."""
+        key = self.identity.host_keys(node.name)["ed25519"].public_key
+        start = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            self._check()
+            try:
+                fp = host_key_probe(node.address, key)
+                return ProbeResult(
+                    node.name, "ssh host key", True, time.monotonic() - start, fp, attempts
+                )
+            except BackendError as e:
+                if time.monotonic() - start > timeout:
+                    raise ProbeError(
+                        f"{node.name}: probe 'ssh host key' failed after {attempts} attempts: "
+                        f"{e.message}"
+                    ) from None
+            time.sleep(2.0)
 
     def drain(self, name: str) -> None:
         """Drain the kube node, then delete its Node (for a server RKE2 then removes its etcd

@@ -68,6 +68,16 @@ def test_kube_container_gets_the_kubernetes_in_container_keys(demo: Plex) -> Non
         }
 
 
+def test_every_node_has_its_own_stable_locally_administered_mac(demo: Plex) -> None:
+    nodes = topology.nodes(demo, reserved=True)
+    macs = [n.mac for n in nodes]
+    assert len(set(macs)) == len(macs)
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert len(mac.split(":")) == 6 and first & 0x02 and not first & 0x01  # local, unicast
+    assert topology.resolve(demo, "demo-server2").mac == "02:f0:c9:24:99:8e"  # never changes
+
+
 def test_limits_root_disk_and_nic_come_from_the_plex(demo: Plex) -> None:
     s = spec_of(demo, "server2")
     assert s.config["limits.cpu"] == "2"
@@ -77,6 +87,7 @@ def test_limits_root_disk_and_nic_come_from_the_plex(demo: Plex) -> None:
         "type": "nic",
         "network": "plexbr0",
         "ipv4.address": "10.77.0.22",
+        "hwaddr": topology.resolve(demo, "demo-server2").mac,
         "name": "eth0",
     }
     # The keepalived VIP must not be filtered.

@@ -1,0 +1,79 @@
+"""What a VM node gets through Incus's cloud-init keys, where no incus-agent runs. Pure.
+
+A MicroOS VM image has no incus-agent, so the Incus file API (and `incus exec`) cannot reach it:
+its per-node data goes through `cloud-init.user-data` and `cloud-init.network-config` (Incus
+doc/cloud-init.md), read by cloud-init on first boot (the image is `cloud-init clean`ed):
+
+- user-data (#cloud-config): hostname and FQDN; the node's precomputed SSH host keys as
+  cloud-init's `ssh_keys` (`<type>_private` / `<type>_public`), with `ssh_deletekeys: false`
+  and only those key types (none left to generate); every other private file of the node
+  (node password, join token, VRRP password) as `write_files` with its mode, root-owned.
+- network-config (v2): the NIC matched by the node's precomputed MAC (VM NICs are named
+  `enp5s0`-style), static or DHCP like the containers' systemd-networkd file.
+
+`tests/unit/test_cloudinit.py` checks every VM node's user-data with the real `cloud-init
+schema`. The values are secrets: they are handed to Incus at creation and never printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import yaml
+
+from plex.model.identity import KEY_TYPES, Identity
+from plex.model.plex import Plex
+from plex.model.topology import Node
+
+USER_DATA = "cloud-init.user-data"
+NETWORK_CONFIG = "cloud-init.network-config"
+
+
+def user_data(plex: Plex, identity: Identity, node: Node) -> str:
+    keys = identity.host_keys(node.name)
+    ssh_keys: dict[str, str] = {}
+    for kind in KEY_TYPES:
+        ssh_keys[f"{kind}_private"] = keys[kind].private
+        ssh_keys[f"{kind}_public"] = keys[kind].public_key
+    files = [
+        {"path": f.path, "content": f.data.decode(), "permissions": f"{f.mode:04o}",
+         "owner": "root:root"}
+        for f in identity.private_files(node.name, node.role)
+        if not f.path.startswith("/etc/ssh/ssh_host_")  # delivered as ssh_keys
+    ]
+    doc: dict[str, Any] = {
+        "hostname": node.name,
+        "fqdn": node.fqdn(plex.network.domain),
+        "prefer_fqdn_over_hostname": False,
+        "manage_etc_hosts": False,  # the image carries the plex's /etc/hosts
+        "ssh_deletekeys": False,
+        # Only types whose key file is missing are generated: both come from ssh_keys. (The
+        # schema refuses an empty list.)
+        "ssh_genkeytypes": list(KEY_TYPES),
+        "ssh_keys": ssh_keys,
+        "write_files": files,
+    }
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def network_config(plex: Plex, node: Node) -> str:
+    net = ipaddress.ip_network(plex.network.cidr, strict=False)
+    eth: dict[str, Any] = {"match": {"macaddress": node.mac}, "set-name": "plex0"}
+    if plex.network.addressing == "static":
+        eth["addresses"] = [f"{node.address}/{net.prefixlen}"]
+        if plex.network.gateway:
+            eth["routes"] = [{"to": "default", "via": plex.network.gateway}]
+        if plex.network.dns:
+            eth["nameservers"] = {"addresses": list(plex.network.dns),
+                                  "search": [plex.network.domain]}
+    else:
+        eth["dhcp4"] = True
+    doc = {"version": 2, "ethernets": {"plex0": eth}}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def cloud_init_config(plex: Plex, identity: Identity, node: Node) -> dict[str, str]:
+    """The Incus instance keys for a VM node (secret: pass them to Incus, never print them)."""
+    return {USER_DATA: user_data(plex, identity, node),
+            NETWORK_CONFIG: network_config(plex, node)}
