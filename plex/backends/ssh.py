@@ -38,8 +38,9 @@ def host_key_probe(address: str, public_key: str, port: int = 22, timeout: float
     try:
         opts = transport.get_security_options()
         # Ask for the pinned key's type only, so the server must present that key.
-        opts.key_types = (("rsa-sha2-512", "rsa-sha2-256") if want.get_name() == "ssh-rsa"
-                          else (want.get_name(),))
+        opts.key_types = (
+            ("rsa-sha2-512", "rsa-sha2-256") if want.get_name() == "ssh-rsa" else (want.get_name(),)
+        )
         transport.start_client(timeout=timeout)
         got = transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as e:
@@ -47,7 +48,9 @@ def host_key_probe(address: str, public_key: str, port: int = 22, timeout: float
     finally:
         transport.close()
     if got.asbytes() != want.asbytes():
-        raise BackendError(f"ssh {address}:{port} presented host key {got.fingerprint}, not the "
-                           f"node's {want.fingerprint}",
-                           hint="another machine has this address, or the node lost its keys")
+        raise BackendError(
+            f"ssh {address}:{port} presented host key {got.fingerprint}, not the "
+            f"node's {want.fingerprint}",
+            hint="another machine has this address, or the node lost its keys",
+        )
     return str(want.fingerprint)

@@ -37,8 +37,12 @@ def user_data(plex: Plex, identity: Identity, node: Node) -> str:
         ssh_keys[f"{kind}_private"] = keys[kind].private
         ssh_keys[f"{kind}_public"] = keys[kind].public_key
     files = [
-        {"path": f.path, "content": f.data.decode(), "permissions": f"{f.mode:04o}",
-         "owner": "root:root"}
+        {
+            "path": f.path,
+            "content": f.data.decode(),
+            "permissions": f"{f.mode:04o}",
+            "owner": "root:root",
+        }
         for f in identity.private_files(node.name, node.role)
         if not f.path.startswith("/etc/ssh/ssh_host_")  # delivered as ssh_keys
     ]
@@ -65,8 +69,10 @@ def network_config(plex: Plex, node: Node) -> str:
         if plex.network.gateway:
             eth["routes"] = [{"to": "default", "via": plex.network.gateway}]
         if plex.network.dns:
-            eth["nameservers"] = {"addresses": list(plex.network.dns),
-                                  "search": [plex.network.domain]}
+            eth["nameservers"] = {
+                "addresses": list(plex.network.dns),
+                "search": [plex.network.domain],
+            }
     else:
         eth["dhcp4"] = True
     doc = {"version": 2, "ethernets": {"plex0": eth}}
@@ -75,5 +81,4 @@ def network_config(plex: Plex, node: Node) -> str:
 
 def cloud_init_config(plex: Plex, identity: Identity, node: Node) -> dict[str, str]:
     """The Incus instance keys for a VM node (secret: pass them to Incus, never print them)."""
-    return {USER_DATA: user_data(plex, identity, node),
-            NETWORK_CONFIG: network_config(plex, node)}
+    return {USER_DATA: user_data(plex, identity, node), NETWORK_CONFIG: network_config(plex, node)}

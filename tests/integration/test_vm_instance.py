@@ -24,23 +24,36 @@ from .conftest import demo_plex
 pytestmark = pytest.mark.incus
 
 
-def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str,
-                                                  state_dirs) -> None:  # type: ignore[no-untyped-def]
+def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, state_dirs) -> None:  # type: ignore[no-untyped-def]
     plex = demo_plex(session_project, name="vmplex", **{"os.virt": "vm"})
     identity = require_identity(plex)
     node = topology.resolve(plex, "vmplex-server1")
     assert node.virt is Virt.VM
-    spec = instance_spec(plex, node, ImageRef(Role.SERVER, "d" * 64, "f" * 64, "vmplex/server"),
-                         load_profile(Role.SERVER, Virt.VM))
+    spec = instance_spec(
+        plex,
+        node,
+        ImageRef(Role.SERVER, "d" * 64, "f" * 64, "vmplex/server"),
+        load_profile(Role.SERVER, Virt.VM),
+    )
     config = {**spec.config, **cloud_init_config(plex, identity, node)}
     assert spec.type == "virtual-machine"
     with pytest.raises(BackendError, match="vhost_vsock"):
-        incus.create_instance(node.name, image="", config=config, devices=spec.devices,
-                              profiles=list(spec.profiles), virt=spec.type,
-                              source={"type": "none"})
+        incus.create_instance(
+            node.name,
+            image="",
+            config=config,
+            devices=spec.devices,
+            profiles=list(spec.profiles),
+            virt=spec.type,
+            source={"type": "none"},
+        )
     profile = f"{node.name}-vm-config"
-    incus._sync("POST", "profiles", json={"name": profile, "config": config,
-                                          "devices": spec.devices}, what="create profile")
+    incus._sync(
+        "POST",
+        "profiles",
+        json={"name": profile, "config": config, "devices": spec.devices},
+        what="create profile",
+    )
     try:
         got = incus._sync("GET", f"profiles/{profile}", what="read back")
         assert got["config"][USER_DATA] == config[USER_DATA]
@@ -49,7 +62,11 @@ def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str,
         # And Incus does validate: a malformed MAC is refused.
         bad = {**spec.devices, "eth0": {**spec.devices["eth0"], "hwaddr": "not-a-mac"}}
         with pytest.raises(BackendError):
-            incus._sync("PUT", f"profiles/{profile}", json={"config": config, "devices": bad},
-                        what="update profile")
+            incus._sync(
+                "PUT",
+                f"profiles/{profile}",
+                json={"config": config, "devices": bad},
+                what="update profile",
+            )
     finally:
         incus._sync("DELETE", f"profiles/{profile}", what="delete profile")

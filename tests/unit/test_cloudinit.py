@@ -25,8 +25,12 @@ VM_PLEXES = ["omniplex", "verniplex"]
 def schema(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     f = tmp_path / "user-data"
     f.write_text(text)
-    return subprocess.run(["cloud-init", "schema", "--config-file", str(f)],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(f)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def vm_nodes(name: str):  # type: ignore[no-untyped-def]
@@ -36,8 +40,7 @@ def vm_nodes(name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name", VM_PLEXES)
-def test_every_vm_nodes_user_data_passes_cloud_inits_own_schema(name: str,
-                                                                 tmp_path: Path) -> None:
+def test_every_vm_nodes_user_data_passes_cloud_inits_own_schema(name: str, tmp_path: Path) -> None:
     plex, identity, nodes = vm_nodes(name)
     assert nodes
     for node in nodes:
@@ -47,8 +50,9 @@ def test_every_vm_nodes_user_data_passes_cloud_inits_own_schema(name: str,
 
 
 def test_the_schema_check_can_fail(tmp_path: Path) -> None:
-    res = schema("#cloud-config\nssh_keys: 5\nwrite_files:\n- path: /x\n  permissions: 600\n",
-                 tmp_path)
+    res = schema(
+        "#cloud-config\nssh_keys: 5\nwrite_files:\n- path: /x\n  permissions: 600\n", tmp_path
+    )
     assert res.returncode != 0 and "permissions: 600 is not of type 'string'" in res.stderr
 
 
@@ -60,10 +64,12 @@ def test_user_data_carries_the_nodes_identity() -> None:
     doc = yaml.safe_load(text)
     assert doc["hostname"] == node.name and doc["fqdn"] == node.fqdn(plex.network.domain)
     keys = identity.host_keys(node.name)
-    assert doc["ssh_keys"] == {"ed25519_private": keys["ed25519"].private,
-                               "ed25519_public": keys["ed25519"].public_key,
-                               "rsa_private": keys["rsa"].private,
-                               "rsa_public": keys["rsa"].public_key}
+    assert doc["ssh_keys"] == {
+        "ed25519_private": keys["ed25519"].private,
+        "ed25519_public": keys["ed25519"].public_key,
+        "rsa_private": keys["rsa"].private,
+        "rsa_public": keys["rsa"].public_key,
+    }
     assert doc["ssh_deletekeys"] is False and doc["ssh_genkeytypes"] == ["ed25519", "rsa"]
     files = {f["path"]: f for f in doc["write_files"]}
     password = files["/etc/rancher/node/password"]["content"]
@@ -85,5 +91,7 @@ def test_golden_network_configs_match_by_mac(name: str) -> None:
         cfg = yaml.safe_load(network_config(plex, n))
         assert cfg["version"] == 2
         assert cfg["ethernets"]["plex0"]["match"] == {"macaddress": n.mac}
-        assert set(cloud_init_config(plex, identity, n)) == {"cloud-init.user-data",
-                                                              "cloud-init.network-config"}
+        assert set(cloud_init_config(plex, identity, n)) == {
+            "cloud-init.user-data",
+            "cloud-init.network-config",
+        }

@@ -47,8 +47,11 @@ def serve(private_pems: list[str]) -> tuple[int, threading.Thread]:
 @pytest.fixture(scope="module")
 def keys() -> Iterator[dict[str, object]]:
     gen = SystemKeyGen()
-    yield {"ed": gen.host_key("ed25519", "root@n1"), "rsa": gen.host_key("rsa", "root@n1"),
-           "other": gen.host_key("ed25519", "root@other")}
+    yield {
+        "ed": gen.host_key("ed25519", "root@n1"),
+        "rsa": gen.host_key("rsa", "root@n1"),
+        "other": gen.host_key("ed25519", "root@other"),
+    }
 
 
 def test_the_nodes_own_key_passes(keys) -> None:  # type: ignore[no-untyped-def]
