@@ -643,21 +643,10 @@ class PylxdIncus:
         ctype = resp.headers.get("Content-Type", "")
         dest.mkdir(parents=True, exist_ok=True)
         if ctype.startswith("multipart/form-data"):
-            # Split images come back as multipart; read parts without holding them in memory
-            # would need a streaming parser: split images from plex are small (metadata) + rootfs.
-            from email.parser import BytesParser
-            from email.policy import default
-
-            raw = b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + resp.content
-            msg = BytesParser(policy=default).parsebytes(raw)
-            out = []
-            for part in msg.iter_parts():
-                fname = part.get_filename() or part.get_param("name", header="content-disposition")
-                path = dest / str(fname)
-                payload = part.get_payload(decode=True)
-                path.write_bytes(payload if isinstance(payload, bytes) else b"")
-                out.append(path)
-            return out
+            # Split images (VM images: metadata + a qcow2 rootfs.img) come back as multipart:
+            # parsed as a stream, each part written to its file, never held in memory.
+            boundary = _boundary(ctype)
+            return split_multipart(resp.iter_content(1 << 20), boundary, dest)
         path = dest / f"{fingerprint}.tar"
         with path.open("wb") as f:
             for chunk in resp.iter_content(1 << 20):
@@ -775,3 +764,88 @@ def throwaway_project(cfg: IncusConfig, name: str) -> Iterator[PylxdIncus]:
         yield inc
     finally:
         inc.delete_project()
+
+
+def _boundary(ctype: str) -> bytes:
+    for param in ctype.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            return value.strip('"').encode()
+    raise BackendError(f"Incus image export: multipart without a boundary ({ctype})")
+
+
+def _part_name(headers: bytes) -> str:
+    """The part's file name: `filename=` (as Incus names the files), else `name=`."""
+    params: dict[str, str] = {}
+    for line in headers.decode("utf-8", "replace").split("\r\n"):
+        if line.lower().startswith("content-disposition:"):
+            for param in line.split(";")[1:]:
+                key, _, value = param.strip().partition("=")
+                params[key.lower()] = value.strip('"')
+    name = Path(params.get("filename") or params.get("name") or "").name
+    if not name or name in (".", ".."):
+        raise BackendError("Incus image export: a multipart part has no file name")
+    return name
+
+
+def split_multipart(chunks: Iterator[bytes], boundary: bytes, dest: Path) -> list[Path]:
+    """Write each part of a multipart/form-data stream to `dest/<its filename>`, holding at most
+    one chunk plus a boundary's length in memory (filename parts named, as Incus sends them)."""
+    delim = b"\r\n--" + boundary
+    buf = b"\r\n"  # the first boundary has no CRLF before it
+    out: list[Path] = []
+    f: Any = None
+    state = "preamble"
+    stream = iter(chunks)
+    done = False
+    try:
+        while not done:
+            if state == "preamble":
+                i = buf.find(delim)
+                if i < 0:
+                    buf = buf[-len(delim) :] + _next(stream, "before the first part")
+                    continue
+                buf, state = buf[i + len(delim) :], "after-delim"
+            elif state == "after-delim":
+                if len(buf) < 2:
+                    buf += _next(stream, "after a boundary")
+                    continue
+                if buf.startswith(b"--"):
+                    done = True
+                    continue
+                buf, state = buf[2:], "headers"  # CRLF
+            elif state == "headers":
+                i = buf.find(b"\r\n\r\n")
+                if i < 0:
+                    if len(buf) > 1 << 16:
+                        raise BackendError("Incus image export: multipart headers too long")
+                    buf += _next(stream, "in part headers")
+                    continue
+                path = dest / _part_name(buf[:i])
+                f = path.open("wb")
+                out.append(path)
+                buf, state = buf[i + 4 :], "body"
+            else:  # body
+                i = buf.find(delim)
+                if i >= 0:
+                    f.write(buf[:i])
+                    f.close()
+                    f = None
+                    buf, state = buf[i + len(delim) :], "after-delim"
+                    continue
+                keep = len(delim) - 1
+                if len(buf) > keep:
+                    f.write(buf[:-keep])
+                    buf = buf[-keep:]
+                buf += _next(stream, "in a part")
+    finally:
+        if f is not None:
+            f.close()
+    return out
+
+
+def _next(stream: Iterator[bytes], where: str) -> bytes:
+    for chunk in stream:
+        if chunk:
+            return chunk
+    raise BackendError(f"Incus image export: the multipart stream ended {where}")
