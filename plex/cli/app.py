@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from plex import __version__
 from plex.errors import UsageError
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import find_plex, load_plex
@@ -27,6 +28,23 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"plex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = None,
+) -> None:
+    """Bake Kubernetes node images and redeploy whole lab clusters on Incus, immutably."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

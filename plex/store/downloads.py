@@ -29,12 +29,13 @@ from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from typing import cast
 
+from plex import __version__
 from plex.errors import DownloadError
 from plex.store.state import cache_root
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60.0
-_USER_AGENT = "plex/0.1 (+release artifact fetch)"
+_USER_AGENT = f"plex/{__version__} (+release artifact fetch)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
