@@ -57,8 +57,12 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class ArtifactSpec:
-    name: str  # rke2 | zot
+    name: str  # rke2 | rke2-images | zot
     install: tuple[str, ...]  # shell commands; {path} is the artifact inside the build root
+    when: str | None = None  # a plex switch the artifact needs: `airgap` (kubernetes.airgap)
+
+    def wanted(self, plex: Plex) -> bool:
+        return self.when is None or (self.when == "airgap" and plex.kubernetes.airgap)
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,13 @@ def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) ->
         for i, a in enumerate(part.get("artifacts") or []):
             if not isinstance(a, dict) or "name" not in a:
                 raise _recipe_error(file, f"artifacts[{i}]", "needs a name")
+            if a.get("when") not in (None, "airgap"):
+                raise _recipe_error(file, f"artifacts[{i}].when", "must be airgap")
             artifacts.append(
                 ArtifactSpec(
-                    a["name"], _str_list(file, f"artifacts[{i}].install", a.get("install"))
+                    a["name"],
+                    _str_list(file, f"artifacts[{i}].install", a.get("install")),
+                    a.get("when"),
                 )
             )
         for i, f in enumerate(part.get("files") or []):
@@ -337,13 +345,14 @@ def make_recipe(
     """Combine a role recipe with the plex (via the template context) into a Recipe."""
     family = base.family
     packages = (*base.packages, *role_recipe.packages.get(family, ()))
-    missing = [a.name for a in role_recipe.artifacts if a.name not in artifacts]
+    wanted = [a for a in role_recipe.artifacts if a.wanted(plex)]
+    missing = [a.name for a in wanted if a.name not in artifacts]
     if missing:
         raise ValueError(f"artifacts not resolved: {missing}")
     package = PackageLayer(
         base=base,
         packages=tuple(dict.fromkeys(packages)),
-        artifacts=tuple((artifacts[a.name], a.install) for a in role_recipe.artifacts),
+        artifacts=tuple((artifacts[a.name], a.install) for a in wanted),
         commands=role_recipe.package_commands,
     )
     ctx = {**context, "package_digest": package.digest}

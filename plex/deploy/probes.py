@@ -42,6 +42,7 @@ class Probe:
     interval: float = 1.0
     runs_on: str = "self"  # self | master (`on:` would be YAML 1.1's boolean True)
     per_port: bool = False
+    per_upstream: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ProbeSet:
         return (*self.common, *self.roles.get(role.value, ()))
 
 
-_KEYS = {"name", "run", "expect", "timeout", "interval", "runs_on", "per_port"}
+_KEYS = {"name", "run", "expect", "timeout", "interval", "runs_on", "per_port", "per_upstream"}
 
 
 def load_probes(path: Path) -> ProbeSet:
@@ -125,17 +126,43 @@ def variables(plex: Plex, node: Node, identity: Identity) -> dict[str, str]:
     }
 
 
+def upstream_variables(plex: Plex) -> list[tuple[str, dict[str, str]]]:
+    """(upstream name, {upstream}, {upstream_url} (its /v2/ endpoint), {curl_tls}) per
+    upstream: what a probe needs to check the registry node's way out to each one."""
+    out = []
+    for u in plex.registry.upstreams:
+        base = u.url.rstrip("/")
+        v2 = base if base.endswith("/v2") else f"{base}/v2"
+        out.append(
+            (
+                u.name,
+                {
+                    "upstream": u.name,
+                    "upstream_url": f"{v2}/",
+                    "curl_tls": "" if u.tls_verify else "-k",
+                },
+            )
+        )
+    return out
+
+
 def expand(probe: Probe, plex: Plex, node: Node, identity: Identity) -> list[tuple[str, Probe]]:
-    """(label, probe with variables filled) pairs; per_port probes give one per registry port."""
+    """(label, probe with variables filled) pairs; per_port probes give one per registry port,
+    per_upstream probes one per registry upstream."""
     v = variables(plex, node, identity)
     ports = registry_ports(plex) if probe.per_port else [0]
+    ups = upstream_variables(plex) if probe.per_upstream else [("", {})]
     out = []
     for port in ports:
-        vv = {**v, "port": str(port)}
-        run = probe.run.format(**vv)
-        expect = probe.expect.format(**vv) if probe.expect else None
-        label = probe.name if not probe.per_port else f"{probe.name} :{port}"
-        out.append((label, Probe(label, run, expect, probe.timeout, probe.interval, probe.runs_on)))
+        for up_name, up_vars in ups:
+            vv = {**v, "port": str(port), **up_vars}
+            run = probe.run.format(**vv)
+            expect = probe.expect.format(**vv) if probe.expect else None
+            label = probe.name if not probe.per_port else f"{probe.name} :{port}"
+            label = f"{label} {up_name}" if up_name else label
+            out.append(
+                (label, Probe(label, run, expect, probe.timeout, probe.interval, probe.runs_on))
+            )
     return out
 
 
@@ -191,6 +218,19 @@ def probe_node(
             target = master.name if concrete.runs_on == "master" else node.name
             results.append(run_probe(incus, target, node.name, concrete, cancelled=cancelled))
     return results
+
+
+def upstream_probes(plex: Plex, identity: Identity, probes: ProbeSet) -> list[Probe]:
+    """The registry node's per-upstream probes (its way out to every upstream), concrete."""
+    node = topology.registry_node(plex)
+    if node is None:
+        return []
+    return [
+        c
+        for p in probes.for_role(Role.REGISTRY)
+        if p.per_upstream
+        for _, c in expand(p, plex, node, identity)
+    ]
 
 
 def vip_holders(incus: Executor, plex: Plex, lbs: Sequence[Node]) -> list[str]:

@@ -157,7 +157,13 @@ class KubernetesConfig(_Model):
     service_cidr: str = "10.43.0.0/16"
     release_url: str = Field(
         "https://github.com/rancher/rke2/releases/download",
-        description="where release assets are fetched from (a mirror works)",
+        description="where release assets are fetched from: a mirror URL, or a local "
+        "directory laid out like the release page (<dir>/<version>/<asset>)",
+    )
+    airgap: bool = Field(
+        False,
+        description="bake RKE2's airgap image tarball into kube nodes: they start "
+        "with no registry or upstream at all",
     )
     channel_url: str = "https://update.rke2.io/v1-release/channels"
 

@@ -103,7 +103,11 @@ def plan_recipes(
     for role in roles:
         role_recipe = load_role_recipe(paths.bake, role, plex.registry.engine)
         base = load_base_image(paths.images, plex.os_for(role).base)
-        resolved = {a.name: artifacts_mod.resolve(plex, a.name) for a in role_recipe.artifacts}
+        resolved = {
+            a.name: artifacts_mod.resolve(plex, a.name)
+            for a in role_recipe.artifacts
+            if a.wanted(plex)
+        }
         ctx = template_context(plex, identity, role)
         recipe = make_recipe(plex, role, role_recipe, base, renderer, ctx, resolved)
         pinned = channels_mod.pinned_layer(recipe, channel, chans)

@@ -31,8 +31,9 @@ from typing import Any, Protocol
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerFile, ContainerSpec, Docker
 from plex.backends.incus import Incus
 from plex.deploy.plan import Plan
+from plex.deploy.probes import load_probes, run_probe, upstream_probes
 from plex.deploy.spec import registry_cache_path, registry_volume
-from plex.errors import BackendError, UsageError
+from plex.errors import BackendError, ProbeError, UsageError
 from plex.model import topology
 from plex.model.plex import Engine, Plex, Role
 from plex.registry import distribution, zot, zot_metrics
@@ -43,6 +44,7 @@ from plex.services.apply import ApplyResult, Report
 from plex.services.deploy import apply_plan, plan_observed
 from plex.services.registry_secrets import push_credentials
 from plex.store import releases
+from plex.store.identity import require_identity
 from plex.store.lock import plex_lock
 
 DISTRIBUTION_IMAGE = "registry:2"  # CNCF Distribution's official image; binary /bin/registry
@@ -716,6 +718,20 @@ def _zot_stats(plex: Plex, cache: Cache, runtime: str) -> Stats:
         counts.misses,
         note,
     )
+
+
+def upstream_failures(plex: Plex, incus: Incus, root: Path) -> list[ProbeError]:
+    """The registry node's `upstream` probes (deploy/probes.yaml), each tried once: one error
+    per upstream it cannot resolve, reach or verify."""
+    node = registry_node(plex).name
+    probes = load_probes(root / "deploy" / "probes.yaml")
+    failed: list[ProbeError] = []
+    for probe in upstream_probes(plex, require_identity(plex), probes):
+        try:
+            run_probe(incus, node, node, dataclasses.replace(probe, timeout=0))
+        except ProbeError as e:
+            failed.append(e)
+    return failed
 
 
 def failed_images(results: Sequence[Warmed]) -> list[Warmed]:

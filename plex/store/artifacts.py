@@ -13,13 +13,17 @@ from plex.errors import ConfigError, ConfigErrors
 from plex.model.plex import Plex
 from plex.store import releases
 
-KNOWN = ("rke2", "zot")
+KNOWN = ("rke2", "rke2-images", "zot")
 
 
 def _release(plex: Plex, name: str) -> tuple[releases.Release, releases.Asset]:
     if name == "rke2":
         rel = releases.rke2_release(plex.kubernetes)
         return rel, rel.asset(releases.RKE2_TARBALL)
+    if name == "rke2-images":
+        # The airgap image tarball of the same release, verified from the same checksum file.
+        rel = releases.rke2_release(plex.kubernetes)
+        return rel, rel.asset(releases.RKE2_IMAGES)
     if name == "zot":
         rel = releases.zot_release(plex.registry.zot)
         return rel, rel.assets[0]

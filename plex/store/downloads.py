@@ -248,8 +248,18 @@ def _locked(target: Path) -> Iterator[None]:
 
 
 def _open(url: str) -> HTTPResponse:
-    if urllib.parse.urlsplit(url).scheme not in {"http", "https"}:
-        raise DownloadError(f"{url}: only http(s) URLs can be fetched")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        # A local release directory (an air-gapped host's copy): read, verified the same way.
+        path = Path(urllib.parse.unquote(parts.path))
+        try:
+            return cast(HTTPResponse, path.open("rb"))
+        except OSError as e:
+            raise DownloadError(
+                f"{path}: {e.strerror or e}", hint="the local release directory lacks this file"
+            ) from e
+    if parts.scheme not in {"http", "https"}:
+        raise DownloadError(f"{url}: only http(s) and file URLs can be fetched")
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})  # noqa: S310
     try:
         # http(s) only (checked above), so urlopen returns an HTTPResponse.

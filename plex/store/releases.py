@@ -73,6 +73,9 @@ class Release:
 
 def rke2_release_url(release_url: str, version: str, name: str) -> str:
     # GitHub tags contain '+', which must be escaped in the path (v1.31.4%2Brke2r1).
+    if release_url.startswith("/"):
+        # A local directory laid out like the release page: <dir>/<version>/<asset>.
+        release_url = Path(release_url).as_uri()
     return f"{release_url.rstrip('/')}/{urllib.parse.quote(version, safe='')}/{name}"
 
 

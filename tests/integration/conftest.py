@@ -170,3 +170,36 @@ def with_agent_offset(plex: Plex, offset: int) -> Plex:
     data = plex.model_dump(mode="json", exclude={"source"})
     data["roles"]["agent"]["offset"] = offset
     return parse_plex(yaml.safe_dump(data), "moved-agent.yaml")
+
+
+@pytest.fixture(scope="session")
+def internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The simulated internet (tests/fixtures/simulated_internet.py): a namespace of this run
+    serving the stand-in upstream registry as https://registry-1.docker.io and ghcr.io with a
+    test CA's certificate, answered by the test bridge's DNS. Removed at the end of the run."""
+    from tests.fixtures.simulated_internet import start_simulated_internet
+
+    net = start_simulated_internet(tmp_path_factory.mktemp("internet"), NETWORK)
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+def shipped_plex(project: str, release_url: str, ca_file: Path) -> Plex:
+    """plexes/demo.yaml AS SHIPPED: its upstream (https://registry-1.docker.io), node names,
+    roles and addressing mode. What the harness changes is only what this machine needs: the
+    Incus project/pool/bridge and the addresses on it (demo_plex), where the bake downloads
+    RKE2 from (the stand-in release: a host-side download, not a node's), the kernel-module
+    quirk of this sandbox, and the one addition a user makes too: the test CA in tls.ca_files."""
+    data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
+    overrides: dict[str, object] = {
+        "kubernetes.release_url": release_url,
+        "tls.ca_files": [str(ca_file)],
+    }
+    if not can_load_modules():
+        for role in ("server", "agent"):
+            overrides[f"roles.{role}.config"] = {"linux.kernel_modules": ""}
+    plex = demo_plex(project, **overrides)
+    assert plex.registry.upstreams == parse_plex(yaml.safe_dump(data)).registry.upstreams
+    return plex

@@ -195,6 +195,7 @@ def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     st = ops.stats(p, _cache(p), p.registry.runtime.value)
     if as_json:
         ui.print_json(st.to_json())
+        _check_upstreams(p)
         return
     ui.table(
         f"registry cache of {p.name} ({st.engine} on {st.runtime})",
@@ -203,3 +204,19 @@ def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     )
     hm = "not exposed" if st.hits is None else f"{st.hits} hits, {st.misses} misses"
     ui.info(f"size {human_size(st.size_bytes, zero='0 B')}; {hm} ({st.note})")
+    _check_upstreams(p)
+
+
+def _check_upstreams(p: Plex) -> None:
+    """After the numbers: can the cache still reach its upstreams? One line per broken one,
+    exit 5."""
+    if p.registry.runtime is not Runtime.INCUS:
+        return  # the Docker host's own resolver and routes: nothing plex configured
+    from plex.backends.incus import connect
+    from plex.services import registry as ops
+
+    failed = ops.upstream_failures(p, connect(p.incus), project_root())
+    for earlier in failed[:-1]:
+        ui.error(earlier.message)
+    if failed:
+        raise failed[-1]
