@@ -190,7 +190,10 @@ def run_probe(
         left = max(1, int(probe.timeout - (clock() - start)) + 1)
         res = incus.exec(target, ["timeout", str(left), "/bin/sh", "-c", probe.run])
         out = res.stdout.strip()
-        last = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
+        text = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
+        # The last attempt that said something: a final attempt cut short by the timeout
+        # says nothing, and what the node said before is why it is failing.
+        last = text or last
         if res.returncode == 0 and (pattern is None or pattern.search(out)):
             return ProbeResult(node, probe.name, True, clock() - start, out, attempts)
         if clock() - start >= probe.timeout or cancelled():

@@ -4,8 +4,8 @@ servers, a wrong node password and a failing drain stop the deploy naming the no
 whose registry is down fails its probe naming the mirror, and a plex without quorum refuses
 server replacements until `plex reset`.
 
-One deployed plex is shared by the module, in order (each test leaves it healthy); the
-quorum test runs last because it ends with a reset."""
+One deployed plex is shared by the module, in order (each test leaves it healthy: the quorum
+test ends with a reset, which the tests after it build on)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from .conftest import ROOT
 pytestmark = pytest.mark.incus
 
 SERVERS = ["demo-server1", "demo-server2", "demo-server3"]
+REAL = "/var/lib/rancher/rke2/bin/real/kubectl"  # keeps its name: kubectl
 
 
 @pytest.fixture(scope="module")
@@ -75,53 +76,6 @@ def test_after_the_deploy_etcd_members_are_the_servers(incus, test_plex, cluster
         if n.role.is_kube:
             assert node_password(incus, n.name) == identity.node_passwords[n.name]
             assert incus.file_mode(n.name, NODE_PASSWORD_PATH) == 0o600
-
-
-def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cluster) -> None:
-    # Test-made: kubectl on every server refuses to drain (as a PodDisruptionBudget would).
-    wrapper = ("#!/bin/sh\n"
-               'if [ "$3" = drain ]; then echo "error: cannot evict pod as it would violate '
-               "the pod's disruption budget\" >&2; exit 1; fi\n"
-               f'exec {KUBECTL}.real "$@"\n')
-    for s in SERVERS:
-        incus.exec(s, ["mv", KUBECTL, f"{KUBECTL}.real"])
-        incus.push_file(s, KUBECTL, wrapper.encode(), mode=0o755)
-    try:
-        before = uuid(incus, test_plex, "demo-agent1")
-        with pytest.raises(PlexError) as e:
-            deploy(test_plex, incus, ROOT, replace=["agent1"])
-        assert "demo-agent1: kubectl drain on demo-server1 failed" in e.value.message
-        assert "disruption budget" in e.value.message and "--force" in (e.value.hint or "")
-        assert uuid(incus, test_plex, "demo-agent1") == before  # untouched
-        said: list[str] = []
-        deploy(test_plex, incus, ROOT, replace=["agent1"], force=True,
-               report=lambda node, msg: said.append(f"{node}: {msg}"))
-        assert any("demo-agent1: kubectl drain on demo-server1 failed, skipped (--force)" in m
-                   for m in said), said
-        assert uuid(incus, test_plex, "demo-agent1") != before
-    finally:
-        for s in SERVERS:
-            incus.exec(s, ["mv", f"{KUBECTL}.real", KUBECTL])
-
-
-def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> None:
-    """`incus delete -f` behind plex's back: recreated, they rejoin with the same password."""
-    passwords = {n: node_password(incus, n) for n in ("demo-agent2", "demo-server2")}
-    for n in passwords:
-        subprocess.run(["incus", "delete", "-f", "--project", test_plex.incus.project, n],
-                       check=True)
-    deploy(test_plex, incus, ROOT)
-    assert {n: node_password(incus, n) for n in passwords} == passwords
-    assert members(cluster) == SERVERS
-    ready = cluster.kubectl("demo-server1", ["get", "nodes"]).stdout
-    assert "demo-agent2" in ready and "demo-server2" in ready
-
-
-def test_replacing_server2_then_server3_keeps_exactly_the_three_members(
-        incus, test_plex, cluster) -> None:
-    for s in ("server2", "server3"):
-        deploy(test_plex, incus, ROOT, replace=[s])
-        assert members(cluster) == SERVERS, s
 
 
 def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster) -> None:
@@ -179,3 +133,50 @@ def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
     st = etcd_status(test_plex, incus)
     assert st is not None and st["quorum"]
     assert KUBECONFIG  # the admin kubeconfig path the servers answer on
+
+
+def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cluster) -> None:
+    # Test-made: kubectl on every server refuses to drain (as a PodDisruptionBudget would).
+    wrapper = ("#!/bin/sh\n"
+               'if [ "$3" = drain ]; then echo "error: cannot evict pod as it would violate '
+               "the pod's disruption budget\" >&2; exit 1; fi\n"
+               f'exec {REAL} "$@"\n')
+    for s in SERVERS:
+        incus.exec(s, ["sh", "-c", f"mkdir -p {REAL.rsplit('/', 1)[0]} && mv {KUBECTL} {REAL}"])
+        incus.push_file(s, KUBECTL, wrapper.encode(), mode=0o755)
+    try:
+        before = uuid(incus, test_plex, "demo-agent1")
+        with pytest.raises(PlexError) as e:
+            deploy(test_plex, incus, ROOT, replace=["agent1"])
+        assert "demo-agent1: kubectl drain on demo-server1 failed" in e.value.message
+        assert "disruption budget" in e.value.message and "--force" in (e.value.hint or "")
+        assert uuid(incus, test_plex, "demo-agent1") == before  # untouched
+        said: list[str] = []
+        deploy(test_plex, incus, ROOT, replace=["agent1"], force=True,
+               report=lambda node, msg: said.append(f"{node}: {msg}"))
+        assert any("demo-agent1: kubectl drain on demo-server1 failed, skipped (--force)" in m
+                   for m in said), said
+        assert uuid(incus, test_plex, "demo-agent1") != before
+    finally:
+        for s in SERVERS:
+            incus.exec(s, ["mv", REAL, KUBECTL])
+
+
+def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> None:
+    """`incus delete -f` behind plex's back: recreated, they rejoin with the same password."""
+    passwords = {n: node_password(incus, n) for n in ("demo-agent2", "demo-server2")}
+    for n in passwords:
+        subprocess.run(["incus", "delete", "-f", "--project", test_plex.incus.project, n],
+                       check=True)
+    deploy(test_plex, incus, ROOT)
+    assert {n: node_password(incus, n) for n in passwords} == passwords
+    assert members(cluster) == SERVERS
+    ready = cluster.kubectl("demo-server1", ["get", "nodes"]).stdout
+    assert "demo-agent2" in ready and "demo-server2" in ready
+
+
+def test_replacing_server2_then_server3_keeps_exactly_the_three_members(
+        incus, test_plex, cluster) -> None:
+    for s in ("server2", "server3"):
+        deploy(test_plex, incus, ROOT, replace=[s])
+        assert members(cluster) == SERVERS, s
