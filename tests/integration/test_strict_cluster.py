@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster
 def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
         incus, test_plex, cluster, upstream) -> None:
     registry = topology.resolve(test_plex, "registry1")
-    incus.stop("demo-registry1")
+    # The registry node stays up (plex would replace a stopped one first); its service stops.
+    incus.exec("demo-registry1", ["sh", "-c", "systemctl stop plex-registry.target "
+                                  "'plex-registry@*.service' zot.service 2>/dev/null; true"])
     upstream.stop()  # the upstream too: the cache is the only way left
     try:
         with pytest.raises(ProbeError) as e:
@@ -107,7 +110,8 @@ def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
         upstream.proc = subprocess.Popen(
             ["docker-registry", "serve", str(upstream.log.parent / "config.yml")],
             stdout=upstream.log.open("ab"), stderr=subprocess.STDOUT)
-    deploy(test_plex, incus, ROOT)  # brings the registry back, then agent1 becomes ready
+    # plex restores the registry node (same cache volume), then agent1 becomes ready.
+    deploy(test_plex, incus, ROOT, replace=["registry1"])
     ready = cluster.kubectl("demo-server1", [
         "get", "node", "demo-agent1", "-o",
         'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout
@@ -118,8 +122,10 @@ def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
         incus, test_plex, cluster, tmp_path) -> None:
     for s in ("demo-server2", "demo-server3"):
         incus.stop(s)
-    st = etcd_status(test_plex, incus)
-    assert st is not None and not st["quorum"]
+    deadline = time.monotonic() + 60  # etcd notices after its election timeout
+    while (st := etcd_status(test_plex, incus)) and st["quorum"] and time.monotonic() < deadline:
+        time.sleep(2)
+    assert st is not None and not st["quorum"], st
     out = plex_cli(test_plex, tmp_path, "status", "-o", "json")
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout)["etcd"]["quorum"] is False
