@@ -1,25 +1,40 @@
 #!/usr/bin/env python3
 """Reset benchmark: `plex reset` of the demo plex against the raw floor, in one run.
 
-  plex reset   the master cascade (3 servers, 2 agents) with the current images: delete,
-               create, push host keys, start, probes, servers joining one at a time
-  raw floor    the same 5 nodes launched in parallel with the incus CLI from the same images
-               and instance config (no NIC: the plex's nodes hold those addresses), waiting
-               only until systemd is past sysinit: no probes, no ordering, no cluster join
+  plex reset     the master cascade (3 servers, the agents) with the current images: delete,
+                 create, push host keys, start, probes, servers joining one at a time, agents
+                 joining as soon as the new master is ready
+  raw floor      the same kube nodes launched in parallel with the incus CLI from the same
+                 images and instance config (no NIC: the plex's nodes hold those addresses),
+                 waiting only until systemd is past sysinit: no probes, no ordering, no join
+  snapshot reset `plex reset --to pristine`: every node restored from its pristine snapshot,
+                 started in dependency order, probed (ratio against the cascade of the run)
+  rolling        a new image generation of server and agent rolled one node at a time (the
+                 cluster stays), against the cascade of the same run
+
+`--agents 64`: the agent-wave variant. The agent wave of the cascade is compared with the raw
+floor of the agents alone (64 parallel create + start to sysinit of the same image); the peak
+memory of this process and of the host is reported.
 
 The plex is baked and deployed first (not measured). No internet here: RKE2 is the STAND-IN
 release and docker.io a local stand-in upstream (tests/fixtures), as in the integration tests.
+Medians over the runs are reported (the machine may be shared: say so with the figures).
 
-Usage: .venv/bin/python bench/reset.py [--network plexbr0] [--pool plex] [--runs 2]
+Usage: .venv/bin/python bench/reset.py [--network plexbr0] [--pool plex] [--runs 3]
+                                       [--agents N] [--no-snapshot] [--no-rolling]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from plex.backends.incus import connect  # noqa: E402
+from plex.backends.incus import Incus, connect  # noqa: E402
 from plex.model import topology  # noqa: E402
 from plex.model.plex import Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402
@@ -39,7 +54,9 @@ from plex.services.deploy import deploy, make_deploy_plan  # noqa: E402
 from plex.services.destroy import destroy  # noqa: E402
 
 
-def bench_plex(project: str, pool: str, network: str, release: str, upstream: str) -> Plex:
+def bench_plex(
+    project: str, pool: str, network: str, release: str, upstream: str, agents: int | None = None
+) -> Plex:
     import platform
     import shutil
 
@@ -59,18 +76,25 @@ def bench_plex(project: str, pool: str, network: str, release: str, upstream: st
     data["network"].update(cidr=f"{net}.0/24", gateway=gw, dns=[gw], vip=f"{net}.10")
     data["kubernetes"]["release_url"] = release
     data["registry"]["upstreams"] = [{"name": "docker.io", "url": upstream}]
+    if agents is not None:
+        data["roles"]["agent"]["count"] = agents
+        role = data["roles"]["agent"]
+        role["capacity"] = max(agents, role.get("capacity", 0))
     if not (shutil.which("modprobe") and Path(f"/lib/modules/{platform.release()}").is_dir()):
         for role in ("server", "agent"):  # a kernel without loadable modules (CI sandboxes)
             data["roles"][role]["config"] = {"linux.kernel_modules": ""}
     return parse_plex(yaml.safe_dump(data), "bench demo")
 
 
-def raw_floor(incus, plex: Plex, project: str) -> float:  # type: ignore[no-untyped-def]
-    """Launch the kube nodes' twins in parallel with the incus CLI; wait for boot."""
+def raw_floor(
+    incus: Incus,
+    plex: Plex,
+    project: str,
+    roles: tuple[Role, ...] = (Role.SERVER, Role.AGENT),
+) -> float:
+    """Launch the nodes' twins (of `roles`) in parallel with the incus CLI; wait for boot."""
     plan, _ = make_deploy_plan(plex, incus, replace=["master"])
-    specs = [
-        a.spec for a in plan.actions if a.spec is not None and a.role is not None and a.role.is_kube
-    ]
+    specs = [a.spec for a in plan.actions if a.spec is not None and a.role in roles]
 
     def one(spec) -> None:  # type: ignore[no-untyped-def]
         # As a person would script it: init with the config, add the devices, start, wait.
@@ -127,13 +151,64 @@ def raw_floor(incus, plex: Plex, project: str) -> float:  # type: ignore[no-unty
     return elapsed
 
 
+class Memory(threading.Thread):
+    """Peak memory in use on the host (MemTotal - MemAvailable), sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mib = 0
+        self.done = threading.Event()
+
+    @staticmethod
+    def used_mib() -> int:
+        info = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, value = line.split(":", 1)
+            info[key] = int(value.split()[0])
+        return (info["MemTotal"] - info["MemAvailable"]) // 1024
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.peak_mib = max(self.peak_mib, self.used_mib())
+
+
+def new_generation(tmp: Path) -> Paths:
+    """A copy of bake/ whose kube recipe gained a file: a new server and agent image."""
+    bake = tmp / "bake-next"
+    shutil.copytree(ROOT / "bake", bake, dirs_exist_ok=True)
+    (bake / "templates" / "bench-generation.j2").write_text("next generation of {{ role }}\n")
+    recipe = bake / "kube.yaml"
+    recipe.write_text(
+        recipe.read_text().replace(
+            "files:\n",
+            "files:\n  - {path: /etc/plex-bench-generation, template: bench-generation.j2}\n",
+            1,
+        )
+    )
+    return Paths(bake, ROOT / "images")
+
+
+def agent_seconds(waves: list[tuple[list[str], float]], plex: Plex) -> float:
+    agents = {n.name for n in topology.nodes(plex) if n.role is Role.AGENT}
+    return sum(sec for nodes, sec in waves if agents & set(nodes))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="plexbr0")
     ap.add_argument("--pool", default="plex")
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--agents",
+        type=int,
+        default=None,
+        help="agents in the plex (the 64-agent variant: --agents 64)",
+    )
+    ap.add_argument("--no-snapshot", action="store_true", help="skip the snapshot reset")
+    ap.add_argument("--no-rolling", action="store_true", help="skip the rolling replacement")
     args = ap.parse_args()
 
+    from plex.services.snapshot import reset_to, take_snapshot
     from tests.fixtures.build_standin import build_standin_rke2
     from tests.fixtures.release_server import serve_directory
     from tests.fixtures.upstream_registry import start_upstream
@@ -141,7 +216,12 @@ def main() -> int:
     project = f"plex-bench-{uuid.uuid4().hex[:6]}"
     resets: list[float] = []
     floors: list[float] = []
+    agent_floors: list[float] = []
+    snaps: list[float] = []
+    rolling: list[float] = []
     waves: list[list[tuple[list[str], float]]] = []
+    memory = Memory()
+    memory.start()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PLEX_STATE_DIR"] = f"{tmp}/state"
         build_standin_rke2(Path(tmp) / "release")
@@ -154,46 +234,89 @@ def main() -> int:
         up = start_upstream(Path(tmp) / "upstream", gw.strip(), 5597)
         try:
             with serve_directory(Path(tmp) / "release") as srv:
-                plex = bench_plex(project, args.pool, args.network, srv.url, up.url)
+                plex = bench_plex(project, args.pool, args.network, srv.url, up.url, args.agents)
                 incus = connect(plex.incus)
+                many = args.agents is not None and args.agents > 8
                 try:
                     Baker(plex, incus, Paths.under(ROOT)).bake(list(Role))
                     deploy(plex, incus, ROOT)
+                    if not args.no_snapshot:
+                        take_snapshot(plex, incus, ROOT)
                     for _ in range(args.runs):
                         t = time.monotonic()
                         _, result = deploy(plex, incus, ROOT, replace=["master"])
                         resets.append(time.monotonic() - t)
                         waves.append([(w.nodes, w.seconds) for w in result.waves])
-                        floors.append(raw_floor(incus, plex, project))
+                        if many:
+                            agent_floors.append(raw_floor(incus, plex, project, (Role.AGENT,)))
+                        else:
+                            floors.append(raw_floor(incus, plex, project))
+                        if not args.no_snapshot:
+                            # The cascade replaced the kube nodes (their snapshots went with
+                            # them): keep the new state, then reset to it.
+                            take_snapshot(plex, incus, ROOT)
+                            t = time.monotonic()
+                            reset_to(plex, incus, ROOT, "pristine")
+                            snaps.append(time.monotonic() - t)
+                    if not args.no_rolling:
+                        Baker(plex, incus, new_generation(Path(tmp))).bake(
+                            [Role.SERVER, Role.AGENT]
+                        )
+                        t = time.monotonic()
+                        plan, _ = deploy(plex, incus, ROOT)
+                        rolling.append(time.monotonic() - t)
+                        assert plan.strategy.value == "rolling", plan.why
                     destroy(plex, incus, everything=True)
                 finally:
                     incus.delete_project()
         finally:
             up.stop()
+    memory.done.set()
 
+    med = statistics.median
     kube = [n for n in topology.nodes(plex) if n.role.is_kube]
-    best_reset, best_floor = min(resets), min(floors)
+    load = os.getloadavg()
     print(
-        f"reset benchmark: demo plex, {len(kube)} kube nodes replaced, pool {args.pool}, "
-        f"best of {args.runs} ({time.strftime('%F %T')})"
+        f"reset benchmark: demo plex, {len(kube)} kube nodes, pool {args.pool}, median of "
+        f"{args.runs} ({time.strftime('%F %T')}, load {load[0]:.1f} {load[1]:.1f} on "
+        f"{os.cpu_count()} cores)"
     )
-    print(f"{'measure':44} {'seconds':>9}")
+    print(f"{'measure':48} {'median s':>9}")
+
+    def row(label: str, values: list[float]) -> None:
+        print(f"{label:48} {med(values):9.2f}   runs: " + ", ".join(f"{r:.1f}" for r in values))
+
+    row("plex reset (cascade: waves, keys, probes)", resets)
+    if floors:
+        row("raw floor (parallel incus launch + boot)", floors)
+        print(f"ratio plex reset / raw floor: {med(resets) / med(floors):.2f}x")
+    if agent_floors:
+        agent_waves = [agent_seconds(w, plex) for w in waves]
+        row(f"agent wave of the reset ({args.agents} agents)", agent_waves)
+        row(f"raw floor ({args.agents} parallel create + start)", agent_floors)
+        print(f"ratio agent wave / raw floor: {med(agent_waves) / med(agent_floors):.2f}x")
+    if snaps:
+        row("snapshot reset (plex reset --to pristine)", snaps)
+        print(f"ratio snapshot reset / cascade reset: {med(snaps) / med(resets):.2f}x")
+    if rolling:
+        row("rolling replacement of every kube node", rolling)
+        print(f"ratio rolling / cascade reset: {med(rolling) / med(resets):.2f}x")
+    mid = sorted(range(len(resets)), key=lambda i: resets[i])[len(resets) // 2]
+
+    def names(nodes: list[str]) -> str:
+        if len(nodes) > 4:
+            return f"{len(nodes)} nodes"
+        return ",".join(n.removeprefix(plex.name + "-") for n in nodes)
+
     print(
-        f"{'plex reset (waves, keys, probes)':44} {best_reset:9.2f}   runs: "
-        + ", ".join(f"{r:.1f}" for r in resets)
+        "plex reset waves (median run): "
+        + "; ".join(f"{names(nodes)} {sec:.1f}s" for nodes, sec in waves[mid])
     )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    total = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
     print(
-        f"{'raw floor (parallel incus launch + boot)':44} {best_floor:9.2f}   runs: "
-        + ", ".join(f"{r:.1f}" for r in floors)
-    )
-    print(f"ratio plex reset / raw floor: {best_reset / best_floor:.2f}x")
-    best = waves[resets.index(best_reset)]
-    print(
-        "plex reset waves (best run): "
-        + "; ".join(
-            f"{','.join(n.removeprefix(plex.name + '-') for n in nodes)} {sec:.1f}s"
-            for nodes, sec in best
-        )
+        f"peak memory: plex (this process) {rss} MiB, host in use {memory.peak_mib} MiB of "
+        f"{total} MiB"
     )
     return 0
 

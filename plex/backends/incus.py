@@ -79,6 +79,10 @@ class Incus(Protocol):
     def start(self, name: str) -> None: ...
     def stop(self, name: str, force: bool = True) -> None: ...
     def delete_instance(self, name: str) -> None: ...
+    def snapshots(self, name: str) -> list[str]: ...
+    def create_snapshot(self, name: str, snapshot: str) -> None: ...
+    def delete_snapshot(self, name: str, snapshot: str) -> None: ...
+    def restore_snapshot(self, name: str, snapshot: str) -> None: ...
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult: ...
     def push_file(
         self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
@@ -455,6 +459,37 @@ class PylxdIncus:
         if state is None or state.get("status") != "Running":
             return
         self._state(name, "stop", force=force)
+
+    # -- snapshots (copy-on-write on btrfs; they go with their instance) -------------------
+
+    def snapshots(self, name: str) -> list[str]:
+        urls = self._sync("GET", f"instances/{name}/snapshots", what=f"snapshots of {name}")
+        return _names(urls)
+
+    def create_snapshot(self, name: str, snapshot: str) -> None:
+        self._sync(
+            "POST",
+            f"instances/{name}/snapshots",
+            what=f"snapshot {name}/{snapshot}",
+            json={"name": snapshot, "stateful": False},
+        )
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self._sync(
+            "DELETE",
+            f"instances/{name}/snapshots/{snapshot}",
+            what=f"delete snapshot {name}/{snapshot}",
+            ok_missing=True,
+        )
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Put `name` back to `snapshot` (Incus wants it stopped for a clean restore)."""
+        self._sync(
+            "PUT",
+            f"instances/{name}",
+            what=f"restore {name}/{snapshot}",
+            json={"restore": snapshot},
+        )
 
     def delete_instance(self, name: str) -> None:
         """Stop (forced) and delete `name`, waiting for both; gone already is fine.

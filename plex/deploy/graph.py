@@ -4,7 +4,8 @@ registry -> lb1 -> lb2 -> master -> server2 -> server3 ... -> every agent -> del
 
 - lbs go one at a time so the keepalived VIP stays held by a peer while one is replaced;
 - etcd admits one new member at a time, so each non-master server waits for the previous one;
-- agents join through the VIP once the control plane is complete, all together;
+- agents join through the VIP once the control plane is complete, all together (in a cascade:
+  once the new master is ready, alongside the other servers' joins);
 - orphans are deleted last, when their replacements (if any) are already serving.
 Nodes that do not change are kept in the graph (so ordering is transitive) but not in a wave.
 """
@@ -19,10 +20,17 @@ from plex.model.topology import Node
 
 
 def dependencies(
-    nodes: Sequence[Node], server_order: Sequence[str], orphans: Collection[str] = ()
+    nodes: Sequence[Node],
+    server_order: Sequence[str],
+    orphans: Collection[str] = (),
+    agents_after_master: bool = False,
 ) -> dict[str, set[str]]:
     """node -> the nodes that must be done first. `server_order`: the non-master servers, in the
-    order they go (the caller puts broken ones first, which restores quorum sooner)."""
+    order they go (the caller puts broken ones first, which restores quorum sooner).
+
+    `agents_after_master` (a cascade: a new cluster): agents join as soon as the master is
+    ready, alongside the other servers' joins; otherwise (rolling) the control plane is
+    complete before any agent changes, as Kubernetes upgrades go."""
     graph: dict[str, set[str]] = {}
     previous: set[str] = set()  # the last step of the chain so far
     by_role = {role: [n for n in nodes if n.role is role] for role in Role}
@@ -39,13 +47,14 @@ def dependencies(
     for n in by_role[Role.SERVER]:
         if n.is_master:
             chain(n.name)
+    after_master = set(previous)
     for name in server_order:
         chain(name)
     agents = [n.name for n in by_role[Role.AGENT]]
     for name in agents:
-        graph[name] = set(previous)
+        graph[name] = set(after_master if agents_after_master else previous)
     if agents:
-        previous = set(agents)
+        previous = set(agents) | (previous if agents_after_master else set())
     every_node = {n.name for n in nodes}
     for name in orphans:
         graph[name] = set(every_node) or set(previous)

@@ -2,13 +2,21 @@
 
 Inputs are the plex file, the current image of each role and a snapshot of what Incus holds
 (`Observed`); nothing here talks to Incus. Nodes are never changed in place: a node whose image
-or spec drifted, that is not running, or that the user names in `--replace` is replaced
-(deleted and created again). Replacing the master (the first server, which bootstraps etcd)
-means a new cluster, so every other server and agent is replaced with it: the cascade.
+or spec drifted, that never finished its deploy, or that the user names in `--replace` is
+replaced (deleted and created again). A node that is merely stopped (same image, same spec, it
+passed its probes before) is started, not rebuilt; apply replaces it if it then fails its probes.
 
-Safety: outside a cascade, servers go one at a time, and a plan that would leave etcd without
-quorum at any wave is refused (PlanRefused) unless forced. A plan made over the state a
-successful apply leaves behind (`simulate_apply`) is empty.
+Two strategies, chosen by intent (`Plan.strategy`, with the reason `plex plan` shows):
+- cascade: `--replace master` (and `plex reset`), or a master to replace when no other server
+  of the cluster is alive: a new master is a new cluster, so every other server and agent is
+  replaced with it, and agents join as soon as the new master is ready;
+- rolling: any other change in a live cluster. Servers go one at a time (a replaced master
+  re-joins the running cluster through the VIP instead of bootstrapping a new one), agents in
+  batches of at most `max_unavailable` replaced at once.
+
+Safety: outside a cascade, a plan that would leave etcd without quorum at any wave is refused
+(PlanRefused) unless forced. A plan made over the state a successful apply leaves behind
+(`simulate_apply`) is empty.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ ALL = "all"
 # Reasons, in the order they are listed when several apply.
 FORCED = "forced"
 NOT_RUNNING = "not running"
+STOPPED = "stopped"  # not running but otherwise current: started, not rebuilt
 # Created but never passed its probes: a deploy was interrupted (SIGKILL) or failed on it.
 UNFINISHED = "unfinished deploy"
 IMAGE_CHANGED = "image changed"
@@ -46,15 +55,29 @@ def cascade_reason(root: str) -> str:
     return f"cascade from {root}"
 
 
+class Strategy(StrEnum):
+    NONE = "none"  # nothing to do
+    ROLLING = "rolling"  # the cluster stays: one server at a time, agents in batches
+    CASCADE = "cascade"  # a new cluster from a new master
+
+
+def default_max_unavailable(agents: int) -> int:
+    """Kubernetes' rolling-update default: 25% of the agents (at least one)."""
+    return max(1, agents // 4)
+
+
 class Verb(StrEnum):
     CREATE = "create"
     REPLACE = "replace"
+    START = "start"
     DELETE = "delete"
     KEEP = "keep"
 
     @property
     def symbol(self) -> str:
-        return {"create": "+", "replace": "-/+", "delete": "-", "keep": "="}[self.value]
+        return {"create": "+", "replace": "-/+", "start": ">", "delete": "-", "keep": "="}[
+            self.value
+        ]
 
     @property
     def changes(self) -> bool:
@@ -79,6 +102,9 @@ class Action:
     forget: bool = False
     generation: int = 0  # user.plex.generation after the action (apply writes it)
     cascade_from: str | None = None  # the master whose replacement rebuilds the cluster
+    # A (re)created master that joins the running cluster through the VIP instead of
+    # bootstrapping a new one (rolling); for a started master: how to replace it if it fails.
+    join: bool = False
 
     @property
     def reason(self) -> str:
@@ -94,6 +120,7 @@ class Action:
             "forget": self.forget,
             "generation": self.generation,
             "cascade_from": self.cascade_from,
+            "join": self.join,
             "image": self.spec.config[owner.IMAGE] if self.spec else None,
             "spec": self.spec.digest if self.spec else None,
             "target": self.spec.target if self.spec else None,
@@ -109,6 +136,8 @@ class Plan:
     cascade_from: str | None = None
     notes: tuple[str, ...] = ()  # warnings worth showing (forced quorum loss, broken etcd)
     unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why
+    strategy: Strategy = Strategy.NONE
+    why: str = ""  # why this strategy, in words
 
     @property
     def empty(self) -> bool:
@@ -129,6 +158,8 @@ class Plan:
             "project": self.project,
             "empty": self.empty,
             "cascade_from": self.cascade_from,
+            "strategy": self.strategy.value,
+            "why": self.why,
             "summary": {v.value: self.count(v) for v in Verb},
             "actions": [a.to_json() for a in self.actions],
             "waves": [[a.node for a in wave] for wave in self.waves],
@@ -141,7 +172,7 @@ class Plan:
         """(symbol, node, action, reason) rows, like `terraform plan`."""
         rows = []
         for a in self.actions:
-            verb = a.verb.value + (" (drain)" if a.drain else "")
+            verb = a.verb.value + (" (drain)" if a.drain else "") + (" (join)" if a.join else "")
             rows.append((a.verb.symbol, a.node, verb, a.reason))
         return rows
 
@@ -198,10 +229,12 @@ def make_plan(
     replace: Sequence[str] = (),
     force: bool = False,
     profiles: Mapping[Role, RoleProfile] | None = None,
+    max_unavailable: int | None = None,
 ) -> Plan:
     """Compare the plex file and its images with what Incus holds. See the module docstring.
 
-    `profiles` overrides the role profiles read from deploy/profiles (tests pin them)."""
+    `profiles` overrides the role profiles read from deploy/profiles (tests pin them).
+    `max_unavailable`: agents replaced at once in a rolling plan (default: 25%, at least 1)."""
     nodes = topology.nodes(plex)
     names = [n.name for n in nodes]
     mine = _ours(plex, observed, names)
@@ -227,8 +260,10 @@ def make_plan(
         name: why for name, inst in mine.items() if (why := observed.unreachable(inst)) is not None
     }
 
-    # 1. Each node on its own: missing, drifted, broken or forced.
+    # 1. Each node on its own: missing, drifted, broken or forced. A node that is only stopped
+    # (it passed its probes once and nothing about it changed) is started instead.
     own: dict[str, list[str]] = {}
+    stopped: set[str] = set()
     for n in nodes:
         inst = mine.get(n.name)
         if inst is None:
@@ -239,9 +274,7 @@ def make_plan(
         reasons = []
         if n.name in forced:
             reasons.append(FORCED)
-        if not inst.running:
-            reasons.append(NOT_RUNNING)
-        elif inst.config.get(owner.READY) != "true":
+        if inst.config.get(owner.READY) != "true":
             reasons.append(UNFINISHED)
         if inst.image != images[n.role].digest:
             reasons.append(IMAGE_CHANGED)
@@ -249,13 +282,46 @@ def make_plan(
             reasons.append(SPEC_CHANGED)
         if inst.role != n.role.value:
             reasons.append(ROLE_CHANGED)
+        if not inst.running:
+            if reasons:
+                reasons.insert(0, NOT_RUNNING)
+            else:
+                stopped.add(n.name)
         own[n.name] = reasons
 
-    # 2. The cascade: a new master is a new cluster, which every existing kube node must join.
+    # 2. The strategy. A new master bootstraps a new cluster, which every existing kube node
+    # must join (the cascade) -- unless other servers are alive: then the cluster stays and the
+    # master is replaced like any server, joining it through the VIP (rolling).
     master = next((n for n in nodes if n.is_master), None)
+    alive = sorted(
+        name
+        for name, inst in mine.items()
+        if inst.role == Role.SERVER.value
+        and master is not None
+        and name != master.name
+        and inst.running
+        and inst.config.get(owner.READY) == "true"
+        and name in specs
+        and name not in unreachable
+    )
     cascade: str | None = None
-    if master is not None and (master.name not in mine or own[master.name]):
+    join = False
+    why = ""
+    if master is not None and master.name in forced:
         cascade = master.name
+        why = f"--replace {master.name}: a new master is a new cluster"
+    elif master is not None and (master.name not in mine or own[master.name]):
+        if alive:
+            join = True
+            why = (
+                f"{master.name} is replaced as a joiner of the running cluster "
+                f"(alive: {', '.join(alive)})"
+            )
+        else:
+            cascade = master.name
+            why = f"{master.name} must be replaced and no other server is alive: a new cluster"
+    elif master is not None and master.name in stopped and alive:
+        join = True  # started; if it fails its probes, apply replaces it as a joiner
     cascaded = {
         n.name
         for n in nodes
@@ -265,14 +331,25 @@ def make_plan(
         and n.name in mine
         and n.name not in unreachable
     }
-    live = master is not None and cascade is None and mine[master.name].running
+    # A cluster that survives the plan: kube nodes leaving it are drained first.
+    live = cascade is None and any(
+        inst.running for inst in mine.values() if inst.role == Role.SERVER.value
+    )
 
     actions: dict[str, Action] = {}
     for n in nodes:
         spec = specs[n.name]
         inst = mine.get(n.name)
         if inst is None:
-            actions[n.name] = Action(Verb.CREATE, n.name, n.role, (MISSING,), spec, generation=1)
+            actions[n.name] = Action(
+                Verb.CREATE,
+                n.name,
+                n.role,
+                (MISSING,),
+                spec,
+                generation=1,
+                join=master is not None and n.name == master.name and join,
+            )
             continue
         if n.name in unreachable:
             actions[n.name] = Action(
@@ -287,6 +364,18 @@ def make_plan(
         reasons = list(own[n.name])
         if n.name in cascaded:
             reasons.append(cascade_reason(cascade or ""))
+        is_master = master is not None and n.name == master.name
+        if not reasons and n.name in stopped:
+            actions[n.name] = Action(
+                Verb.START,
+                n.name,
+                n.role,
+                (STOPPED,),
+                spec,
+                generation=_generation(inst),
+                join=is_master and join,
+            )
+            continue
         if not reasons:
             actions[n.name] = Action(
                 Verb.KEEP, n.name, n.role, (), spec, generation=_generation(inst)
@@ -302,6 +391,7 @@ def make_plan(
             forget=live and n.role.is_kube and not inst.running,
             generation=_generation(inst) + 1,
             cascade_from=cascade if n.name in cascaded or n.name == cascade else None,
+            join=is_master and join,
         )
     orphans = sorted(set(mine) - set(names))
     for name in orphans:
@@ -326,17 +416,26 @@ def make_plan(
             generation=_generation(inst),
         )
 
-    # 3. Waves. Broken servers go first: bringing one back restores quorum before a healthy
-    # one is taken down.
+    # 3. Waves. Stopped nodes start first, all together (etcd members need each other for
+    # quorum). Then broken servers: bringing one back restores quorum before a healthy one is
+    # taken down.
     others = [n for n in nodes if n.role is Role.SERVER and not n.is_master]
     server_order = [
         n.name
         for n in sorted(others, key=lambda n: (n.name not in mine or mine[n.name].running, n.index))
     ]
     order = [*names, *orphans]
-    changing = {name for name, a in actions.items() if a.verb.changes}
-    graph = dependencies(nodes, server_order, orphans)
-    planned = tuple(tuple(actions[name] for name in wave) for wave in waves(graph, changing, order))
+    starts = [name for name in order if actions[name].verb is Verb.START]
+    changing = {name for name, a in actions.items() if a.verb.changes and name not in starts}
+    graph = dependencies(nodes, server_order, orphans, agents_after_master=cascade is not None)
+    grouped = waves(graph, changing, order)
+    if cascade is None:
+        agents = sum(1 for n in nodes if n.role is Role.AGENT)
+        limit = max_unavailable or default_max_unavailable(agents)
+        grouped = _batch_agents(grouped, actions, limit)
+    planned = tuple(
+        tuple(actions[name] for name in wave) for wave in ([starts] if starts else []) + grouped
+    )
 
     notes: list[str] = []
     if unreachable:
@@ -346,6 +445,21 @@ def make_plan(
         )
     if cascade is None:
         notes += _check_quorum(plex, mine, planned, force)
+    replaced = any(a.verb is Verb.REPLACE for a in actions.values())
+    if cascade:
+        strategy = Strategy.CASCADE
+    elif planned:
+        strategy = Strategy.ROLLING
+        if not why and replaced:
+            agents = sum(1 for n in nodes if n.role is Role.AGENT)
+            why = (
+                "the cluster stays: servers one at a time, agents at most "
+                f"{max_unavailable or default_max_unavailable(agents)} at once"
+            )
+        elif not why:
+            why = "the cluster stays: nodes are only created, started or deleted"
+    else:
+        strategy = Strategy.NONE
     return Plan(
         plex=plex.name,
         project=plex.incus.project,
@@ -354,7 +468,29 @@ def make_plan(
         cascade_from=cascade if cascaded else None,
         notes=tuple(notes),
         unreachable=unreachable,
+        strategy=strategy,
+        why=why,
     )
+
+
+def _batch_agents(
+    grouped: list[list[str]], actions: Mapping[str, Action], limit: int
+) -> list[list[str]]:
+    """Split each wave's replaced agents into batches of `limit`: a rolling update keeps most
+    of the workload capacity. New agents take nothing away, so they ride in the first batch."""
+    out: list[list[str]] = []
+    for wave in grouped:
+        replaced = [
+            n for n in wave if actions[n].role is Role.AGENT and actions[n].verb is Verb.REPLACE
+        ]
+        if len(replaced) <= limit:
+            out.append(wave)
+            continue
+        rest = [n for n in wave if n not in replaced]
+        batches = [replaced[i : i + limit] for i in range(0, len(replaced), limit)]
+        out.append(sorted(rest + batches[0], key=wave.index))
+        out.extend(batches[1:])
+    return out
 
 
 def _check_quorum(
@@ -378,8 +514,17 @@ def _check_quorum(
         members |= {
             n.name for n in topology.nodes(plex) if n.role is Role.SERVER and n.name not in mine
         }
+    # Stopped servers the plan starts (its first wave, all together) count as up.
+    up |= {
+        a.node for wave in planned for a in wave if a.verb is Verb.START and a.role is Role.SERVER
+    }
     notes: list[str] = []
-    touched = sorted(a.node for wave in planned for a in wave if a.role is Role.SERVER)
+    touched = sorted(
+        a.node
+        for wave in planned
+        for a in wave
+        if a.role is Role.SERVER and a.verb is not Verb.START
+    )
     quorum = len(members) // 2 + 1
     if members and touched and len(up) < quorum:
         message = (
@@ -417,7 +562,7 @@ def _check_quorum(
             if a.verb is Verb.DELETE:
                 members.discard(a.node)
                 up.discard(a.node)
-            elif a.verb in (Verb.CREATE, Verb.REPLACE):
+            elif a.verb in (Verb.CREATE, Verb.REPLACE, Verb.START):
                 members.add(a.node)
                 up.add(a.node)
     return notes
@@ -429,6 +574,8 @@ def simulate_apply(plan: Plan, observed: Observed) -> Observed:
     for a in plan.actions:
         if a.verb is Verb.DELETE:
             instances.pop(a.node, None)
+        elif a.verb is Verb.START:
+            instances[a.node] = dataclasses.replace(instances[a.node], status="Running")
         elif a.verb in (Verb.CREATE, Verb.REPLACE):
             assert a.spec is not None
             config = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}

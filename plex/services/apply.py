@@ -1,19 +1,24 @@
 """Run a plan: waves in order, the nodes of a wave in parallel, probes gating the next wave.
 
-For each node: drain (when the plan says so), delete, create from the exact image fingerprint,
-push the node's private files from the identity (host keys, join token, VRRP password;
-0600, checked), start, pass the role's probes, then mark
-it ready (`user.plex.ready`). A node without that mark is an unfinished deploy: the next plan
-replaces it, so a deploy killed anywhere is finished by simply deploying again.
+For each node: out of the lbs' rotation (a server), drain (when the plan says so), delete,
+create from the exact image fingerprint, push the node's private files from the identity (host
+keys, join token, VRRP password; 0600, checked) and, for a master joining a running cluster,
+the drop-in that points it at the VIP; start, pass the role's probes, back into rotation, then
+mark it ready (`user.plex.ready`). A node without that mark is an unfinished deploy: the next
+plan replaces it, so a deploy killed anywhere is finished by simply deploying again. A stopped
+node is started and probed; if it fails its probes it is replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from plex.backends.incus import Incus
@@ -35,6 +40,10 @@ from plex.services.push import push_checked
 from plex.services.registry_secrets import push_credentials
 
 Report = Callable[[str, str], None]  # (node, what is happening)
+
+# RKE2 merges config.yaml.d/*.yaml in lexical order after config.yaml: a master re-created in a
+# running cluster gets this drop-in at create, so it joins through the VIP like any server.
+JOIN_DROPIN = "/etc/rancher/rke2/config.yaml.d/20-plex-join.yaml"
 
 
 @dataclass
@@ -62,6 +71,27 @@ class ApplyResult:
         return {"seconds": round(self.seconds, 2), "waves": [w.to_json() for w in self.waves]}
 
 
+def adaptive_parallel(cpus: int | None = None, available_mib: int | None = None) -> int:
+    """How many nodes to create and boot at once when the user did not say: Incus creates are
+    copy-on-write clones and boots mostly wait on each other, so a host runs many at once;
+    what bounds it is memory for booting systemds (about 128 MiB each) and the cores' share
+    of the work (32 per core)."""
+    cpus = cpus or os.cpu_count() or 1
+    if available_mib is None:
+        available_mib = _available_mib()
+    return max(4, min(32 * cpus, available_mib // 128))
+
+
+def _available_mib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 1024
+
+
 class Applier:
     def __init__(
         self,
@@ -69,7 +99,7 @@ class Applier:
         incus: Incus,
         identity: Identity,
         probes: ProbeSet,
-        parallel: int = 8,
+        parallel: int = 0,
         report: Report | None = None,
         deploy_id: str = "",
         force: bool = False,
@@ -81,7 +111,7 @@ class Applier:
         self.incus = incus
         self.identity = identity
         self.probes = probes
-        self.parallel = max(1, parallel)
+        self.parallel = parallel if parallel > 0 else adaptive_parallel()
         self.report: Report = report or (lambda node, msg: None)
         self.deploy_id = deploy_id
         self.cancel = threading.Event()
@@ -157,6 +187,55 @@ class Applier:
     # -- one node --------------------------------------------------------------------------
 
     def node(self, action: Action) -> list[ProbeResult]:
+        if action.verb is Verb.START:
+            return self.start(action)
+        return self.replace(action)
+
+    def start(self, action: Action) -> list[ProbeResult]:
+        """Start a stopped node that is otherwise current; replace it if it fails its probes."""
+        name = action.node
+        node = topology.resolve(self.plex, name)
+        if action.role is Role.SERVER:
+            self.lbs.maint([name])
+        self.report(name, "start")
+        self.incus.start(name)
+        self.report(name, "probes")
+        try:
+            results = probe_node(
+                self.incus,
+                self.plex,
+                node,
+                self.identity,
+                self.probes,
+                cancelled=self.cancel.is_set,
+            )
+        except ProbeError as e:
+            if node.is_master and not action.join:
+                hint = (
+                    f"no other server is alive to join: plex deploy {self.plex.name} "
+                    "--replace master builds a new cluster"
+                )
+                raise ProbeError(
+                    f"{name} failed its probes after start: {e.message}", hint=hint
+                ) from None
+            self.report(name, "failed its probes after start: replacing")
+            # It never came up: delete its Node (and etcd member) before the replacement joins.
+            forget = action.role is not None and action.role.is_kube
+            return self.replace(
+                dataclasses.replace(
+                    action,
+                    verb=Verb.REPLACE,
+                    drain=False,
+                    forget=forget,
+                    generation=action.generation + 1,
+                )
+            )
+        if action.role is Role.SERVER:
+            self.lbs.ready([name])
+        self.report(name, "ready")
+        return results
+
+    def replace(self, action: Action) -> list[ProbeResult]:
         name = action.node
         if action.role is Role.SERVER:
             # Out of rotation before it goes away (or, new, until its probes pass).
@@ -173,7 +252,7 @@ class Applier:
             return []
         assert action.spec is not None
         self._check()
-        self.create(action.spec, action.generation)
+        self.create(action.spec, action.generation, join=action.join)
         self._check()
         # Upstream logins never go into an image: they are pushed to each new registry node
         # (0600/0640, checked) from the credentials file outside git.
@@ -199,7 +278,7 @@ class Applier:
         self.report(name, "ready")
         return results
 
-    def create(self, spec: InstanceSpec, generation: int) -> None:
+    def create(self, spec: InstanceSpec, generation: int, join: bool = False) -> None:
         name = spec.name
         if spec.role is Role.REGISTRY:
             # The cache volume outlives the instance: reset and destroy keep it.
@@ -233,6 +312,8 @@ class Applier:
             # A VM has no incus-agent: its private files went in with cloud-init (above).
             self.push_private_files(name, spec.role)
         self.push_manifests(spec)
+        if join:
+            self.push_join(name)
         self.report(name, "start")
         self.incus.start(name)
 
@@ -262,6 +343,15 @@ class Applier:
         for m in spec.manifests:
             # 0600 like RKE2's own config: manifests may carry secrets (a Git deploy key).
             self.incus.push_file(spec.name, m.path, m.data, mode=0o600)
+
+    def push_join(self, name: str) -> None:
+        api = topology.api_address(self.plex)
+        text = (
+            "# Written by plex at create: this master joins the running cluster through "
+            f"the VIP.\nserver: https://{api}:9345\n"
+        )
+        self.report(name, "join through the VIP")
+        self.incus.push_file(name, JOIN_DROPIN, text.encode(), mode=0o600)
 
     def _skip(self, name: str, what: str, error: str, hint: str) -> None:
         """A cluster step failed: stop the wave, or with --force say what was skipped."""

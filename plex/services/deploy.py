@@ -43,20 +43,27 @@ def plan_observed(
     replace: Sequence[str] = (),
     force: bool = False,
     images: Mapping[Role, ImageRef] | None = None,
+    max_unavailable: int | None = None,
 ) -> Plan:
     """The one plan path (plan, deploy, reset, rollback, registry up): each role deploys the
     image its alias `<plex>/<role>` points at in `observed`, which is what a deploy creates
     nodes from; `images` overrides that (plex plan --images)."""
     if images is None:
         images = current_images(plex, observed.aliases)
-    return make_plan(plex, images, observed, replace=replace, force=force)
+    return make_plan(
+        plex, images, observed, replace=replace, force=force, max_unavailable=max_unavailable
+    )
 
 
 def make_deploy_plan(
-    plex: Plex, incus: Incus, replace: Sequence[str] = (), force: bool = False
+    plex: Plex,
+    incus: Incus,
+    replace: Sequence[str] = (),
+    force: bool = False,
+    max_unavailable: int | None = None,
 ) -> tuple[Plan, Observed]:
     observed = incus.observe(plex.name)
-    return plan_observed(plex, observed, replace, force), observed
+    return plan_observed(plex, observed, replace, force, max_unavailable=max_unavailable), observed
 
 
 def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
@@ -78,7 +85,7 @@ def apply_plan(
     incus: Incus,
     plan: Plan,
     root: Path,
-    parallel: int = 8,
+    parallel: int = 0,
     report: Report | None = None,
     force: bool = False,
 ) -> ApplyResult:
@@ -105,12 +112,14 @@ def deploy(
     root: Path,
     replace: Sequence[str] = (),
     force: bool = False,
-    parallel: int = 8,
+    parallel: int = 0,
     report: Report | None = None,
+    max_unavailable: int | None = None,
 ) -> tuple[Plan, ApplyResult]:
-    """Plan and apply without asking (the CLI asks in between)."""
+    """Plan and apply without asking (the CLI asks in between). `parallel` 0: adapt to the
+    host (see plex.services.apply.adaptive_parallel)."""
     with plex_lock(plex.name, "deploy"):
-        plan, _ = make_deploy_plan(plex, incus, replace, force)
+        plan, _ = make_deploy_plan(plex, incus, replace, force, max_unavailable)
         return plan, apply_plan(plex, incus, plan, root, parallel, report, force)
 
 

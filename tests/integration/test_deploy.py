@@ -75,8 +75,9 @@ def deployed(incus, test_plex, baked, incus_cfg):
 def test_deploy_from_nothing_then_the_replan_is_empty(incus, test_plex, deployed) -> None:
     waves = [[a.node for a in w] for w in deployed["plan"].waves]
     assert waves[0] == ["demo-registry1"]
-    assert waves[-1] == ["demo-agent1", "demo-agent2"]
-    assert waves.index(["demo-server1"]) < waves.index(["demo-server2"])
+    # A new cluster: agents join as soon as the master is ready, alongside server2's join.
+    assert waves[-2:] == [["demo-server2", "demo-agent1", "demo-agent2"], ["demo-server3"]]
+    assert waves.index(["demo-server1"]) == len(waves) - 3
     plan, _ = make_deploy_plan(test_plex, incus)
     assert plan.empty, plan.render_rows()
     seen = incus.observe(test_plex.name).instances
@@ -129,8 +130,11 @@ def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex, d
     assert changed == kube
     order = [a.node for w in plan.waves for a in w]
     assert order[0] == "demo-server1"
-    assert set(order[-2:]) == {"demo-agent1", "demo-agent2"}
-    assert result.waves[0].nodes == ["demo-server1"]
+    assert [w.nodes for w in result.waves] == [
+        ["demo-server1"],
+        ["demo-server2", "demo-agent1", "demo-agent2"],
+        ["demo-server3"],
+    ]
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 
@@ -169,10 +173,12 @@ def test_vip_moves_within_5s_when_its_lb_stops(incus, test_plex, deployed) -> No
     while not _tcp_ok(vip, 6443) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _tcp_ok(vip, 6443), "TCP to VIP:6443 does not work after fail-over"
-    # The stopped lb is "not running": the next deploy replaces just it.
+    # The stopped lb is merely stopped: the next deploy starts just it (same instance).
     plan, _ = make_deploy_plan(test_plex, incus)
-    assert [a.node for w in plan.waves for a in w] == [holders[0]]
+    assert [(a.node, a.verb) for w in plan.waves for a in w] == [(holders[0], Verb.START)]
+    before = uuids(incus, test_plex)
     deploy(test_plex, incus, ROOT)
+    assert uuids(incus, test_plex) == before
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 

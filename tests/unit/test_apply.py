@@ -20,7 +20,7 @@ from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Role
 from plex.plexfile.load import load_plex
-from plex.services.apply import Applier
+from plex.services.apply import JOIN_DROPIN, Applier
 from plex.store.identity import ensure_identity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,8 @@ class RecordingIncus:
     existing: set[str] = field(default_factory=set)
     ignore_mode: bool = False  # behave like an Incus that drops the file mode header
     modes: dict[tuple[str, str], int] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)  # nodes whose probes fail until re-created
 
     def ensure_volume(
         self, pool: str, name: str, config: dict[str, str], target: str | None = None
@@ -42,6 +44,7 @@ class RecordingIncus:
     def create_instance(self, name: str, **kw: Any) -> None:
         self.calls.append(("create", name, kw["image"]))
         self.existing.add(name)
+        self.failing.discard(name)
 
     def push_file(
         self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
@@ -57,13 +60,17 @@ class RecordingIncus:
 
     def start(self, name: str) -> None:
         self.calls.append(("start", name))
+        self.started.add(name)
 
     def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-        self.calls.append(("exec", name, argv[-1]))
+        if argv[0] == "python3":  # haproxy's runtime API: an empty line is a success
+            self.calls.append(("haproxy", name, argv[-1]))
+            return ExecResult(0, "\n", "")
+        self.calls.append(("exec", name, argv[-1], " ".join(argv)))
         if (answer := self.etcd_answer(argv)) is not None:
             return answer
-        if argv[0] == "python3":  # haproxy's runtime API: an empty line is a success
-            return ExecResult(0, "\n", "")
+        if name in self.failing:
+            return ExecResult(1, "not yet\n", "")
         if "ip -o -4 addr" in " ".join(argv) or argv[:2] == ["ip", "-o"]:
             holds = name.endswith("lb1")
             return ExecResult(0, "2: eth0 inet 10.77.0.10/24 scope global" if holds else "", "")
@@ -156,9 +163,11 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
     assert ("demo-lb1", TOKEN_FILE) not in pushed and ("demo-registry1", TOKEN_FILE) not in pushed
     server = [c[0] for c in incus.calls if c[1] == "demo-server1"]
     assert server.index("push") < server.index("start")
-    # Waves in order: registry first, agents last; every node ends ready.
+    # Waves in order: registry first, server3 last (agents join with server2); every node ends
+    # ready.
     created = [c[1] for c in incus.calls if c[0] == "create"]
-    assert created[0] == "demo-registry1" and set(created[-2:]) == {"demo-agent1", "demo-agent2"}
+    assert created[0] == "demo-registry1" and created[-1] == "demo-server3"
+    assert created.index("demo-agent1") > created.index("demo-server1")
     ready = {c[1] for c in incus.calls if c[0] == "config"}
     assert ready == set(created)
 
@@ -210,3 +219,86 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
         for c in incus.calls
         if c[0] in ("delete", "create")
     )
+
+
+def deployed_state(plan):  # type: ignore[no-untyped-def]
+    instances = {}
+    for a in plan.actions:
+        assert a.spec is not None
+        cfg = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}
+        cfg[owner.READY] = "true"
+        instances[a.node] = ObservedInstance(a.node, "Running", f"u-{a.node}", cfg)
+    return instances
+
+
+def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    profiles = dict.fromkeys(Role, PROFILE)
+    instances = deployed_state(
+        make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)
+    )
+    plan = make_plan(
+        plex,
+        images,
+        Observed("demo", "plex-demo", instances),
+        replace=["master"],
+        profiles=profiles,
+    )
+    incus = RecordingIncus(existing=set(instances))
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    calls = incus.calls
+    first_delete = next(i for i, c in enumerate(calls) if c[0] == "delete")
+    maint = [c for c in calls[:first_delete] if c[0] == "haproxy"]
+    # Both lbs hear it, for every server of the old cluster, before anything is deleted.
+    assert {c[1] for c in maint} == {"demo-lb1", "demo-lb2"}
+    for server in ("demo-server1", "demo-server2", "demo-server3"):
+        assert any(f"rke2-supervisor/{server} state maint" in c[2] for c in maint)
+    for server in ("demo-server1", "demo-server2", "demo-server3"):
+        ready = next(
+            i
+            for i, c in enumerate(calls)
+            if c[0] == "haproxy" and f"rke2-apiserver/{server} state ready" in c[2]
+        )
+        probed = max(i for i, c in enumerate(calls[:ready]) if c[:2] == ("exec", server))
+        created = calls.index(next(c for c in calls if c[:2] == ("create", server)))
+        assert created < probed < ready
+    assert not any("demo-agent" in c[2] for c in calls if c[0] == "haproxy")
+
+
+def test_a_rolled_master_gets_the_join_dropin(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    profiles = dict.fromkeys(Role, PROFILE)
+    instances = deployed_state(
+        make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)
+    )
+    newer = {**images, Role.SERVER: ImageRef(Role.SERVER, "n" * 64, "e" * 64, "demo/server")}
+    plan = make_plan(plex, newer, Observed("demo", "plex-demo", instances), profiles=profiles)
+    incus = RecordingIncus(existing=set(instances))
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    pushes = [c for c in incus.calls if c[0] == "push" and c[2] == JOIN_DROPIN]
+    assert pushes == [("push", "demo-server1", JOIN_DROPIN, 0o600)]
+    order = [c[1] for c in incus.calls if c[0] == "create"]
+    assert order == ["demo-server1", "demo-server2", "demo-server3"]
+    drains = [c for c in incus.calls if c[0] == "exec" and " drain demo-server1 " in c[3]]
+    assert drains and drains[0][1] == "demo-server2"  # from a server that stays
+
+
+def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo) -> None:  # type: ignore[no-untyped-def]
+    plex, identity, images = demo
+    profiles = dict.fromkeys(Role, PROFILE)
+    instances = deployed_state(
+        make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)
+    )
+    for name in ("demo-server1", "demo-agent2"):
+        instances[name] = ObservedInstance(name, "Stopped", f"u-{name}", instances[name].config)
+    plan = make_plan(plex, images, Observed("demo", "plex-demo", instances), profiles=profiles)
+    incus = RecordingIncus(existing=set(instances), failing={"demo-agent2"})
+    probes = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=0.3, interval=0.1),))
+    Applier(plex, incus, identity, probes, parallel=2).apply(plan)  # type: ignore[arg-type]
+    assert ("start", "demo-server1") in incus.calls
+    assert not any(
+        c[:2] in (("create", "demo-server1"), ("delete", "demo-server1")) for c in incus.calls
+    )
+    # agent2 started, failed its probes, then was replaced.
+    agent2 = [c[0] for c in incus.calls if c[1] == "demo-agent2" and c[0] != "exec"]
+    assert agent2[:3] == ["start", "delete", "create"]

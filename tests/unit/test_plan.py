@@ -13,6 +13,7 @@ Regenerate expected.json with PLEX_UPDATE_GOLDEN=1, then review the diff by eye.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,7 +25,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plex.deploy.plan import Plan, Verb, make_plan, simulate_apply
+from plex.deploy.plan import Plan, Strategy, Verb, make_plan, simulate_apply
 from plex.errors import PlanRefused, PlexError, UsageError
 from plex.model import owner, topology
 from plex.model.image import ImageRef
@@ -125,8 +126,9 @@ def test_replanning_after_apply_is_empty(name: str) -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_waves_keep_etcd_safe(name: str) -> None:
-    """Whatever the case: at most one server per wave, master before other servers, servers
-    before agents, and every changing action in exactly one wave."""
+    """Whatever the case: at most one server (re)created per wave, master before other
+    servers, servers before agents (in a cascade: agents after the master, alongside the other
+    joins), stopped nodes started together first, every changing action in exactly one wave."""
     plex, images, observed, inp = run_case(name)
     try:
         plan = make_plan(plex, images, observed, inp.get("replace", []), inp.get("force", False))
@@ -134,10 +136,13 @@ def test_waves_keep_etcd_safe(name: str) -> None:
         return
     in_waves = [a.node for w in plan.waves for a in w]
     assert sorted(in_waves) == sorted(a.node for a in plan.actions if a.verb.changes)
-    role_rank = {Role.REGISTRY: 0, Role.LB: 1, Role.SERVER: 2, Role.AGENT: 3}
+    starts = [i for i, w in enumerate(plan.waves) for a in w if a.verb is Verb.START]
+    assert set(starts) <= {0}
+    cascade = plan.strategy is Strategy.CASCADE
+    role_rank = {Role.REGISTRY: 0, Role.LB: 1, Role.SERVER: 2, Role.AGENT: 2 if cascade else 3}
     last = -1
     for wave in plan.waves:
-        creating = [a for a in wave if a.verb is not Verb.DELETE]
+        creating = [a for a in wave if a.verb in (Verb.CREATE, Verb.REPLACE)]
         if not creating:
             continue
         servers = [a for a in creating if a.role is Role.SERVER]
@@ -150,11 +155,24 @@ def test_waves_keep_etcd_safe(name: str) -> None:
         i
         for i, w in enumerate(plan.waves)
         for a in w
-        if a.role is Role.SERVER and a.verb is not Verb.DELETE
+        if a.role is Role.SERVER and a.verb in (Verb.CREATE, Verb.REPLACE)
     ]
-    master_waves = [i for i, w in enumerate(plan.waves) for a in w if a.node == master]
+    master_waves = [
+        i
+        for i, w in enumerate(plan.waves)
+        for a in w
+        if a.node == master and a.verb is not Verb.START
+    ]
     if master_waves:
         assert master_waves[0] == min(server_waves)
+    agent_waves = [
+        i
+        for i, w in enumerate(plan.waves)
+        for a in w
+        if a.role is Role.AGENT and a.verb in (Verb.CREATE, Verb.REPLACE)
+    ]
+    if cascade and agent_waves and master_waves:
+        assert min(agent_waves) == master_waves[0] + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,18 +196,19 @@ def deployed(plex: Plex, images: dict[Role, ImageRef]) -> Observed:
 
 def test_fresh_plan_creates_everything_in_order(demo: Plex) -> None:
     plan = make_plan(demo, images_for(demo, V1), Observed("demo", "plex-demo"))
+    # A new cluster: agents join as soon as the master is ready, alongside server2's join.
     assert [[a.node for a in w] for w in plan.waves] == [
         ["demo-registry1"],
         ["demo-lb1"],
         ["demo-lb2"],
         ["demo-server1"],
-        ["demo-server2"],
+        ["demo-server2", "demo-agent1", "demo-agent2"],
         ["demo-server3"],
-        ["demo-agent1", "demo-agent2"],
     ]
     assert plan.count(Verb.CREATE) == 8
     assert not any(a.drain for a in plan.actions)
     assert plan.cascade_from is None
+    assert plan.strategy is Strategy.CASCADE
 
 
 def test_replace_accepts_short_names_and_master(demo: Plex) -> None:
@@ -260,9 +279,13 @@ def test_down_servers_count_against_quorum(demo: Plex) -> None:
 
 
 def test_no_server_is_replaced_while_etcd_lacks_quorum(demo: Plex) -> None:
-    """Without quorum etcd can add no member: replacing servers cannot heal it."""
+    """Without quorum etcd can add no member: replacing servers cannot heal it. (Stopped
+    servers that are otherwise current are started first, which restores it: see
+    test_stopped_servers_start_together_before_anything_else.)"""
     images = images_for(demo, V1)
     observed = _stop(deployed(demo, images), "demo-server2", "demo-server3")
+    for name in ("demo-server2", "demo-server3"):  # their spec drifted: they must be rebuilt
+        observed = _with(observed, name, **{owner.SPEC: "old-spec"})
     for replace in ([], ["server2"]):
         with pytest.raises(
             PlanRefused, match=r"etcd has no quorum \(1 of 3 servers running\)"
@@ -321,7 +344,8 @@ def test_plan_json_is_stable_and_serialisable(demo: Plex) -> None:
     a = make_plan(demo, images, Observed("demo", "plex-demo")).to_json()
     b = make_plan(demo, images, Observed("demo", "plex-demo")).to_json()
     assert json.dumps(a) == json.dumps(b)
-    assert a["summary"] == {"create": 8, "replace": 0, "delete": 0, "keep": 0}
+    assert a["summary"] == {"create": 8, "replace": 0, "start": 0, "delete": 0, "keep": 0}
+    assert a["strategy"] == "cascade"
 
 
 def test_generation_counts_replacements(demo: Plex) -> None:
@@ -395,14 +419,14 @@ def test_any_state_converges_after_one_apply(state: tuple[Plex, Observed, list[s
     after = simulate_apply(plan, observed)
     assert make_plan(plex, images, after).empty
     assert set(after.instances) == {n.name for n in topology.nodes(plex)}
-    # Outside a cascade no wave creates two servers at once.
+    # Outside a cascade no wave creates two servers at once (stopped ones start together).
     if plan.cascade_from is None:
         for wave in plan.waves:
             assert (
                 sum(
                     1
                     for a in wave
-                    if a.role is Role.SERVER and a.verb.changes and a.verb is not Verb.DELETE
+                    if a.role is Role.SERVER and a.verb in (Verb.CREATE, Verb.REPLACE)
                 )
                 <= 1
             )
@@ -466,3 +490,106 @@ def test_plan_command_bad_files(tmp_path: Path, plex_home: Path, cli: Any, demo:
     other.write_text(json.dumps(Observed("omniplex", "omniplex").to_json()))
     r = cli("plan", "demo", "--observed", str(other), "--images", imgs)
     assert r.code == 2 and "snapshot is of plex 'omniplex'" in r.err
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies: rolling keeps the cluster, the cascade makes a new one.
+
+
+def _with(observed: Observed, name: str, **config: str) -> Observed:
+    inst = observed.instances[name]
+    status = config.pop("status", inst.status)
+    new = dataclasses.replace(inst, status=status, config={**inst.config, **config})
+    return dataclasses.replace(observed, instances={**observed.instances, name: new})
+
+
+def test_a_new_server_image_rolls_the_servers_and_the_master_joins(demo: Plex) -> None:
+    observed = deployed(demo, images_for(demo, V1))
+    plan = make_plan(demo, images_for(demo, {**V1, "server": "server-2"}), observed)
+    assert plan.strategy is Strategy.ROLLING
+    assert "joiner" in plan.why
+    assert [[a.node for a in w] for w in plan.waves] == [
+        ["demo-server1"],
+        ["demo-server2"],
+        ["demo-server3"],
+    ]
+    master = plan.action("demo-server1")
+    assert master.join and master.drain and master.cascade_from is None
+    assert not plan.action("demo-server2").join
+    assert plan.action("demo-agent1").verb is Verb.KEEP
+
+
+def test_replace_master_is_the_cascade_whatever_else_is_alive(demo: Plex) -> None:
+    observed = deployed(demo, images_for(demo, V1))
+    plan = make_plan(demo, images_for(demo, V1), observed, replace=["master"])
+    assert plan.strategy is Strategy.CASCADE and plan.cascade_from == "demo-server1"
+    assert "--replace" in plan.why
+    assert not any(a.join for a in plan.actions)
+
+
+def test_a_master_with_no_live_peer_cascades(demo: Plex) -> None:
+    images = images_for(demo, V1)
+    observed = deployed(demo, images)
+    for peer in ("demo-server2", "demo-server3"):
+        observed = _with(observed, peer, **{owner.READY: "false"})
+    plan = make_plan(demo, images_for(demo, {**V1, "server": "server-2"}), observed)
+    assert plan.strategy is Strategy.CASCADE
+    assert "no other server is alive" in plan.why
+
+
+def test_agents_roll_in_batches_of_max_unavailable(demo: Plex) -> None:
+    four = load_case_plex("demo", {"roles": {"agent": {"count": 4}}})
+    observed = deployed(four, images_for(four, V1))
+    new = images_for(four, {**V1, "agent": "agent-2"})
+    plan = make_plan(four, new, observed)
+    assert [[a.node for a in w] for w in plan.waves] == [
+        ["demo-agent1"],
+        ["demo-agent2"],
+        ["demo-agent3"],
+        ["demo-agent4"],
+    ]
+    plan = make_plan(four, new, observed, max_unavailable=2)
+    assert [[a.node for a in w] for w in plan.waves] == [
+        ["demo-agent1", "demo-agent2"],
+        ["demo-agent3", "demo-agent4"],
+    ]
+    assert "at most 2 at once" in plan.why
+
+
+def test_a_stopped_master_is_started_not_replaced(demo: Plex) -> None:
+    images = images_for(demo, V1)
+    observed = _with(deployed(demo, images), "demo-server1", status="Stopped")
+    plan = make_plan(demo, images, observed)
+    assert plan.strategy is Strategy.ROLLING
+    assert [[(a.node, a.verb) for a in w] for w in plan.waves] == [[("demo-server1", Verb.START)]]
+    assert plan.action("demo-server1").join  # if it fails after start: replaced as a joiner
+    assert plan.action("demo-agent1").verb is Verb.KEEP
+
+
+def test_a_stopped_node_with_a_new_image_is_replaced(demo: Plex) -> None:
+    observed = _with(deployed(demo, images_for(demo, V1)), "demo-agent1", status="Stopped")
+    plan = make_plan(demo, images_for(demo, {**V1, "agent": "agent-2"}), observed)
+    assert plan.action("demo-agent1").verb is Verb.REPLACE
+    assert plan.action("demo-agent1").reasons[:2] == ("not running", "image changed")
+
+
+def test_stopped_servers_start_together_before_anything_else(demo: Plex) -> None:
+    images = images_for(demo, V1)
+    observed = deployed(demo, images)
+    for name in ("demo-server1", "demo-server2", "demo-server3", "demo-agent2"):
+        observed = _with(observed, name, status="Stopped")
+    observed = _with(observed, "demo-agent1", **{owner.READY: "false"})
+    plan = make_plan(demo, images, observed)
+    assert [[a.node for a in w] for w in plan.waves] == [
+        ["demo-server1", "demo-server2", "demo-server3", "demo-agent2"],
+        ["demo-agent1"],
+    ]
+
+
+def test_adding_an_agent_creates_just_it(demo: Plex) -> None:
+    images = images_for(demo, V1)
+    observed = deployed(demo, images)
+    three = load_case_plex("demo", {"roles": {"agent": {"count": 3}}})
+    plan = make_plan(three, images, observed)
+    assert [(a.node, a.verb) for w in plan.waves for a in w] == [("demo-agent3", Verb.CREATE)]
+    assert plan.strategy is Strategy.ROLLING

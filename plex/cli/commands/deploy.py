@@ -30,7 +30,20 @@ ReplaceOpt = Annotated[
     ),
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask before applying")]
-ParallelOpt = Annotated[int, typer.Option(help="nodes created at once inside a wave")]
+ParallelOpt = Annotated[
+    int,
+    typer.Option(
+        help="nodes created at once inside a wave (0: adapt to the host's cores and memory)"
+    ),
+]
+MaxUnavailableOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-unavailable",
+        min=1,
+        help="rolling: agents replaced at once (default 25% of the agents, at least 1)",
+    ),
+]
 ForceOpt = Annotated[
     bool,
     typer.Option(
@@ -68,6 +81,7 @@ def run_deploy(
     verb: str = "deploy",
     rollback: bool = False,
     role: Role | None = None,
+    max_unavailable: int | None = None,
 ) -> tuple[Plan, ApplyResult | None]:
     """Observe, plan, show, confirm, then apply, under the deploy lock. A rollback plans over
     the aliases as they will be and moves them only once confirmed."""
@@ -83,7 +97,9 @@ def run_deploy(
     with plex_lock(p.name, "deploy"):
         observed = incus.observe(p.name)
         moves = rollback_moves(p, observed, role) if rollback else []
-        plan = plan_observed(p, rolled_back(observed, moves), replace, force)
+        plan = plan_observed(
+            p, rolled_back(observed, moves), replace, force, max_unavailable=max_unavailable
+        )
         for m in moves:
             ui.info(f"{p.name}/{m.role}: {str(m.from_digest)[:12]} -> {m.to_digest[:12]}")
         render(plan, err=as_json)
@@ -133,33 +149,119 @@ def deploy_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     replace: ReplaceOpt = None,
     yes: YesOpt = False,
-    parallel: ParallelOpt = 8,
+    parallel: ParallelOpt = 0,
     force: ForceOpt = False,
+    max_unavailable: MaxUnavailableOpt = None,
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="then keep the healthy result as the pristine snapshot (plex reset --to pristine)",
+        ),
+    ] = False,
     output: OutputOpt = "table",
 ) -> None:
     """Plan, confirm, then converge the plex in health-gated waves."""
     as_json = check_output(output)
     started = time.monotonic()
     p = get_plex(plex)
-    plan, result = run_deploy(p, _connect(p), replace or [], yes, parallel, force, as_json)
+    plan, result = run_deploy(
+        p,
+        _connect(p),
+        replace or [],
+        yes,
+        parallel,
+        force,
+        as_json,
+        max_unavailable=max_unavailable,
+    )
     _report(plan, result, as_json, started)
+    if snapshot:
+        _snapshot(p, parallel, as_json)
+
+
+def _snapshot(p: Plex, parallel: int, as_json: bool) -> None:
+    from plex.services.snapshot import take_snapshot
+
+    with ui.progress() as prog:
+        tasks: dict[str, ui.TaskID] = {}
+
+        def report(node: str, msg: str) -> None:
+            if node not in tasks:
+                tasks[node] = prog.add_task(msg, label=node, total=None)
+            prog.update(tasks[node], description=msg)
+
+        result = take_snapshot(p, _connect(p), project_root(), report, parallel)
+    if as_json:
+        ui.print_json(result.to_json())
+    else:
+        ui.info(
+            f"[green]pristine snapshot {result.snapshot}[/green] of "
+            f"{len(result.nodes)} nodes in {result.seconds:.1f}s"
+        )
+
+
+@app.command("snapshot")
+def snapshot_cli(
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    parallel: ParallelOpt = 0,
+    output: OutputOpt = "table",
+) -> None:
+    """Keep the deployed, healthy plex as copy-on-write snapshots of every node (kube nodes
+    stopped together, so etcd is consistent): the state `plex reset --to pristine` restores."""
+    _snapshot(get_plex(plex), parallel, check_output(output))
 
 
 @app.command("reset")
 def reset_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     yes: YesOpt = False,
-    parallel: ParallelOpt = 8,
+    parallel: ParallelOpt = 0,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="'pristine': restore the snapshot `plex snapshot` kept, in "
+            "seconds, instead of the cascade",
+            metavar="pristine",
+        ),
+    ] = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Fast lab reset: replace the master and everything depending on it, same images."""
+    """Fast lab reset: replace the master and everything depending on it, same images (or,
+    with --to pristine, restore every node's pristine snapshot)."""
     as_json = check_output(output)
     started = time.monotonic()
     p = get_plex(plex)
+    if to is not None:
+        _reset_to(p, to, yes, parallel, as_json)
+        return
     plan, result = run_deploy(
         p, _connect(p), ["master"], yes, parallel, False, as_json, verb="reset"
     )
     _report(plan, result, as_json, started)
+
+
+def _reset_to(p: Plex, to: str, yes: bool, parallel: int, as_json: bool) -> None:
+    from plex.services.snapshot import reset_to
+
+    confirm_or_refuse(f"reset {p.name} to its {to} snapshot (every node)?", yes, "not reset")
+    with ui.progress() as prog:
+        tasks: dict[str, ui.TaskID] = {}
+
+        def report(node: str, msg: str) -> None:
+            if node not in tasks:
+                tasks[node] = prog.add_task(msg, label=node, total=None)
+            prog.update(tasks[node], description=msg)
+
+        result = reset_to(p, _connect(p), project_root(), to, report, parallel)
+    if as_json:
+        ui.print_json(result.to_json())
+        return
+    ui.table(
+        "reset phases", ["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in result.phases.items()]
+    )
+    ui.info(f"[green]reset to {to} ({result.snapshot})[/green] in {result.seconds:.1f}s")
 
 
 @app.command("destroy")
@@ -191,7 +293,7 @@ def rollback_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     role: Annotated[str | None, typer.Option(help="only this role")] = None,
     yes: YesOpt = False,
-    parallel: ParallelOpt = 8,
+    parallel: ParallelOpt = 0,
     output: OutputOpt = "table",
 ) -> None:
     """Redeploy the previous image generation (of one role, or of every role)."""

@@ -79,6 +79,7 @@ def plan_for(
     force: bool,
     observed_file: Path | None,
     images_file: Path | None,
+    max_unavailable: int | None = None,
 ) -> Plan:
     observed = load_observed_file(observed_file) if observed_file else observe(plex)
     if observed.plex != plex.name:
@@ -86,7 +87,7 @@ def plan_for(
     from plex.services.deploy import plan_observed
 
     images = load_images_file(images_file) if images_file else None
-    return plan_observed(plex, observed, replace, force, images)
+    return plan_observed(plex, observed, replace, force, images, max_unavailable)
 
 
 def render(plan: Plan, err: bool = False) -> None:
@@ -107,6 +108,8 @@ def render(plan: Plan, err: bool = False) -> None:
         )
     for note in plan.notes:
         ui.warn(note)
+    if not plan.empty:
+        ui.info(f"strategy: {plan.strategy.value}: {plan.why}")
     if plan.cascade_from:
         ui.info(
             f"replacing {plan.cascade_from} (the master) rebuilds the cluster: every other "
@@ -117,7 +120,8 @@ def render(plan: Plan, err: bool = False) -> None:
     else:
         ui.info(
             f"plan: {plan.count(Verb.CREATE)} to create, {plan.count(Verb.REPLACE)} to "
-            f"replace, {plan.count(Verb.DELETE)} to delete, {plan.count(Verb.KEEP)} kept "
+            f"replace, {plan.count(Verb.START)} to start, {plan.count(Verb.DELETE)} to "
+            f"delete, {plan.count(Verb.KEEP)} kept "
             f"in {len(plan.waves)} wave(s)"
         )
 
@@ -153,12 +157,19 @@ def plan_cli(
             metavar="FILE.json",
         ),
     ] = None,
+    max_unavailable: Annotated[
+        int | None,
+        typer.Option(
+            "--max-unavailable", min=1, help="rolling: agents replaced at once (default 25%, >= 1)"
+        ),
+    ] = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Show what `plex deploy` would create, replace and delete, in health-gated waves."""
+    """Show what `plex deploy` would create, replace, start and delete, in health-gated waves,
+    and which strategy (rolling or cascade) and why."""
     as_json = check_output(output)
     p = get_plex(plex)
-    result = plan_for(p, replace or [], force, observed, images)
+    result = plan_for(p, replace or [], force, observed, images, max_unavailable)
     if as_json:
         ui.print_json(result.to_json())
     else:
