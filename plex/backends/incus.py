@@ -133,7 +133,7 @@ def _names(urls: list[str] | None) -> list[str]:
 
 def _observed(inst: dict[str, Any]) -> ObservedInstance:
     """The snapshot of one instance: only plex's own config keys, never a lazy API object."""
-    config = inst.get("config", {})
+    config = (inst.get("config") or {})
     return ObservedInstance(
         name=inst["name"],
         status=inst.get("status", "Unknown"),
@@ -354,7 +354,13 @@ class PylxdIncus:
         """Read-only: the instances and aliases of `plex` in the project. Others are ignored."""
         instances = {}
         for inst in self._instances_full():
-            config = inst.get("config", {})
+            config = inst.get("config") or {}
+            if not config and inst.get("location") and inst["name"].startswith(f"{plex}-"):
+                # On a member that is down Incus lists only name, location and status Error:
+                # a node name of this plex is taken to be its node, known only as unreachable
+                # (plex never acts on it, so a wrong guess touches nothing).
+                inst = {**inst, "config": {owner.PLEX: plex, owner.NODE: inst["name"]}}
+                config = inst["config"]
             if not owned(config, plex) or config.get(owner.BUILD):
                 continue
             instances[inst["name"]] = _observed(inst)
@@ -398,7 +404,7 @@ class PylxdIncus:
         """Transient bake instances of `plex` (marked with user.plex.build)."""
         out = []
         for inst in self._instances_full():
-            config = inst.get("config", {})
+            config = (inst.get("config") or {})
             if owned(config, plex) and config.get(owner.BUILD):
                 out.append(_observed(inst))
         return out
