@@ -133,7 +133,7 @@ def _names(urls: list[str] | None) -> list[str]:
 
 def _observed(inst: dict[str, Any]) -> ObservedInstance:
     """The snapshot of one instance: only plex's own config keys, never a lazy API object."""
-    config = (inst.get("config") or {})
+    config = inst.get("config") or {}
     return ObservedInstance(
         name=inst["name"],
         status=inst.get("status", "Unknown"),
@@ -404,7 +404,7 @@ class PylxdIncus:
         """Transient bake instances of `plex` (marked with user.plex.build)."""
         out = []
         for inst in self._instances_full():
-            config = (inst.get("config") or {})
+            config = inst.get("config") or {}
             if owned(config, plex) and config.get(owner.BUILD):
                 out.append(_observed(inst))
         return out
