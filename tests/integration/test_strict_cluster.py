@@ -62,8 +62,13 @@ def plex_cli(plex: Plex, tmp_path: Path, *args: str) -> subprocess.CompletedProc
     f = tmp_path / "demo.yaml"
     f.write_text(yaml.safe_dump(plex.model_dump(mode="json", exclude={"source"})))
     env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "plex", args[0], str(f), *args[1:]], env=env,
-                          capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "plex", args[0], str(f), *args[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def test_after_the_deploy_etcd_members_are_the_servers(incus, test_plex, cluster) -> None:
@@ -84,8 +89,9 @@ def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster
     # Test-made: another password for agent2 while the cluster still knows the old one.
     ensure_identity(test_plex, rotate=["demo-agent2"])
     assert require_identity(test_plex).node_passwords["demo-agent2"] != old
-    subprocess.run(["incus", "delete", "-f", "--project", test_plex.incus.project,
-                    "demo-agent2"], check=True)
+    subprocess.run(
+        ["incus", "delete", "-f", "--project", test_plex.incus.project, "demo-agent2"], check=True
+    )
     with pytest.raises(ProbeError) as e:
         deploy(test_plex, incus, ROOT)
     assert "demo-agent2" in e.value.message and "Node password rejected" in e.value.message
@@ -95,11 +101,19 @@ def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster
 
 
 def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
-        incus, test_plex, cluster, upstream) -> None:
+    incus, test_plex, cluster, upstream
+) -> None:
     registry = topology.resolve(test_plex, "registry1")
     # The registry node stays up (plex would replace a stopped one first); its service stops.
-    incus.exec("demo-registry1", ["sh", "-c", "systemctl stop plex-registry.target "
-                                  "'plex-registry@*.service' zot.service 2>/dev/null; true"])
+    incus.exec(
+        "demo-registry1",
+        [
+            "sh",
+            "-c",
+            "systemctl stop plex-registry.target "
+            "'plex-registry@*.service' zot.service 2>/dev/null; true",
+        ],
+    )
     upstream.stop()  # the upstream too: the cache is the only way left
     try:
         with pytest.raises(ProbeError) as e:
@@ -109,17 +123,27 @@ def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
     finally:
         upstream.proc = subprocess.Popen(
             ["docker-registry", "serve", str(upstream.log.parent / "config.yml")],
-            stdout=upstream.log.open("ab"), stderr=subprocess.STDOUT)
+            stdout=upstream.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
     # plex restores the registry node (same cache volume), then agent1 becomes ready.
     deploy(test_plex, incus, ROOT, replace=["registry1"])
-    ready = cluster.kubectl("demo-server1", [
-        "get", "node", "demo-agent1", "-o",
-        'jsonpath={.status.conditions[?(@.type=="Ready")].status}']).stdout
+    ready = cluster.kubectl(
+        "demo-server1",
+        [
+            "get",
+            "node",
+            "demo-agent1",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        ],
+    ).stdout
     assert ready == "True"
 
 
 def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
-        incus, test_plex, cluster, tmp_path) -> None:
+    incus, test_plex, cluster, tmp_path
+) -> None:
     for s in ("demo-server2", "demo-server3"):
         incus.stop(s)
     deadline = time.monotonic() + 60  # etcd notices after its election timeout
@@ -143,10 +167,12 @@ def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
 
 def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cluster) -> None:
     # Test-made: kubectl on every server refuses to drain (as a PodDisruptionBudget would).
-    wrapper = ("#!/bin/sh\n"
-               'if [ "$3" = drain ]; then echo "error: cannot evict pod as it would violate '
-               "the pod's disruption budget\" >&2; exit 1; fi\n"
-               f'exec {REAL} "$@"\n')
+    wrapper = (
+        "#!/bin/sh\n"
+        'if [ "$3" = drain ]; then echo "error: cannot evict pod as it would violate '
+        "the pod's disruption budget\" >&2; exit 1; fi\n"
+        f'exec {REAL} "$@"\n'
+    )
     for s in SERVERS:
         incus.exec(s, ["sh", "-c", f"mkdir -p {REAL.rsplit('/', 1)[0]} && mv {KUBECTL} {REAL}"])
         incus.push_file(s, KUBECTL, wrapper.encode(), mode=0o755)
@@ -158,10 +184,18 @@ def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cl
         assert "disruption budget" in e.value.message and "--force" in (e.value.hint or "")
         assert uuid(incus, test_plex, "demo-agent1") == before  # untouched
         said: list[str] = []
-        deploy(test_plex, incus, ROOT, replace=["agent1"], force=True,
-               report=lambda node, msg: said.append(f"{node}: {msg}"))
-        assert any("demo-agent1: kubectl drain on demo-server1 failed, skipped (--force)" in m
-                   for m in said), said
+        deploy(
+            test_plex,
+            incus,
+            ROOT,
+            replace=["agent1"],
+            force=True,
+            report=lambda node, msg: said.append(f"{node}: {msg}"),
+        )
+        assert any(
+            "demo-agent1: kubectl drain on demo-server1 failed, skipped (--force)" in m
+            for m in said
+        ), said
         assert uuid(incus, test_plex, "demo-agent1") != before
     finally:
         for s in SERVERS:
@@ -172,8 +206,9 @@ def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> No
     """`incus delete -f` behind plex's back: recreated, they rejoin with the same password."""
     passwords = {n: node_password(incus, n) for n in ("demo-agent2", "demo-server2")}
     for n in passwords:
-        subprocess.run(["incus", "delete", "-f", "--project", test_plex.incus.project, n],
-                       check=True)
+        subprocess.run(
+            ["incus", "delete", "-f", "--project", test_plex.incus.project, n], check=True
+        )
     deploy(test_plex, incus, ROOT)
     assert {n: node_password(incus, n) for n in passwords} == passwords
     assert members(cluster) == SERVERS
@@ -182,7 +217,8 @@ def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> No
 
 
 def test_replacing_server2_then_server3_keeps_exactly_the_three_members(
-        incus, test_plex, cluster) -> None:
+    incus, test_plex, cluster
+) -> None:
     for s in ("server2", "server3"):
         deploy(test_plex, incus, ROOT, replace=[s])
         assert members(cluster) == SERVERS, s
