@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ OTHER = "other-plex-node"
 
 
 @pytest.fixture(scope="module")
-def cluster(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+def cluster(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     started = time.monotonic()
     c = build_cluster(
         incus,
@@ -52,7 +53,13 @@ def cluster(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> Clus
         prefix="member",
     )
     print(f"cluster of {len(c.members)} members in {time.monotonic() - started:.0f}s")
-    return c  # the members go with the session project
+    # The members run incusd and a whole nested plex: removed when the module ends, not with
+    # the session project, or they load the machine for every later test module.
+    try:
+        yield c
+    finally:
+        for name in c.instances.values():
+            incus.delete_instance(name)
 
 
 @pytest.fixture(scope="module")
