@@ -514,10 +514,6 @@ def _check_quorum(
         members |= {
             n.name for n in topology.nodes(plex) if n.role is Role.SERVER and n.name not in mine
         }
-    # Stopped servers the plan starts (its first wave, all together) count as up.
-    up |= {
-        a.node for wave in planned for a in wave if a.verb is Verb.START and a.role is Role.SERVER
-    }
     notes: list[str] = []
     touched = sorted(
         a.node
@@ -526,6 +522,9 @@ def _check_quorum(
         if a.role is Role.SERVER and a.verb is not Verb.START
     )
     quorum = len(members) // 2 + 1
+    # Judged on the servers running now: a cluster without quorum gets its stopped servers
+    # started (a plan of starts only passes), but no server is added or replaced in the same
+    # deploy, since whether the started ones restore quorum is only known after they start.
     if members and touched and len(up) < quorum:
         message = (
             f"etcd has no quorum ({len(up)} of {len(members)} servers running): "
@@ -538,6 +537,10 @@ def _check_quorum(
                 f"new master: plex reset {plex.name}",
             )
         notes.append(f"forced: {message}")
+    # Stopped servers the plan starts (its first wave, all together) count as up from then on.
+    up |= {
+        a.node for wave in planned for a in wave if a.verb is Verb.START and a.role is Role.SERVER
+    }
     for i, wave in enumerate(planned, 1):
         servers = [a for a in wave if a.role is Role.SERVER]
         lost = sorted(
