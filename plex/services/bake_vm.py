@@ -23,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from plex.backends.incus import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
@@ -42,6 +39,7 @@ from plex.bake.packer_template import (
 from plex.bake.recipe import Recipe, RenderedFile
 from plex.bake.seed import build_seed
 from plex.errors import ArtifactError, BackendError, DownloadError
+from plex.model.identity import SystemKeyGen
 from plex.model.image import digest_alias, image_alias
 from plex.model.plex import Plex, Role
 from plex.services.bake import BakeResult, Paths, plan_recipes
@@ -133,18 +131,8 @@ def fetch_base(base: Qcow2Base) -> downloads.Downloaded:
 
 def throwaway_key() -> tuple[str, str]:
     """(private OpenSSH PEM, public line) of a key that lives only as long as one build."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return private, f"{public} plex-build"
+    key = SystemKeyGen().host_key("ed25519", "plex-build")
+    return key.private, key.public
 
 
 # ---------------------------------------------------------------------------------------------
