@@ -9,20 +9,8 @@ throwaway SSH key; shell provisioners then install the role:
     or the rancher RPM repository) -> plex files, services, validation, reboot policy
     -> cleanup (cloud-init clean, machine-id, the throwaway key)
 
-MicroOS facts this relies on (see /work/shared/reference/formats.md, "openSUSE MicroOS"):
-- `/` is read-only; each `transactional-update --continue` call builds a new snapshot on top of
-  the previous one, and the newest becomes the default: the image boots into it without a
-  reboot during the build.
-- Inside a transaction only some directories are the live ones: /var/cache is bind-mounted
-  (so uploads go there), /opt and most of /var are not (so /opt/rke2 and /var/lib/... are
-  written from the live system, outside any transaction), /tmp is a fresh tmpfs.
-- `/usr/local` is its own btrfs subvolume and is NOT bind-mounted into a transaction (tukit
-  mounts /var/log, /var/cache, a few /var/lib dirs, /root, /boot/writable and BINDDIRS=/opt:
-  openSUSE/transactional-update lib/Transaction.cpp, etc/tukit.conf): what a transaction writes
-  there is hidden behind the subvolume after reboot. install.sh's tar method falls back to
-  `/opt/rke2`, and so does plex; plex's own node files go to /usr/libexec and /etc, and
-  `check_transaction_paths` refuses a files tarball (extracted inside a transaction) that
-  writes anywhere a transaction's writes do not persist.
+The steps are in `packer_steps`, the files the image holds (and the MicroOS transaction rules
+they obey: see /work/shared/reference/formats.md, "openSUSE MicroOS") in `vm_files`.
 
 Every path the template names comes from `BuildPaths`; `vm_inputs` renders the template with
 placeholder paths and checksum, so the VM digest covers everything that shapes the image and
@@ -31,38 +19,26 @@ nothing that changes from one build to the next.
 
 from __future__ import annotations
 
-import io
 import re
-import shlex
-import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from plex.bake.bases import Qcow2Base, Rke2Install
+from plex.bake.packer_steps import BUILD_DIR, artifact_steps, q, step, transaction, upload
 from plex.bake.recipe import (
-    NODES_DIR,
     RECIPE_FORMAT,
     Recipe,
-    RenderedFile,
     digest_of,
 )
 from plex.bake.seed import SEED_LABEL, build_seed
+from plex.bake.vm_files import extra_files, reboot_method
 from plex.bake.windows import (
     RebootMethod,
-    assign_windows,
-    rebootmgr_conf,
-    transactional_update_conf,
 )
-from plex.errors import ConfigError
-from plex.model import topology
 from plex.model.plex import Plex, Role
 
 VM_FORMAT = 1  # bump when the meaning of a VM template changes, to rebuild every VM image
 MIN_PACKER = "1.6.0"
-BUILD_DIR = "/var/cache/plex-build"  # bind-mounted into transactional-update's chroot
-RKE2_PREFIX = "/opt/rke2"
-RANCHER_RPM = "https://rpm.rancher.io"
 PLACEHOLDER_CHECKSUM = "sha256:" + "0" * 64
 PLACEHOLDER_KEY = "ssh-ed25519 AAAAplexplaceholder plex-build"
 FILES_TAR = "plex-files.tar"
@@ -133,219 +109,6 @@ def size_mib(size: str) -> int:
     return -(-int(float(m.group(1)) * _UNITS[m.group(2)]) // 2**20)
 
 
-# ---------------------------------------------------------------------------------------------
-# Files: the plex layer plus what only a MicroOS image needs
-
-
-def reboot_method(role: Role) -> RebootMethod:
-    # Kube nodes must drain before a reboot, which only kured does; an lb (or registry) node
-    # reboots on its own, inside its window.
-    return RebootMethod.KURED if role.is_kube else RebootMethod.REBOOTMGR
-
-
-def extra_files(plex: Plex, role: Role) -> tuple[RenderedFile, ...]:
-    method = reboot_method(role)
-    out = [
-        RenderedFile(
-            "/etc/transactional-update.conf", transactional_update_conf(method).encode(), 0o644
-        )
-    ]
-    if method is RebootMethod.REBOOTMGR:
-        names = [n.name for n in topology.nodes(plex, reserved=True) if n.role is role]
-        for node, window in assign_windows(plex.reboot_windows, names).items():
-            text = rebootmgr_conf(window).encode()
-            # rebootmgr 2 reads /etc/rebootmgr.conf, rebootmgr 3 /etc/rebootmgr/rebootmgr.conf.
-            for path in ("/etc/rebootmgr.conf", "/etc/rebootmgr/rebootmgr.conf"):
-                out.append(RenderedFile(f"{NODES_DIR}/{node}{path}", text, 0o644))
-    if role.is_kube:
-        out.append(
-            RenderedFile(
-                "/etc/profile.d/plex-rke2.sh",
-                b"# Written by plex: RKE2 and its kubectl on the PATH of login shells.\n"
-                b'export PATH="$PATH:' + RKE2_PREFIX.encode() + b'/bin:/var/lib/rancher/rke2/bin"\n'
-                b"export KUBECONFIG=/etc/rancher/rke2/rke2.yaml\n",
-                0o644,
-            )
-        )
-    return tuple(out)
-
-
-# Where a write made inside a transaction is still there after reboot: the new snapshot's own
-# tree (/etc and /usr, except the /usr/local subvolume) and the live directories tukit
-# bind-mounts into it (openSUSE/transactional-update lib/Transaction.cpp: /var/log, /var/cache,
-# /var/lib/{zypp,ca-certificates,alternatives,selinux}, /root, /boot/writable; etc/tukit.conf
-# BINDDIRS: /opt). Everything else under /var is the /var subvolume, hidden at boot.
-TRANSACTION_KEEPS = (
-    "/etc/",
-    "/usr/",
-    "/opt/",
-    "/root/",
-    "/boot/writable/",
-    "/var/log/",
-    "/var/cache/",
-    "/var/lib/zypp/",
-    "/var/lib/ca-certificates/",
-    "/var/lib/alternatives/",
-    "/var/lib/selinux/",
-)
-TRANSACTION_HIDES = ("/usr/local/",)
-
-
-def lost_in_transaction(path: str) -> bool:
-    """Would a file written at `path` inside a transaction be gone after reboot?"""
-    return path.startswith(TRANSACTION_HIDES) or not path.startswith(TRANSACTION_KEEPS)
-
-
-def check_transaction_paths(files: Sequence[RenderedFile], where: str) -> None:
-    lost = [f.path for f in files if lost_in_transaction(f.path)]
-    if lost:
-        raise ConfigError(
-            where,
-            "files",
-            f"{', '.join(lost)}: written inside a "
-            "transactional-update transaction, hidden after reboot on MicroOS",
-            hint="install node files under /etc, /usr (not /usr/local) or /opt",
-        )
-
-
-def vm_files(plex: Plex, recipe: Recipe) -> tuple[RenderedFile, ...]:
-    """Everything the files tarball holds: the recipe's files, then the extras (they win).
-    The tarball is extracted inside a transaction: every path must persist there."""
-    files = {f.path: f for f in recipe.layer.files}
-    files.update({f.path: f for f in extra_files(plex, recipe.role)})
-    out = tuple(sorted(files.values(), key=lambda f: f.path))
-    check_transaction_paths(out, recipe.sources[-1] if recipe.sources else recipe.role.value)
-    return out
-
-
-def files_tarball(files: Sequence[RenderedFile]) -> bytes:
-    """A reproducible tar of `files` (root-owned, mtime 0, parents created by tar -x)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for f in files:
-            info = tarfile.TarInfo(f.path.lstrip("/"))
-            info.size = len(f.content)
-            info.mode = f.mode
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            tar.addfile(info, io.BytesIO(f.content))
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------
-# The template
-
-
-def _q(*words: str) -> str:
-    return shlex.join(words)
-
-
-def _transaction(script: Sequence[str]) -> str:
-    """A shell line running `script` inside the next snapshot."""
-    return _q(
-        "transactional-update",
-        "--non-interactive",
-        "--continue",
-        "run",
-        "/bin/sh",
-        "-ec",
-        "\n".join(script),
-    )
-
-
-def _step(name: str, lines: Sequence[str], **extra: Any) -> dict[str, Any]:
-    return {"type": "shell", "inline": [_q("echo", f"plex-step: {name}"), *lines], **extra}
-
-
-def _upload(source: str, name: str) -> dict[str, Any]:
-    return {"type": "file", "source": source, "destination": f"{BUILD_DIR}/{name}"}
-
-
-def rke2_rpm_version(version: str) -> str:
-    """`v1.31.4+rke2r1` -> `1.31.4~rke2r1`, as install.sh names the RPM version."""
-    return re.sub(r"[+-]", "~", version.removeprefix("v"))
-
-
-def rke2_rpm_repo(version: str) -> str:
-    """The zypper repo file install.sh writes for MicroOS (stable channel of the minor)."""
-    major_minor = ".".join(version.removeprefix("v").split(".")[:2])
-    return (
-        "[rancher-rke2-common-stable]\n"
-        "name=Rancher RKE2 Common (stable)\n"
-        f"baseurl={RANCHER_RPM}/rke2/stable/common/microos/noarch\n"
-        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\n"
-        f"gpgkey={RANCHER_RPM}/public.key\n\n"
-        f"[rancher-rke2-{major_minor}-stable]\n"
-        f"name=Rancher RKE2 {major_minor} (stable)\n"
-        f"baseurl={RANCHER_RPM}/rke2/stable/{major_minor}/microos/x86_64\n"
-        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\n"
-        f"gpgkey={RANCHER_RPM}/public.key\n"
-    )
-
-
-def _artifact_steps(recipe: Recipe, base: Qcow2Base) -> list[dict[str, Any]]:
-    steps: list[dict[str, Any]] = []
-    role = recipe.role
-    for artifact, install in recipe.package.artifacts:
-        path = f"{BUILD_DIR}/{artifact.filename}"
-        if artifact.name == "rke2" and base.rke2_install is Rke2Install.TAR:
-            units = f"{BUILD_DIR}/units"
-            steps.append(
-                _step(
-                    "rke2 (tarball into /opt/rke2)",
-                    [
-                        # Live system, outside any transaction: /opt is its own writable subvolume.
-                        _q("mkdir", "-p", RKE2_PREFIX, units, "/var/lib/rancher/rke2/agent/images"),
-                        _q("tar", "-xzf", path, "-C", RKE2_PREFIX),
-                        # The units name /usr/local; the files step moves them to
-                        # /etc/systemd/system.
-                        f"for u in {RKE2_PREFIX}/lib/systemd/system/rke2-*.service; do "
-                        f'sed \'s|/usr/local|{RKE2_PREFIX}|g\' "$u" > {units}/"${{u##*/}}"; done',
-                        _q("test", "-s", f"{units}/rke2-{role.value}.service"),
-                    ],
-                )
-            )
-        elif artifact.name == "rke2":
-            repo = rke2_rpm_repo(artifact.version)
-            package = f"rke2-{role.value}-{rke2_rpm_version(artifact.version)}"
-            steps.append(
-                _step(
-                    "rke2 (rancher RPM repository)",
-                    [
-                        _q("mkdir", "-p", "/var/lib/rancher/rke2/agent/images"),
-                        _transaction(
-                            [
-                                f"printf '%s' {shlex.quote(repo)}"
-                                " > /etc/zypp/repos.d/rancher-rke2.repo",
-                                # rke2-selinux's %pre needs it; /var/lib/rpm-state is not
-                                # bind-mounted, so it is made inside the transaction, as
-                                # rancher/rke2 install.sh does (do_install_rpm).
-                                _q("mkdir", "-p", "/var/lib/rpm-state"),
-                                _q(
-                                    "zypper",
-                                    "--non-interactive",
-                                    "--gpg-auto-import-keys",
-                                    "install",
-                                    package,
-                                ),
-                            ]
-                        ),
-                    ],
-                )
-            )
-        else:
-            steps.append(
-                _step(
-                    f"artifact {artifact.name}",
-                    [
-                        _transaction([cmd.replace("{path}", shlex.quote(path)) for cmd in install]),
-                    ],
-                )
-            )
-    return steps
-
-
 def _services(recipe: Recipe) -> list[str]:
     # The recipe already names the units of the image's family (bake/common.yaml services).
     return list(recipe.layer.services)
@@ -402,18 +165,18 @@ def packer_template(
         "shutdown_timeout": "5m",
     }
 
-    uploads: list[dict[str, Any]] = [_upload(paths.files_tar, FILES_TAR)]
+    uploads: list[dict[str, Any]] = [upload(paths.files_tar, FILES_TAR)]
     for artifact, _ in recipe.package.artifacts:
         if artifact.name == "rke2" and base.rke2_install is Rke2Install.RPM:
             continue  # the RPM repository provides it
-        uploads.append(_upload(artifact_files[artifact.name], artifact.filename))
+        uploads.append(upload(artifact_files[artifact.name], artifact.filename))
 
     packages = list(dict.fromkeys((*recipe.package.packages, *MICROOS_PACKAGES)))
     package_steps: list[dict[str, Any]] = [
-        _step(
+        step(
             "packages",
             [
-                _q(
+                q(
                     "transactional-update",
                     "--non-interactive",
                     "--continue",
@@ -425,10 +188,10 @@ def packer_template(
         )
     ]
     if recipe.package.commands:
-        package_steps.append(_step("package commands", [_transaction(recipe.package.commands)]))
+        package_steps.append(step("package commands", [transaction(recipe.package.commands)]))
 
     method = reboot_method(role)
-    files_script = [_q("tar", "-xpf", f"{BUILD_DIR}/{FILES_TAR}", "-C", "/")]
+    files_script = [q("tar", "-xpf", f"{BUILD_DIR}/{FILES_TAR}", "-C", "/")]
     if (
         role.is_kube
         and base.rke2_install is Rke2Install.TAR
@@ -438,9 +201,9 @@ def packer_template(
     files_script += list(recipe.layer.validate)
     services = _services(recipe)
     if services:
-        files_script.append(_q("systemctl", "enable", *services))
+        files_script.append(q("systemctl", "enable", *services))
     files_script.append(
-        _q(
+        q(
             "systemctl",
             "enable" if method is RebootMethod.REBOOTMGR else "disable",
             "rebootmgr.service",
@@ -463,12 +226,12 @@ def packer_template(
         if cmd not in files_script:
             files_script.append(cmd)
 
-    cleanup = _step(
+    cleanup = step(
         "cleanup",
         [
             # Live system: /var and /root are subvolumes outside the snapshots.
             "cloud-init clean --logs",
-            _q("rm", "-rf", BUILD_DIR),
+            q("rm", "-rf", BUILD_DIR),
             "rm -f /root/.ssh/authorized_keys /var/lib/dbus/machine-id",
             "sync",
         ],
@@ -480,20 +243,20 @@ def packer_template(
         "min_packer_version": MIN_PACKER,
         "builders": [builder],
         "provisioners": [
-            _step(
+            step(
                 "wait for cloud-init",
                 [
                     # 2 = finished with recoverable errors (for example an unknown datasource key).
                     "cloud-init status --wait >/dev/null || [ $? -eq 2 ]",
-                    _q("mkdir", "-p", BUILD_DIR),
+                    q("mkdir", "-p", BUILD_DIR),
                 ],
             ),
             *uploads,
             *package_steps,
-            *_artifact_steps(recipe, base),
-            _step(
+            *artifact_steps(recipe, base),
+            step(
                 f"plex files ({len(recipe.layer.files)}), services, reboot via {method.value}",
-                [_transaction(files_script)],
+                [transaction(files_script)],
             ),
             cleanup,
         ],

@@ -27,17 +27,10 @@ from plex.backends.incus import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
 from plex.bake.bases import Qcow2Base, vm_bases
-from plex.bake.packer_template import (
-    BuildPaths,
-    VmSpec,
-    files_tarball,
-    packer_template,
-    vm_digest,
-    vm_files,
-    vm_inputs,
-)
+from plex.bake.packer_template import BuildPaths, VmSpec, packer_template, vm_digest, vm_inputs
 from plex.bake.recipe import Recipe, RenderedFile
 from plex.bake.seed import build_seed
+from plex.bake.vm_files import files_tarball, vm_files
 from plex.errors import ArtifactError, BackendError, DownloadError
 from plex.model.identity import SystemKeyGen
 from plex.model.image import digest_alias, image_alias

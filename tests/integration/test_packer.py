@@ -17,15 +17,9 @@ from types import FrameType
 import pytest
 
 from plex.backends.packer import PackerCli
-from plex.bake.packer_template import (
-    PLACEHOLDER_CHECKSUM,
-    BuildPaths,
-    VmSpec,
-    files_tarball,
-    packer_template,
-    vm_files,
-)
+from plex.bake.packer_template import PLACEHOLDER_CHECKSUM, BuildPaths, VmSpec, packer_template
 from plex.bake.seed import build_seed
+from plex.bake.vm_files import files_tarball, vm_files
 from plex.errors import BackendError, Interrupted
 from plex.model.plex import Role
 from plex.services.bake_vm import throwaway_key

@@ -11,17 +11,11 @@ import yaml
 from test_packer_template import MICROOS, fixed_artifacts
 
 from plex.bake.context import template_context
-from plex.bake.packer_template import (
-    PLACEHOLDER_CHECKSUM,
-    BuildPaths,
-    VmSpec,
-    files_tarball,
-    packer_template,
-    vm_files,
-)
+from plex.bake.packer_template import PLACEHOLDER_CHECKSUM, BuildPaths, VmSpec, packer_template
 from plex.bake.recipe import load_base_image, load_role_recipe, make_recipe
 from plex.bake.render import Renderer
 from plex.bake.secret_scan import Hit, scan
+from plex.bake.vm_files import files_tarball, vm_files
 from plex.model import topology
 from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, SystemKeyGen, compute_identity
 from plex.model.plex import Plex, Role

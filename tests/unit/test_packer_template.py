@@ -20,18 +20,14 @@ import pytest
 
 from plex.bake.bases import Qcow2Base
 from plex.bake.context import template_context
+from plex.bake.packer_steps import rke2_rpm_version
 from plex.bake.packer_template import (
     PLACEHOLDER_CHECKSUM,
     BuildPaths,
     VmSpec,
-    check_transaction_paths,
-    files_tarball,
-    lost_in_transaction,
     packer_template,
-    rke2_rpm_version,
     size_mib,
     vm_digest,
-    vm_files,
 )
 from plex.bake.recipe import (
     BaseImage,
@@ -43,6 +39,7 @@ from plex.bake.recipe import (
     make_recipe,
 )
 from plex.bake.render import Renderer
+from plex.bake.vm_files import check_transaction_paths, files_tarball, lost_in_transaction, vm_files
 from plex.errors import ConfigError, ConfigErrors
 from plex.model.identity import HostKey, compute_identity
 from plex.model.plex import Plex, Role

@@ -13,7 +13,8 @@ import pytest
 from plex.backends.incus import ImageInfo
 from plex.backends.packer import Artifact
 from plex.bake.bases import Qcow2Base, Rke2Install
-from plex.bake.packer_template import VmSpec, vm_digest, vm_files
+from plex.bake.packer_template import VmSpec, vm_digest
+from plex.bake.vm_files import vm_files
 from plex.errors import DownloadError
 from plex.model.plex import Role
 from plex.services.bake import Paths
