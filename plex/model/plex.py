@@ -8,10 +8,14 @@ overlapping ranges...) are `plex.plexfile.checks`.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from plex.model.enums import Addressing, Cni, Engine, Role, Runtime, Virt, VrrpMode
+
+# Re-exported: the plex definition's fixed sets are imported from here across plex.
+__all__ = ["Addressing", "Cni", "Engine", "Role", "Runtime", "Virt", "VrrpMode"]
 
 # Incus instance names are hostnames: one DNS label.
 LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -20,56 +24,6 @@ DOMAIN_RE = re.compile(
 )
 SIZE_RE = re.compile(r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 DURATION_RE = re.compile(r"^(\d+h)?(\d+m)?$")
-
-
-class Role(StrEnum):
-    """Node roles, in the order their waves deploy."""
-
-    REGISTRY = "registry"
-    LB = "lb"
-    SERVER = "server"
-    AGENT = "agent"
-
-    @property
-    def is_kube(self) -> bool:
-        return self in (Role.SERVER, Role.AGENT)
-
-
-class Virt(StrEnum):
-    CONTAINER = "container"
-    VM = "vm"
-
-    @property
-    def incus_type(self) -> str:
-        return "virtual-machine" if self is Virt.VM else "container"
-
-
-class Addressing(StrEnum):
-    STATIC = "static"  # plex writes the address into the node (works on any network)
-    DHCP = "dhcp"  # an Incus managed-bridge DHCP reservation of the same precomputed address
-
-
-class VrrpMode(StrEnum):
-    MULTICAST = "multicast"
-    UNICAST = "unicast"
-
-
-class Engine(StrEnum):
-    ZOT = "zot"
-    DISTRIBUTION = "distribution"
-
-
-class Runtime(StrEnum):
-    INCUS = "incus"
-    DOCKER = "docker"
-
-
-class Cni(StrEnum):
-    CANAL = "canal"
-    CILIUM = "cilium"
-    CALICO = "calico"
-    FLANNEL = "flannel"
-    NONE = "none"
 
 
 class _Model(BaseModel):
@@ -255,29 +209,16 @@ class RoleConfig(_Model):
 
 
 # kubereboot/kured pkg/timewindow/days.go: dayStrings (and numbers 0-6), case-insensitive.
-KURED_DAYS = {
-    "su": 0,
-    "sun": 0,
-    "sunday": 0,
-    "mo": 1,
-    "mon": 1,
-    "monday": 1,
-    "tu": 2,
-    "tue": 2,
-    "tuesday": 2,
-    "we": 3,
-    "wed": 3,
-    "wednesday": 3,
-    "th": 4,
-    "thu": 4,
-    "thursday": 4,
-    "fr": 5,
-    "fri": 5,
-    "friday": 5,
-    "sa": 6,
-    "sat": 6,
-    "saturday": 6,
-}
+_DAY_NAMES = (
+    ("su", "sun", "sunday"),
+    ("mo", "mon", "monday"),
+    ("tu", "tue", "tuesday"),
+    ("we", "wed", "wednesday"),
+    ("th", "thu", "thursday"),
+    ("fr", "fri", "friday"),
+    ("sa", "sat", "saturday"),
+)
+KURED_DAYS = {name: n for n, names in enumerate(_DAY_NAMES) for name in names}
 
 
 def parse_day(day: str) -> int:
@@ -293,11 +234,27 @@ def parse_day(day: str) -> int:
         raise ValueError(f"Invalid weekday: {day}") from None
 
 
+def _each_in(low: int, high: int, unit: str) -> AfterValidator:
+    """Every number of a tuple within low..high; the message names the unit (hour 24...)."""
+
+    def check(values: tuple[int, ...]) -> tuple[int, ...]:
+        for n in values:
+            if not low <= n <= high:
+                raise ValueError(f"{unit} {n} is not in {low}..{high}")
+        return values
+
+    return AfterValidator(check)
+
+
 class RebootWindows(_Model):
     """When MicroOS nodes may reboot after transactional updates (see plex.bake.windows)."""
 
-    slots: tuple[int, ...] = Field((3,), description="start hours (0-23)")
-    offsets: tuple[int, ...] = Field((0,), description="minute offsets inside each slot")
+    slots: Annotated[tuple[int, ...], _each_in(0, 23, "hour")] = Field(
+        (3,), description="start hours (0-23)"
+    )
+    offsets: Annotated[tuple[int, ...], _each_in(0, 59, "minute")] = Field(
+        (0,), description="minute offsets inside each slot"
+    )
     duration: str = "1h"
     # kured (kube nodes) reboots only on these days; kured's own day names (su..sa or 0-6).
     days: tuple[str, ...] = Field(
@@ -312,22 +269,6 @@ class RebootWindows(_Model):
             parse_day(d)
         if not v:
             raise ValueError("at least one day")
-        return v
-
-    @field_validator("slots")
-    @classmethod
-    def _slots(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for h in v:
-            if not 0 <= h <= 23:
-                raise ValueError(f"hour {h} is not in 0..23")
-        return v
-
-    @field_validator("offsets")
-    @classmethod
-    def _offsets(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for m in v:
-            if not 0 <= m <= 59:
-                raise ValueError(f"minute {m} is not in 0..59")
         return v
 
     @field_validator("duration")
