@@ -20,6 +20,8 @@ class Role(StrEnum):
 
 
 class Virt(StrEnum):
+    """How a node runs: a system container, or a VM (MicroOS, baked with Packer)."""
+
     CONTAINER = "container"
     VM = "vm"
 
@@ -29,26 +31,36 @@ class Virt(StrEnum):
 
 
 class Addressing(StrEnum):
+    """How a node gets its precomputed address."""
+
     STATIC = "static"  # plex writes the address into the node (works on any network)
     DHCP = "dhcp"  # an Incus managed-bridge DHCP reservation of the same precomputed address
 
 
 class VrrpMode(StrEnum):
+    """How keepalived on the lb nodes sends VRRP adverts."""
+
     MULTICAST = "multicast"
     UNICAST = "unicast"
 
 
 class Engine(StrEnum):
+    """The registry node's pull-through cache: Zot, or CNCF Distribution."""
+
     ZOT = "zot"
     DISTRIBUTION = "distribution"
 
 
 class Runtime(StrEnum):
+    """Where the registry runs: an Incus node of the plex, or a Docker container."""
+
     INCUS = "incus"
     DOCKER = "docker"
 
 
 class Cni(StrEnum):
+    """RKE2's `cni:` choices."""
+
     CANAL = "canal"
     CILIUM = "cilium"
     CALICO = "calico"

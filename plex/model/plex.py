@@ -23,7 +23,20 @@ DOMAIN_RE = re.compile(
     r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 SIZE_RE = re.compile(r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
-DURATION_RE = re.compile(r"^(\d+h)?(\d+m)?$")
+DURATION_RE = re.compile(r"^(?=.)(\d+h)?(\d+m)?$")  # 1h, 30m, 1h30m: not empty
+RKE2_VERSION = r"v\d+\.\d+\.\d+\+rke2r\d+"
+
+
+def _matching(pattern: str, problem: str, max_len: int | None = None) -> AfterValidator:
+    """A string field that must match `pattern` whole: "'<value>' <problem>" otherwise."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value) or (max_len is not None and len(value) > max_len):
+            raise ValueError(f"'{value}' {problem}")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Model(BaseModel):
@@ -41,7 +54,9 @@ class IncusConfig(_Model):
     client_cert: str | None = Field(None, description="client certificate for a remote URL")
     client_key: str | None = None
     verify: bool | str = Field(True, description="TLS verification for a remote: bool or CA path")
-    project: str = Field(..., description="Incus project holding this plex (created if missing)")
+    project: Annotated[
+        str, _matching(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "is not a valid Incus project name")
+    ] = Field(..., description="Incus project holding this plex (created if missing)")
     pool: str = "default"
     network: str = "incusbr0"
     network_type: Literal["bridge", "macvlan"] = Field(
@@ -66,19 +81,14 @@ class IncusConfig(_Model):
             return v
         raise ValueError("must be true, false or the path of a CA certificate")
 
-    @field_validator("project")
-    @classmethod
-    def _project(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", v):
-            raise ValueError(f"'{v}' is not a valid Incus project name")
-        return v
-
 
 class NetworkConfig(_Model):
     cidr: str = Field(..., description="node network, e.g. 10.77.0.0/24")
     gateway: str | None = None
     vip: str | None = Field(None, description="virtual IP for the API, held by the lb nodes")
-    domain: str = "plex.internal"
+    domain: Annotated[str, _matching(DOMAIN_RE.pattern, "is not a valid DNS domain", 200)] = (
+        "plex.internal"
+    )
     dns: tuple[str, ...] = Field(
         (),
         description="resolvers written to every node's /etc/resolv.conf (static and dhcp); "
@@ -89,13 +99,6 @@ class NetworkConfig(_Model):
     virtual_router_id: int = Field(51, ge=1, le=255)
     interface: str = Field("eth0", description="NIC name inside the nodes")
 
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str) -> str:
-        if len(v) > 200 or not DOMAIN_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not a valid DNS domain")
-        return v
-
 
 class OsConfig(_Model):
     base: str = Field("debian-bookworm", description="base image name from images/")
@@ -104,7 +107,9 @@ class OsConfig(_Model):
 
 class KubernetesConfig(_Model):
     distribution: Literal["rke2"] = "rke2"
-    version: str | None = Field(None, description="e.g. v1.31.4+rke2r1; exclusive with channel")
+    version: (
+        Annotated[str, _matching(RKE2_VERSION, "is not an RKE2 version like v1.31.4+rke2r1")] | None
+    ) = Field(None, description="e.g. v1.31.4+rke2r1; exclusive with channel")
     channel: str | None = Field(None, description="stable, latest or v1.31 (resolved at bake)")
     cni: Cni = Cni.CANAL
     cluster_cidr: str = "10.42.0.0/16"
@@ -121,25 +126,13 @@ class KubernetesConfig(_Model):
     )
     channel_url: str = "https://update.rke2.io/v1-release/channels"
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"v\d+\.\d+\.\d+\+rke2r\d+", v):
-            raise ValueError(f"'{v}' is not an RKE2 version like v1.31.4+rke2r1")
-        return v
-
 
 class Upstream(_Model):
     name: str = Field(..., description="registry host as images name it, e.g. docker.io")
-    url: str = Field(..., description="upstream URL, e.g. https://registry-1.docker.io")
+    url: Annotated[str, _matching(r"https?://[^\s/]+(/\S*)?", "is not an http(s) URL")] = Field(
+        ..., description="upstream URL, e.g. https://registry-1.docker.io"
+    )
     tls_verify: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
-            raise ValueError(f"'{v}' is not an http(s) URL")
-        return v
 
 
 class ZotConfig(_Model):
@@ -208,17 +201,10 @@ class RoleConfig(_Model):
         return max(self.count, self.capacity if self.capacity is not None else self.count)
 
 
-# kubereboot/kured pkg/timewindow/days.go: dayStrings (and numbers 0-6), case-insensitive.
-_DAY_NAMES = (
-    ("su", "sun", "sunday"),
-    ("mo", "mon", "monday"),
-    ("tu", "tue", "tuesday"),
-    ("we", "wed", "wednesday"),
-    ("th", "thu", "thursday"),
-    ("fr", "fri", "friday"),
-    ("sa", "sat", "saturday"),
-)
-KURED_DAYS = {name: n for n, names in enumerate(_DAY_NAMES) for name in names}
+# kubereboot/kured pkg/timewindow/days.go: dayStrings are each day's full name, its first three
+# and its first two letters (and numbers 0-6), case-insensitive.
+_WEEK = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+KURED_DAYS = {day[:k]: n for n, day in enumerate(_WEEK) for k in (2, 3, len(day))}
 
 
 def parse_day(day: str) -> int:
@@ -255,7 +241,9 @@ class RebootWindows(_Model):
     offsets: Annotated[tuple[int, ...], _each_in(0, 59, "minute")] = Field(
         (0,), description="minute offsets inside each slot"
     )
-    duration: str = "1h"
+    duration: Annotated[
+        str, _matching(DURATION_RE.pattern, "is not a duration like 1h or 30m or 1h30m")
+    ] = "1h"
     # kured (kube nodes) reboots only on these days; kured's own day names (su..sa or 0-6).
     days: tuple[str, ...] = Field(
         ("su", "mo", "tu", "we", "th", "fr", "sa"),
@@ -269,13 +257,6 @@ class RebootWindows(_Model):
             parse_day(d)
         if not v:
             raise ValueError("at least one day")
-        return v
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not v or not DURATION_RE.fullmatch(v):
-            raise ValueError(f"'{v}' is not a duration like 1h or 30m or 1h30m")
         return v
 
 
@@ -333,7 +314,15 @@ class Roles(_Model):
 class Plex(_Model):
     """A whole plex as declared in its YAML file."""
 
-    name: str = Field(..., description="plex name; prefixes every node name")
+    name: Annotated[
+        str,
+        _matching(
+            LABEL_RE.pattern,
+            "must be lowercase letters, digits and '-', start with a letter, at most 40 "
+            "characters (node names append '-<role><n>')",
+            40,
+        ),
+    ] = Field(..., description="plex name; prefixes every node name")
     description: str = ""
     incus: IncusConfig
     network: NetworkConfig
@@ -348,16 +337,6 @@ class Plex(_Model):
     kured: KuredConfig = KuredConfig()
     # Where the file came from: set by load_plex, excluded from schema and digests.
     source: str = Field("", exclude=True, json_schema_extra={"hidden": True})
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not LABEL_RE.fullmatch(v) or len(v) > 40:
-            raise ValueError(
-                f"'{v}' must be lowercase letters, digits and '-', start with a letter, "
-                "at most 40 characters (node names append '-<role><n>')"
-            )
-        return v
 
     def os_for(self, role: Role) -> OsConfig:
         rc = self.roles.get(role)
