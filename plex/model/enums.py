@@ -40,8 +40,8 @@ class Addressing(StrEnum):
 class VrrpMode(StrEnum):
     """How keepalived on the lb nodes sends VRRP adverts."""
 
-    MULTICAST = "multicast"
-    UNICAST = "unicast"
+    MULTICAST = "multicast"  # keepalived's default: adverts to 224.0.0.18
+    UNICAST = "unicast"  # unicast_peer lists, for networks that drop multicast (macvlan, clouds)
 
 
 class Engine(StrEnum):
@@ -54,8 +54,8 @@ class Engine(StrEnum):
 class Runtime(StrEnum):
     """Where the registry runs: an Incus node of the plex, or a Docker container."""
 
-    INCUS = "incus"
-    DOCKER = "docker"
+    INCUS = "incus"  # a node of the plex, baked and deployed like the others
+    DOCKER = "docker"  # containers on a Docker engine (host networking, a named cache volume)
 
 
 class Cni(StrEnum):
