@@ -21,163 +21,39 @@ Safety: outside a cascade, a plan that would leave etcd without quorum at any wa
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
+from plex.deploy.actions import (
+    ALL,
+    FORCED,
+    IMAGE_CHANGED,
+    MISSING,
+    NOT_RUNNING,
+    ORPHAN,
+    ROLE_CHANGED,
+    SPEC_CHANGED,
+    STOPPED,
+    UNFINISHED,
+    UNREACHABLE,
+    Action,
+    Plan,
+    Strategy,
+    Verb,
+    cascade_reason,
+    default_max_unavailable,
+    simulate_apply,
+)
 from plex.deploy.graph import dependencies, waves
+from plex.deploy.quorum import check_quorum
 from plex.deploy.spec import InstanceSpec, RoleProfile, instance_spec, load_profile
-from plex.errors import PlanRefused, PlexError, UsageError
+from plex.errors import PlexError, UsageError
 from plex.model import owner, topology
 from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance, owned
 from plex.model.plex import Plex, Role
 
-ALL = "all"
-
-# Reasons, in the order they are listed when several apply.
-FORCED = "forced"
-NOT_RUNNING = "not running"
-STOPPED = "stopped"  # not running but otherwise current: started, not rebuilt
-# Created but never passed its probes: a deploy was interrupted (SIGKILL) or failed on it.
-UNFINISHED = "unfinished deploy"
-IMAGE_CHANGED = "image changed"
-SPEC_CHANGED = "spec changed"
-ROLE_CHANGED = "role changed"
-MISSING = "missing"
-ORPHAN = "not in the plex file"
-UNREACHABLE = "unreachable"
-
-
-def cascade_reason(root: str) -> str:
-    return f"cascade from {root}"
-
-
-class Strategy(StrEnum):
-    NONE = "none"  # nothing to do
-    ROLLING = "rolling"  # the cluster stays: one server at a time, agents in batches
-    CASCADE = "cascade"  # a new cluster from a new master
-
-
-def default_max_unavailable(agents: int) -> int:
-    """Kubernetes' rolling-update default: 25% of the agents (at least one)."""
-    return max(1, agents // 4)
-
-
-class Verb(StrEnum):
-    CREATE = "create"
-    REPLACE = "replace"
-    START = "start"
-    DELETE = "delete"
-    KEEP = "keep"
-
-    @property
-    def symbol(self) -> str:
-        return {"create": "+", "replace": "-/+", "start": ">", "delete": "-", "keep": "="}[
-            self.value
-        ]
-
-    @property
-    def changes(self) -> bool:
-        return self is not Verb.KEEP
-
-
-@dataclass(frozen=True)
-class Action:
-    """One node's fate. `spec` is what to create (create/replace) or what is current (keep)."""
-
-    verb: Verb
-    node: str
-    role: Role | None  # None for an orphan whose role key is unknown
-    reasons: tuple[str, ...] = ()
-    spec: InstanceSpec | None = None
-    # Drain the node (kubectl drain, then delete the Kubernetes node) before deleting it: set
-    # for kube nodes leaving a live cluster that survives the plan.
-    drain: bool = False
-    # Delete its Node from the live cluster before it is replaced (`kubectl delete node`, which
-    # also drops a server's etcd member): set for kube nodes that are not running, so cannot
-    # be drained. A node missing from Incus is not forgotten: it rejoins under its name.
-    forget: bool = False
-    generation: int = 0  # user.plex.generation after the action (apply writes it)
-    cascade_from: str | None = None  # the master whose replacement rebuilds the cluster
-    # A (re)created master that joins the running cluster through the VIP instead of
-    # bootstrapping a new one (rolling); for a started master: how to replace it if it fails.
-    join: bool = False
-
-    @property
-    def reason(self) -> str:
-        return ", ".join(self.reasons)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "role": self.role.value if self.role else None,
-            "action": self.verb.value,
-            "reason": self.reason,
-            "drain": self.drain,
-            "forget": self.forget,
-            "generation": self.generation,
-            "cascade_from": self.cascade_from,
-            "join": self.join,
-            "image": self.spec.config[owner.IMAGE] if self.spec else None,
-            "spec": self.spec.digest if self.spec else None,
-            "target": self.spec.target if self.spec else None,
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    plex: str
-    project: str
-    actions: tuple[Action, ...]  # every node in wave order, then orphans
-    waves: tuple[tuple[Action, ...], ...]  # changing actions only; a wave runs in parallel
-    cascade_from: str | None = None
-    notes: tuple[str, ...] = ()  # warnings worth showing (forced quorum loss, broken etcd)
-    unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why
-    strategy: Strategy = Strategy.NONE
-    why: str = ""  # why this strategy, in words
-
-    @property
-    def empty(self) -> bool:
-        return not self.waves
-
-    def count(self, verb: Verb) -> int:
-        return sum(1 for a in self.actions if a.verb is verb)
-
-    def action(self, node: str) -> Action:
-        for a in self.actions:
-            if a.node == node:
-                return a
-        raise KeyError(node)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "plex": self.plex,
-            "project": self.project,
-            "empty": self.empty,
-            "cascade_from": self.cascade_from,
-            "strategy": self.strategy.value,
-            "why": self.why,
-            "summary": {v.value: self.count(v) for v in Verb},
-            "actions": [a.to_json() for a in self.actions],
-            "waves": [[a.node for a in wave] for wave in self.waves],
-            "notes": list(self.notes),
-            # Only on a cluster with a member down (keeps the plans of healthy plexes as they were).
-            **({"unreachable": dict(self.unreachable)} if self.unreachable else {}),
-        }
-
-    def render_rows(self) -> list[tuple[str, str, str, str]]:
-        """(symbol, node, action, reason) rows, like `terraform plan`."""
-        rows = []
-        for a in self.actions:
-            verb = a.verb.value + (" (drain)" if a.drain else "") + (" (join)" if a.join else "")
-            rows.append((a.verb.symbol, a.node, verb, a.reason))
-        return rows
-
-
-# --------------------------------------------------------------------------------------------
+# The plan's data lives in plex.deploy.actions; importers of these names from here keep working.
+__all__ = ["Action", "Plan", "Strategy", "Verb", "make_plan", "resolve_replace", "simulate_apply"]
 
 
 def _generation(inst: ObservedInstance) -> int:
@@ -444,7 +320,7 @@ def make_plan(
             "; bring the member back (or remove it from the cluster), then deploy again"
         )
     if cascade is None:
-        notes += _check_quorum(plex, mine, planned, force)
+        notes += check_quorum(plex, mine, planned, force)
     replaced = any(a.verb is Verb.REPLACE for a in actions.values())
     if cascade:
         strategy = Strategy.CASCADE
@@ -491,105 +367,3 @@ def _batch_agents(
         out.append(sorted(rest + batches[0], key=wave.index))
         out.extend(batches[1:])
     return out
-
-
-def _check_quorum(
-    plex: Plex,
-    mine: Mapping[str, ObservedInstance],
-    planned: Sequence[Sequence[Action]],
-    force: bool,
-) -> list[str]:
-    """Walk the waves keeping count of etcd members; refuse a plan that needs or loses quorum.
-
-    Members: the plex's server instances, plus servers missing from Incus (deleted behind
-    plex's back, they may still be members: dead ones). Without quorum etcd can add or
-    remove no member, so no server can be replaced; and a wave may not take the running
-    members below quorum (with 2 servers, replacing either leaves none to spare). Assumes apply
-    removes a deleted server from etcd (drain + delete node) and that a wave's new servers are
-    healthy before the next wave."""
-    master = topology.master(plex).name if plex.roles.server and plex.roles.server.count else None
-    members = {name for name, inst in mine.items() if inst.role == Role.SERVER.value}
-    up = {name for name in members if mine[name].running}
-    if master in mine:
-        members |= {
-            n.name for n in topology.nodes(plex) if n.role is Role.SERVER and n.name not in mine
-        }
-    notes: list[str] = []
-    touched = sorted(
-        a.node
-        for wave in planned
-        for a in wave
-        if a.role is Role.SERVER and a.verb is not Verb.START
-    )
-    quorum = len(members) // 2 + 1
-    # Judged on the servers running now: a cluster without quorum gets its stopped servers
-    # started (a plan of starts only passes), but no server is added or replaced in the same
-    # deploy, since whether the started ones restore quorum is only known after they start.
-    if members and touched and len(up) < quorum:
-        message = (
-            f"etcd has no quorum ({len(up)} of {len(members)} servers running): "
-            f"no server can be added or replaced ({', '.join(touched)})"
-        )
-        if not force:
-            raise PlanRefused(
-                f"plan refused: {message}",
-                hint=f"start the stopped servers (incus start), or rebuild the cluster from a "
-                f"new master: plex reset {plex.name}",
-            )
-        notes.append(f"forced: {message}")
-    # Stopped servers the plan starts (its first wave, all together) count as up from then on.
-    up |= {
-        a.node for wave in planned for a in wave if a.verb is Verb.START and a.role is Role.SERVER
-    }
-    for i, wave in enumerate(planned, 1):
-        servers = [a for a in wave if a.role is Role.SERVER]
-        lost = sorted(
-            a.node for a in servers if a.verb in (Verb.REPLACE, Verb.DELETE) and a.node in up
-        )
-        quorum = len(members) // 2 + 1
-        left = len(up) - len(lost)
-        if lost and len(members) >= 2 and left < quorum and len(up) >= quorum:
-            message = (
-                f"wave {i} takes down {', '.join(lost)}, leaving {left} of {len(members)} "
-                f"etcd members (quorum is {quorum})"
-            )
-            if not force:
-                raise PlanRefused(
-                    f"plan refused: {message}",
-                    hint="with 2 servers etcd has no member to spare: add a third server "
-                    "first, or `plex reset` to rebuild; remove servers one per deploy; "
-                    "--force accepts losing the cluster",
-                )
-            notes.append(f"forced: {message}")
-        for a in servers:
-            if a.verb is Verb.DELETE:
-                members.discard(a.node)
-                up.discard(a.node)
-            elif a.verb in (Verb.CREATE, Verb.REPLACE, Verb.START):
-                members.add(a.node)
-                up.add(a.node)
-    return notes
-
-
-def simulate_apply(plan: Plan, observed: Observed) -> Observed:
-    """What Incus holds after `plan` applied successfully: the planner's own round-trip check."""
-    instances = dict(observed.instances)
-    for a in plan.actions:
-        if a.verb is Verb.DELETE:
-            instances.pop(a.node, None)
-        elif a.verb is Verb.START:
-            instances[a.node] = dataclasses.replace(instances[a.node], status="Running")
-        elif a.verb in (Verb.CREATE, Verb.REPLACE):
-            assert a.spec is not None
-            config = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}
-            config[owner.GENERATION] = str(a.generation)
-            config[owner.READY] = "true"  # apply marks a node ready once its probes pass
-            instances[a.node] = ObservedInstance(
-                name=a.node,
-                status="Running",
-                uuid=f"simulated-{a.node}-{a.generation}",
-                config=config,
-                location=a.spec.target,
-                type=a.spec.type,
-            )
-    return dataclasses.replace(observed, instances=instances)

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from plex.backends.incus import Incus
+from plex.deploy.actions import Plan, Verb
 from plex.deploy.kured import server_manifests
-from plex.deploy.plan import Plan, Verb, make_plan
+from plex.deploy.plan import make_plan
 from plex.deploy.probes import KUBECONFIG, KUBECTL, load_probes
 from plex.errors import BackendError, PlexError, UsageError
 from plex.model import owner, topology
@@ -26,7 +27,8 @@ from plex.model.image import ImageRef, image_alias
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.crosscheck import live_collisions
-from plex.services.apply import Applier, ApplyResult, Report
+from plex.services.apply import Applier
+from plex.services.apply_result import ApplyResult, Report
 from plex.services.cluster import Cluster
 from plex.store.catalog import current_images, load_catalog
 from plex.store.identity import require_identity
@@ -117,7 +119,7 @@ def deploy(
     max_unavailable: int | None = None,
 ) -> tuple[Plan, ApplyResult]:
     """Plan and apply without asking (the CLI asks in between). `parallel` 0: adapt to the
-    host (see plex.services.apply.adaptive_parallel)."""
+    host (see plex.services.parallelism.adaptive_parallel)."""
     with plex_lock(plex.name, "deploy"):
         plan, _ = make_deploy_plan(plex, incus, replace, force, max_unavailable)
         return plan, apply_plan(plex, incus, plan, root, parallel, report, force)

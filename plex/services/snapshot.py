@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from plex.backends.incus import Incus
-from plex.deploy.plan import Plan
+from plex.deploy.actions import Plan
 from plex.deploy.probes import ProbeResult, load_probes, probe_node, probe_vip
 from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.model.topology import Node
-from plex.services.apply import Report, adaptive_parallel
+from plex.services.apply_result import Report
 from plex.services.balancers import Balancers
 from plex.services.deploy import make_deploy_plan
+from plex.services.parallelism import adaptive_parallel
 from plex.store.identity import require_identity
 from plex.store.lock import plex_lock
 

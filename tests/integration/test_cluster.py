@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from plex.backends.incus import PylxdIncus, connect
-from plex.deploy.plan import Verb
+from plex.deploy.actions import Verb
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.deploy.plan import Verb
+from plex.deploy.actions import Verb
 from plex.deploy.probes import vip_holders
 from plex.deploy.spec import registry_volume
 from plex.model import owner, topology

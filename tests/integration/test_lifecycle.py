@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.deploy.plan import Strategy, Verb
+from plex.deploy.actions import Strategy, Verb
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
-from plex.services.apply import JOIN_DROPIN
 from plex.services.deploy import deploy, make_deploy_plan
+from plex.services.node_create import JOIN_DROPIN
 from plex.services.snapshot import reset_to, take_snapshot
 from plex.store.identity import require_identity
 

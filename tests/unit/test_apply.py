@@ -20,7 +20,8 @@ from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Role
 from plex.plexfile.load import load_plex
-from plex.services.apply import JOIN_DROPIN, Applier
+from plex.services.apply import Applier
+from plex.services.node_create import JOIN_DROPIN
 from plex.store.identity import ensure_identity
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.observed import Observed, ObservedInstance
 from plex.plexfile.load import load_plex
-from plex.services.apply import adaptive_parallel
+from plex.services.parallelism import adaptive_parallel
 from plex.services.snapshot import PREFIX, Snapshots, snapshot_name
 
 ROOT = Path(__file__).resolve().parents[2]

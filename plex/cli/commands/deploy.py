@@ -17,8 +17,8 @@ from plex.model.plex import Plex, Role, Runtime
 
 if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
     from plex.backends.incus import Incus
-    from plex.deploy.plan import Plan
-    from plex.services.apply import ApplyResult
+    from plex.deploy.actions import Plan
+    from plex.services.apply_result import ApplyResult
 
 ReplaceOpt = Annotated[
     list[str] | None,

@@ -10,7 +10,7 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.deploy.plan import Plan, Verb
+from plex.deploy.actions import Plan, Verb
 from plex.errors import BackendError, ConfigError, UsageError
 from plex.model.image import ImageRef
 from plex.model.observed import Observed

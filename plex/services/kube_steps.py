@@ -1,0 +1,112 @@
+"""The cluster-side steps of a deploy, run inside a healthy server: drain and delete a node
+before it goes, and after a server wave check that etcd's members are exactly the servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from plex.backends.incus import Incus
+from plex.deploy import etcd
+from plex.model.plex import Plex
+from plex.services.apply_result import Report
+from plex.services.cluster import Cluster, ClusterError
+
+
+@dataclass
+class KubeSteps:
+    plex: Plex
+    incus: Incus
+    report: Report
+    # --force: a failed drain or node deletion is reported and skipped, not fatal.
+    force: bool = False
+    cluster: Cluster = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cluster = Cluster(self.plex, self.incus)
+
+    def _skip(self, name: str, what: str, error: str, hint: str) -> None:
+        """A cluster step failed: stop the wave, or with --force say what was skipped."""
+        if self.force:
+            self.report(name, f"{what} failed, skipped (--force): {error}")
+            return
+        raise ClusterError(f"{name}: {what} failed: {error}", hint=hint)
+
+    def drain(self, name: str) -> None:
+        """Drain the kube node, then delete its Node (for a server RKE2 then removes its etcd
+        member), from a healthy server. A failure stops the wave unless --force."""
+        server = self.cluster.healthy_server(exclude=[name])
+        if server is None:
+            self._skip(
+                name,
+                "drain",
+                "no healthy server to drain it from (etcd quorum?)",
+                hint=f"plex status {self.plex.name}; --force replaces it undrained",
+            )
+            return
+        self.report(name, f"drain (from {server})")
+        res = self.cluster.kubectl(
+            server,
+            ["drain", name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"],
+        )
+        if res.returncode != 0 and "not found" not in res.output.lower():
+            self._skip(
+                name,
+                f"kubectl drain on {server}",
+                res.output.strip()[-300:],
+                hint="fix what blocks the drain (PodDisruptionBudgets, stuck pods), "
+                "or pass --force to replace the node undrained",
+            )
+            return
+        self.forget(name, server)
+
+    def forget(self, name: str, server: str | None = None) -> None:
+        """Delete the node's Node before its replacement joins: a node that is not running
+        cannot be drained, and RKE2 keeps its etcd member (servers) until the Node goes."""
+        server = server or self.cluster.healthy_server(exclude=[name])
+        if server is None:
+            self._skip(
+                name,
+                "kubectl delete node",
+                "no healthy server (etcd quorum?)",
+                hint=f"plex status {self.plex.name}",
+            )
+            return
+        try:
+            if self.cluster.delete_node(server, name):
+                self.report(name, f"deleted from the cluster (on {server})")
+        except ClusterError as e:
+            self._skip(
+                name,
+                "kubectl delete node",
+                e.message.split(" failed: ", 1)[-1],
+                hint="pass --force to replace it anyway",
+            )
+
+    def check_etcd_members(self) -> None:
+        """After a server wave: etcd's members must be exactly the plex's existing servers. A
+        stale member (a server gone without removal) is removed; anything else stops here."""
+        existing = set(self.incus.observe(self.plex.name).instances)
+        servers = self.cluster.servers()
+        expected = {s for s in servers if s in existing}
+        server = self.cluster.healthy_server()
+        if server is None:
+            raise ClusterError(
+                "etcd: no server answers ready after the server wave",
+                hint=f"plex status {self.plex.name}",
+            )
+        try:
+            check = etcd.check_members(self.cluster.members(server), expected, servers)
+            for m in check.stale:
+                self.report(m.name, f"remove stale etcd member {m.id} (on {server})")
+                self.cluster.remove_member(server, m)
+        except ValueError as e:
+            raise ClusterError(f"etcd on {server}: {e}") from None
+        if check.unstarted or check.missing:
+            what = [f"missing {', '.join(check.missing)}"] if check.missing else []
+            peers = [u for m in check.unstarted for u in m.peer_urls]
+            what += [f"added but never started: {', '.join(peers)}"] if peers else []
+            raise ClusterError(
+                f"etcd members are not the plex's servers: {'; '.join(what)}",
+                hint=f"plex status {self.plex.name}",
+            )
+        self.report("etcd", f"members: {', '.join(sorted(expected))}")

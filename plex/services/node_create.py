@@ -1,0 +1,107 @@
+"""Create one node: the instance from its exact image and spec, its private files pushed from
+the identity before first boot (host keys, join token, VRRP password; 0600, checked), its
+bootstrap manifests and, for a master joining a running cluster, the drop-in that points it at
+the VIP."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from plex.backends.incus import Incus
+from plex.deploy.cloudinit import cloud_init_config
+from plex.deploy.spec import InstanceSpec, registry_volume
+from plex.model import owner, topology
+from plex.model.identity import Identity
+from plex.model.plex import Plex, Role
+from plex.plexfile.bootstrap import MANIFESTS_DIR
+from plex.services.apply_result import Report
+from plex.services.push import push_checked
+
+# RKE2 merges config.yaml.d/*.yaml in lexical order after config.yaml: a master re-created in a
+# running cluster gets this drop-in at create, so it joins through the VIP like any server.
+JOIN_DROPIN = "/etc/rancher/rke2/config.yaml.d/20-plex-join.yaml"
+
+
+@dataclass
+class NodeFactory:
+    plex: Plex
+    incus: Incus
+    identity: Identity
+    report: Report
+    deploy_id: str = ""
+
+    def create(self, spec: InstanceSpec, generation: int, join: bool = False) -> None:
+        name = spec.name
+        if spec.role is Role.REGISTRY:
+            # The cache volume outlives the instance: reset and destroy keep it.
+            self.incus.ensure_volume(
+                self.plex.incus.pool,
+                registry_volume(self.plex),
+                {"size": self.plex.registry.cache_size},
+                target=spec.target,
+            )
+        config = {
+            **spec.config,
+            owner.GENERATION: str(generation),
+            owner.DEPLOY: self.deploy_id,
+            owner.CREATED: str(int(time.time())),
+        }
+        if spec.type == "virtual-machine":
+            config.update(
+                cloud_init_config(self.plex, self.identity, topology.resolve(self.plex, name))
+            )
+        self.report(name, "create")
+        self.incus.create_instance(
+            name,
+            image=spec.image,
+            config=config,
+            devices=spec.devices,
+            profiles=list(spec.profiles),
+            virt=spec.type,
+            target=spec.target,
+        )
+        if spec.type != "virtual-machine":
+            # A VM has no incus-agent: its private files went in with cloud-init (above).
+            self.push_private_files(name, spec.role)
+        self.push_manifests(spec)
+        if join:
+            self.push_join(name)
+        self.report(name, "start")
+        self.incus.start(name)
+
+    def push_private_files(self, name: str, role: Role) -> None:
+        """The node's own secrets (Identity.private_files: host keys, node password, join
+        token, VRRP password), pushed into the stopped instance before first boot; every
+        private file's mode is read back, since a leaked mode is a leaked secret. Images and
+        artifacts hold none of them."""
+        made: set[str] = set()
+        for f in self.identity.private_files(name, role):
+            parent = f.path.rsplit("/", 1)[0]
+            if parent not in made:
+                self.incus.make_dirs(name, parent)
+                made.add(parent)
+            if f.mode & 0o077:
+                self.incus.push_file(name, f.path, f.data, mode=f.mode)  # public (.pub)
+            else:
+                push_checked(self.incus, name, f.path, f.data, f.mode)
+
+    def push_manifests(self, spec: InstanceSpec) -> None:
+        """Bootstrap manifests into RKE2's auto-deploy directory, before the server's first
+        start: the cluster applies them itself (plex.bootstrap)."""
+        if not spec.manifests:
+            return
+        self.report(spec.name, f"{len(spec.manifests)} bootstrap manifest(s)")
+        self.incus.make_dirs(spec.name, MANIFESTS_DIR)
+        for m in spec.manifests:
+            # 0600 like RKE2's own config: manifests may carry secrets (a Git deploy key).
+            self.incus.push_file(spec.name, m.path, m.data, mode=0o600)
+
+    def push_join(self, name: str) -> None:
+        api = topology.api_address(self.plex)
+        text = (
+            "# Written by plex at create: this master joins the running cluster through "
+            f"the VIP.\nserver: https://{api}:9345\n"
+        )
+        self.report(name, "join through the VIP")
+        self.incus.push_file(name, JOIN_DROPIN, text.encode(), mode=0o600)
