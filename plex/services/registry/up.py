@@ -18,13 +18,13 @@ from typing import Any
 
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerFile, ContainerSpec, Docker
 from plex.backends.incus import Incus
-from plex.deploy.plan import Plan
+from plex.deploy.actions import Plan
 from plex.deploy.spec import registry_volume
 from plex.model.plex import Engine, Plex, Role
 from plex.registry import distribution, zot
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
-from plex.services.apply import ApplyResult, Report
+from plex.services.apply_result import ApplyResult, Report
 from plex.services.deploy import apply_plan, plan_observed
 from plex.services.registry.node import container_name, endpoints, registry_node
 from plex.services.registry_secrets import push_credentials
