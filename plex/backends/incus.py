@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pylxd
 import requests
 from pylxd import exceptions as lxd_exc
+from requests_toolbelt.multipart.encoder import MultipartEncoder
 
 from plex.errors import BackendError
 from plex.model import owner
@@ -662,15 +663,20 @@ class PylxdIncus:
             else:
                 root_f = stack.enter_context(rootfs.open("rb"))
                 # Multipart: the metadata part first, then the rootfs (Incus requires this order).
-                files = [
-                    ("metadata", (metadata.name, meta_f, "application/octet-stream")),
-                    (
-                        "rootfs.img" if vm else "rootfs",
-                        (rootfs.name, root_f, "application/octet-stream"),
-                    ),
-                ]
+                # Streamed from the files (requests' own `files=` builds the whole body in
+                # memory: a VM disk is gigabytes).
+                body = MultipartEncoder(
+                    [
+                        ("metadata", (metadata.name, meta_f, "application/octet-stream")),
+                        (
+                            "rootfs.img" if vm else "rootfs",
+                            (rootfs.name, root_f, "application/octet-stream"),
+                        ),
+                    ]
+                )
+                headers["Content-Type"] = body.content_type
                 meta = self._sync(
-                    "POST", "images", files=files, headers=headers, what=f"import {metadata.name}"
+                    "POST", "images", data=body, headers=headers, what=f"import {metadata.name}"
                 )
         fp: str = meta["metadata"]["fingerprint"]
         return fp

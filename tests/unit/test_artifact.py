@@ -170,6 +170,29 @@ def test_pack_split_makes_one_unified_tarball(tmp_path: Path) -> None:
     assert art.read_metadata(out) == yaml.safe_load(members["metadata.yaml"][1])
 
 
+def test_pack_split_of_a_vm_image_keeps_the_qcow2_as_rootfs_img(tmp_path: Path) -> None:
+    """A VM image (metadata + a qcow2) becomes Incus's unified VM layout: metadata.yaml, then
+    the disk byte for byte as `rootfs.img` (a real qcow2 from qemu-img)."""
+    import subprocess
+
+    meta = tmp_path / "meta-x.tar"
+    with tarfile.open(meta, "w") as tar:
+        _add(tar, "metadata.yaml", yaml.safe_dump({"properties": {"os": "opensuse"}}).encode())
+    disk = tmp_path / "x"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    out = tmp_path / "vm.tar.zst"
+    packed = art.pack_split(meta, disk, out, {"plex.virt": "vm"})
+    assert (packed.virt, packed.packages) == ("vm", ())
+    with (
+        zstandard.ZstdDecompressor().stream_reader(out.open("rb")) as r,
+        tarfile.open(fileobj=r, mode="r|") as tar,
+    ):
+        got = {m.name: (f.read() if (f := tar.extractfile(m)) else b"") for m in tar}
+    assert list(got) == ["metadata.yaml", "rootfs.img"]
+    assert got["rootfs.img"] == disk.read_bytes()
+    assert yaml.safe_load(got["metadata.yaml"])["properties"]["plex.virt"] == "vm"
+
+
 def test_iter_artifact_members_skips_big_files(tmp_path: Path) -> None:
     src = unified_tar(tmp_path / "src.tar", big=3000)
     out = tmp_path / "a.tar.zst"

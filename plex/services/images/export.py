@@ -100,6 +100,8 @@ def export_image(
         exported_at=round(time.time(), 3),
         baked_at=entry.baked_at,
         uncompressed_size=packed.uncompressed_size,
+        virt=packed.virt,
+        disk_format="qcow2" if packed.virt == "vm" else "",
     )
     # The manifest last: a manifest next to an artifact means the artifact is complete.
     write_manifest(manifest, manifest_path_for(out))

@@ -57,6 +57,8 @@ def import_image(
                     "plex.role": manifest.role,
                     "plex.digest": manifest.digest,
                     "plex.package_digest": manifest.package_digest,
+                    # Incus tells a VM image by its rootfs.img member; plex by this property.
+                    **({"plex.virt": "vm"} if manifest.virt == "vm" else {}),
                 },
             )
             have = image_by_fingerprint(incus, fingerprint)
@@ -78,6 +80,7 @@ def import_image(
                 fingerprint=fingerprint,
                 baked_at=manifest.baked_at or manifest.exported_at,
                 size=size,
+                virt=manifest.virt,
                 inputs=manifest.inputs,
             )
             save_catalog(catalog.record(entry))

@@ -32,6 +32,9 @@ class Manifest:
     exported_at: float = 0.0
     baked_at: float = 0.0
     uncompressed_size: int = 0
+    # "container": rootfs/ inside; "vm": a qcow2 disk as rootfs.img (disk_format says which)
+    virt: str = "container"
+    disk_format: str = ""
     format: str = FORMAT
 
     @property
@@ -53,6 +56,8 @@ class Manifest:
             "size": self.size,
             "fingerprint": self.fingerprint,
             "uncompressed_size": self.uncompressed_size,
+            "virt": self.virt,
+            "disk_format": self.disk_format,
             "baked_at": self.baked_at,
             "exported_at": self.exported_at,
             "packages": list(self.packages),
@@ -81,6 +86,8 @@ class Manifest:
                 exported_at=float(data.get("exported_at", 0.0)),
                 baked_at=float(data.get("baked_at", 0.0)),
                 uncompressed_size=int(data.get("uncompressed_size", 0)),
+                virt=str(data.get("virt", "container")),
+                disk_format=str(data.get("disk_format", "")),
             )
         except KeyError as e:
             raise ArtifactError(f"{source}: manifest has no {e.args[0]!r} field") from None

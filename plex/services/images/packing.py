@@ -16,6 +16,7 @@ import zstandard
 from plex.services.images.streaming import (
     CHUNK,
     READ_ERRORS,
+    Counter,
     CountingWriter,
     HashingWriter,
     Progress,
@@ -28,6 +29,8 @@ from plex.services.images.streaming import (
 
 DEFAULT_LEVEL = 3  # zstd: level 3 on every core compresses faster than the disk writes
 DPKG_STATUS = "rootfs/var/lib/dpkg/status"
+VM_DISK = "rootfs.img"
+QCOW2_MAGIC = b"QFI\xfb"  # qemu docs/interop/qcow2.txt: the header's first four bytes
 
 
 def parse_dpkg_status(text: str) -> tuple[str, ...]:
@@ -51,6 +54,7 @@ class Packed:
     size: int
     uncompressed_size: int
     packages: tuple[str, ...]
+    virt: str = "container"  # "vm": the artifact holds a qcow2 disk as rootfs.img
 
 
 def compressor(level: int) -> zstandard.ZstdCompressor:
@@ -98,25 +102,50 @@ def pack_split(
     level: int = DEFAULT_LEVEL,
     progress: Progress | None = None,
 ) -> Packed:
-    """Combine a split image (metadata tarball + rootfs tarball) into one unified tarball:
-    metadata.yaml and templates/ first, then the rootfs under rootfs/.
+    """Combine a split image (metadata tarball + rootfs) into one unified tarball: metadata.yaml
+    and templates/ first, then a container's rootfs tarball under rootfs/, or a VM's qcow2 disk
+    as the single member `rootfs.img` (the unified layout Incus reads as a VM image:
+    lxc/incus cmd/incusd/images.go getImageMetadata, v6.0.4 line 1372).
 
     The image's Incus properties are merged into metadata.yaml: a split image keeps them only in
     the Incus database, and the artifact must carry them (plex.digest) on its own.
     """
     total = metadata.stat().st_size + rootfs.stat().st_size
     status: bytes | None = None
+    vm = is_qcow2(rootfs)
     with atomic_file(out) as f:
         hashed = HashingWriter(f)
         with compressor(level).stream_writer(cast(IO[bytes], hashed), closefd=False) as zw:
             counted = CountingWriter(zw)
             with tarfile.open(
-                fileobj=cast(IO[bytes], counted), mode="w|", format=tarfile.PAX_FORMAT
+                fileobj=cast(IO[bytes], counted),
+                mode="w|",
+                format=tarfile.PAX_FORMAT,
             ) as dst:
                 _copy_metadata(metadata, dst, properties, progress, total)
-                status = _copy_rootfs(rootfs, dst, progress, metadata.stat().st_size, total)
+                base = metadata.stat().st_size
+                if vm:
+                    _copy_disk(rootfs, dst, progress, base, total)
+                else:
+                    status = _copy_rootfs(rootfs, dst, progress, base, total)
     packages = parse_dpkg_status(status.decode(errors="replace")) if status else ()
-    return Packed(hashed.sha.hexdigest(), hashed.size, counted.size, packages)
+    virt = "vm" if vm else "container"
+    return Packed(hashed.sha.hexdigest(), hashed.size, counted.size, packages, virt)
+
+
+def is_qcow2(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == QCOW2_MAGIC
+
+
+def _copy_disk(
+    path: Path, dst: tarfile.TarFile, progress: Progress | None, base: int, total: int
+) -> None:
+    """The VM disk as `rootfs.img`, streamed: tarfile copies it 16 KiB at a time."""
+    info = tarfile.TarInfo(VM_DISK)
+    info.size, info.mode, info.mtime = path.stat().st_size, 0o644, int(time.time())
+    with path.open("rb") as f:
+        dst.addfile(info, Counter(f, progress, base, total))
 
 
 def _copy_metadata(
