@@ -218,6 +218,7 @@ def main() -> int:
     floors: list[float] = []
     agent_floors: list[float] = []
     snaps: list[float] = []
+    milestones: list[dict[str, float]] = []  # per snapshot reset: when each tier was ready
     rolling: list[float] = []
     waves: list[list[tuple[list[str], float]]] = []
     memory = Memory()
@@ -256,8 +257,9 @@ def main() -> int:
                             # them): keep the new state, then reset to it.
                             take_snapshot(plex, incus, ROOT)
                             t = time.monotonic()
-                            reset_to(plex, incus, ROOT, "pristine")
+                            restored = reset_to(plex, incus, ROOT, "pristine")
                             snaps.append(time.monotonic() - t)
+                            milestones.append(restored.phases)
                     if not args.no_rolling:
                         Baker(plex, incus, new_generation(Path(tmp))).bake(
                             [Role.SERVER, Role.AGENT]
@@ -298,6 +300,11 @@ def main() -> int:
     if snaps:
         row("snapshot reset (plex reset --to pristine)", snaps)
         print(f"ratio snapshot reset / cascade reset: {med(snaps) / med(resets):.2f}x")
+        at = milestones[sorted(range(len(snaps)), key=lambda i: snaps[i])[len(snaps) // 2]]
+        print(
+            "snapshot reset milestones (median run): "
+            + "; ".join(f"{k} {v:.1f}s" for k, v in sorted(at.items(), key=lambda kv: kv[1]))
+        )
     if rolling:
         row("rolling replacement of every kube node", rolling)
         print(f"ratio rolling / cascade reset: {med(rolling) / med(resets):.2f}x")

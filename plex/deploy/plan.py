@@ -7,12 +7,12 @@ replaced (deleted and created again). A node that is merely stopped (same image,
 passed its probes before) is started, not rebuilt; apply replaces it if it then fails its probes.
 
 Two strategies, chosen by intent (`Plan.strategy`, with the reason `plex plan` shows):
-- cascade: `--replace master` (and `plex reset`), or a master to replace when no other server
-  of the cluster is alive: a new master is a new cluster, so every other server and agent is
-  replaced with it, and agents join as soon as the new master is ready;
-- rolling: any other change in a live cluster. Servers go one at a time (a replaced master
-  re-joins the running cluster through the VIP instead of bootstrapping a new one), agents in
-  batches of at most `max_unavailable` replaced at once.
+- cascade: `--replace master` or `all` (and `plex reset`), or a master to replace when no
+  other server of the cluster is alive: a new master is a new cluster, so every other server
+  and agent is replaced with it, and agents join as soon as the new master is ready;
+- rolling: any other change in a live cluster, `--replace <master's node name>` included.
+  Servers go one at a time (a replaced master re-joins the running cluster through the VIP
+  instead of bootstrapping a new one), agents in batches of at most `max_unavailable`.
 
 Safety: outside a cascade, a plan that would leave etcd without quorum at any wave is refused
 (PlanRefused) unless forced. A plan made over the state a successful apply leaves behind
@@ -115,6 +115,9 @@ def make_plan(
     names = [n.name for n in nodes]
     mine = _ours(plex, observed, names)
     forced = resolve_replace(plex, replace)
+    # `--replace master` (and `all`) asks for a new cluster by intent; naming the master node
+    # itself (`--replace demo-server1`) replaces it like any server, the cluster staying.
+    new_cluster = any(r in (topology.MASTER, ALL) for r in replace)
 
     missing = sorted({n.role.value for n in nodes} - {r.value for r in images})
     if missing:
@@ -183,9 +186,9 @@ def make_plan(
     cascade: str | None = None
     join = False
     why = ""
-    if master is not None and master.name in forced:
+    if master is not None and master.name in forced and new_cluster:
         cascade = master.name
-        why = f"--replace {master.name}: a new master is a new cluster"
+        why = f"--replace {'all' if ALL in replace else 'master'}: a new master is a new cluster"
     elif master is not None and (master.name not in mine or own[master.name]):
         if alive:
             join = True
@@ -193,6 +196,8 @@ def make_plan(
                 f"{master.name} is replaced as a joiner of the running cluster "
                 f"(alive: {', '.join(alive)})"
             )
+            if master.name in forced:
+                why += ": named, not `master`; only --replace master rebuilds the cluster"
         else:
             cascade = master.name
             why = f"{master.name} must be replaced and no other server is alive: a new cluster"

@@ -27,6 +27,7 @@ from plex.model.image import ImageRef, image_alias
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.crosscheck import live_collisions
+from plex.services import pristine
 from plex.services.apply import Applier
 from plex.services.apply_result import ApplyResult, Report
 from plex.services.cluster import Cluster
@@ -105,7 +106,10 @@ def apply_plan(
         deploy_id=uuid.uuid4().hex[:12],
         force=force,
     )
-    return applier.apply(plan)
+    result = applier.apply(plan)
+    # The plex changed: the pristine snapshots of the generation it was go with it.
+    pristine.retire(incus, pristine.survivors(plan), everything=True)
+    return result
 
 
 def deploy(

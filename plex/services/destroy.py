@@ -9,6 +9,7 @@ from plex.deploy.spec import registry_volume
 from plex.errors import UsageError
 from plex.model import topology
 from plex.model.plex import Plex, Runtime
+from plex.services import pristine
 from plex.services.registry import down_docker
 from plex.store.lock import plex_lock
 
@@ -22,6 +23,8 @@ def destroy(
         raise UsageError(f"plex '{plex.name}' runs its registry on Docker: no engine to reach")
     with plex_lock(plex.name, "deploy"):
         observed = incus.observe(plex.name)
+        # Every generation of the plex is retired, and its pristine snapshots with it.
+        pristine.retire(incus, pristine.nodes_and_images(observed), everything=True)
         removed = []
         # Reverse wave order: agents first, registry last.
         order = {n.name: i for i, n in enumerate(topology.nodes(plex))}

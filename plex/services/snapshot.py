@@ -6,47 +6,37 @@ Consistency: etcd's members must be captured at one moment, so every kube node i
 hold no cluster state and are snapshotted as they run. The registry's cache lives in its own
 custom volume, which no instance snapshot includes: the cache survives a snapshot reset too.
 
-Pruning: a snapshot belongs to its instance, and an instance is never changed in place: a new
-image generation (or spec) replaces the instance, and its snapshots go with it. A node's
-snapshot therefore always belongs to the image the node runs (the snapshot name carries that
-image's digest, and a reset checks it). Taking a new snapshot drops the older ones.
+Pruning: a snapshot belongs to the image generation it was taken of (its name carries the
+node's image digest, and a reset restores only a set every node holds for the image it runs);
+plex.services.pristine.retire deletes the sets a deploy, an image prune or a destroy retired.
+Taking a new snapshot drops the older ones.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from plex.backends.incus import Incus
 from plex.deploy.actions import Plan
-from plex.deploy.probes import ProbeResult, load_probes, probe_node, probe_vip
+from plex.deploy.probes import ProbeResult, load_probes
 from plex.errors import UsageError
-from plex.model import owner, topology
+from plex.model import topology
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.model.topology import Node
 from plex.services.apply_result import Report
-from plex.services.balancers import Balancers
+from plex.services.cold_start import ColdStart, each
 from plex.services.deploy import make_deploy_plan
 from plex.services.parallelism import adaptive_parallel
-from plex.store.identity import require_identity
+from plex.services.pristine import PREFIX, snapshot_name, whole_sets
 from plex.store.lock import plex_lock
 
-PREFIX = "plex-pristine-"
 PRISTINE = "pristine"  # the only target of `plex reset --to` today
-
-
-def snapshot_name(image_digest: str, stamp: str) -> str:
-    """`plex-pristine-<image12>-<stamp>`: the image it belongs to, and when it was taken."""
-    return f"{PREFIX}{image_digest[:12]}-{stamp}"
-
-
-def _stamp(name: str) -> str:
-    return name.rsplit("-", 1)[-1]
 
 
 @dataclass
@@ -67,17 +57,6 @@ class SnapshotResult:
         }
 
 
-def _tiers(plex: Plex) -> list[list[Node]]:
-    """Dependency order for starting: registry and lbs, then every server together (etcd
-    members need each other for quorum), then agents."""
-    nodes = topology.nodes(plex)
-    return [
-        [n for n in nodes if n.role in (Role.REGISTRY, Role.LB)],
-        [n for n in nodes if n.role is Role.SERVER],
-        [n for n in nodes if n.role is Role.AGENT],
-    ]
-
-
 class Snapshots:
     def __init__(
         self, plex: Plex, incus: Incus, root: Path, report: Report | None = None, parallel: int = 0
@@ -89,11 +68,7 @@ class Snapshots:
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
 
     def _each(self, fn: Callable[[str], object], names: Iterable[str]) -> None:
-        names = list(names)
-        if not names:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(names))) as pool:
-            list(pool.map(fn, names))
+        each(self.parallel, fn, list(names))
 
     def _healthy(self, plan: Plan) -> None:
         if not plan.empty:
@@ -103,40 +78,9 @@ class Snapshots:
                 hint=f"run: plex deploy {self.plex.name}, then snapshot it",
             )
 
-    def _probe(self, nodes: list[Node]) -> list[ProbeResult]:
-        identity = require_identity(self.plex)
+    def _cold_start(self) -> ColdStart:
         probes = load_probes(self.root / "deploy" / "probes.yaml")
-        results: list[ProbeResult] = []
-
-        def one(node: Node) -> list[ProbeResult]:
-            self.report(node.name, "probes")
-            out = probe_node(self.incus, self.plex, node, identity, probes)
-            self.report(node.name, "ready")
-            return out
-
-        if not nodes:
-            return results
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(nodes))) as pool:
-            for r in pool.map(one, nodes):
-                results.extend(r)
-        return results
-
-    def _start_in_order(self, result: SnapshotResult) -> None:
-        lbs = Balancers(self.plex, self.incus, self.report)
-        for i, tier in enumerate(_tiers(self.plex)):
-            if not tier:
-                continue
-            t = time.monotonic()
-            for n in tier:
-                self.report(n.name, "start")
-            self._each(self.incus.start, [n.name for n in tier])
-            result.probes += self._probe(tier)
-            if any(n.role is Role.LB for n in tier):
-                result.probes.append(probe_vip(self.incus, self.plex))
-            servers = [n.name for n in tier if n.role is Role.SERVER]
-            if servers:
-                lbs.ready(servers)  # a restored lb has them enabled already: idempotent
-            result.phases[f"start {['lb', 'servers', 'agents'][i]}"] = time.monotonic() - t
+        return ColdStart(self.plex, self.incus, probes, self.report, self.parallel)
 
     def take(self, plan: Plan, observed: Observed) -> SnapshotResult:
         """Snapshot every node of a healthy plex, kube nodes stopped together."""
@@ -164,71 +108,98 @@ class Snapshots:
 
         self._each(snap, [n.name for n in nodes])
         result.phases["snapshot"] = time.monotonic() - t
-        # Only kube nodes were stopped; lbs and registry keep running through their probes.
-        _, servers, agents = _tiers(self.plex)
-        t = time.monotonic()
-        self._each(self.incus.start, [n.name for n in servers])
-        result.probes += self._probe(servers)
-        self._each(self.incus.start, [n.name for n in agents])
-        result.probes += self._probe(agents)
-        result.phases["start"] = time.monotonic() - t
+        # Only kube nodes were stopped; lbs and registry kept running. Servers start together,
+        # agents once the servers are ready.
+        cold = self._cold_start()
+        kube_nodes = [n for n in nodes if n.role.is_kube]
+        infra = [n for n in nodes if not n.role.is_kube]
+        result.probes = cold.run(kube_nodes, lambda node: False, running=infra)
+        result.phases.update({f"start: {k}": v for k, v in cold.milestones.items()})
         result.seconds = time.monotonic() - start
         return result
 
     def latest(self, observed: Observed) -> str:
-        """The newest snapshot stamp every node has, for the image it runs."""
-        common: set[str] | None = None
-        for n in topology.nodes(self.plex):
-            inst = observed.instances.get(n.name)
-            if inst is None:
+        """The newest pristine set every node holds for the image it runs (one line naming
+        the nodes without one when there is none: the deployed generation has no snapshot)."""
+        nodes = topology.nodes(self.plex)
+        for n in nodes:
+            if n.name not in observed.instances:
                 raise UsageError(
                     f"{n.name} is not deployed: there is nothing to restore",
                     hint=f"run: plex deploy {self.plex.name}",
                 )
-            mine = {
-                _stamp(s)
-                for s in self.incus.snapshots(n.name)
-                if s.startswith(f"{PREFIX}{(inst.image or '')[:12]}-")
-            }
-            if not mine:
-                raise UsageError(
-                    f"{n.name} has no pristine snapshot of the image it runs "
-                    f"({(inst.image or '?')[:12]})",
-                    hint=f"it was created or replaced since the last snapshot: run plex "
-                    f"snapshot {self.plex.name} (or plex reset {self.plex.name} for a cascade)",
-                )
-            common = mine if common is None else common & mine
-        if not common:
-            raise UsageError(
-                f"the nodes of plex '{self.plex.name}' share no pristine snapshot",
-                hint=f"run: plex snapshot {self.plex.name}",
-            )
-        return max(common)
+        images = {n.name: observed.instances[n.name].image or "" for n in nodes}
+        held: dict[str, list[str]] = {}
+        self._each(lambda name: held.__setitem__(name, self.incus.snapshots(name)), images)
+        sets = whole_sets(images, held)
+        if sets:
+            return max(sets)
+        without = [
+            f"{name} ({images[name][:12]})"
+            for name in images
+            if not any(s.startswith(f"{PREFIX}{images[name][:12]}-") for s in held[name])
+        ]
+        why = (
+            f"{', '.join(without[:3])}{f' and {len(without) - 3} more' if len(without) > 3 else ''}"
+            f" {'has' if len(without) == 1 else 'have'} none of the image running"
+            if without
+            else "the nodes' snapshots are of different moments"
+        )
+        raise UsageError(
+            f"no pristine snapshot matches the deployed generation of plex "
+            f"'{self.plex.name}': {why}",
+            hint=f"take one of this generation: plex snapshot {self.plex.name} "
+            f"(or plex reset {self.plex.name} for a cascade)",
+        )
 
     def restore(self, observed: Observed) -> SnapshotResult:
-        """Every node back to the pristine snapshot, started in dependency order, probed."""
+        """Every node back to the pristine snapshot, started in dependency order, probed.
+
+        Consistency: every kube node is stopped before any of them is restored, and no server
+        starts before all servers are restored, so etcd's members come back together from the
+        one consistent snapshot (no member left running ahead of the others). The registry and
+        lbs hold no cluster state: each is restored at once while running (Incus stops,
+        restores and starts it again in one call)."""
         start = time.monotonic()
         stamp = self.latest(observed)
         nodes = topology.nodes(self.plex)
         result = SnapshotResult(stamp, [n.name for n in nodes])
-        t = time.monotonic()
-        for n in nodes:
-            self.report(n.name, "stop")
-        # Forced: the state on disk is about to be thrown away anyway.
-        self._each(lambda name: self.incus.stop(name, force=True), [n.name for n in nodes])
-        result.phases["stop"] = time.monotonic() - t
-        t = time.monotonic()
+        kube = [n for n in nodes if n.role.is_kube]
+        cold = self._cold_start()
+        left = {n.name for n in kube}  # kube nodes still running their post-snapshot state
+        stopped = threading.Event()
+        lock = threading.Lock()
+        if not left:
+            stopped.set()
 
-        def restore(name: str) -> None:
-            inst = observed.instances[name]
+        def prepare(node: Node) -> bool:
+            name = node.name
+            snap = snapshot_name(observed.instances[name].image or "", stamp)
+            running = observed.instances[name].running
+            if node.role.is_kube:
+                self.report(name, "stop")
+                with cold.slots:
+                    # Forced: the state on disk is about to be thrown away anyway.
+                    self.incus.stop(name, force=True)
+                with lock:
+                    left.discard(name)
+                    if not left:
+                        cold.milestone("kube nodes stopped")
+                        stopped.set()
+                running = False
             self.report(name, "restore")
-            self.incus.restore_snapshot(name, snapshot_name(inst.image or "", stamp))
-            # The snapshot was taken from a ready node: the mark is current again.
-            self.incus.set_config(name, {owner.READY: "true"})
+            with cold.slots:
+                self.incus.restore_snapshot(name, snap)
+            if node.role is Role.SERVER:
+                # No restored server may meet a node still running what came after the
+                # snapshot: its etcd would catch up from it.
+                cold.wait([stopped])
+            return running
 
-        self._each(restore, [n.name for n in nodes])
-        result.phases["restore"] = time.monotonic() - t
-        self._start_in_order(result)
+        try:
+            result.probes = cold.run(nodes, prepare)
+        finally:
+            result.phases = dict(cold.milestones)
         result.seconds = time.monotonic() - start
         return result
 

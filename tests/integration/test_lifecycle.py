@@ -20,11 +20,13 @@ import pytest
 import yaml
 
 from plex.deploy.actions import Strategy, Verb
+from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 from plex.services.deploy import deploy, make_deploy_plan
 from plex.services.node_create import JOIN_DROPIN
+from plex.services.pristine import snapshot_name
 from plex.services.snapshot import reset_to, take_snapshot
 from plex.store.identity import require_identity
 
@@ -140,6 +142,39 @@ def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:  # type
             assert n.name in out
 
 
+def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> None:  # type: ignore[no-untyped-def]
+    from plex.services.images import prune
+
+    # The set the reset above restored is whole; a snapshot of another generation on one node
+    # (as a node replaced since would have left it on its survivors) is not.
+    stamp = reset_latest(incus, lab)
+    old = snapshot_name("0" * 64, stamp)
+    incus.create_snapshot("demo-agent1", old)
+    incus.create_snapshot("demo-agent1", "kept-by-hand")
+    prune(incus, lab.name, keep=10)
+    held = incus.snapshots("demo-agent1")
+    assert old not in held and "kept-by-hand" in held
+    assert reset_latest(incus, lab) == stamp  # the whole set stays
+    incus.delete_snapshot("demo-agent1", "kept-by-hand")
+
+
+def reset_latest(incus, plex: Plex) -> str:  # type: ignore[no-untyped-def]
+    from plex.services.snapshot import Snapshots
+
+    return Snapshots(plex, incus, ROOT).latest(incus.observe(plex.name))
+
+
+def _cluster_id(incus, lab: Plex, server: str) -> str:  # type: ignore[no-untyped-def]
+    import json
+
+    from plex.deploy import etcd
+    from plex.services.cluster import Cluster
+
+    return str(
+        json.loads(Cluster(lab, incus).etcd_call(server, etcd.STATUS))["header"]["cluster_id"]
+    )
+
+
 class VipPoller(threading.Thread):
     """A client of the API through the VIP: a new HTTPS request every 100 ms; any request
     that gets no HTTP answer (refused, reset, closed, timed out) is a failure."""
@@ -166,6 +201,46 @@ class VipPoller(threading.Thread):
             finally:
                 conn.close()
             time.sleep(0.1)
+
+
+def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab) -> None:  # type: ignore[no-untyped-def]
+    """`--replace demo-server1` names a node: the master is drained and re-created as a joiner
+    of the running cluster through the VIP; nothing else is replaced, the cluster stays."""
+    before = uuids(incus, lab)
+    cluster = _cluster_id(incus, lab, "demo-server2")
+    assert reset_latest(incus, lab)  # a pristine set of this generation exists
+    plan, _ = make_deploy_plan(lab, incus, replace=["demo-server1"])
+    assert plan.strategy is Strategy.ROLLING, plan.why
+    assert "joiner of the running cluster" in plan.why
+    assert [[(a.node, a.verb) for a in w] for w in plan.waves] == [[("demo-server1", Verb.REPLACE)]]
+    poller = VipPoller(lab.network.vip or "")
+    poller.start()
+    time.sleep(1)
+    try:
+        deploy(lab, incus, ROOT, replace=["demo-server1"])
+    finally:
+        time.sleep(1)
+        poller.stop.set()
+        poller.join(10)
+    after = uuids(incus, lab)
+    assert {n for n in before if before[n] != after[n]} == {"demo-server1"}
+    assert poller.ok > 20
+    assert poller.failures == [], poller.failures[:5]
+    dropin = incus.pull_file("demo-server1", JOIN_DROPIN).decode()
+    assert f"server: https://{lab.network.vip}:9345" in dropin
+    # The same etcd cluster, seen from the old members and from the new master.
+    assert _cluster_id(incus, lab, "demo-server2") == cluster
+    assert _cluster_id(incus, lab, "demo-server1") == cluster
+    assert make_deploy_plan(lab, incus)[0].empty
+    # The deploy retired the pristine set of the generation it replaced, on every survivor,
+    # and a reset says so in one line.
+    assert not [(n, s) for n in after for s in incus.snapshots(n) if s.startswith("plex-pristine-")]
+    with pytest.raises(UsageError) as e:
+        reset_to(lab, incus, ROOT, "pristine")
+    assert e.value.message.startswith(
+        "no pristine snapshot matches the deployed generation of plex 'demo': demo-"
+    )
+    assert "\n" not in e.value.message
 
 
 def test_a_new_server_image_rolls_the_servers_with_the_api_up_through_the_vip(

@@ -314,6 +314,9 @@ class FakeIncus:
     def observe(self, plex: str) -> Observed:
         return Observed(plex, self.project, dict(self.instances), dict(self.aliases))
 
+    def snapshots(self, name: str) -> list[str]:
+        return []  # prune's pristine hook asks; these nodes hold none
+
 
 def test_import_refuses_a_corrupted_artifact_before_touching_incus(
     tmp_path: Path, state_dir: Path

@@ -218,9 +218,41 @@ def test_replace_accepts_short_names_and_master(demo: Plex) -> None:
     full = make_plan(demo, images, observed, replace=["demo-agent2"])
     assert short == full
     master = make_plan(demo, images, observed, replace=["master"])
-    assert master == make_plan(demo, images, observed, replace=["server1"])
     assert master.cascade_from == "demo-server1"
+    assert master.strategy is Strategy.CASCADE
     assert master.action("demo-lb1").verb is Verb.KEEP
+    assert make_plan(demo, images, observed, replace=["all"]).strategy is Strategy.CASCADE
+
+
+def test_replacing_the_master_by_name_rolls_it_into_the_running_cluster(demo: Plex) -> None:
+    # `--replace demo-server1` names a node, not `master`: the cluster stays; only the master
+    # goes, drained, and comes back as a joiner through the VIP.
+    images = images_for(demo, V1)
+    observed = deployed(demo, images)
+    for name in ("server1", "demo-server1"):
+        plan = make_plan(demo, images, observed, replace=[name])
+        assert plan.strategy is Strategy.ROLLING
+        assert plan.cascade_from is None
+        assert "joiner of the running cluster" in plan.why
+        assert "only --replace master rebuilds the cluster" in plan.why
+        assert [[(a.node, a.verb) for a in w] for w in plan.waves] == [
+            [("demo-server1", Verb.REPLACE)]
+        ]
+        action = plan.action("demo-server1")
+        assert action.join and action.drain and action.reasons == ("forced",)
+    # With no other server alive there is no cluster to join: a new one, and the plan says so.
+    alone = dataclasses.replace(
+        observed,
+        instances={
+            n: dataclasses.replace(i, status="Stopped")
+            if n in ("demo-server2", "demo-server3")
+            else i
+            for n, i in observed.instances.items()
+        },
+    )
+    plan = make_plan(demo, images, alone, replace=["demo-server1"], force=True)
+    assert plan.strategy is Strategy.CASCADE
+    assert "no other server is alive" in plan.why
 
 
 def test_unknown_replace_name_is_a_usage_error(demo: Plex) -> None:

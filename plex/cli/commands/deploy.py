@@ -25,7 +25,8 @@ ReplaceOpt = Annotated[
     typer.Option(
         "--replace",
         "-r",
-        help="replace NODE (or master, or all) and everything depending on it",
+        help="replace NODE, rolling (the master's own name too: it re-joins the cluster); "
+        "'master' or 'all' rebuild the cluster (cascade)",
         metavar="NODE",
     ),
 ]
@@ -258,8 +259,11 @@ def _reset_to(p: Plex, to: str, yes: bool, parallel: int, as_json: bool) -> None
     if as_json:
         ui.print_json(result.to_json())
         return
+    # Milestones of a run where tiers overlap: when the last node of each got there.
     ui.table(
-        "reset phases", ["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in result.phases.items()]
+        "reset milestones",
+        ["reached", "at (s)"],
+        [[k, f"{v:.1f}"] for k, v in sorted(result.phases.items(), key=lambda kv: kv[1])],
     )
     ui.info(f"[green]reset to {to} ({result.snapshot})[/green] in {result.seconds:.1f}s")
 

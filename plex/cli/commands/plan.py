@@ -134,7 +134,7 @@ def plan_cli(
         typer.Option(
             "--replace",
             help="replace NODE even if unchanged (short names work; "
-            "'master' rebuilds the cluster; 'all')",
+            "the master's name re-joins the running cluster; 'master' or 'all' rebuild it)",
             metavar="NODE",
         ),
     ] = None,

@@ -11,6 +11,7 @@ from typing import Any
 from plex.backends.incus import Incus
 from plex.errors import UsageError
 from plex.model.image import digest_alias, image_alias, package_alias
+from plex.services import pristine
 from plex.services.images.listing import in_use
 from plex.store.catalog import Entry, load_catalog, save_catalog
 from plex.store.lock import plex_lock
@@ -169,4 +170,7 @@ def prune(incus: Incus, plex_name: str, keep: int, *, dry_run: bool = False) -> 
     with plex_lock(plex_name, "bake"):  # never while a bake or import writes the catalog
         plan = plan_prune(incus, plex_name, keep)
         apply_prune(incus, plan)
+    with plex_lock(plex_name, "deploy"):
+        # No pristine snapshot outlives the generation it belongs to (nor a set left partial).
+        pristine.retire(incus, pristine.nodes_and_images(incus.observe(plex_name)))
     return list(plan.remove)
