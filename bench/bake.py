@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from plex.backends.incus import connect  # noqa: E402
+from plex.backends.incus.client import connect  # noqa: E402
 from plex.model.image import package_alias  # noqa: E402
 from plex.model.plex import IncusConfig, Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402

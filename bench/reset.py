@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from plex.backends.incus import Incus, connect  # noqa: E402
+from plex.backends.incus.client import connect  # noqa: E402
+from plex.backends.incus.protocol import Incus  # noqa: E402
 from plex.model import topology  # noqa: E402
 from plex.model.plex import Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402

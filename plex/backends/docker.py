@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from plex.backends.incus import ExecResult
+from plex.backends.incus.protocol import ExecResult
 from plex.errors import BackendError
 
 LABEL_PLEX = "plex.plex"

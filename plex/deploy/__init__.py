@@ -1,4 +1,4 @@
 """Deploy planning (pure): instance specs, the plan and its waves, probe definitions.
 
-Observing Incus is `plex.backends.incus`; applying a plan is `plex.services.apply`.
+Observing Incus is `plex.backends.incus.observe`; applying a plan is `plex.services.apply`.
 """

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.backends.ssh import host_key_probe
 from plex.deploy.actions import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip

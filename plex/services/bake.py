@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.backends.mmdebstrap import build_rootfs, metadata_tarball
 from plex.bake.context import template_context
 from plex.bake.recipe import (

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
 from plex.bake.bases import Qcow2Base, vm_bases

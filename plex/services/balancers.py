@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.errors import BackendError
 from plex.lb import haproxy
 from plex.model import topology

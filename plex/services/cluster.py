@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from plex.backends.incus import ExecResult, Incus
+from plex.backends.incus.protocol import ExecResult, Incus
 from plex.deploy import etcd
 from plex.deploy.probes import KUBECONFIG, KUBECTL
 from plex.errors import BackendError, PlexError

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan, Verb
 from plex.deploy.kured import server_manifests
 from plex.deploy.plan import make_plan

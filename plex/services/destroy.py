@@ -4,7 +4,7 @@ the Docker engine; the registry cache survives unless asked."""
 from __future__ import annotations
 
 from plex.backends.docker import Docker
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.spec import registry_volume
 from plex.errors import UsageError
 from plex.model import topology

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy import etcd
 from plex.model.plex import Plex
 from plex.services.apply_result import Report

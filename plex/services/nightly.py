@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.backends.packer import PackerCli
 from plex.bake.recipe import Recipe
 from plex.errors import Interrupted, PlexError

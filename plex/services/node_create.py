@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.cloudinit import cloud_init_config
 from plex.deploy.spec import InstanceSpec, registry_volume
 from plex.model import owner, topology

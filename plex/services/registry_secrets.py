@@ -5,7 +5,7 @@ Images never hold them: they are baked without credentials.
 
 from __future__ import annotations
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.errors import BackendError
 from plex.model.plex import Engine, Plex
 from plex.registry import distribution

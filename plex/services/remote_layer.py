@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.bake.recipe import ARTIFACT_DIR, PackageLayer
 from plex.errors import BackendError, ConfigError, ConfigErrors
 from plex.model import owner

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan
 from plex.deploy.probes import ProbeResult, load_probes
 from plex.errors import UsageError

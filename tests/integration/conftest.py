@@ -41,11 +41,11 @@ def incus_cfg(session_project: str) -> IncusConfig:
 
 @pytest.fixture(scope="session")
 def incus(incus_cfg: IncusConfig) -> Iterator[object]:
-    from plex.backends.incus import PylxdIncus, connect
+    from plex.backends.incus.client import PylxdIncus, connect
 
     try:
         inc: PylxdIncus = connect(incus_cfg)
-        inc._sync("GET", f"storage-pools/{POOL}", project=False, what=f"pool {POOL}")
+        inc.sync("GET", f"storage-pools/{POOL}", project=False, what=f"pool {POOL}")
     except BackendError as e:
         _unusable(e.message)
     try:

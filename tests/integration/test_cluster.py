@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.backends.incus import PylxdIncus, connect
+from plex.backends.incus.client import PylxdIncus, connect
 from plex.deploy.actions import Verb
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from plex.__main__ import main
-from plex.backends.incus import PylxdIncus, throwaway_project
+from plex.backends.incus.client import PylxdIncus, throwaway_project
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.errors import ArtifactError
 from plex.model import owner

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from plex.backends.incus import PylxdIncus
+from plex.backends.incus.client import PylxdIncus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.model import owner
 
@@ -84,7 +84,7 @@ def test_push_file_applies_mode_and_owner(incus: PylxdIncus, tiny_image: str, in
         assert incus.pull_file("files1", "/root/secret") == b"key material\n"
         # Incus reports the mode in X-Incus-mode on a pull: the 0600 must have been applied
         # (pylxd's own X-LXD-mode header would have been ignored).
-        resp = incus._request("GET", "instances/files1/files", params={"path": "/root/secret"})
+        resp = incus.request("GET", "instances/files1/files", params={"path": "/root/secret"})
         assert resp is not None
         assert resp.headers.get("X-Incus-mode") == "0600"
     finally:
@@ -92,7 +92,7 @@ def test_push_file_applies_mode_and_owner(incus: PylxdIncus, tiny_image: str, in
 
 
 def test_unreachable_socket_is_a_clear_error(tmp_path: Path) -> None:
-    from plex.backends.incus import PylxdIncus
+    from plex.backends.incus.client import PylxdIncus
     from plex.errors import BackendError
     from plex.model.plex import IncusConfig
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from plex.backends.incus import throwaway_project
+from plex.backends.incus.client import throwaway_project
 from plex.deploy.plan import make_plan
 from plex.errors import PlexError
 from plex.model import topology

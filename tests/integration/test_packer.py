@@ -192,7 +192,7 @@ def test_packer_version(packer: PackerCli) -> None:
 @pytest.mark.incus
 def test_qcow2_imports_as_an_incus_vm_image(incus: object, tmp_path: Path) -> None:
     """The split VM image (metadata tarball + qcow2 as rootfs.img) that a VM bake imports."""
-    from plex.backends.incus import PylxdIncus
+    from plex.backends.incus.client import PylxdIncus
     from plex.backends.run import run
     from plex.services.bake_vm import import_vm_image
 
@@ -203,7 +203,7 @@ def test_qcow2_imports_as_an_incus_vm_image(incus: object, tmp_path: Path) -> No
     run(["qemu-img", "create", "-f", "qcow2", disk, "64M"])
     fp = import_vm_image(incus, disk, "plex test vm image", {"plex.virt": "vm"})
     try:
-        info = incus._sync("GET", f"images/{fp}")
+        info = incus.sync("GET", f"images/{fp}")
         assert info["type"] == "virtual-machine"
         assert info["properties"]["plex.virt"] == "vm"
     finally:

@@ -48,25 +48,25 @@ def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, s
             source={"type": "none"},
         )
     profile = f"{node.name}-vm-config"
-    incus._sync(
+    incus.sync(
         "POST",
         "profiles",
         json={"name": profile, "config": config, "devices": spec.devices},
         what="create profile",
     )
     try:
-        got = incus._sync("GET", f"profiles/{profile}", what="read back")
+        got = incus.sync("GET", f"profiles/{profile}", what="read back")
         assert got["config"][USER_DATA] == config[USER_DATA]
         assert got["config"][NETWORK_CONFIG] == config[NETWORK_CONFIG]
         assert got["devices"]["eth0"]["hwaddr"] == node.mac
         # And Incus does validate: a malformed MAC is refused.
         bad = {**spec.devices, "eth0": {**spec.devices["eth0"], "hwaddr": "not-a-mac"}}
         with pytest.raises(BackendError):
-            incus._sync(
+            incus.sync(
                 "PUT",
                 f"profiles/{profile}",
                 json={"config": config, "devices": bad},
                 what="update profile",
             )
     finally:
-        incus._sync("DELETE", f"profiles/{profile}", what="delete profile")
+        incus.sync("DELETE", f"profiles/{profile}", what="delete profile")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from plex.backends.incus import ExecResult
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.plan import make_plan
 from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile

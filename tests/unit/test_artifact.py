@@ -16,7 +16,7 @@ import pytest
 import yaml
 import zstandard
 
-from plex.backends.incus import ImageInfo
+from plex.backends.incus.protocol import ImageInfo
 from plex.errors import ArtifactError
 from plex.model import owner
 from plex.model.observed import Observed, ObservedInstance

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from urllib3 import encode_multipart_formdata
 
-from plex.backends.incus import split_multipart
+from plex.backends.incus.multipart import split_multipart
 from plex.errors import BackendError
 
 

@@ -85,6 +85,6 @@ def test_cli_start_does_not_import_daemon_clients(argv: tuple[str, ...]) -> None
 
 def test_a_daemon_command_does_import_pylxd() -> None:
     # The other side of the test above: the probe sees pylxd when a command needs it.
-    code = "import sys; import plex.backends.incus; print('pylxd' in sys.modules)"
+    code = "import sys; import plex.backends.incus.client; print('pylxd' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

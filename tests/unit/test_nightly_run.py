@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from plex.backends.incus import ImageInfo
+from plex.backends.incus.protocol import ImageInfo
 from plex.errors import BackendError, Interrupted, ProbeError
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex

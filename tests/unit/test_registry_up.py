@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerInfo, ContainerSpec
-from plex.backends.incus import ExecResult
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.spec import RoleProfile, instance_spec
 from plex.model import topology
 from plex.model.plex import Engine, Plex, Role, Runtime, Upstream

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from plex.backends.incus import ExecResult, ImageInfo
+from plex.backends.incus.protocol import ExecResult, ImageInfo
 from plex.errors import BackendError
 from plex.model.plex import Role
 from plex.plexfile.load import parse_plex

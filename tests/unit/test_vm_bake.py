@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plex.backends.incus import ImageInfo
+from plex.backends.incus.protocol import ImageInfo
 from plex.backends.packer import Artifact
 from plex.bake.bases import Qcow2Base, Rke2Install
 from plex.bake.packer_template import VmSpec, vm_digest

@@ -73,7 +73,7 @@ def bake_cli(
 
 
 def _bake_containers(p: Plex, roles: list[Role], parallel: int, channel: str = "stable") -> list:  # type: ignore[type-arg]
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.bake import Baker, Paths
 
     incus = connect(p.incus)
@@ -92,7 +92,7 @@ def _bake_containers(p: Plex, roles: list[Role], parallel: int, channel: str = "
 
 def bake_vm_roles(plex: Plex, roles: list[Role], root: Path) -> list:  # type: ignore[type-arg]
     """`plex bake --virt vm`: bake `roles` as MicroOS VM images, with progress on the terminal."""
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.backends.packer import PackerCli
     from plex.services.bake import Paths
     from plex.services.bake_vm import VmBaker, check_vm_bases

@@ -16,7 +16,7 @@ from plex.errors import UsageError
 from plex.model.plex import Plex, Role, Runtime
 
 if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
-    from plex.backends.incus import Incus
+    from plex.backends.incus.protocol import Incus
     from plex.deploy.actions import Plan
     from plex.services.apply_result import ApplyResult
 
@@ -55,7 +55,7 @@ ForceOpt = Annotated[
 
 
 def _connect(p: Plex) -> Incus:
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
 
     return connect(p.incus)
 

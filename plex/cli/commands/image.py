@@ -60,7 +60,7 @@ def _bytes_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 @image_app.command("list")
 def list_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
     """The plex's images: catalog joined with Incus, newest first per role."""
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.images import list_images
 
     as_json = check_output(output)
@@ -101,7 +101,7 @@ def export_cli(
     output: OutputOpt = "table",
 ) -> None:
     """Write <plex>-<role>-<digest12>.tar.zst (a unified Incus image) and its .json manifest."""
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.images import artifact_name, export_image
 
     as_json = check_output(output)
@@ -141,7 +141,7 @@ def import_cli(
     output: OutputOpt = "table",
 ) -> None:
     """Verify and import an artifact, pinned as <plex>/<role>@<digest12> (deploy's images stay)."""
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.images import already_imported, import_image, open_artifact
 
     as_json = check_output(output)
@@ -174,7 +174,7 @@ def prune_cli(
     output: OutputOpt = "table",
 ) -> None:
     """Delete old generations no alias, channel or node uses, and unneeded package layers."""
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.images import apply_prune, plan_prune
     from plex.store.lock import plex_lock
 

@@ -29,7 +29,7 @@ def nightly_cli(
     Any failure leaves stable untouched and exits non-zero; the report (JSON + HTML) is
     written under the state dir either way.
     """
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services.nightly import run_nightly
 
     as_json = check_output(output)

@@ -60,7 +60,7 @@ def load_images_file(path: Path) -> dict[Role, ImageRef]:
 
 
 def observe(plex: Plex) -> Observed:
-    from plex.backends.incus import connect  # pylxd only when a daemon is really wanted
+    from plex.backends.incus.client import connect  # pylxd only when a daemon is really wanted
 
     incus = connect(plex.incus, create=False)  # planning never creates anything
     try:

@@ -103,7 +103,7 @@ def _cache(p: Plex) -> ops.Cache:
         from plex.backends.docker import SdkDocker
 
         return ops.DockerCache(p, SdkDocker())
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
 
     return ops.IncusCache(p, connect(p.incus))
 
@@ -123,7 +123,7 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False, output: OutputOpt
 
         result = ops.up_docker(p, SdkDocker())
     else:
-        from plex.backends.incus import connect
+        from plex.backends.incus.client import connect
 
         def report(node: str, msg: str) -> None:
             if not as_json:
@@ -212,7 +212,7 @@ def _check_upstreams(p: Plex) -> None:
     exit 5."""
     if p.registry.runtime is not Runtime.INCUS:
         return  # the Docker host's own resolver and routes: nothing plex configured
-    from plex.backends.incus import connect
+    from plex.backends.incus.client import connect
     from plex.services import registry as ops
 
     failed = ops.upstream_failures(p, connect(p.incus), project_root())

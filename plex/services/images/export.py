@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from plex.backends.incus import ImageInfo, Incus
+from plex.backends.incus.protocol import ImageInfo, Incus
 from plex.errors import ArtifactError, UsageError
 from plex.model.plex import Role
 from plex.services.images.manifest import Manifest, artifact_name, manifest_path_for, write_manifest

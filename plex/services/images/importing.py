@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plex.backends.incus import ImageInfo, Incus
+from plex.backends.incus.protocol import ImageInfo, Incus
 from plex.errors import ArtifactError
 from plex.model.image import digest_alias
 from plex.services.images.export import image_by_fingerprint

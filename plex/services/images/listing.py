@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.model.image import image_alias
 from plex.model.observed import Observed
 from plex.store.catalog import load_catalog

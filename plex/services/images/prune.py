@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.errors import UsageError
 from plex.model.image import digest_alias, image_alias, package_alias
 from plex.services import pristine

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from plex.backends.docker import Docker
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.spec import registry_cache_path, registry_volume
 from plex.errors import BackendError
 from plex.model.plex import Plex

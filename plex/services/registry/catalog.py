@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.probes import load_probes, run_probe, upstream_probes
 from plex.errors import BackendError, ProbeError
 from plex.model.plex import Engine, Plex

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plex.backends.docker import LABEL_PLEX, LABEL_SPEC, ContainerFile, ContainerSpec, Docker
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan
 from plex.deploy.spec import registry_volume
 from plex.model.plex import Engine, Plex, Role

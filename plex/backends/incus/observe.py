@@ -1,0 +1,123 @@
+"""Read-only views: a plex's instances and aliases (Observed), its build instances, the
+neighbours on a network (every project), and the cluster's members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plex.backends.incus.rest import IncusRest
+from plex.model import owner
+from plex.model.observed import Observed, ObservedInstance, owned
+from plex.plexfile.crosscheck import Neighbour
+
+
+def _observed(inst: dict[str, Any]) -> ObservedInstance:
+    """The snapshot of one instance: only plex's own config keys, never a lazy API object."""
+    config = inst.get("config") or {}
+    return ObservedInstance(
+        name=inst["name"],
+        status=inst.get("status", "Unknown"),
+        uuid=config.get("volatile.uuid", ""),
+        config={k: v for k, v in config.items() if k.startswith(owner.PREFIX)},
+        location=inst.get("location") or None,
+        type=inst.get("type", "container"),
+    )
+
+
+def _addresses(inst: dict[str, Any], nics: list[dict[str, str]]) -> tuple[str, ...]:
+    """The NICs' configured IPv4 addresses and the instance's live global ones."""
+    addrs = {d["ipv4.address"] for d in nics if d.get("ipv4.address")}
+    for iface in ((inst.get("state") or {}).get("network") or {}).values():
+        addrs |= {
+            a["address"]
+            for a in iface.get("addresses") or []
+            if a.get("family") == "inet" and a.get("scope") == "global"
+        }
+    return tuple(sorted(addrs))
+
+
+class Observe(IncusRest):
+    def _instances_full(self) -> list[dict[str, Any]]:
+        return self.sync("GET", "instances", params={"recursion": "1"}) or []
+
+    def observe(self, plex: str) -> Observed:
+        """Read-only: the instances and aliases of `plex` in the project. Others are ignored."""
+        instances = {}
+        for inst in self._instances_full():
+            config = inst.get("config") or {}
+            if not config and inst.get("location") and inst["name"].startswith(f"{plex}-"):
+                # On a member that is down Incus lists only name, location and status Error:
+                # a node name of this plex is taken to be its node, known only as unreachable
+                # (plex never acts on it, so a wrong guess touches nothing).
+                inst = {**inst, "config": {owner.PLEX: plex, owner.NODE: inst["name"]}}
+                config = inst["config"]
+            if not owned(config, plex) or config.get(owner.BUILD):
+                continue
+            instances[inst["name"]] = _observed(inst)
+        aliases = {
+            a["name"]: a["target"]
+            for a in self.sync("GET", "images/aliases", params={"recursion": "1"}) or []
+        }
+        return Observed(
+            plex=plex,
+            project=self.project,
+            instances=instances,
+            aliases=aliases,
+            members=self.members(),
+        )
+
+    def observe_builds(self, plex: str) -> list[ObservedInstance]:
+        """Transient bake instances of `plex` (marked with user.plex.build)."""
+        return [
+            _observed(inst)
+            for inst in self._instances_full()
+            if owned(inst.get("config") or {}, plex) and (inst.get("config") or {}).get(owner.BUILD)
+        ]
+
+    def neighbours(self, network: str) -> list[Neighbour]:
+        """Every instance with a NIC on `network`, in every project, with its configured and
+        live IPv4 addresses (read-only: for the collision check before a deploy creates)."""
+        insts = self.sync(
+            "GET",
+            "instances",
+            project=False,
+            what="list instances",
+            params={"all-projects": "true", "recursion": "2"},
+        )
+        out = []
+        for inst in insts or []:
+            nics = [
+                d
+                for d in (inst.get("expanded_devices") or {}).values()
+                if d.get("type") == "nic" and d.get("network") == network
+            ]
+            if nics:
+                out.append(
+                    Neighbour(
+                        project=inst.get("project", "default"),
+                        name=inst["name"],
+                        addresses=_addresses(inst, nics),
+                        plex=(inst.get("config") or {}).get(owner.PLEX),
+                    )
+                )
+        return out
+
+    def members(self) -> dict[str, str]:
+        """Cluster members -> "" when online, else why not ("Offline: <Incus's message>");
+        empty on a standalone server."""
+        if not (self.host_info.get("environment") or {}).get("server_clustered"):
+            return {}
+        members = self.sync(
+            "GET",
+            "cluster/members",
+            project=False,
+            params={"recursion": "1"},
+            what="cluster members",
+        )
+        out = {}
+        for m in members or []:
+            status = str(m.get("status", ""))
+            out[m["server_name"]] = (
+                "" if status == "Online" else (f"{status}: {m.get('message', '')}".rstrip(": "))
+            )
+        return out
