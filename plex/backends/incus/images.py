@@ -7,6 +7,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from requests_toolbelt.multipart.encoder import MultipartEncoder
+
 from plex.backends.incus.multipart import boundary, split_multipart
 from plex.backends.incus.protocol import ImageInfo
 from plex.backends.incus.rest import IncusRest
@@ -68,11 +70,16 @@ class Images(IncusRest):
             else:
                 root_f = stack.enter_context(rootfs.open("rb"))
                 # Multipart: the metadata part first, then the rootfs (Incus requires this order).
-                files = [
-                    ("metadata", (metadata.name, meta_f, OCTETS)),
-                    ("rootfs.img" if vm else "rootfs", (rootfs.name, root_f, OCTETS)),
-                ]
-                meta = self.sync("POST", "images", files=files, headers=headers, what=what)
+                # Streamed from the files (requests' own `files=` builds the whole body in
+                # memory: a VM disk is gigabytes).
+                body = MultipartEncoder(
+                    [
+                        ("metadata", (metadata.name, meta_f, OCTETS)),
+                        ("rootfs.img" if vm else "rootfs", (rootfs.name, root_f, OCTETS)),
+                    ]
+                )
+                headers["Content-Type"] = body.content_type
+                meta = self.sync("POST", "images", data=body, headers=headers, what=what)
         fp: str = meta["metadata"]["fingerprint"]
         return fp
 
