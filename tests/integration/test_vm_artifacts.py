@@ -45,7 +45,7 @@ MAX_EXTRA_MIB = 96
 CHILD = """
 import json, resource, sys
 from pathlib import Path
-from plex.backends.incus import connect
+from plex.backends.incus.client import connect
 from plex.model.plex import IncusConfig
 from plex.services import images as art
 
