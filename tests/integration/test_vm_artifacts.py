@@ -112,7 +112,7 @@ def test_vm_image_export_import_streams_the_qcow2(  # type: ignore[no-untyped-de
         "plex.package_digest": PKG,
     }
     fp = import_vm_image(incus, qcow2, f"plex {PLEX}/{ROLE} (vm)", props)
-    img = incus._sync("GET", f"images/{fp}", what="image")
+    img = incus.sync("GET", f"images/{fp}", what="image")
     assert img["type"] == "virtual-machine"
     save_catalog(
         load_catalog(PLEX).record(
@@ -152,7 +152,7 @@ def test_vm_image_export_import_streams_the_qcow2(  # type: ignore[no-untyped-de
         imported = run_child(session_project, "import", artifact)
         back = incus.image_by_alias(digest_alias(PLEX, ROLE, DIGEST))
         assert back is not None and back.fingerprint == manifest.sha256
-        got = incus._sync("GET", f"images/{back.fingerprint}", what="image")
+        got = incus.sync("GET", f"images/{back.fingerprint}", what="image")
         assert got["type"] == "virtual-machine"
         assert got["properties"]["plex.virt"] == "vm"
         entry = load_catalog(PLEX).find(ROLE, DIGEST)
