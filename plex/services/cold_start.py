@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.probes import Probe, ProbeResult, ProbeSet, expand, probe_vip, run_probe
 from plex.errors import Interrupted
 from plex.model import owner, topology

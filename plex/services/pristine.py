@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from plex.backends.incus import Incus
+from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan, Verb
 from plex.model import owner
 from plex.model.observed import Observed, owned
