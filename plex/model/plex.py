@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from plex.model.enums import Addressing, Cni, Engine, Role, Runtime, Virt, VrrpMode
+from plex.model.sizes import SIZE_PATTERN
 
 # Re-exported: the plex definition's fixed sets are imported from here across plex.
 __all__ = ["Addressing", "Cni", "Engine", "Role", "Runtime", "Virt", "VrrpMode"]
@@ -22,7 +23,7 @@ LABEL_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_RE = re.compile(
     r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
-SIZE_RE = re.compile(r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+SIZE_RE = re.compile(SIZE_PATTERN)
 DURATION_RE = re.compile(r"^(?=.)(\d+h)?(\d+m)?$")  # 1h, 30m, 1h30m: not empty
 RKE2_VERSION = r"v\d+\.\d+\.\d+\+rke2r\d+"
 

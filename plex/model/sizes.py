@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# What a plex file may write for memory, disk and cache sizes (plex.model.plex.Size).
+SIZE_PATTERN = r"^\d+(\.\d+)?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+
 
 def human_size(n: float | None, zero: str = "-") -> str:
     """`17 B`, `512.0 KiB`, `1.5 GiB`; None (unknown) is "-", 0 is `zero`."""

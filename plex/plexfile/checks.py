@@ -8,6 +8,7 @@ from typing import Literal
 
 from plex.model.plex import LABEL_RE, Plex, Role
 from plex.model.reboot import kured_enabled, kured_window
+from plex.plexfile.yamlfile import dotted
 
 # Incus instance names and DNS labels: 63 characters.
 MAX_NODE_NAME = 63
@@ -21,10 +22,7 @@ class Problem:
 
     @property
     def path(self) -> str:
-        out = ""
-        for part in self.loc:
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-        return out
+        return dotted(self.loc)
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

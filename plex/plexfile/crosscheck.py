@@ -15,12 +15,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from plex.errors import ConfigError
 from plex.model import topology
 from plex.model.plex import Plex
-from plex.plexfile.load import _line_map
 
 
 @dataclass(frozen=True)
@@ -29,14 +27,6 @@ class PlexFile:
 
     plex: Plex
     lines: dict[tuple[str | int, ...], int]
-
-    @classmethod
-    def read(cls, plex: Plex) -> PlexFile:
-        try:
-            text = Path(plex.source).read_text(encoding="utf-8")
-        except OSError:
-            return cls(plex, {})
-        return cls(plex, _line_map(text)[0])
 
     @property
     def file(self) -> str:

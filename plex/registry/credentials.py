@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-import yaml
-
-from plex.errors import ConfigError
+from plex.errors import ConfigError, ConfigErrors
 from plex.model.plex import Plex
+from plex.plexfile.yamlfile import parse_yaml
 
 MASK = "********"
 FIELDS = ("username", "password")
@@ -111,43 +110,15 @@ def _check_mode(path: Path) -> None:
         )
 
 
-def _line_map(text: str) -> dict[tuple[str, ...], int]:
-    """1-based lines of `name` and `name.key` entries, for error messages (two levels suffice).
-
-    Own small walker rather than plex.plexfile.load's: this file has a fixed, shallow shape.
-    """
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    if not isinstance(root, yaml.MappingNode):
-        return lines
-    for k, v in root.value:
-        if not isinstance(k, yaml.ScalarNode):
-            continue
-        lines[(k.value,)] = k.start_mark.line + 1
-        if isinstance(v, yaml.MappingNode):
-            for k2, _ in v.value:
-                if isinstance(k2, yaml.ScalarNode):
-                    lines[(k.value, k2.value)] = k2.start_mark.line + 1
-    return lines
-
-
 def parse_credentials(text: str, file: str) -> Credentials:
     """Validate credentials YAML text. Errors name the file, line and field, never a value."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        # Only the problem, never the snippet: the snippet could be a password.
-        raise ConfigError(
-            file, "", f"invalid YAML: {getattr(e, 'problem', None) or 'syntax'}", line
-        ) from None
-    if data is None:
-        data = {}
-    lines = _line_map(text)
+        # The one loader: its errors carry a path and a line, never a snippet of the file.
+        doc = parse_yaml(text, file)
+    except ConfigErrors as e:
+        raise e.errors[0] from None
+    data = {} if doc.data is None else doc.data
+    lines = doc.lines
     if not isinstance(data, dict):
         raise ConfigError(file, "", f"must be a mapping of upstream names, like {EXAMPLE}", 1)
     logins: dict[str, Login] = {}

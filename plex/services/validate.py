@@ -19,7 +19,7 @@ from plex.model import topology
 from plex.model.plex import Plex
 from plex.plexfile.checks import warnings
 from plex.plexfile.crosscheck import PlexFile, cross_check
-from plex.plexfile.load import load_plex, with_line
+from plex.plexfile.load import load_plex_doc, with_line
 from plex.registry.engines import engine_files
 from plex.registry.mirrors import node_files
 from plex.services.smoke import smoke_image
@@ -66,12 +66,12 @@ def validate(paths: Sequence[Path], images: Path) -> Validation:
     files: list[PlexFile] = []
     for p in paths:
         try:
-            plex = load_plex(p)
+            plex, doc = load_plex_doc(p)
         except ConfigErrors as e:
             out.errors.extend(e.errors)
             continue
         out.plexes.append(plex)
-        pf = PlexFile.read(plex)
+        pf = PlexFile(plex, doc.lines)
         files.append(pf)
         out.warnings.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
         errors, warns = later_rules(plex, images)
