@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from plex.bake.render import Renderer
 from plex.errors import ConfigError, ConfigErrors
+from plex.model.base_file import BaseFile
 from plex.model.plex import Engine, Plex, Role
-
-# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from plex.model.recipe_file import RecipeFile
+from plex.plexfile.yamlfile import YamlDoc, load_model
 
 RECIPE_FORMAT = 1  # bump when the meaning of a recipe changes, to rebuild every layer
 ARTIFACT_DIR = "/tmp/plex-artifacts"  # noqa: S108 - inside the image being built
@@ -94,45 +92,6 @@ class BaseImage:
         return tuple(self.data.get("packages", ()))
 
 
-_RECIPE_KEYS = {
-    "role",
-    "include",
-    "packages",
-    "artifacts",
-    "files",
-    "services",
-    "commands",
-    "validate",
-}
-
-
-def _recipe_error(file: Path, path: str, problem: str) -> ConfigErrors:
-    return ConfigErrors([ConfigError(str(file), path, problem)])
-
-
-def _load_yaml(file: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(file.read_text(), Loader=_LOADER)  # noqa: S506
-    except FileNotFoundError:
-        raise _recipe_error(file, "", "recipe file not found") from None
-    except yaml.YAMLError as e:
-        raise _recipe_error(file, "", f"invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise _recipe_error(file, "", "a recipe must be a mapping")
-    unknown = set(data) - _RECIPE_KEYS
-    if unknown:
-        raise _recipe_error(file, sorted(unknown)[0], "unknown key")
-    return data
-
-
-def _str_list(file: Path, path: str, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _recipe_error(file, path, "must be a list of strings")
-    return tuple(value)
-
-
 def recipe_file(bake_dir: Path, role: Role, engine: Engine) -> Path:
     # The registry role's content depends on the engine: one recipe per engine.
     if role is Role.REGISTRY:
@@ -141,92 +100,65 @@ def recipe_file(bake_dir: Path, role: Role, engine: Engine) -> Path:
 
 
 def load_role_recipe(bake_dir: Path, role: Role, engine: Engine = Engine.ZOT) -> RoleRecipe:
+    """The role's recipe, includes first; ConfigErrors (file:line: field) for a broken one."""
     main = recipe_file(bake_dir, role, engine)
-    data = _load_yaml(main)
-    parts: list[tuple[Path, dict[str, Any]]] = []
-    for inc in _str_list(main, "include", data.get("include")):
-        parts.append((bake_dir / f"{inc}.yaml", _load_yaml(bake_dir / f"{inc}.yaml")))
-    parts.append((main, data))
+    own, doc = load_model(main, RecipeFile, "recipe file")
+    parts: list[tuple[Path, RecipeFile, YamlDoc]] = []
+    for i, inc in enumerate(own.include):
+        file = bake_dir / f"{inc}.yaml"
+        if not file.is_file():
+            raise ConfigErrors([doc.error(("include", i), f"no recipe {file}")])
+        parts.append((file, *load_model(file, RecipeFile, "recipe file")))
+    parts.append((main, own, doc))
+    # A template that does not exist would fail the bake after its downloads: say so now.
+    missing = [
+        d.error(("files", i, "template"), f"no template {bake_dir / 'templates' / f.template}")
+        for _, part, d in parts
+        for i, f in enumerate(part.files)
+        if not (bake_dir / "templates" / f.template).is_file()
+    ]
+    if missing:
+        raise ConfigErrors(missing)
 
     packages: dict[str, list[str]] = {}
-    artifacts: list[ArtifactSpec] = []
     files: dict[str, FileSpec] = {}
     services: dict[str, list[str]] = {}
-    pkg_cmds: list[str] = []
-    plex_cmds: list[str] = []
-    validate: list[str] = []
-    for file, part in parts:
-        pk = part.get("packages") or {}
-        if not isinstance(pk, dict):
-            raise _recipe_error(file, "packages", "must map an OS family to a package list")
-        for family, names in pk.items():
-            packages.setdefault(family, []).extend(_str_list(file, f"packages.{family}", names))
-        for i, a in enumerate(part.get("artifacts") or []):
-            if not isinstance(a, dict) or "name" not in a:
-                raise _recipe_error(file, f"artifacts[{i}]", "needs a name")
-            if a.get("when") not in (None, "airgap"):
-                raise _recipe_error(file, f"artifacts[{i}].when", "must be airgap")
-            artifacts.append(
-                ArtifactSpec(
-                    a["name"],
-                    _str_list(file, f"artifacts[{i}].install", a.get("install")),
-                    a.get("when"),
-                )
-            )
-        for i, f in enumerate(part.get("files") or []):
-            if not isinstance(f, dict) or not {"path", "template"} <= set(f):
-                raise _recipe_error(file, f"files[{i}]", "needs path and template")
-            extra = set(f) - {"path", "template", "mode", "per_node", "expand"}
-            if extra:
-                raise _recipe_error(file, f"files[{i}].{sorted(extra)[0]}", "unknown key")
-            try:
-                mode = int(str(f.get("mode", "0644")), 8)
-            except ValueError:
-                raise _recipe_error(file, f"files[{i}].mode", "must be octal like 0644") from None
+    for _, part, _ in parts:
+        for family, names in part.packages.items():
+            packages.setdefault(family, []).extend(names)
+        for f in part.files:
             # A later entry for the same path (the role's) overrides an included one.
-            files[f["path"]] = FileSpec(
-                f["path"], f["template"], mode, bool(f.get("per_node", False)), f.get("expand")
-            )
-        svc = part.get("services") or []
-        # A list applies to every OS family; a mapping names units per family (ssh is
-        # `ssh` on Debian and `sshd` on openSUSE), with `all` for the common ones.
-        for family, names in svc.items() if isinstance(svc, dict) else [("all", svc)]:
-            services.setdefault(family, []).extend(
-                _str_list(
-                    file, f"services.{family}" if isinstance(svc, dict) else "services", names
-                )
-            )
-        cmds = part.get("commands") or {}
-        if not isinstance(cmds, dict) or set(cmds) - {"package", "plex"}:
-            raise _recipe_error(file, "commands", "must have only package: and plex: lists")
-        pkg_cmds.extend(_str_list(file, "commands.package", cmds.get("package")))
-        plex_cmds.extend(_str_list(file, "commands.plex", cmds.get("plex")))
-        validate.extend(_str_list(file, "validate", part.get("validate")))
+            files[f.path] = FileSpec(f.path, f.template, int(f.mode, 8), f.per_node, f.expand)
+        for family, units in part.services.items():
+            services.setdefault(family, []).extend(units)
     return RoleRecipe(
         role=role,
         packages={k: tuple(dict.fromkeys(v)) for k, v in packages.items()},
-        artifacts=tuple(artifacts),
+        artifacts=tuple(
+            ArtifactSpec(a.name, a.install, a.when) for _, part, _ in parts for a in part.artifacts
+        ),
         files=tuple(files.values()),
         services={k: tuple(dict.fromkeys(v)) for k, v in services.items()},
-        package_commands=tuple(pkg_cmds),
-        plex_commands=tuple(plex_cmds),
-        validate=tuple(validate),
-        sources=tuple(str(p) for p, _ in parts),
+        package_commands=tuple(c for _, part, _ in parts for c in part.commands.package),
+        plex_commands=tuple(c for _, part, _ in parts for c in part.commands.plex),
+        validate=tuple(c for _, part, _ in parts for c in part.validate_),
+        sources=tuple(str(p) for p, _, _ in parts),
     )
 
 
 def load_base_image(images_dir: Path, name: str) -> BaseImage:
     file = images_dir / f"{name}.yaml"
-    try:
-        data = yaml.load(file.read_text(), Loader=_LOADER)  # noqa: S506
-    except FileNotFoundError:
+    if not file.is_file():
         known = sorted(p.stem for p in images_dir.glob("*.yaml"))
         raise ConfigErrors(
             [ConfigError(str(file), "", f"no base image '{name}' (known: {', '.join(known)})")]
-        ) from None
-    if not isinstance(data, dict) or not {"name", "kind", "family"} <= set(data):
-        raise _recipe_error(file, "", "needs name, kind and family")
-    return BaseImage(data["name"], data["kind"], data["family"], data)
+        )
+    base, doc = load_model(file, BaseFile, "base image")
+    missing = base.missing()
+    if missing:
+        raise ConfigErrors([doc.error((k,), f"required for a {base.kind} base") for k in missing])
+    # The definition as written (not the model's defaults): it is hashed into the package layer.
+    return BaseImage(base.name, base.kind, base.family, doc.data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from plex.errors import ConfigError, ConfigErrors, ProbeError
+from plex.errors import ProbeError
 from plex.model import topology
 from plex.model.identity import Identity
 from plex.model.plex import Engine, Plex, Role
+from plex.model.probe_file import ProbeEntry, ProbesFile
 from plex.model.topology import Node
-
-# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from plex.plexfile.yamlfile import load_model
 
 KUBECTL = "/var/lib/rancher/rke2/bin/kubectl"
 KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
@@ -74,36 +71,14 @@ class ProbeSet:
         return (*self.common, *self.roles.get(role.value, ()))
 
 
-_KEYS = {"name", "run", "expect", "timeout", "interval", "runs_on", "per_port", "per_upstream"}
-
-
 def load_probes(path: Path) -> ProbeSet:
-    try:
-        data = yaml.load(path.read_text(), Loader=_LOADER)  # noqa: S506
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigErrors([ConfigError(str(path), "", f"cannot read probes: {e}")]) from None
+    """deploy/probes.yaml; ConfigErrors (file:line: field) for a broken one."""
+    probes = load_model(path, ProbesFile, "probes file")[0]
 
-    def parse(items: Any, where: str) -> tuple[Probe, ...]:
-        out = []
-        for i, item in enumerate(items or []):
-            loc = f"{where}[{i}]"
-            if not isinstance(item, dict) or not {"name", "run"} <= set(item):
-                raise ConfigErrors([ConfigError(str(path), loc, "a probe needs name and run")])
-            if set(item) - _KEYS:
-                raise ConfigErrors(
-                    [ConfigError(str(path), f"{loc}.{sorted(set(item) - _KEYS)[0]}", "unknown key")]
-                )
-            if item.get("runs_on", "self") not in ("self", "master"):
-                raise ConfigErrors(
-                    [ConfigError(str(path), f"{loc}.runs_on", "must be self or master")]
-                )
-            out.append(Probe(**item))
-        return tuple(out)
+    def parse(entries: tuple[ProbeEntry, ...]) -> tuple[Probe, ...]:
+        return tuple(Probe(**e.model_dump()) for e in entries)
 
-    roles = data.get("roles") or {}
-    return ProbeSet(
-        parse(data.get("common"), "common"), {r: parse(v, f"roles.{r}") for r, v in roles.items()}
-    )
+    return ProbeSet(parse(probes.common), {r.value: parse(v) for r, v in probes.roles.items()})
 
 
 def registry_ports(plex: Plex) -> list[int]:

@@ -22,21 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from plex.deploy.kured import server_manifests
-from plex.errors import ConfigError, ConfigErrors
+from plex.errors import ConfigError
 from plex.model import owner
 from plex.model.image import ImageRef
 from plex.model.plex import Engine, Plex, Role, Virt
+from plex.model.profile_file import ProfileFile
 from plex.model.topology import Node
 from plex.plexfile.bootstrap import Manifest
 from plex.plexfile.bootstrap import digest as bootstrap_digest
+from plex.plexfile.yamlfile import load_model
 from plex.registry import distribution, zot
-
-# libyaml when available: recipes and profiles are read on every bake, even a no-op one.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROOT_DEVICE = "root"
 NIC_DEVICE = "eth0"
@@ -69,21 +65,6 @@ def _incus_value(v: str | bool | int | float) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
-
-
-Scalar = str | bool | int | float
-
-
-class _Layer(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    config: dict[str, Scalar] = Field(default_factory=dict)
-    devices: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
-
-
-class _ProfileFile(_Layer):
-    container: _Layer = _Layer()
-    vm: _Layer = _Layer()
 
 
 @dataclass(frozen=True)
@@ -124,25 +105,11 @@ def load_profile(role: Role, virt: Virt, directory: Path | None = None) -> RoleP
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_profile(path: str, mtime_ns: int) -> _ProfileFile:
+def _parse_profile(path: str, mtime_ns: int) -> ProfileFile:
     # Cached by modification time: every plan reads every role's file, and YAML parsing is
     # most of a plan's cost; an edited file has a new mtime and is read again.
     del mtime_ns
-    try:
-        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506
-    except FileNotFoundError:
-        raise ConfigError(path, "", "missing role profile") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, "", f"invalid YAML: {getattr(e, 'problem', e)}") from None
-    try:
-        return _ProfileFile.model_validate(data or {})
-    except ValidationError as e:
-        raise ConfigErrors(
-            [
-                ConfigError(path, ".".join(str(p) for p in err["loc"]), err["msg"].lower())
-                for err in e.errors()
-            ]
-        ) from None
+    return load_model(Path(path), ProfileFile, "role profile")[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -242,6 +242,10 @@ def describe(err: dict[str, Any]) -> str:
         pattern = err.get("ctx", {}).get("pattern", "")
         like = "a size like 2GiB" if pattern == SIZE_PATTERN else f"like {pattern}"
         return f"'{err.get('input')}' is not {like}"
+    if kind == "invalid_key":
+        key = err.get("input")
+        why = " (YAML reads on/off/yes/no as booleans: quote it)" if isinstance(key, bool) else ""
+        return f"the key {key!r} is not a string{why}"
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if kind in ("model_type", "dict_type"):
@@ -269,4 +273,6 @@ def yaml_type(value: object) -> str:
 def _loc(err: dict[str, Any]) -> Loc:
     # pydantic marks a bad mapping key with a trailing '[key]': the key itself is the path.
     # (The models have no unions that pydantic would tag in loc: see IncusConfig._verify.)
-    return tuple(p for p in err["loc"] if p != "[key]")
+    # A key that is not a string at all ends its loc with a position: the mapping is the path.
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    return loc[:-1] if err["type"] == "invalid_key" else loc

@@ -3,17 +3,22 @@
 Loading checks the file itself (YAML, schema, cross-field rules, CA files). The rules checked
 here are the ones the later steps apply to the loaded plex: the registry engine's (upstream
 names it can serve, TLS, ports), the nightly smoke image against the registry upstreams, and
-each role's base image (it exists; a VM role's is a qcow2 base). Each problem comes back with
-the plex file's line of its field, like a load error.
+each role's base image (it exists; a VM role's is a qcow2 base), and the data files bake and
+deploy read for it (role recipes, probes, role profiles), loaded as they load them. Each problem
+comes back with file:line of its field, like a load error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from plex.bake.bases import base_problems
+from plex.bake.recipe import load_role_recipe
+from plex.deploy.probes import load_probes
+from plex.deploy.spec import load_profile
 from plex.errors import ConfigError, ConfigErrors, PlexError
 from plex.model import topology
 from plex.model.plex import Plex
@@ -60,10 +65,32 @@ def later_rules(plex: Plex, images: Path) -> tuple[list[ConfigError], list[Confi
     return errors, warns
 
 
-def validate(paths: Sequence[Path], images: Path) -> Validation:
-    """Validate every file; collect all problems instead of stopping at the first file."""
+def data_file_problems(plex: Plex, root: Path) -> list[ConfigError]:
+    """The recipes, probes and role profiles the plex's roles use, each loaded as bake and
+    deploy load them: a broken one is file:line: field of that file. (Base images: later_rules.)"""
+    errors: list[ConfigError] = []
+    loads: list[Callable[[], object]] = [lambda: load_probes(root / "deploy" / "probes.yaml")]
+    for role, rc in plex.roles.items():
+        if rc.count == 0:
+            continue
+        virt = plex.os_for(role).virt
+        loads.append(partial(load_role_recipe, root / "bake", role, plex.registry.engine))
+        loads.append(partial(load_profile, role, virt, root / "deploy" / "profiles"))
+    for load in loads:
+        try:
+            load()
+        except PlexError as e:
+            errors += _errors(e, plex)
+    return errors
+
+
+def validate(paths: Sequence[Path], root: Path) -> Validation:
+    """Validate every file, and the bake/, deploy/ and images/ files under `root` that they
+    use; collect all problems instead of stopping at the first file."""
+    images = root / "images"
     out = Validation()
     files: list[PlexFile] = []
+    seen: set[str] = set()
     for p in paths:
         try:
             plex, doc = load_plex_doc(p)
@@ -75,7 +102,12 @@ def validate(paths: Sequence[Path], images: Path) -> Validation:
         files.append(pf)
         out.warnings.extend(f"{p}: {w.path}: {w.message}" for w in warnings(plex))
         errors, warns = later_rules(plex, images)
-        out.errors.extend(with_line(e, pf.lines) for e in errors)
+        # The plex file's lines for its own fields only (a base image's error has its own).
+        errors = [with_line(e, pf.lines) if e.file == plex.source else e for e in errors]
+        for e in [*errors, *data_file_problems(plex, root)]:
+            if e.message not in seen:  # a file several roles or plexes use: reported once
+                seen.add(e.message)
+                out.errors.append(e)
         out.warnings.extend(with_line(w, pf.lines).message for w in warns)
     # Plexes against each other: what two plexes on one network must not share.
     out.errors.extend(cross_check(files))

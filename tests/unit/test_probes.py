@@ -46,7 +46,10 @@ def test_probe_variables_are_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_unknown_probe_key_names_its_path(tmp_path: Path) -> None:
     f = tmp_path / "probes.yaml"
     f.write_text("common:\n  - {name: x, run: 'true', on: master}\n")
-    with pytest.raises(ConfigErrors, match=r"common\[0\]\.True: unknown key"):
+    with pytest.raises(
+        ConfigErrors,
+        match=r"probes.yaml:2: common\[0\]: the key True is not a string \(YAML reads on/off",
+    ):
         load_probes(f)
 
 

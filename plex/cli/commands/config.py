@@ -24,7 +24,7 @@ def validate_cli(
     """Check plex files: one line per problem (file:line: field: what is wrong), exit 2."""
     from plex.services.validate import validate  # the bake-time rules: not for `plex --help`
 
-    result = validate(files, project_root() / "images")
+    result = validate(files, project_root())
     for w in result.warnings:
         ui.warn(w)
     if result.errors:
