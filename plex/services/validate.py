@@ -104,10 +104,10 @@ def validate(paths: Sequence[Path], root: Path) -> Validation:
         errors, warns = later_rules(plex, images)
         # The plex file's lines for its own fields only (a base image's error has its own).
         errors = [with_line(e, pf.lines) if e.file == plex.source else e for e in errors]
-        for e in [*errors, *data_file_problems(plex, root)]:
-            if e.message not in seen:  # a file several roles or plexes use: reported once
-                seen.add(e.message)
-                out.errors.append(e)
+        for err in [*errors, *data_file_problems(plex, root)]:
+            if err.message not in seen:  # a file several roles or plexes use: reported once
+                seen.add(err.message)
+                out.errors.append(err)
         out.warnings.extend(with_line(w, pf.lines).message for w in warns)
     # Plexes against each other: what two plexes on one network must not share.
     out.errors.extend(cross_check(files))

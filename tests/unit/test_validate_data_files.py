@@ -39,64 +39,77 @@ def test_the_shipped_files_pass(project: Path, cli: Cli) -> None:
     assert result.code == 0, result.err
 
 
-def check(cli: Cli, project: Path, expected: str) -> None:
+# (file, text replaced, replacement, text marking the line, the error: {f} file, {n} line)
+CASES = {
+    "recipe-unknown-key": (
+        "bake/lb.yaml",
+        "template: keepalived.conf.j2,",
+        "template: keepalived.conf.j2, owner: root,",
+        "owner: root",
+        "{f}:{n}: files[2].owner: unknown key",
+    ),
+    "recipe-unquoted-mode": (  # YAML 1.1 reads 0600 as the number 384
+        "bake/server.yaml",
+        'mode: "0600"',
+        "mode: 0600",
+        "mode: 0600",
+        '{f}:{n}: files[0].mode: 384 is not a quoted octal mode like "0644"',
+    ),
+    "recipe-missing-template": (
+        "bake/common.yaml",
+        "template: hosts.j2",
+        "template: hostz.j2",
+        "hostz.j2",
+        "{f}:{n}: files[0].template: no template {root}/bake/templates/hostz.j2",
+    ),
+    "recipe-key-given-twice": (
+        "bake/agent.yaml",
+        "role: agent\n",
+        "role: agent\nrole: server\n",
+        "role: server",
+        "{f}:{n}: role: key given twice (first on line 2)",
+    ),
+    "base-bad-family": (
+        "images/debian-bookworm.yaml",
+        "family: debian",
+        "family: ubuntu",
+        "family: ubuntu",
+        "{f}:{n}: family: input should be 'debian', 'suse' or 'alpine'",
+    ),
+    "base-missing-what-its-kind-needs": (
+        "images/debian-bookworm.yaml",
+        "suite: bookworm\n",
+        "",
+        None,
+        "{f}: suite: required for a mmdebstrap base",
+    ),
+    "probe-unknown-variable": (
+        "deploy/probes.yaml",
+        'expect: "^{ed25519}$"',
+        'expect: "^{ed2559}$"',
+        "{ed2559}",
+        "{f}:{n}: common[1].expect: unknown variable {{ed2559}} (known: address, api, "
+        "curl_tls, ed25519, kubeconfig, kubectl, node, port, rsa, upstream, upstream_url, vip)",
+    ),
+    "profile-device-not-a-mapping": (
+        "deploy/profiles/agent.yaml",
+        "    kmsg:\n      type: unix-char\n      source: /dev/kmsg\n      path: /dev/kmsg\n",
+        "    kmsg: /dev/kmsg\n",
+        "kmsg: /dev/kmsg",
+        "{f}:{n}: container.devices.kmsg: must be a mapping, not string",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_broken_data_file_is_one_line(case: str, project: Path, cli: Cli) -> None:
+    name, old, new, marker, expected = CASES[case]
+    f = project / name
+    edit(f, old, new)
+    n = line_of(f, marker) if marker else None
     result = cli("validate", str(project / "plexes" / "demo.yaml"))
     assert result.code == 2
-    assert result.err_lines == [f"error: {expected}"]
-
-
-def test_recipe_unknown_key(project: Path, cli: Cli) -> None:
-    f = project / "bake" / "lb.yaml"
-    edit(f, "template: keepalived.conf.j2,", "template: keepalived.conf.j2, owner: root,")
-    n = line_of(f, "owner: root")
-    check(cli, project, f"{f}:{n}: files[2].owner: unknown key")
-
-
-def test_recipe_unquoted_mode(project: Path, cli: Cli) -> None:
-    f = project / "bake" / "server.yaml"
-    edit(f, 'mode: "0600"', "mode: 0600")  # YAML 1.1: the number 384
-    n = line_of(f, "mode: 0600")
-    check(cli, project, f'{f}:{n}: files[0].mode: 384 is not a quoted octal mode like "0644"')
-
-
-def test_recipe_missing_template(project: Path, cli: Cli) -> None:
-    f = project / "bake" / "common.yaml"
-    edit(f, "template: hosts.j2", "template: hostz.j2")
-    n = line_of(f, "hostz.j2")
-    check(
-        cli, project, f"{f}:{n}: files[0].template: no template {project}/bake/templates/hostz.j2"
-    )
-
-
-def test_recipe_key_given_twice(project: Path, cli: Cli) -> None:
-    f = project / "bake" / "agent.yaml"
-    edit(f, "role: agent\n", "role: agent\nrole: server\n")
-    check(cli, project, f"{f}:3: role: key given twice (first on line 2)")
-
-
-def test_base_image_bad_family(project: Path, cli: Cli) -> None:
-    f = project / "images" / "debian-bookworm.yaml"
-    edit(f, "family: debian", "family: ubuntu")
-    n = line_of(f, "family: ubuntu")
-    check(cli, project, f"{f}:{n}: family: input should be 'debian', 'suse' or 'alpine'")
-
-
-def test_base_image_missing_what_its_kind_needs(project: Path, cli: Cli) -> None:
-    f = project / "images" / "debian-bookworm.yaml"
-    edit(f, "suite: bookworm\n", "")
-    check(cli, project, f"{f}: suite: required for a mmdebstrap base")
-
-
-def test_probe_unknown_variable(project: Path, cli: Cli) -> None:
-    f = project / "deploy" / "probes.yaml"
-    edit(f, 'expect: "^{ed25519}$"', 'expect: "^{ed2559}$"')
-    n = line_of(f, "{ed2559}")
-    check(
-        cli,
-        project,
-        f"{f}:{n}: common[1].expect: unknown variable {{ed2559}} (known: address, api, "
-        "curl_tls, ed25519, kubeconfig, kubectl, node, port, rsa, upstream, upstream_url, vip)",
-    )
+    assert result.err_lines == ["error: " + expected.format(f=f, n=n, root=project)]
 
 
 def test_probe_bad_regex_and_bad_role(project: Path, cli: Cli) -> None:
@@ -111,14 +124,3 @@ def test_probe_bad_regex_and_bad_role(project: Path, cli: Cli) -> None:
         "subpattern at position 1",
         f"error: {f}:{m}: roles.lbs: 'lbs' is not one of 'registry', 'lb', 'server' or 'agent'",
     ]
-
-
-def test_profile_device_not_a_mapping(project: Path, cli: Cli) -> None:
-    f = project / "deploy" / "profiles" / "agent.yaml"
-    edit(
-        f,
-        "    kmsg:\n      type: unix-char\n      source: /dev/kmsg\n      path: /dev/kmsg\n",
-        "    kmsg: /dev/kmsg\n",
-    )
-    n = line_of(f, "kmsg: /dev/kmsg")
-    check(cli, project, f"{f}:{n}: container.devices.kmsg: must be a mapping, not string")
