@@ -25,7 +25,6 @@ from plex.services.validate import validate
 from plex.store.catalog import Catalog, Entry, save_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "images"
 
 
 class SnapshotIncus:
@@ -285,7 +284,7 @@ def test_validate_reports_the_rules_bake_and_nightly_apply(
     tmp_path: Path, change: dict[str, Any], field: str, at: str, problem: str
 ) -> None:
     f = _plex_file(tmp_path, change)
-    errors = validate([f], IMAGES).errors
+    errors = validate([f], ROOT).errors
     assert errors, "validate accepted a plex that bake or nightly rejects"
     line = _line_of(f, at)
     assert any(
@@ -299,4 +298,4 @@ def test_validate_reports_the_rules_bake_and_nightly_apply(
 
 
 def test_the_shipped_plexes_pass_every_rule() -> None:
-    assert validate(sorted((ROOT / "plexes").glob("*.yaml")), IMAGES).errors == []
+    assert validate(sorted((ROOT / "plexes").glob("*.yaml")), ROOT).errors == []
