@@ -12,7 +12,6 @@ from plex.plexfile.load import load_plex
 from plex.services.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "images"
 
 
 def demo_data() -> dict:  # type: ignore[type-arg]
@@ -33,7 +32,7 @@ def test_a_copy_on_the_same_bridge_is_refused_naming_both_files_and_lines(tmp_pa
     other = demo_data()
     other["incus"]["project"] = "another-project"  # projects do not separate DNS names
     b = write(tmp_path / "b.yaml", other)
-    errors = validate([a, b], IMAGES).errors
+    errors = validate([a, b], ROOT).errors
     got = {e.path: e for e in errors}
     assert set(got) == {"network.cidr", "network.vip", "network.virtual_router_id", "name"}
     for path, key in (
@@ -63,7 +62,7 @@ def test_a_second_plex_with_its_own_cidr_vip_router_id_and_name_passes(tmp_path:
         }
     )
     b = write(tmp_path / "b.yaml", other)
-    assert validate([a, b], IMAGES).errors == []
+    assert validate([a, b], ROOT).errors == []
 
 
 def test_overlapping_cidrs_with_different_prefixes_are_caught(tmp_path: Path) -> None:
@@ -82,7 +81,7 @@ def test_overlapping_cidrs_with_different_prefixes_are_caught(tmp_path: Path) ->
     for role, off in (("registry", 5), ("lb", 11), ("server", 21), ("agent", 31)):
         other["roles"][role]["offset"] = off
     b = write(tmp_path / "b.yaml", other)
-    errors = validate([a, b], IMAGES).errors
+    errors = validate([a, b], ROOT).errors
     assert [e.path for e in errors] == ["network.cidr"]
     assert "10.77.0.128/25 overlaps 10.77.0.0/24 of plex 'demo'" in errors[0].message
 
@@ -92,11 +91,11 @@ def test_the_same_names_on_different_networks_are_fine(tmp_path: Path) -> None:
     other = demo_data()
     other["incus"]["network"] = "plexbr9"
     b = write(tmp_path / "b.yaml", other)
-    assert validate([a, b], IMAGES).errors == []
+    assert validate([a, b], ROOT).errors == []
 
 
 def test_the_shipped_plexes_do_not_collide() -> None:
-    assert validate(sorted((ROOT / "plexes").glob("*.yaml")), IMAGES).errors == []
+    assert validate(sorted((ROOT / "plexes").glob("*.yaml")), ROOT).errors == []
 
 
 @pytest.fixture
