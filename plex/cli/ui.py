@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -97,6 +97,40 @@ def progress() -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@contextmanager
+def progress_by(
+    label: Callable[[K], str], keys: Iterable[K] = ()
+) -> Iterator[Callable[[K, str], None]]:
+    """Progress for parallel work, one line per key (a node, a role): `report(key, message)`.
+
+    A key's line is added on its first message, or up front as "queued" for `keys`; every line
+    is marked done when the block ends without an error."""
+    with progress() as prog:
+        tasks = {k: prog.add_task("queued", label=label(k), total=None) for k in keys}
+
+        def report(key: K, msg: str) -> None:
+            if key in tasks:
+                prog.update(tasks[key], description=msg)
+            else:
+                tasks[key] = prog.add_task(msg, label=label(key), total=None)
+
+        yield report
+        for t in tasks.values():
+            prog.update(t, total=1, completed=1)
+
+
+def _itself(name: str) -> str:
+    return name
+
+
+def node_progress() -> AbstractContextManager[Callable[[str, str], None]]:
+    """`progress_by` nodes, each labelled with its name."""
+    return progress_by(_itself)
 
 
 def can_ask() -> bool:

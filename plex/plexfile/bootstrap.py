@@ -25,11 +25,14 @@ from plex.model.plex import Plex
 
 MANIFESTS_DIR = "/var/lib/rancher/rke2/server/manifests"
 EXTENSIONS = (".yaml", ".yml", ".json")
-# RKE2 writes its packaged charts here at start (rke2-canal.yaml, rke2-coredns.yaml, ...): a
-# user file with such a name would be overwritten, or would replace RKE2's own.
-RESERVED_PREFIX = "rke2-"
-# plex's own manifests (plex.deploy.kured) use this prefix.
-PLEX_PREFIX = "plex-"
+# Manifest names a user file may not take, and whose they are.
+RESERVED_PREFIXES = {
+    # RKE2 writes its packaged charts here at start (rke2-canal.yaml, rke2-coredns.yaml, ...):
+    # a user file with such a name would be overwritten, or would replace RKE2's own.
+    "rke2-": "RKE2 uses for its own packaged manifests",
+    # plex's own manifests (plex.deploy.kured).
+    "plex-": "plex uses for its own manifests (kured)",
+}
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,11 @@ def load_manifests(plex: Plex, extra: list[Manifest] | None = None) -> list[Mani
         for p in files:
             if p.name.startswith(".") or p.suffix not in EXTENSIONS or p.name in skips:
                 continue
-            if p.name.startswith(RESERVED_PREFIX):
-                raise ConfigError(
-                    str(p),
-                    "",
-                    f"'{p.name}' starts with '{RESERVED_PREFIX}', "
-                    "which RKE2 uses for its own packaged manifests; rename it",
-                )
-            if p.name.startswith(PLEX_PREFIX):
-                raise ConfigError(
-                    str(p),
-                    "",
-                    f"'{p.name}' starts with '{PLEX_PREFIX}', which "
-                    "plex uses for its own manifests (kured); rename it",
-                )
+            for prefix, whose in RESERVED_PREFIXES.items():
+                if p.name.startswith(prefix):
+                    raise ConfigError(
+                        str(p), "", f"'{p.name}' starts with '{prefix}', which {whose}; rename it"
+                    )
             data = p.read_bytes()
             _check_documents(str(p), data.decode("utf-8", errors="replace"))
             out.append(Manifest(p.name, data))

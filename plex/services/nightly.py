@@ -326,16 +326,3 @@ class Nightly:
     def prune(self) -> None:
         removed = prune(self.incus, self.plex.name, self.keep)
         self.run_state.pruned = [{"role": e.role, "digest": e.digest} for e in removed]
-
-
-def run_nightly(
-    plex: Plex,
-    incus: Incus,
-    root: Path,
-    *,
-    keep: int | None = None,
-    parallel: int = 4,
-    say: Say | None = None,
-) -> NightlyRun:
-    """One nightly; the result says whether it passed (see NightlyRun.raise_for_failure)."""
-    return Nightly(plex, incus, root, keep=keep, parallel=parallel, say=say).run()

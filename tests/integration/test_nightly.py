@@ -31,7 +31,7 @@ from plex.model.image import image_alias
 from plex.model.plex import NightlyConfig, Plex, Role
 from plex.services.bake import Baker, Paths
 from plex.services.destroy import destroy
-from plex.services.nightly import run_nightly
+from plex.services.nightly import Nightly
 from plex.services.nightly_report import load_history, report_dir
 from plex.store.catalog import load_catalog
 from plex.store.channels import Channel, channel_alias, channels_path, load_channels
@@ -105,7 +105,7 @@ def stable_state(incus: Any, p: Plex) -> dict[str, Any]:
 def test_full_nightly_passes_and_promotes(incus, staging) -> None:
     assert load_catalog(staging.name).channels.get("stable") is None  # nothing promoted yet
     start = time.monotonic()
-    run = run_nightly(staging, incus, ROOT)
+    run = Nightly(staging, incus, ROOT).run()
     RUNS["first_seconds"] = time.monotonic() - start
     assert run.ok, run.to_json()
     assert [s.status for s in run.steps] == ["ok"] * 5

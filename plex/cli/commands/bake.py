@@ -77,17 +77,9 @@ def _bake_containers(p: Plex, roles: list[Role], parallel: int, channel: str = "
     from plex.services.bake import Baker, Paths
 
     incus = connect(p.incus)
-    with ui.progress() as prog:
-        tasks = {r: prog.add_task("queued", label=f"{p.name}/{r.value}", total=None) for r in roles}
-
-        def report(role: Role, msg: str) -> None:
-            prog.update(tasks[role], description=msg)
-
+    with ui.progress_by(lambda r: f"{p.name}/{r.value}", roles) as report:
         baker = Baker(p, incus, Paths.under(project_root()), report, channel=channel)
-        results = baker.bake(roles, parallel=parallel)
-        for r in results:
-            prog.update(tasks[r.role], total=1, completed=1)
-    return results
+        return baker.bake(roles, parallel=parallel)
 
 
 def bake_vm_roles(plex: Plex, roles: list[Role], root: Path) -> list:  # type: ignore[type-arg]
@@ -102,19 +94,13 @@ def bake_vm_roles(plex: Plex, roles: list[Role], root: Path) -> list:  # type: i
     check_vm_bases(plex, roles, paths)  # a wrong base fails before any connection or download
     packer = PackerCli(env={"PACKER_CACHE_DIR": str(cache_root() / "packer")})
     incus = connect(plex.incus)
-    with ui.progress() as prog:
-        tasks = {
-            r: prog.add_task("queued", label=f"{plex.name}/{r.value}", total=None) for r in roles
-        }
+    with ui.progress_by(lambda r: f"{plex.name}/{r.value}", roles) as report:
 
-        def report(role: Role, msg: str) -> None:
+        def report_packer(role: Role, msg: str) -> None:
             # Packer output may hold '[...]', which rich would read as markup.
-            prog.update(tasks[role], description=msg[:100].replace("[", "\\["))
+            report(role, msg[:100].replace("[", "\\["))
 
-        results = VmBaker(plex, incus, packer, paths, report).bake(roles)
-        for r in results:
-            prog.update(tasks[r.role], total=1, completed=1)
-    return results
+        return VmBaker(plex, incus, packer, paths, report_packer).bake(roles)
 
 
 def _render(results: list, as_json: bool) -> None:  # type: ignore[type-arg]

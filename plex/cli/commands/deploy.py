@@ -111,17 +111,8 @@ def run_deploy(
         move_aliases(incus, moves)
         if plan.empty:
             return plan, None
-        with ui.progress() as prog:
-            tasks: dict[str, ui.TaskID] = {}
-
-            def report(node: str, msg: str) -> None:
-                if node not in tasks:
-                    tasks[node] = prog.add_task(msg, label=node, total=None)
-                prog.update(tasks[node], description=msg)
-
+        with ui.node_progress() as report:
             result = apply_plan(p, incus, plan, project_root(), parallel, report, force)
-            for t in tasks.values():
-                prog.update(t, total=1, completed=1)
     return plan, result
 
 
@@ -184,14 +175,7 @@ def deploy_cli(
 def _snapshot(p: Plex, parallel: int, as_json: bool) -> None:
     from plex.services.snapshot import take_snapshot
 
-    with ui.progress() as prog:
-        tasks: dict[str, ui.TaskID] = {}
-
-        def report(node: str, msg: str) -> None:
-            if node not in tasks:
-                tasks[node] = prog.add_task(msg, label=node, total=None)
-            prog.update(tasks[node], description=msg)
-
+    with ui.node_progress() as report:
         result = take_snapshot(p, _connect(p), project_root(), report, parallel)
     if as_json:
         ui.print_json(result.to_json())
@@ -247,14 +231,7 @@ def _reset_to(p: Plex, to: str, yes: bool, parallel: int, as_json: bool) -> None
     from plex.services.snapshot import reset_to
 
     confirm_or_refuse(f"reset {p.name} to its {to} snapshot (every node)?", yes, "not reset")
-    with ui.progress() as prog:
-        tasks: dict[str, ui.TaskID] = {}
-
-        def report(node: str, msg: str) -> None:
-            if node not in tasks:
-                tasks[node] = prog.add_task(msg, label=node, total=None)
-            prog.update(tasks[node], description=msg)
-
+    with ui.node_progress() as report:
         result = reset_to(p, _connect(p), project_root(), to, report, parallel)
     if as_json:
         ui.print_json(result.to_json())

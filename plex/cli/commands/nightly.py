@@ -30,7 +30,7 @@ def nightly_cli(
     written under the state dir either way.
     """
     from plex.backends.incus.client import connect
-    from plex.services.nightly import run_nightly
+    from plex.services.nightly import Nightly
 
     as_json = check_output(output)
     if keep is not None and keep < 1:
@@ -48,7 +48,7 @@ def nightly_cli(
         else:
             ui.info(f"  [dim]{step}: {msg.replace('[', '(')}[/dim]")
 
-    run = run_nightly(p, connect(p.incus), project_root(), keep=keep, parallel=parallel, say=say)
+    run = Nightly(p, connect(p.incus), project_root(), keep=keep, parallel=parallel, say=say).run()
     if as_json:
         ui.print_json(run.to_json() | {"report_html": str(run.report_html)})
     else:
