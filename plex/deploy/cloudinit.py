@@ -7,7 +7,8 @@ doc/cloud-init.md), read by cloud-init on first boot (the image is `cloud-init c
 - user-data (#cloud-config): hostname and FQDN; the node's precomputed SSH host keys as
   cloud-init's `ssh_keys` (`<type>_private` / `<type>_public`), with `ssh_deletekeys: false`
   and only those key types (none left to generate); every other private file of the node
-  (node password, join token, VRRP password) as `write_files` with its mode, root-owned.
+  (node password, join token, VRRP password) as `write_files` with its mode, root-owned;
+  the plex's deploy key (public half) as root's authorized key, for the SSH probes.
 - network-config (v2): the NIC matched by the node's precomputed MAC (VM NICs are named
   `enp5s0`-style), static or DHCP like the containers' systemd-networkd file.
 
@@ -58,6 +59,18 @@ def user_data(plex: Plex, identity: Identity, node: Node) -> str:
         "ssh_keys": ssh_keys,
         "write_files": files,
     }
+    if identity.deploy_key is not None:
+        # plex's SSH probes log in as root with the plex's deploy key (its public half only).
+        # disable_root false: cloud-init's default turns root's keys into a "log in as the
+        # default user" message (cloudinit/config/cc_ssh.py).
+        doc["disable_root"] = False
+        doc["users"] = [
+            {
+                "name": "root",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [identity.deploy_key.public],
+            }
+        ]
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
 
 

@@ -74,6 +74,9 @@ class Identity:
     vrrp_secret: str
     keys: dict[str, dict[str, HostKey]] = field(default_factory=dict)  # node -> kind -> key
     node_passwords: dict[str, str] = field(default_factory=dict)  # kube node -> password
+    # plex's own SSH client key: its public half is root's authorized key on VM nodes (given
+    # by cloud-init), its private half never leaves the identity (SSH probes log in with it).
+    deploy_key: HostKey | None = None
 
     def host_keys(self, node: str) -> dict[str, HostKey]:
         try:
@@ -112,6 +115,11 @@ class Identity:
         file added to `private_files` is covered without touching this."""
         yield "join token", self.token
         yield "VRRP password", self.vrrp_secret
+        if self.deploy_key is not None:
+            for i, line in enumerate(self.deploy_key.private.splitlines()):
+                line = line.strip()
+                if len(line) >= 8 and not line.startswith(("#", "-----")):
+                    yield f"deploy key line {i + 1}", line
         for name, role in nodes:
             for f in self.private_files(name, role):
                 if f.mode & 0o077:
@@ -199,8 +207,16 @@ def compute_identity(
             continue
         if everything or n.name in rotate or n.name not in passwords:
             passwords[n.name] = keygen.secret(NODE_PASSWORD_LENGTH, NODE_PASSWORD_CHARS)
+    # Last, so that adding it to an older identity changes nothing else.
+    deploy = None if everything or existing is None else existing.deploy_key
+    deploy = deploy or keygen.host_key("ed25519", f"plex@{plex.name}")
     return Identity(
-        plex=plex.name, token=token, vrrp_secret=vrrp, keys=keys, node_passwords=passwords
+        plex=plex.name,
+        token=token,
+        vrrp_secret=vrrp,
+        keys=keys,
+        node_passwords=passwords,
+        deploy_key=deploy,
     )
 
 

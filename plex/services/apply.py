@@ -29,6 +29,7 @@ from plex.services.apply_result import ApplyResult, Report, WaveReport
 from plex.services.balancers import Balancers
 from plex.services.kube_steps import KubeSteps
 from plex.services.node_create import JOIN_DROPIN, NodeFactory
+from plex.services.node_shell import NodeShell
 from plex.services.parallelism import adaptive_parallel
 from plex.services.registry_secrets import push_credentials
 
@@ -57,6 +58,7 @@ class Applier:
         self.cancel = threading.Event()
         self.lbs = Balancers(plex, incus, self.report)
         self.factory = NodeFactory(plex, incus, identity, self.report, deploy_id)
+        self.shell = NodeShell(plex, incus, identity)  # incus exec, or SSH for VM nodes
         # --force: a failed drain or node deletion is reported and skipped, not fatal.
         self.kube = KubeSteps(plex, incus, self.report, force)
 
@@ -121,7 +123,7 @@ class Applier:
             rep.probes.extend(r)
         if any(a.role is Role.LB and a.verb is not Verb.DELETE for a in wave):
             self.report("lb", "VIP")
-            rep.probes.append(probe_vip(self.incus, self.plex))
+            rep.probes.append(probe_vip(self.shell, self.plex))
         if any(a.role is Role.SERVER for a in wave):
             self.kube.check_etcd_members()
         rep.seconds = time.monotonic() - t0
@@ -197,8 +199,9 @@ class Applier:
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
         if action.spec.type == "virtual-machine":
-            # No incus-agent in the VM: its probe is SSH, pinning the node's own host key.
-            results = [self.probe_ssh(node)]
+            # No incus-agent in the VM: wait for sshd with the node's own host key, then run
+            # the role's probes over SSH (logged in with the plex's deploy key).
+            results = [self.probe_ssh(node), *self.probe(node)]
         else:
             results = self.probe(node)
         if action.role is Role.SERVER:
@@ -210,7 +213,7 @@ class Applier:
     def probe(self, node: Node) -> list[ProbeResult]:
         """The role's probes, inside the node; stopped early when the deploy is cancelled."""
         return probe_node(
-            self.incus, self.plex, node, self.identity, self.probes, cancelled=self.cancel.is_set
+            self.shell, self.plex, node, self.identity, self.probes, cancelled=self.cancel.is_set
         )
 
     def probe_ssh(self, node: Node, timeout: float = 300.0) -> ProbeResult:

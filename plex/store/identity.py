@@ -28,6 +28,7 @@ from plex.store.state import plex_dir, private_dir, write_private
 
 # nodes/<node>/node-password: what the node keeps as /etc/rancher/node/password.
 NODE_PASSWORD_FILE = "node-password"  # noqa: S105 - a file name
+DEPLOY_KEY = "deploy_key"  # plex's SSH client key (deploy_key.pub beside it)
 
 
 def identity_dir(plex_name: str) -> Path:
@@ -58,6 +59,7 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
                 for n, kinds in sealed.items()
             }
             passwords: dict[str, str] = dict(data["node_passwords"])
+            deploy_private = data.get("deploy_key")
         else:
             data = json.loads(secrets_file.read_text())
             keys = {
@@ -77,7 +79,15 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
                 for nd in node_dirs
                 if (nd / NODE_PASSWORD_FILE).exists()
             }
-        return Identity(plex_name, data["token"], data["vrrp_secret"], keys, passwords)
+            plain = d / DEPLOY_KEY
+            deploy_private = plain.read_text() if plain.exists() else None
+        pub = d / f"{DEPLOY_KEY}.pub"
+        deploy = (
+            HostKey("ed25519", deploy_private, pub.read_text().strip())
+            if deploy_private and pub.exists()
+            else None
+        )
+        return Identity(plex_name, data["token"], data["vrrp_secret"], keys, passwords, deploy)
     except (OSError, ValueError, KeyError) as e:
         raise PlexError(
             f"{d}: identity is damaged ({e})", "restore it, or run: plex identity PLEX --rotate all"
@@ -99,6 +109,11 @@ def _sealed_bundle(identity: Identity) -> bytes:
                     for n, kinds in sorted(identity.keys.items())
                 },
                 "node_passwords": dict(sorted(identity.node_passwords.items())),
+                **(
+                    {"deploy_key": identity.deploy_key.private}
+                    if identity.deploy_key is not None
+                    else {}
+                ),
             },
             indent=1,
             sort_keys=True,
@@ -116,7 +131,7 @@ def _plaintext_secrets(d: Path) -> list[Path]:
             if (nd / f"ssh_host_{kind}_key").exists()
         ]
         out += [nd / NODE_PASSWORD_FILE] if (nd / NODE_PASSWORD_FILE).exists() else []
-    return out
+    return out + ([d / DEPLOY_KEY] if (d / DEPLOY_KEY).exists() else [])
 
 
 def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> list[Path]:
@@ -149,6 +164,10 @@ def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> l
     if not vault_file.exists():
         for node, password in sorted(identity.node_passwords.items()):
             put(private_dir(d / "nodes" / node) / NODE_PASSWORD_FILE, password + "\n")
+    if identity.deploy_key is not None:
+        if not vault_file.exists():
+            put(d / DEPLOY_KEY, identity.deploy_key.private)
+        put(d / f"{DEPLOY_KEY}.pub", identity.deploy_key.public + "\n")
     put(d / "hosts", hosts_file(plex))
     put(d / "ssh_known_hosts", known_hosts_file(plex, identity))
     return written

@@ -115,6 +115,8 @@ def set_count(home: Path, role: str, count: int) -> None:
 
 def test_layout(idir: Path) -> None:
     assert sorted(p.name for p in idir.iterdir()) == [
+        "deploy_key",
+        "deploy_key.pub",
         "hosts",
         "nodes",
         "secrets.json",
@@ -124,6 +126,10 @@ def test_layout(idir: Path) -> None:
     secrets = json.loads((idir / "secrets.json").read_text())
     assert len(secrets["token"]) == 48 and secrets["token"].isalnum()
     assert len(secrets["vrrp_secret"]) == 8 and secrets["vrrp_secret"].isalnum()
+    # plex's SSH client key (VM nodes authorize it): private 0600, comment names the plex.
+    assert (idir / "deploy_key").stat().st_mode & 0o777 == 0o600
+    assert (idir / "deploy_key.pub").read_text().startswith("ssh-ed25519 ")
+    assert (idir / "deploy_key.pub").read_text().strip().endswith(" plex@demo")
 
 
 def test_running_again_changes_no_byte_mode_or_file(idir: Path, cli: Cli) -> None:
@@ -139,7 +145,8 @@ def test_private_files_are_0600_and_dirs_0700(idir: Path) -> None:
     state = idir.parent.parent
     dirs = [state, idir.parent, idir, *(p for p in idir.rglob("*") if p.is_dir())]
     files = [p for p in idir.rglob("*") if p.is_file()]
-    assert len(files) == 3 + sum(len(key_files(n)) for n in DEMO_NODES)
+    # hosts, ssh_known_hosts, secrets.json, the deploy key pair, then the nodes' files
+    assert len(files) == 5 + sum(len(key_files(n)) for n in DEMO_NODES)
     assert {oct(d.stat().st_mode & 0o777) for d in dirs} == {"0o700"}
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
 
@@ -264,7 +271,13 @@ def test_rotate_all_changes_every_key_and_both_secrets(idir: Path, cli: Cli) -> 
     assert cli("identity", "demo", "--rotate", "all").code == 0
     after = snapshot(idir)
     all_keys = set().union(*(key_files(n) for n in DEMO_NODES))
-    assert changed(before, after) == {*all_keys, "secrets.json", "ssh_known_hosts"}
+    assert changed(before, after) == {
+        *all_keys,
+        "secrets.json",
+        "ssh_known_hosts",
+        "deploy_key",
+        "deploy_key.pub",
+    }
     secrets_after = json.loads((idir / "secrets.json").read_text())
     assert secrets_after["token"] != secrets_before["token"]
     assert secrets_after["vrrp_secret"] != secrets_before["vrrp_secret"]
@@ -323,8 +336,10 @@ def test_compute_identity_generates_only_what_is_missing() -> None:
     gen = CountingKeyGen()
     first = compute_identity(demo, None, gen)
     kube = [n for n in DEMO_NODES if "-server" in n or "-agent" in n]
-    # The join token, the VRRP secret and one node password per kube node.
-    assert len(gen.keys) == 2 * len(DEMO_NODES) and gen.secrets == 2 + len(kube)
+    # The join token, the VRRP secret and one node password per kube node; host keys, then
+    # the plex's deploy key (last).
+    assert len(gen.keys) == 2 * len(DEMO_NODES) + 1 and gen.secrets == 2 + len(kube)
+    assert gen.keys[-1] == ("ed25519", "plex@demo")
     assert ("rsa", "root@demo-agent2") in gen.keys
 
     again = CountingKeyGen()
