@@ -10,7 +10,8 @@ doc/cloud-init.md), read by cloud-init on first boot (the image is `cloud-init c
   (node password, join token, VRRP password) as `write_files` with its mode, root-owned;
   the plex's deploy key (public half) as root's authorized key, for the SSH probes.
 - network-config (v2): the NIC matched by the node's precomputed MAC (VM NICs are named
-  `enp5s0`-style), static or DHCP like the containers' systemd-networkd file.
+  `enp5s0`-style) and renamed to the plex's interface name, static or DHCP like the
+  containers' systemd-networkd file. Checked with cloud-init's own parser and renderer.
 
 `tests/unit/test_cloudinit.py` checks every VM node's user-data with the real `cloud-init
 schema`. The values are secrets: they are handed to Incus at creation and never printed.
@@ -76,11 +77,16 @@ def user_data(plex: Plex, identity: Identity, node: Node) -> str:
 
 def network_config(plex: Plex, node: Node) -> str:
     net = ipaddress.ip_network(plex.network.cidr, strict=False)
-    eth: dict[str, Any] = {"match": {"macaddress": node.mac}, "set-name": "plex0"}
+    # Matched by MAC and renamed to the plex's interface name (eth0 by default): the name a
+    # container's NIC gets from Incus, so keepalived's `interface` is right on both.
+    iface = plex.network.interface
+    eth: dict[str, Any] = {"match": {"macaddress": node.mac}, "set-name": iface}
     if plex.network.addressing == "static":
         eth["addresses"] = [f"{node.address}/{net.prefixlen}"]
         if plex.network.gateway:
-            eth["routes"] = [{"to": "default", "via": plex.network.gateway}]
+            # 0.0.0.0/0, not `default`: cloud-init before 23.x refuses "default" ("Address
+            # default is not a valid ip address", network_state._normalize_route, 22.4.2).
+            eth["routes"] = [{"to": "0.0.0.0/0", "via": plex.network.gateway}]
         if plex.network.dns:
             eth["nameservers"] = {
                 "addresses": list(plex.network.dns),
@@ -88,7 +94,7 @@ def network_config(plex: Plex, node: Node) -> str:
             }
     else:
         eth["dhcp4"] = True
-    doc = {"version": 2, "ethernets": {"plex0": eth}}
+    doc = {"version": 2, "ethernets": {iface: eth}}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
