@@ -15,12 +15,27 @@ from typing import Any
 
 import requests
 from pylxd.client import DEFAULT_SCHEME, get_session_for_url
+from urllib3._collections import RecentlyUsedContainer
 
 from plex.errors import BackendError
 from plex.model.plex import IncusConfig
 
 DEFAULT_SOCKETS = ("/var/lib/incus/unix.socket", "/run/incus/unix.socket")
 API_VERSION = "1.0"
+
+
+# pylxd's unix-socket adapter keeps one connection pool per URL (each exec, each operation wait
+# is a new URL) in an LRU of 25, and closes the evicted pool even while a request on it is in
+# flight: with more than 25 URLs at once (every node's probes of a cold start, a 64-agent wave)
+# urllib3 then fails inside ("'NoneType' object has no attribute 'qsize'"). Room for that many;
+# bounded, since every pool keeps its idle connection (one file descriptor) open.
+UNIX_POOLS = 256
+
+
+def widen_unix_pools(session: requests.Session, size: int = UNIX_POOLS) -> None:
+    adapter = session.adapters.get(DEFAULT_SCHEME)
+    if adapter is not None and hasattr(adapter, "pools"):
+        adapter.pools = RecentlyUsedContainer(size, dispose_func=lambda pool: pool.close())
 
 
 def socket_path(cfg: IncusConfig) -> str:
@@ -70,6 +85,7 @@ class IncusRest:
                 verify = str(Path(verify).expanduser())
         self.base = f"{endpoint}/{API_VERSION}"
         self.session: requests.Session = get_session_for_url(endpoint, verify=verify, cert=cert)
+        widen_unix_pools(self.session)
         # requests lets $REQUESTS_CA_BUNDLE/$CURL_CA_BUNDLE replace the session's `verify`
         # (false, or the cluster certificate pinned above): the plex file decides, not the env.
         self.session.trust_env = False
