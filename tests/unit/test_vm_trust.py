@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plex.bake.bases import Qcow2Base
 from plex.bake.packer_template import (
     PLACEHOLDER_CHECKSUM,
     BuildPaths,
     VmSpec,
     packer_template,
-    vm_digest,
 )
 from plex.bake.vm_files import SUSE_ANCHORS, check_transaction_paths, files_tarball, vm_files
 from plex.errors import ConfigError
@@ -28,10 +26,10 @@ from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from plex.plexfile.trust import TRUST_DIR
 from plex.services.bake import Paths
-from plex.services.bake_vm import VmBaker, VmRecipe
+from plex.services.bake_vm import VmBaker
 from plex.store.downloads import Downloaded
 from tests.unit.test_packer_template import REPO, vm_recipe
-from tests.unit.test_vm_bake import RecordingIncus, RecordingPacker
+from tests.unit.test_vm_bake import RecordingIncus, RecordingPacker, build_recipe
 
 GOLDEN = Path(__file__).parent / "golden" / "trust"
 CA = GOLDEN / "test-ca.pem"
@@ -96,16 +94,8 @@ def test_a_microos_bake_with_ca_files_is_accepted(
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     plex = ca_plex(tmp_path)
     paths = Paths.under(REPO)
-    # As plan_vm builds it (vm_files runs the transaction-path check). The lb role: it has no
-    # release artifacts, so nothing is resolved or fetched (a kube role would fetch RKE2).
-    recipe = vm_recipe(plex, Role.LB)
-    vr = VmRecipe(
-        recipe,
-        Qcow2Base.from_base(recipe.package.base),
-        vm_digest(plex, recipe),
-        vm_files(plex, recipe),
-        VmSpec.for_role(plex, Role.LB),
-    )
+    # The lb role: no release artifacts, so nothing is resolved or fetched.
+    vr = build_recipe(plex, Role.LB)
     base_file = tmp_path / "microos.qcow2"
     base_file.write_bytes(b"base")
     sha = hashlib.sha256(b"base").hexdigest()
