@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from plex import __version__
+import plex
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role
-from plex.plexfile.load import find_plex, load_plex
+from plex.model.enums import Role
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 app = typer.Typer(
     name="plex",
@@ -32,7 +34,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"plex {__version__}")
+        typer.echo(f"plex {plex.__version__}")  # read on use: importlib.metadata is slow
         raise typer.Exit()
 
 
@@ -60,10 +62,14 @@ def check_output(value: str) -> bool:
 
 
 def get_plex(name_or_path: str) -> Plex:
+    from plex.plexfile.load import find_plex, load_plex
+
     return load_plex(find_plex(name_or_path))
 
 
 def plex_path(name_or_path: str) -> Path:
+    from plex.plexfile.load import find_plex
+
     return find_plex(name_or_path)
 
 

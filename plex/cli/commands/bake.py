@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role, Virt
+from plex.model.enums import Role, Virt
 from plex.model.sizes import human_size
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 ROLE_HELP = "role to bake: lb, server, agent, registry or all (repeatable)"
 

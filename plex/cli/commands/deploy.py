@@ -11,9 +11,11 @@ from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.cli.commands.bake import project_root
 from plex.cli.commands.plan import render
-from plex.deploy.genders import genders
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role, Runtime
+from plex.model.enums import Role, Runtime
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
     from plex.backends.incus.protocol import Incus
@@ -360,6 +362,7 @@ def inventory_cli(
     output: Annotated[str, typer.Option("--output", "-o", help="yaml, json or genders")] = "yaml",
 ) -> None:
     """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
+    from plex.deploy.genders import genders
     from plex.services.deploy import inventory, inventory_yaml
 
     p = get_plex(plex)

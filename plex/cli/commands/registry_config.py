@@ -17,11 +17,11 @@ from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 from plex.cli.commands.bake import project_root
 from plex.errors import BackendError, UsageError
-from plex.model.plex import Engine, Plex, Runtime
+from plex.model.enums import Engine, Runtime
 from plex.model.sizes import human_size
-from plex.registry import mirrors
-from plex.registry.distribution import distribution_proxies
-from plex.registry.zot import zot_config
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 if TYPE_CHECKING:  # the use cases pull in pylxd and docker: only when a command runs
     from plex.services import registry as ops
@@ -55,6 +55,10 @@ def config_cli(
     zot: its config.json. distribution: one config per upstream keyed by systemd unit, or only
     one with --upstream. --nodes: the RKE2 registries.yaml the nodes get.
     """
+    from plex.registry import mirrors
+    from plex.registry.distribution import distribution_proxies
+    from plex.registry.zot import zot_config
+
     p = get_plex(plex)
     if nodes:
         ui.print_json(mirrors.registries_yaml(p))
