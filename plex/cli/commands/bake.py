@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,16 +12,12 @@ from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
 from plex.model.enums import Role, Virt
 from plex.model.sizes import human_size
+from plex.plexfile.home import project_root
 
 if TYPE_CHECKING:
     from plex.model.plex import Plex
 
 ROLE_HELP = "role to bake: lb, server, agent, registry or all (repeatable)"
-
-
-def project_root() -> Path:
-    """Where bake/ and images/ are: $PLEX_HOME, else the current directory."""
-    return Path(os.environ.get("PLEX_HOME", "."))
 
 
 def parse_roles(plex: Plex, types: list[str]) -> list[Role]:

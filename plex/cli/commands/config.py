@@ -9,8 +9,8 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import ConfigErrors
+from plex.plexfile.home import project_root
 
 if TYPE_CHECKING:
     from plex.model.plex import Plex

@@ -9,10 +9,10 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
-from plex.cli.commands.bake import project_root
 from plex.cli.commands.plan import render
 from plex.errors import UsageError
 from plex.model.enums import Role, Runtime
+from plex.plexfile.home import project_root
 
 if TYPE_CHECKING:
     from plex.model.plex import Plex

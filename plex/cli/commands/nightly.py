@@ -8,8 +8,8 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import UsageError
+from plex.plexfile.home import project_root
 
 
 @app.command("nightly")

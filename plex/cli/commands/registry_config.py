@@ -15,10 +15,10 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import BackendError, UsageError
 from plex.model.enums import Engine, Runtime
 from plex.model.sizes import human_size
+from plex.plexfile.home import project_root
 
 if TYPE_CHECKING:
     from plex.model.plex import Plex
