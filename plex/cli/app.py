@@ -7,12 +7,14 @@ parse arguments, call one plain function, render its result.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 import plex
+from plex.cli import ui
 from plex.errors import UsageError
 from plex.model.enums import Role
 
@@ -51,14 +53,20 @@ def _main(
 F = TypeVar("F", bound=Callable[..., Any])
 
 PlexArg = Annotated[str, typer.Argument(help="plex name (plexes/<name>.yaml) or a path to one")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")]
+OutputOpt = Annotated[
+    ui.Output, typer.Option("--output", "-o", help="table or json", case_sensitive=False)
+]
 
 
-def check_output(value: str) -> bool:
-    """True for JSON output; rejects unknown formats with a usage error."""
-    if value not in ("table", "json"):
-        raise UsageError(f"--output must be table or json, not '{value}'")
-    return value == "json"
+class InventoryFormat(StrEnum):
+    YAML = "yaml"  # Ansible's YAML inventory
+    JSON = "json"
+    GENDERS = "genders"  # a genders database (pdsh -g, nodeattr)
+
+
+def check_output(value: ui.Output) -> bool:
+    """True for JSON output (typer has already refused a format that is not an Output)."""
+    return value is ui.Output.JSON
 
 
 def get_plex(name_or_path: str) -> Plex:

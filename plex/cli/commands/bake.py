@@ -37,7 +37,7 @@ def bake_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help=ROLE_HELP)] = None,
     virt: Annotated[
-        str | None,
+        Virt | None,
         typer.Option("--virt", help="container or vm (default: the plex's per-role setting)"),
     ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
@@ -49,7 +49,7 @@ def bake_cli(
             "or latest (what the recipes say now)"
         ),
     ] = "stable",
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Bake role images: an unchanged recipe is a no-op; plex data changes rebuild a thin layer."""
     as_json = check_output(output)

@@ -55,7 +55,8 @@ def node_rows(plex: Plex) -> list[dict[str, Any]]:
 
 @app.command("show")
 def show_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")], output: OutputOpt = "table"
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Every node of a plex: name, role, address, placement member, image."""
     from plex.plexfile.checks import warnings

@@ -35,7 +35,7 @@ def identity_cli(
             "$PLEX_AGE_KEY_FILE / ~/.config/plex/age.key (made there if there is none)",
         ),
     ] = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Generate the plex's identity (once; re-running changes nothing) or show its fingerprints."""
     from plex.model import topology

@@ -22,7 +22,7 @@ def nightly_cli(
         ),
     ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Bake every role (latest), deploy --replace master, smoke-check, promote to stable, prune.
 

@@ -170,7 +170,7 @@ def plan_cli(
             "--max-unavailable", min=1, help="rolling: agents replaced at once (default 25%, >= 1)"
         ),
     ] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Show what `plex deploy` would create, replace, start and delete, in health-gated waves,
     and which strategy (rolling or cascade) and why."""
