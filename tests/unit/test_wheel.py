@@ -68,6 +68,16 @@ def test_the_wheel_ships_the_data_and_runs_outside_a_checkout(
     assert "plex 'demo', 8 nodes" in out
     out = plex(installed, "show", "demo.yaml", "-o", "json", cwd=tmp_path)
     assert '"plex": "demo"' in out
+    page = run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "from plex.services.nightly_report import render_html; "
+            "print(render_html({'plex': 'demo', 'ok': True}, []))",
+        ],
+        tmp_path,
+    )
+    assert "Nightly of <code>demo</code>" in page  # the page's template is in the wheel
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert plex(installed, "--version", cwd=tmp_path).strip() == f"plex {declared}"
 
