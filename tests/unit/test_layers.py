@@ -33,8 +33,8 @@ LAZY_ALLOWED_OF = (
 
 # Heavy libraries only commands that talk to a daemon need.
 NOT_AT_START = ("pylxd", "docker", "requests", "zstandard")
-# What `plex --help` has no use for: the models (pydantic), YAML, templates, the version.
-NOT_FOR_HELP = ("pydantic", "yaml", "jinja2", "importlib.metadata")
+# What `plex --help` has no use for: the models (pydantic), YAML, templates, rich, the version.
+NOT_FOR_HELP = ("pydantic", "yaml", "jinja2", "rich", "importlib.metadata")
 
 
 def _function_level_imports(path: Path) -> list[tuple[int, str]]:
