@@ -7,19 +7,15 @@ parse arguments, call one plain function, render its result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-import plex
-from plex.cli import ui
+from plex import __version__
 from plex.errors import UsageError
-from plex.model.enums import Role
-
-if TYPE_CHECKING:
-    from plex.model.plex import Plex
+from plex.model.plex import Plex, Role
+from plex.plexfile.load import find_plex, load_plex
 
 app = typer.Typer(
     name="plex",
@@ -36,7 +32,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"plex {plex.__version__}")  # read on use: importlib.metadata is slow
+        typer.echo(f"plex {__version__}")
         raise typer.Exit()
 
 
@@ -53,31 +49,21 @@ def _main(
 F = TypeVar("F", bound=Callable[..., Any])
 
 PlexArg = Annotated[str, typer.Argument(help="plex name (plexes/<name>.yaml) or a path to one")]
-OutputOpt = Annotated[
-    ui.Output, typer.Option("--output", "-o", help="table or json", case_sensitive=False)
-]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")]
 
 
-class InventoryFormat(StrEnum):
-    YAML = "yaml"  # Ansible's YAML inventory
-    JSON = "json"
-    GENDERS = "genders"  # a genders database (pdsh -g, nodeattr)
-
-
-def check_output(value: ui.Output) -> bool:
-    """True for JSON output (typer has already refused a format that is not an Output)."""
-    return value is ui.Output.JSON
+def check_output(value: str) -> bool:
+    """True for JSON output; rejects unknown formats with a usage error."""
+    if value not in ("table", "json"):
+        raise UsageError(f"--output must be table or json, not '{value}'")
+    return value == "json"
 
 
 def get_plex(name_or_path: str) -> Plex:
-    from plex.plexfile.load import find_plex, load_plex
-
     return load_plex(find_plex(name_or_path))
 
 
 def plex_path(name_or_path: str) -> Path:
-    from plex.plexfile.load import find_plex
-
     return find_plex(name_or_path)
 
 

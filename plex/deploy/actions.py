@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from plex.deploy.copies import StaleCopy
 from plex.deploy.spec import InstanceSpec
 from plex.model import owner
 from plex.model.observed import Observed, ObservedInstance
@@ -27,6 +28,7 @@ ROLE_CHANGED = "role changed"
 MISSING = "missing"
 ORPHAN = "not in the plex file"
 UNREACHABLE = "unreachable"
+EVACUATED = "evacuated"
 
 
 def cascade_reason(root: str) -> str:
@@ -83,10 +85,20 @@ class Action:
     # A (re)created master that joins the running cluster through the VIP instead of
     # bootstrapping a new one (rolling); for a started master: how to replace it if it fails.
     join: bool = False
+    # The node's current instance when it is not named after the node (an evacuated copy).
+    instance: str = ""
+    # Re-placed off this member, which is down: its copy there is left (Incus refuses to touch
+    # it) and removed as a stale copy once the member is back (plex.deploy.copies).
+    evacuate_from: str | None = None
 
     @property
     def reason(self) -> str:
         return ", ".join(self.reasons)
+
+    @property
+    def created(self) -> str:
+        """The instance the node has after the action."""
+        return self.spec.name if self.spec else (self.instance or self.node)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +114,9 @@ class Action:
             "image": self.spec.config[owner.IMAGE] if self.spec else None,
             "spec": self.spec.digest if self.spec else None,
             "target": self.spec.target if self.spec else None,
+            # Only for a node whose instance is not named after it (plex.deploy.copies).
+            **({"instance": self.created} if self.created != self.node else {}),
+            **({"evacuate_from": self.evacuate_from} if self.evacuate_from else {}),
         }
 
 
@@ -116,10 +131,11 @@ class Plan:
     unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why
     strategy: Strategy = Strategy.NONE
     why: str = ""  # why this strategy, in words
+    stale: tuple[StaleCopy, ...] = ()  # deleted before the first wave
 
     @property
     def empty(self) -> bool:
-        return not self.waves
+        return not self.waves and not self.stale
 
     def count(self, verb: Verb) -> int:
         return sum(1 for a in self.actions if a.verb is verb)
@@ -144,13 +160,17 @@ class Plan:
             "notes": list(self.notes),
             # Only on a cluster with a member down (keeps the plans of healthy plexes as they were).
             **({"unreachable": dict(self.unreachable)} if self.unreachable else {}),
+            **({"stale": [c.to_json() for c in self.stale]} if self.stale else {}),
         }
 
     def render_rows(self) -> list[tuple[str, str, str, str]]:
         """(symbol, node, action, reason) rows, like `terraform plan`."""
-        rows = []
+        rows = [
+            (Verb.DELETE.symbol, c.instance, "delete (stale copy)", c.reason) for c in self.stale
+        ]
         for a in self.actions:
             verb = a.verb.value + (" (drain)" if a.drain else "") + (" (join)" if a.join else "")
+            verb += f" (evacuate to {a.spec.target})" if a.evacuate_from and a.spec else ""
             rows.append((a.verb.symbol, a.node, verb, a.reason))
         return rows
 
@@ -158,20 +178,25 @@ class Plan:
 def simulate_apply(plan: Plan, observed: Observed) -> Observed:
     """What Incus holds after `plan` applied successfully: the planner's own round-trip check."""
     instances = dict(observed.instances)
+    for c in plan.stale:
+        instances.pop(c.instance, None)
     for a in plan.actions:
+        old = a.instance or a.node
         if a.verb is Verb.DELETE:
-            instances.pop(a.node, None)
+            instances.pop(old, None)
         elif a.verb is Verb.START:
-            instances[a.node] = dataclasses.replace(instances[a.node], status="Running")
+            instances[old] = dataclasses.replace(instances[old], status="Running")
         elif a.verb in (Verb.CREATE, Verb.REPLACE):
             assert a.spec is not None
+            if not a.evacuate_from:  # an evacuated node's lost copy stays until its member is back
+                instances.pop(old, None)
             config = {k: v for k, v in a.spec.config.items() if k.startswith(owner.PREFIX)}
             config[owner.GENERATION] = str(a.generation)
             config[owner.READY] = "true"  # apply marks a node ready once its probes pass
-            instances[a.node] = ObservedInstance(
-                name=a.node,
+            instances[a.spec.name] = ObservedInstance(
+                name=a.spec.name,
                 status="Running",
-                uuid=f"simulated-{a.node}-{a.generation}",
+                uuid=f"simulated-{a.spec.name}-{a.generation}",
                 config=config,
                 location=a.spec.target,
                 type=a.spec.type,

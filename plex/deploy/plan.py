@@ -21,10 +21,12 @@ Safety: outside a cascade, a plan that would leave etcd without quorum at any wa
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 
 from plex.deploy.actions import (
     ALL,
+    EVACUATED,
     FORCED,
     IMAGE_CHANGED,
     MISSING,
@@ -43,6 +45,7 @@ from plex.deploy.actions import (
     default_max_unavailable,
     simulate_apply,
 )
+from plex.deploy.copies import view
 from plex.deploy.graph import dependencies, waves
 from plex.deploy.quorum import check_quorum
 from plex.deploy.spec import InstanceSpec, RoleProfile, instance_spec, load_profile
@@ -106,14 +109,20 @@ def make_plan(
     force: bool = False,
     profiles: Mapping[Role, RoleProfile] | None = None,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> Plan:
     """Compare the plex file and its images with what Incus holds. See the module docstring.
 
     `profiles` overrides the role profiles read from deploy/profiles (tests pin them).
-    `max_unavailable`: agents replaced at once in a rolling plan (default: 25%, at least 1)."""
+    `max_unavailable`: agents replaced at once in a rolling plan (default: 25%, at least 1).
+    `evacuate`: nodes of a cluster member that is down are re-created on online members
+    (plex.deploy.copies); without it they are left alone."""
     nodes = topology.nodes(plex)
     names = [n.name for n in nodes]
-    mine = _ours(plex, observed, names)
+    # By node: the copy serving it, and where each node goes (plex.deploy.copies).
+    ours = dataclasses.replace(observed, instances=_ours(plex, observed, names))
+    v = view(plex, nodes, observed, evacuate, ours)
+    mine, placed, evacuating = v.mine, v.placed, v.evacuating
     forced = resolve_replace(plex, replace)
     # `--replace master` (and `all`) asks for a new cluster by intent; naming the master node
     # itself (`--replace demo-server1`) replaces it like any server, the cluster staying.
@@ -131,13 +140,13 @@ def make_plan(
     for n in nodes:
         if n.role not in loaded:
             loaded[n.role] = load_profile(n.role, n.virt)
-        specs[n.name] = instance_spec(plex, n, images[n.role], loaded[n.role])
+        p = placed[n.name]
+        at = dataclasses.replace(n, member=p.member)
+        spec = instance_spec(plex, at, images[n.role], loaded[n.role])
+        specs[n.name] = dataclasses.replace(spec, name=p.instance)
 
-    # 0. Nodes on a cluster member that is down: plex cannot stop, delete or probe them, and
-    # Incus keeps their names; they are kept as they are (and said so) until it is back.
-    unreachable = {
-        name: why for name, inst in mine.items() if (why := observed.unreachable(inst)) is not None
-    }
+    # 0. Nodes on a cluster member that is down (plex.deploy.copies.view).
+    unreachable = v.unreachable
 
     # 1. Each node on its own: missing, drifted, broken or forced. A node that is only stopped
     # (it passed its probes once and nothing about it changed) is started instead.
@@ -150,6 +159,9 @@ def make_plan(
         if n.name in unreachable:
             own[n.name] = []
             continue
+        if n.name in evacuating:
+            own[n.name] = [f"{EVACUATED}: {placed[n.name].why}"]
+            continue
         reasons = []
         if n.name in forced:
             reasons.append(FORCED)
@@ -158,7 +170,8 @@ def make_plan(
         if inst.image != images[n.role].digest:
             reasons.append(IMAGE_CHANGED)
         if inst.spec != specs[n.name].digest:
-            reasons.append(SPEC_CHANGED)
+            home = inst.name != specs[n.name].name and inst.location != specs[n.name].target
+            reasons.append(f"back to member {specs[n.name].target}" if home else SPEC_CHANGED)
         if inst.role != n.role.value:
             reasons.append(ROLE_CHANGED)
         if not inst.running:
@@ -221,6 +234,10 @@ def make_plan(
     for n in nodes:
         spec = specs[n.name]
         inst = mine.get(n.name)
+        if inst is None and n.name in unreachable:
+            why = f"{UNREACHABLE}: {unreachable[n.name]} (not created)"
+            actions[n.name] = Action(Verb.KEEP, n.name, n.role, (why,), spec)
+            continue
         if inst is None:
             actions[n.name] = Action(
                 Verb.CREATE,
@@ -273,6 +290,8 @@ def make_plan(
             generation=_generation(inst) + 1,
             cascade_from=cascade if n.name in cascaded or n.name == cascade else None,
             join=is_master and join,
+            instance=inst.name if inst.name != n.name else "",
+            evacuate_from=placed[n.name].evacuated_from if n.name in evacuating else None,
         )
     orphans = sorted(set(mine) - set(names))
     for name in orphans:
@@ -295,6 +314,7 @@ def make_plan(
             drain=live and role is not None and role.is_kube and inst.running,
             forget=live and role is not None and role.is_kube and not inst.running,
             generation=_generation(inst),
+            instance=inst.name if inst.name != name else "",
         )
 
     # 3. Waves. Stopped nodes start first, all together (etcd members need each other for
@@ -318,12 +338,7 @@ def make_plan(
         tuple(actions[name] for name in wave) for wave in ([starts] if starts else []) + grouped
     )
 
-    notes: list[str] = []
-    if unreachable:
-        notes.append(
-            f"not touched, unreachable: {', '.join(f'{n} ({w})' for n, w in unreachable.items())}"
-            "; bring the member back (or remove it from the cluster), then deploy again"
-        )
+    notes = v.notes(plex.name)
     if cascade is None:
         notes += check_quorum(plex, mine, planned, force)
     replaced = any(a.verb is Verb.REPLACE for a in actions.values())
@@ -351,6 +366,7 @@ def make_plan(
         unreachable=unreachable,
         strategy=strategy,
         why=why,
+        stale=v.stale,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -188,12 +188,16 @@ def probe_node(
     identity: Identity,
     probes: ProbeSet,
     cancelled: Callable[[], bool] = lambda: False,
+    instances: Mapping[str, str] | None = None,
 ) -> list[ProbeResult]:
+    """`instances`: node -> instance for nodes not named after theirs (evacuated copies)."""
+    where = instances or {}
     master = topology.master(plex)
     results = []
     for p in probes.for_role(node.role):
         for _, concrete in expand(p, plex, node, identity):
-            target = master.name if concrete.runs_on == "master" else node.name
+            on = master.name if concrete.runs_on == "master" else node.name
+            target = where.get(on, on)
             results.append(run_probe(incus, target, node.name, concrete, cancelled=cancelled))
     return results
 
@@ -211,32 +215,40 @@ def upstream_probes(plex: Plex, identity: Identity, probes: ProbeSet) -> list[Pr
     ]
 
 
-def vip_holders(incus: Executor, plex: Plex, lbs: Sequence[Node]) -> list[str]:
+def vip_holders(
+    incus: Executor, plex: Plex, lbs: Sequence[Node], instances: Mapping[str, str] | None = None
+) -> list[str]:
     vip = plex.network.vip
     holders = []
     for n in lbs:
-        res = incus.exec(n.name, ["ip", "-o", "-4", "addr", "show", "dev", plex.network.interface])
+        argv = ["ip", "-o", "-4", "addr", "show", "dev", plex.network.interface]
+        res = incus.exec((instances or {}).get(n.name, n.name), argv)
         if vip and re.search(rf"inet {re.escape(vip)}/", res.stdout):
             holders.append(n.name)
     return holders
 
 
 def probe_vip(
-    incus: Executor, plex: Plex, timeout: float = 30.0, sleep: Sleep = time.sleep
+    incus: Executor,
+    plex: Plex,
+    timeout: float = 30.0,
+    sleep: Sleep = time.sleep,
+    instances: Mapping[str, str] | None = None,
 ) -> ProbeResult:
     """Wave probe for lb: the VIP is held by exactly one lb."""
     # Only the lbs that exist: waves create them one at a time so the VIP stays up.
     present = set(incus.instance_names()) if hasattr(incus, "instance_names") else None
+    where = instances or {}
     lbs = [
         n
         for n in topology.nodes(plex)
-        if n.role is Role.LB and (present is None or n.name in present)
+        if n.role is Role.LB and (present is None or where.get(n.name, n.name) in present)
     ]
     start = time.monotonic()
     attempts = 0
     while True:
         attempts += 1
-        holders = vip_holders(incus, plex, lbs)
+        holders = vip_holders(incus, plex, lbs, where)
         if len(holders) == 1:
             return ProbeResult(
                 holders[0],

@@ -11,6 +11,8 @@ from typing import Any
 
 from plex.model import owner
 
+EVACUATED = "Evacuated"  # an Incus cluster member's status
+
 
 @dataclass(frozen=True)
 class ObservedInstance:
@@ -68,10 +70,20 @@ class Observed:
         return asdict(self)
 
     def unreachable(self, inst: ObservedInstance) -> str | None:
-        """Why plex cannot reach `inst` (its member is down), or None."""
-        if inst.location and self.members.get(inst.location):
-            return f"member {inst.location} is {self.members[inst.location]}"
+        """Why plex cannot reach `inst` (its member is down), or None. An evacuated member
+        (`incus cluster evacuate`, or Incus's healing of a dead one) may answer: its instances
+        can be deleted, only nothing new is placed there. Incus reports a dead member that was
+        healed as Evacuated too (that state wins over Offline), so what tells them apart is
+        the instance: Incus lists one it cannot reach as `Error`, without its config."""
+        why = self.members.get(inst.location or "")
+        if why and (not why.startswith(EVACUATED) or inst.status == "Error"):
+            return f"member {inst.location} is {why}"
         return None
+
+    def unusable(self, inst: ObservedInstance) -> str | None:
+        """Why nothing but deletion can be done with `inst`: its member is down or evacuated."""
+        why = self.members.get(inst.location or "")
+        return f"member {inst.location} is {why}" if why else None
 
     @property
     def online_members(self) -> tuple[str, ...]:

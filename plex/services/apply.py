@@ -32,6 +32,7 @@ from plex.services.node_create import JOIN_DROPIN, NodeFactory
 from plex.services.node_shell import NodeShell
 from plex.services.parallelism import adaptive_parallel
 from plex.services.registry_secrets import push_credentials
+from plex.services.stale import delete_stale
 
 # Importers of these names from here keep working (they moved with their job).
 __all__ = ["JOIN_DROPIN", "Applier", "ApplyResult", "Report", "WaveReport", "adaptive_parallel"]
@@ -61,6 +62,7 @@ class Applier:
         self.shell = NodeShell(plex, incus, identity)  # incus exec, or SSH for VM nodes
         # --force: a failed drain or node deletion is reported and skipped, not fatal.
         self.kube = KubeSteps(plex, incus, self.report, force)
+        self.instances: dict[str, str] = {}  # node -> instance, when not named after it
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -69,7 +71,12 @@ class Applier:
     def apply(self, plan: Plan) -> ApplyResult:
         start = time.monotonic()
         reports: list[WaveReport] = []
+        # Nodes whose instance is not named after them (evacuated copies), for every exec.
+        self.instances = {a.node: a.created for a in plan.actions if a.created != a.node}
+        self.lbs.instances = self.instances
         try:
+            # Stale copies first: a lost copy whose member came back holds the node's addresses.
+            delete_stale(self.incus, plan.stale, self.report)
             for i, wave in enumerate(plan.waves, 1):
                 self._check()
                 if plan.cascade_from and any(a.node == plan.cascade_from for a in wave):
@@ -123,7 +130,7 @@ class Applier:
             rep.probes.extend(r)
         if any(a.role is Role.LB and a.verb is not Verb.DELETE for a in wave):
             self.report("lb", "VIP")
-            rep.probes.append(probe_vip(self.shell, self.plex))
+            rep.probes.append(probe_vip(self.shell, self.plex, instances=self.instances))
         if any(a.role is Role.SERVER for a in wave):
             self.kube.check_etcd_members()
         rep.seconds = time.monotonic() - t0
@@ -143,7 +150,7 @@ class Applier:
         if action.role is Role.SERVER:
             self.lbs.maint([name])
         self.report(name, "start")
-        self.incus.start(name)
+        self.incus.start(action.created)
         self.report(name, "probes")
         try:
             results = self.probe(node)
@@ -183,8 +190,11 @@ class Applier:
                 self.kube.drain(name)
             elif action.forget:
                 self.kube.forget(name)
-            self.report(name, "delete")
-            self.incus.delete_instance(name)
+            if action.evacuate_from:
+                self.report(name, f"left on {action.evacuate_from} (down): re-created elsewhere")
+            else:
+                self.report(name, "delete")
+                self.incus.delete_instance(action.instance or name)
         if action.verb is Verb.DELETE:
             self.report(name, "deleted")
             return []
@@ -194,7 +204,8 @@ class Applier:
         self._check()
         # Upstream logins never go into an image: they are pushed to each new registry node
         # (0600/0640, checked) from the credentials file outside git.
-        if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, name):
+        made = action.spec.name
+        if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, made):
             self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
@@ -206,14 +217,20 @@ class Applier:
             results = self.probe(node)
         if action.role is Role.SERVER:
             self.lbs.ready([name])
-        self.incus.set_config(name, {owner.READY: "true"})
+        self.incus.set_config(made, {owner.READY: "true"})
         self.report(name, "ready")
         return results
 
     def probe(self, node: Node) -> list[ProbeResult]:
         """The role's probes, inside the node; stopped early when the deploy is cancelled."""
         return probe_node(
-            self.shell, self.plex, node, self.identity, self.probes, cancelled=self.cancel.is_set
+            self.shell,
+            self.plex,
+            node,
+            self.identity,
+            self.probes,
+            cancelled=self.cancel.is_set,
+            instances=self.instances,
         )
 
     def probe_ssh(self, node: Node, timeout: float = 300.0) -> ProbeResult:

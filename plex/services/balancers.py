@@ -27,13 +27,14 @@ class Balancers:
         self.report: Report = report or (lambda node, msg: None)
         self.lbs = [n.name for n in topology.nodes(plex) if n.role is Role.LB]
         self.servers = {n.name for n in topology.nodes(plex) if n.role is Role.SERVER}
+        self.instances: dict[str, str] = {}  # node -> instance, for evacuated lbs
         self._lock = threading.Lock()  # one runtime-API round per lb at a time
 
     def _run(self, lb: str, line: str) -> str | None:
         """The answer of `lb`'s haproxy, or None when the lb cannot answer (not running, no
         socket: an image baked before the runtime API was configured)."""
         try:
-            res = self.incus.exec(lb, haproxy.client_argv(line))
+            res = self.incus.exec(self.instances.get(lb, lb), haproxy.client_argv(line))
         except BackendError as e:
             self.report(lb, f"runtime API skipped: {e.message}")
             return None

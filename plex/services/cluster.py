@@ -4,11 +4,12 @@ a healthy server through the Incus backend (no routing or credentials on the ple
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from plex.backends.incus.protocol import ExecResult, Incus
 from plex.deploy import etcd
+from plex.deploy.copies import live_instances
 from plex.deploy.probes import KUBECONFIG, KUBECTL
 from plex.errors import BackendError, PlexError
 from plex.model import topology
@@ -23,17 +24,29 @@ class ClusterError(PlexError):
 class Cluster:
     plex: Plex
     incus: Incus
+    # server -> its instance when not named after it (evacuated), as last observed
+    instances: dict[str, str] = field(default_factory=dict)
 
     def servers(self) -> list[str]:
         """The plex's server nodes (master first)."""
         return [n.name for n in topology.nodes(self.plex) if n.role is Role.SERVER]
 
     def running_servers(self, exclude: Collection[str] = ()) -> list[str]:
-        seen = self.incus.observe(self.plex.name).instances
-        return [s for s in self.servers() if s not in exclude and s in seen and seen[s].running]
+        observed = self.incus.observe(self.plex.name)
+        # The server's instance, which is not named after it once evacuated.
+        self.instances = live_instances(observed, self.servers())
+        seen = observed.instances
+        return [
+            s
+            for s in self.servers()
+            if s not in exclude and s in self.instances and seen[self.instances[s]].running
+        ]
+
+    def _on(self, server: str) -> str:
+        return self.instances.get(server, server)
 
     def kubectl(self, server: str, args: list[str]) -> ExecResult:
-        return self.incus.exec(server, [KUBECTL, "--kubeconfig", KUBECONFIG, *args])
+        return self.incus.exec(self._on(server), [KUBECTL, "--kubeconfig", KUBECONFIG, *args])
 
     def healthy_server(self, exclude: Collection[str] = ()) -> str | None:
         """A running server whose apiserver is ready (so etcd has quorum), master first."""
@@ -47,7 +60,7 @@ class Cluster:
         return None
 
     def etcd_call(self, server: str, path: str, body: dict[str, Any] | None = None) -> str:
-        res = self.incus.exec(server, etcd.curl(path, body))
+        res = self.incus.exec(self._on(server), etcd.curl(path, body))
         if res.returncode != 0:
             raise ValueError(res.output.strip()[-300:] or f"curl exited {res.returncode}")
         return res.stdout

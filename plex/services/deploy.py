@@ -18,6 +18,7 @@ import yaml
 
 from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan, Verb
+from plex.deploy.copies import NodeCopies, live_instances, node_copies
 from plex.deploy.kured import server_manifests
 from plex.deploy.plan import make_plan
 from plex.deploy.probes import KUBECONFIG, KUBECTL, load_probes
@@ -47,6 +48,7 @@ def plan_observed(
     force: bool = False,
     images: Mapping[Role, ImageRef] | None = None,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> Plan:
     """The one plan path (plan, deploy, reset, rollback, registry up): each role deploys the
     image its alias `<plex>/<role>` points at in `observed`, which is what a deploy creates
@@ -54,7 +56,13 @@ def plan_observed(
     if images is None:
         images = current_images(plex, observed.aliases)
     return make_plan(
-        plex, images, observed, replace=replace, force=force, max_unavailable=max_unavailable
+        plex,
+        images,
+        observed,
+        replace=replace,
+        force=force,
+        max_unavailable=max_unavailable,
+        evacuate=evacuate,
     )
 
 
@@ -64,9 +72,13 @@ def make_deploy_plan(
     replace: Sequence[str] = (),
     force: bool = False,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> tuple[Plan, Observed]:
     observed = incus.observe(plex.name)
-    return plan_observed(plex, observed, replace, force, max_unavailable=max_unavailable), observed
+    plan = plan_observed(
+        plex, observed, replace, force, max_unavailable=max_unavailable, evacuate=evacuate
+    )
+    return plan, observed
 
 
 def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
@@ -121,11 +133,12 @@ def deploy(
     parallel: int = 0,
     report: Report | None = None,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> tuple[Plan, ApplyResult]:
     """Plan and apply without asking (the CLI asks in between). `parallel` 0: adapt to the
     host (see plex.services.parallelism.adaptive_parallel)."""
     with plex_lock(plex.name, "deploy"):
-        plan, _ = make_deploy_plan(plex, incus, replace, force, max_unavailable)
+        plan, _ = make_deploy_plan(plex, incus, replace, force, max_unavailable, evacuate)
         return plan, apply_plan(plex, incus, plan, root, parallel, report, force)
 
 
@@ -178,9 +191,12 @@ def move_aliases(incus: Incus, moves: Sequence[Rollback]) -> None:
 def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
     observed = incus.observe(plex.name)
     images = current_images(plex, observed.aliases)
+    nodes = topology.nodes(plex)
+    copies = node_copies(observed, [n.name for n in nodes])
     rows = []
-    for n in topology.nodes(plex):
-        inst = observed.instances.get(n.name)
+    for n in nodes:
+        c = copies.get(n.name, NodeCopies(n.name))
+        inst = c.current
         newest = images.get(n.role)
         why = observed.unreachable(inst) if inst else None
         row: dict[str, Any] = {
@@ -195,9 +211,19 @@ def status_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
             "generation": inst.config.get(owner.GENERATION) if inst else None,
             "member": inst.location if inst else n.member,
             "unreachable": why,
+            # Evacuated nodes (plex.deploy.copies): the instance serving the node, copies
+            # left on a member that is down, and stale ones the next deploy deletes first.
+            "instance": inst.name if inst else None,
+            "lost_copies": [i.name for i in c.lost if i is not inst],
+            "stale_copies": [i.name for i in c.stale],
         }
         rows.append(row)
     return rows
+
+
+def instance_of(plex: Plex, incus: Incus, node: str) -> str:
+    """The instance serving `node`: its name, or an evacuated copy's (plex.deploy.copies)."""
+    return live_instances(incus.observe(plex.name), [node]).get(node, node)
 
 
 def etcd_status(plex: Plex, incus: Incus) -> dict[str, Any] | None:
@@ -216,7 +242,7 @@ def bootstrap_rows(plex: Plex, incus: Incus) -> list[dict[str, Any]]:
     manifests = server_manifests(plex)
     if not manifests:
         return []
-    master = topology.master(plex).name
+    master = instance_of(plex, incus, topology.master(plex).name)
     addons: dict[str, Any] = {}
     problem = ""
     try:
@@ -254,7 +280,7 @@ def kubeconfig(plex: Plex, incus: Incus) -> str:
     """The admin kubeconfig from the master, its server rewritten to the VIP (or master)."""
     master = topology.master(plex)
     try:
-        raw = incus.pull_file(master.name, KUBECONFIG).decode()
+        raw = incus.pull_file(instance_of(plex, incus, master.name), KUBECONFIG).decode()
     except BackendError as e:
         raise BackendError(
             f"cannot read {KUBECONFIG} from {master.name}: {e.message}",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from plex.backends.incus.protocol import Incus
 from plex.deploy import etcd
+from plex.deploy.copies import node_copies
 from plex.model.plex import Plex
 from plex.services.apply_result import Report
 from plex.services.cluster import Cluster, ClusterError
@@ -85,8 +86,11 @@ class KubeSteps:
     def check_etcd_members(self) -> None:
         """After a server wave: etcd's members must be exactly the plex's existing servers. A
         stale member (a server gone without removal) is removed; anything else stops here."""
-        existing = set(self.incus.observe(self.plex.name).instances)
         servers = self.cluster.servers()
+        # Servers with a copy, live or on a member that is down (an evacuated copy is not
+        # named after its node; a lost one keeps its etcd member until it is evacuated).
+        copies = node_copies(self.incus.observe(self.plex.name), servers)
+        existing = {n for n, c in copies.items() if c.current is not None}
         expected = {s for s in servers if s in existing}
         server = self.cluster.healthy_server()
         if server is None:

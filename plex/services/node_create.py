@@ -32,7 +32,8 @@ class NodeFactory:
     deploy_id: str = ""
 
     def create(self, spec: InstanceSpec, generation: int, join: bool = False) -> None:
-        name = spec.name
+        name = spec.name  # the instance; its node is spec.config[owner.NODE]
+        node = spec.config.get(owner.NODE, name)
         if spec.role is Role.REGISTRY:
             # The cache volume outlives the instance: reset and destroy keep it.
             self.incus.ensure_volume(
@@ -49,7 +50,7 @@ class NodeFactory:
         }
         if spec.type == "virtual-machine":
             config.update(
-                cloud_init_config(self.plex, self.identity, topology.resolve(self.plex, name))
+                cloud_init_config(self.plex, self.identity, topology.resolve(self.plex, node))
             )
         self.report(name, "create")
         self.incus.create_instance(
@@ -63,20 +64,23 @@ class NodeFactory:
         )
         if spec.type != "virtual-machine":
             # A VM has no incus-agent: its private files went in with cloud-init (above).
-            self.push_private_files(name, spec.role)
+            self.push_private_files(name, spec.role, node)
+            if node != name:
+                # An evacuated copy boots as its node, not as its instance name.
+                self.incus.pin_hostname(name, node)
         self.push_manifests(spec)
         if join:
             self.push_join(name)
         self.report(name, "start")
         self.incus.start(name)
 
-    def push_private_files(self, name: str, role: Role) -> None:
+    def push_private_files(self, name: str, role: Role, node: str = "") -> None:
         """The node's own secrets (Identity.private_files: host keys, node password, join
         token, VRRP password), pushed into the stopped instance before first boot; every
         private file's mode is read back, since a leaked mode is a leaked secret. Images and
         artifacts hold none of them."""
         made: set[str] = set()
-        for f in self.identity.private_files(name, role):
+        for f in self.identity.private_files(node or name, role):
             parent = f.path.rsplit("/", 1)[0]
             if parent not in made:
                 self.incus.make_dirs(name, parent)

@@ -15,18 +15,23 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from plex.backends.incus.client import PylxdIncus, connect
 from plex.deploy.actions import Verb
+from plex.deploy.copies import live_instances
+from plex.deploy.probes import KUBECONFIG
+from plex.errors import BackendError
 from plex.model import owner, topology
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 from plex.services.bake import Baker, Paths
+from plex.services.cluster import Cluster as KubeCluster
 from plex.services.deploy import deploy, make_deploy_plan, status_rows
 from tests.fixtures.incus_cluster import MACVLAN, POOL, Cluster, build_cluster
 
@@ -38,6 +43,7 @@ pytestmark = pytest.mark.incus
 PINNED = "gamma"  # the registry's member (one pinned role)
 LOST = "gamma"  # the member stopped in the member-loss test
 OTHER = "other-plex-node"
+KUBECTL = ["/var/lib/rancher/rke2/bin/kubectl", "--kubeconfig", KUBECONFIG]
 
 
 @pytest.fixture(scope="module")
@@ -176,66 +182,147 @@ def test_nodes_on_different_members_reach_each_other(multi, remote, deployed) ->
     assert res.stdout in ("200", "401"), res.output
 
 
-def test_a_lost_member_is_reported_and_its_nodes_are_left_alone(
-    incus, multi, remote, cluster, deployed
-) -> None:
-    lost_nodes = {n.name for n in topology.nodes(multi) if n.member == LOST}
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any:
+    """Poll `check` until it answers something true (Incus's cluster state moves on its own
+    clock: heartbeats, the healing task); the last answer is in the failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = check()
+        except BackendError as e:
+            got = None
+            last: Any = e.message
+        else:
+            last = got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+        time.sleep(2)
+
+
+def lost_nodes(multi: Plex) -> set[str]:
+    return {n.name for n in topology.nodes(multi) if n.member == LOST}
+
+
+@pytest.fixture(scope="module")
+def evacuated(incus, multi, remote, cluster, deployed) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """gamma stopped, its loss seen and reported, then `deploy --evacuate`."""
+    lost = lost_nodes(multi)
     before = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}
     incus.stop(cluster.instances[LOST], force=True)
-    started = time.monotonic()
-    try:
-        # Incus calls a member offline after cluster.offline_threshold (20 s) without
-        # heartbeat; right after a stop the others may briefly all look offline (a new
-        # database leader), so wait for the steady answer.
-        deadline = time.monotonic() + 120
-        while True:
-            rows = {r["node"]: r for r in status_rows(multi, remote)}
-            seen = {n for n, r in rows.items() if r["unreachable"]}
-            if seen == lost_nodes or time.monotonic() > deadline:
-                break
-            time.sleep(3)
-        print(f"member {LOST} seen offline after {time.monotonic() - started:.0f}s")
-        assert seen == lost_nodes
-        assert all(f"member {LOST} is Offline" in rows[n]["unreachable"] for n in lost_nodes)
-        plan, _ = make_deploy_plan(multi, remote)
-        assert plan.unreachable.keys() == lost_nodes
-        for n in lost_nodes:
-            a = plan.action(n)
-            assert a.verb is Verb.KEEP and a.reason.startswith(f"unreachable: member {LOST}")
-        assert plan.empty, plan.render_rows()
-        assert any("not touched, unreachable" in note for note in plan.notes)
-        deploy(multi, remote, ROOT)  # nothing to do that it could do: nothing touched
-        after = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}
-        assert after.keys() == before.keys()
-        # Reachable nodes kept their instances; the lost ones are still there (Incus lists
-        # them without their config while the member is down).
-        assert {n: u for n, u in after.items() if n not in lost_nodes} == {
-            n: u for n, u in before.items() if n not in lost_nodes
-        }
-    finally:
-        incus.start(cluster.instances[LOST])
-        deadline = time.monotonic() + 120
-        while remote_member_down(remote, LOST) and time.monotonic() < deadline:
-            time.sleep(2)
+    t = time.monotonic()
+
+    def reported() -> dict[str, Any]:
+        rows = {r["node"]: r for r in status_rows(multi, remote)}
+        return rows if {n for n, r in rows.items() if r["unreachable"]} == lost else {}
+
+    # Right after a stop the others may briefly all look offline (a new database leader).
+    rows = wait_for(f"{LOST}'s nodes unreachable", reported)
+    seen = time.monotonic() - t
+    plan, _ = make_deploy_plan(multi, remote)  # without --evacuate: left alone
+    t = time.monotonic()
+    deploy(multi, remote, ROOT, evacuate=True)
+    took = time.monotonic() - t
+    print(f"member {LOST} seen down after {seen:.0f}s; deploy --evacuate {took:.0f}s")
+    return {"before": before, "rows": rows, "plan": plan, "seconds": took}
+
+
+def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
+    multi, remote, evacuated
+) -> None:
+    lost = lost_nodes(multi)
+    rows, plan = evacuated["rows"], evacuated["plan"]
+    assert all(f"member {LOST} is " in rows[n]["unreachable"] for n in lost)
+    # Without --evacuate the plan touches nothing there and says how to proceed.
+    assert plan.unreachable.keys() == lost and plan.empty, plan.render_rows()
+    assert any(f"plex deploy {multi.name} --evacuate" in note for note in plan.notes)
+    seen = remote.observe(multi.name)
+    live = live_instances(seen, [n.name for n in topology.nodes(multi)])
+    for node in lost:
+        n = topology.resolve(multi, node)
+        inst = seen.instances[live[node]]
+        # A new instance on an online member, named after it; the node's identity inside.
+        assert inst.location in ("alpha", "beta") and inst.name == f"{node}-{inst.location}"
+        assert inst.running and inst.config[owner.READY] == "true"
+        assert inst.config[owner.NODE] == node
+        assert remote.exec(inst.name, ["hostname"]).stdout.strip() == node
+        addr = remote.exec(inst.name, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout
+        assert f"inet {n.address}/" in addr
+        mac = remote.exec(inst.name, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+        assert mac == n.mac
+    # The old copies are still listed on the lost member (Incus keeps their names).
+    assert {i.name for i in seen.instances.values() if i.location == LOST} == lost
+    # The cluster is whole again: the VIP answers, every kube node is a Ready Node, etcd's
+    # members are the three servers, and the registry answers at its address.
+    with socket.create_connection((multi.network.vip, 6443), timeout=5):
+        pass
+    master = topology.master(multi).name
+    got = json.loads(remote.exec(master, [*KUBECTL, "get", "nodes", "-o", "json"]).stdout)
+    ready = {
+        i["metadata"]["name"]
+        for i in got["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in i["status"]["conditions"])
+    }
+    assert ready == {n.name for n in topology.nodes(multi) if n.role.is_kube}
+    etcd = KubeCluster(multi, remote).summary()
+    servers = [n.name for n in topology.nodes(multi) if n.role is Role.SERVER]
+    assert sorted(etcd["members"]) == sorted(servers), etcd
+    reg = topology.registry_node(multi)
+    assert reg is not None
+    url = f"http://{reg.address}:{multi.registry.port}/v2/"
+    curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url]
+    res = remote.exec(f"{multi.name}-agent1", curl)
+    assert res.stdout in ("200", "401"), res.output
+    # The reachable nodes kept their instances, and nothing more is planned.
+    after = {n: i.uuid for n, i in seen.instances.items()}
+    assert {n: u for n, u in evacuated["before"].items() if n not in lost} == {
+        n: u for n, u in after.items() if n in evacuated["before"] and n not in lost
+    }
+    assert make_deploy_plan(multi, remote, evacuate=True)[0].empty
     assert OTHER in remote.instance_names()
-    # Back: the plan sees the nodes again (running again, as Incus restarts them), the same
-    # instances as before the loss.
-    deadline = time.monotonic() + 120
+
+
+def test_the_member_back_its_stale_copies_go_first_then_the_nodes_return_home(
+    incus, multi, remote, cluster, evacuated
+) -> None:
+    lost = lost_nodes(multi)
+    # Incus's healing marked the dead member evacuated: when it returns it starts nothing.
+    wait_for(f"{LOST} healed", lambda: remote.members()[LOST].startswith("Evacuated"))
+    incus.start(cluster.instances[LOST])
+
+    def stale_rows() -> dict[str, Any]:
+        rows = {r["node"]: r for r in status_rows(multi, remote)}
+        return rows if all(rows[n]["stale_copies"] == [n] for n in lost) else {}
+
+    rows = wait_for(f"{LOST} back with its stale copies", stale_rows)
+    assert not any(r["unreachable"] for r in rows.values())
+    seen = remote.observe(multi.name).instances
+    assert all(seen[n].status == "Stopped" for n in lost), {n: seen[n].status for n in lost}
     plan, _ = make_deploy_plan(multi, remote)
-    while not plan.empty and time.monotonic() < deadline:
-        time.sleep(3)
-        plan, _ = make_deploy_plan(multi, remote)
-    assert not plan.unreachable
-    assert plan.empty, plan.render_rows()
-    back = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}
-    assert back == before
-
-
-def remote_member_down(remote: PylxdIncus, member: str) -> bool:
-    try:
-        return bool(remote.members().get(member))
-    except Exception:
-        return True
+    assert {c.instance for c in plan.stale} == lost
+    t = time.monotonic()
+    deploy(multi, remote, ROOT)  # the stale copies go; gamma takes nothing while evacuated
+    cleaned = time.monotonic() - t
+    names = remote.instance_names()
+    assert not lost & set(names) and OTHER in names
+    assert all(sum(1 for i in names if i == n or i.startswith(f"{n}-")) == 1 for n in lost)
+    # The admin restores the member; the next deploy brings the nodes home under their names.
+    res = incus.exec(cluster.instances["alpha"], ["incus", "cluster", "restore", LOST, "--force"])
+    assert res.returncode == 0, res.output
+    wait_for(f"{LOST} online", lambda: remote.members()[LOST] == "")
+    plan, _ = make_deploy_plan(multi, remote)
+    home = {a.node for a in plan.actions if a.verb is Verb.REPLACE}
+    assert home == lost and all(plan.action(n).reason == f"back to member {LOST}" for n in lost)
+    t = time.monotonic()
+    deploy(multi, remote, ROOT)
+    print(f"stale copies deleted in {cleaned:.0f}s; home again in {time.monotonic() - t:.0f}s")
+    seen = remote.observe(multi.name).instances
+    planned = {n.name: n.member for n in topology.nodes(multi)}
+    assert {n: i.location for n, i in seen.items()} == planned
+    assert all(i.running and i.config[owner.READY] == "true" for i in seen.values())
+    assert make_deploy_plan(multi, remote)[0].empty
+    assert OTHER in remote.instance_names()
 
 
 def test_role_images_are_there_for_every_role(multi, remote, deployed) -> None:

@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from plex.errors import LockedError
+from plex.model import owner
+from plex.model.observed import Observed, ObservedInstance
 from plex.plexfile.load import load_plex
 from plex.services.deploy import inventory, inventory_yaml, kubeconfig
 from plex.store.lock import plex_lock
@@ -37,10 +39,22 @@ class MasterFiles:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pulled: list[tuple[str, str]] = []
+        self.evacuated = False
 
     def pull_file(self, name: str, path: str) -> bytes:
         self.pulled.append((name, path))
         return self.text.encode()
+
+    def observe(self, plex: str) -> Observed:
+        # An evacuated master would be read from its copy: demo-server1-alpha.
+        copy = ObservedInstance(
+            "demo-server1-alpha",
+            "Running",
+            "u",
+            {owner.PLEX: plex, owner.NODE: "demo-server1"},
+            "alpha",
+        )
+        return Observed(plex, "plex-demo", {copy.name: copy} if self.evacuated else {})
 
 
 def test_kubeconfig_comes_from_the_master_pointing_at_the_vip() -> None:
@@ -48,6 +62,9 @@ def test_kubeconfig_comes_from_the_master_pointing_at_the_vip() -> None:
     kc = kubeconfig(demo(), fake)  # type: ignore[arg-type]
     assert fake.pulled == [("demo-server1", "/etc/rancher/rke2/rke2.yaml")]
     assert "server: https://10.77.0.10:6443" in kc and "127.0.0.1" not in kc
+    fake.evacuated = True
+    kubeconfig(demo(), fake)  # type: ignore[arg-type]
+    assert fake.pulled[-1] == ("demo-server1-alpha", "/etc/rancher/rke2/rke2.yaml")
 
 
 def test_a_second_deploy_of_the_same_plex_is_refused(

@@ -110,3 +110,22 @@ class Files(IncusRest):
         stat = self._stat(name, path)
         assert stat is not None
         return int(stat.get("X-Incus-mode", "0"), 8)
+
+    def pin_hostname(self, name: str, hostname: str) -> None:
+        """Make the created, not yet started instance `name` boot as `hostname`.
+
+        Incus renders an image's templates at first start (trigger `create`): the one writing
+        /etc/hostname gets `{{ instance.name }}`, so it is replaced in this instance's copy of
+        the templates; /etc/hostname is also written for images without such a template."""
+        meta = self.sync("GET", f"instances/{name}/metadata", what=f"metadata of {name}") or {}
+        for path, tpl in (meta.get("templates") or {}).items():
+            if path == "/etc/hostname" and tpl.get("template"):
+                self.request(
+                    "POST",
+                    f"instances/{name}/metadata/templates",
+                    params={"path": tpl["template"]},
+                    data=f"{hostname}\n".encode(),
+                    headers={"Content-Type": "application/octet-stream"},
+                    what=f"hostname template of {name}",
+                )
+        self.push_file(name, "/etc/hostname", f"{hostname}\n".encode())

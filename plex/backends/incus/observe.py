@@ -47,9 +47,10 @@ class Observe(IncusRest):
             config = inst.get("config") or {}
             if not config and inst.get("location") and inst["name"].startswith(f"{plex}-"):
                 # On a member that is down Incus lists only name, location and status Error:
-                # a node name of this plex is taken to be its node, known only as unreachable
-                # (plex never acts on it, so a wrong guess touches nothing).
-                inst = {**inst, "config": {owner.PLEX: plex, owner.NODE: inst["name"]}}
+                # an instance named like this plex's nodes is taken to be a copy of one, known
+                # only as unreachable; its node is found by name (plex.deploy.copies). plex
+                # never acts on it: --evacuate creates a new copy elsewhere.
+                inst = {**inst, "config": {owner.PLEX: plex}}
                 config = inst["config"]
             if not owned(config, plex) or config.get(owner.BUILD):
                 continue

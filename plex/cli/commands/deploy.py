@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import InventoryFormat, OutputOpt, app, check_output, get_plex, parse_role
+from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
+from plex.cli.commands.bake import project_root
 from plex.cli.commands.plan import render
+from plex.deploy.genders import genders
 from plex.errors import UsageError
-from plex.model.enums import Role, Runtime
-from plex.plexfile.home import project_root
+from plex.model.plex import Plex, Role, Runtime
 
-if TYPE_CHECKING:  # the models, the deploy engine (and pylxd) load only when a command runs
+if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
     from plex.backends.incus.protocol import Incus
     from plex.deploy.actions import Plan
-    from plex.model.plex import Plex
     from plex.services.apply_result import ApplyResult
 
 ReplaceOpt = Annotated[
@@ -43,6 +43,14 @@ MaxUnavailableOpt = Annotated[
         "--max-unavailable",
         min=1,
         help="rolling: agents replaced at once (default 25% of the agents, at least 1)",
+    ),
+]
+EvacuateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--evacuate",
+        help="re-create the nodes of a cluster member that is down on the online members "
+        "(same node identity, another instance name; docs/cluster.md)",
     ),
 ]
 ForceOpt = Annotated[
@@ -83,6 +91,7 @@ def run_deploy(
     rollback: bool = False,
     role: Role | None = None,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> tuple[Plan, ApplyResult | None]:
     """Observe, plan, show, confirm, then apply, under the deploy lock. A rollback plans over
     the aliases as they will be and moves them only once confirmed."""
@@ -99,14 +108,24 @@ def run_deploy(
         observed = incus.observe(p.name)
         moves = rollback_moves(p, observed, role) if rollback else []
         plan = plan_observed(
-            p, rolled_back(observed, moves), replace, force, max_unavailable=max_unavailable
+            p,
+            rolled_back(observed, moves),
+            replace,
+            force,
+            max_unavailable=max_unavailable,
+            evacuate=evacuate,
         )
         for m in moves:
             ui.info(f"{p.name}/{m.role}: {str(m.from_digest)[:12]} -> {m.to_digest[:12]}")
         render(plan, err=as_json)
         if plan.empty and not moves:
             return plan, None
-        what = f"apply {len(plan.waves)} wave(s)" if not plan.empty else "move the aliases"
+        what = (
+            f"apply {len(plan.waves)} wave(s)"
+            + (f" after deleting {len(plan.stale)} stale copies" if plan.stale else "")
+            if not plan.empty
+            else "move the aliases"
+        )
         confirm_or_refuse(f"{verb} {p.name}: {what}?", yes, "not applied")
         move_aliases(incus, moves)
         if plan.empty:
@@ -144,6 +163,7 @@ def deploy_cli(
     parallel: ParallelOpt = 0,
     force: ForceOpt = False,
     max_unavailable: MaxUnavailableOpt = None,
+    evacuate: EvacuateOpt = False,
     snapshot: Annotated[
         bool,
         typer.Option(
@@ -151,7 +171,7 @@ def deploy_cli(
             help="then keep the healthy result as the pristine snapshot (plex reset --to pristine)",
         ),
     ] = False,
-    output: OutputOpt = ui.Output.TABLE,
+    output: OutputOpt = "table",
 ) -> None:
     """Plan, confirm, then converge the plex in health-gated waves."""
     as_json = check_output(output)
@@ -166,6 +186,7 @@ def deploy_cli(
         force,
         as_json,
         max_unavailable=max_unavailable,
+        evacuate=evacuate,
     )
     _report(plan, result, as_json, started)
     if snapshot:
@@ -190,7 +211,7 @@ def _snapshot(p: Plex, parallel: int, as_json: bool) -> None:
 def snapshot_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     parallel: ParallelOpt = 0,
-    output: OutputOpt = ui.Output.TABLE,
+    output: OutputOpt = "table",
 ) -> None:
     """Keep the deployed, healthy plex as copy-on-write snapshots of every node (kube nodes
     stopped together, so etcd is consistent): the state `plex reset --to pristine` restores."""
@@ -211,7 +232,7 @@ def reset_cli(
             metavar="pristine",
         ),
     ] = None,
-    output: OutputOpt = ui.Output.TABLE,
+    output: OutputOpt = "table",
 ) -> None:
     """Fast lab reset: replace the master and everything depending on it, same images (or,
     with --to pristine, restore every node's pristine snapshot)."""
@@ -275,7 +296,7 @@ def rollback_cli(
     role: Annotated[str | None, typer.Option(help="only this role")] = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 0,
-    output: OutputOpt = ui.Output.TABLE,
+    output: OutputOpt = "table",
 ) -> None:
     """Redeploy the previous image generation (of one role, or of every role)."""
     as_json = check_output(output)
@@ -286,64 +307,6 @@ def rollback_cli(
         p, _connect(p), [], yes, parallel, False, as_json, verb="rollback", rollback=True, role=r
     )
     _report(plan, result, as_json, started)
-
-
-@app.command("status")
-def status_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
-    output: OutputOpt = ui.Output.TABLE,
-) -> None:
-    """Nodes, role, state, readiness and image digest against the newest image."""
-    from plex.services.deploy import bootstrap_rows, etcd_status, status_rows
-
-    as_json = check_output(output)
-    p = get_plex(plex)
-    incus = _connect(p)
-    rows = status_rows(p, incus)
-    boot = bootstrap_rows(p, incus)
-    etcd = etcd_status(p, incus)
-    if as_json:
-        ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot, "etcd": etcd})
-        return
-    ui.table(
-        f"status of {p.name}",
-        ["node", "role", "address", "state", "ready", "image", "current"],
-        [
-            [
-                r["node"],
-                r["role"],
-                r["address"],
-                r["state"]
-                + (f" (unreachable: {r['unreachable']})" if r.get("unreachable") else ""),
-                "yes" if r["ready"] else "no",
-                r["image"] or "-",
-                "yes" if r["up_to_date"] else f"no ({r['current_image']})",
-            ]
-            for r in rows
-        ],
-    )
-    if etcd is not None:
-        ui.table(
-            f"etcd of {p.name}: quorum {'yes' if etcd['quorum'] else 'NO'}, leader "
-            f"{etcd['leader'] or '-'}, members {', '.join(etcd['members']) or '-'}",
-            ["server", "member", "leader", "quorum", "error"],
-            [
-                [
-                    s,
-                    "yes" if v["member"] else "no",
-                    "yes" if v["leader"] else "no",
-                    "yes" if v["quorum"] else "no",
-                    v.get("error") or "",
-                ]
-                for s, v in etcd["servers"].items()
-            ],
-        )
-    if boot:
-        ui.table(
-            f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
-            ["manifest", "addon", "sha256", "state"],
-            [[b["manifest"], b["addon"], b["sha256"], b["state"]] for b in boot],
-        )
 
 
 @app.command("kubeconfig")
@@ -358,19 +321,17 @@ def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")
 @app.command("inventory")
 def inventory_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
-    output: Annotated[
-        InventoryFormat,
-        typer.Option("--output", "-o", help="yaml, json or genders", case_sensitive=False),
-    ] = InventoryFormat.YAML,
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml, json or genders")] = "yaml",
 ) -> None:
     """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
-    from plex.deploy.genders import genders
     from plex.services.deploy import inventory, inventory_yaml
 
     p = get_plex(plex)
-    if output is InventoryFormat.JSON:
+    if output == "json":
         ui.print_json(inventory(p))
-    elif output is InventoryFormat.YAML:
+    elif output == "yaml":
         typer.echo(inventory_yaml(p), nl=False)
-    else:
+    elif output == "genders":
         typer.echo(genders(p), nl=False)
+    else:
+        raise UsageError(f"--output must be yaml, json or genders, not '{output}'")

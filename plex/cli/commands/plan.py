@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
+from plex.deploy.actions import Plan, Verb
 from plex.errors import BackendError, ConfigError, UsageError
-from plex.model.enums import Role
+from plex.model.image import ImageRef
 from plex.model.observed import Observed
-
-if TYPE_CHECKING:
-    from plex.deploy.actions import Plan
-    from plex.model.image import ImageRef
-    from plex.model.plex import Plex
+from plex.model.plex import Plex, Role
 
 
 def _read_json(path: Path) -> Any:
@@ -45,8 +42,6 @@ def load_observed_file(path: Path) -> Observed:
 
 def load_images_file(path: Path) -> dict[Role, ImageRef]:
     """`{role: {digest, fingerprint, alias}}`, as `ImageRef.to_json` writes each entry."""
-    from plex.model.image import ImageRef
-
     data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "must be a JSON object {role: {digest, fingerprint}}")
@@ -85,6 +80,7 @@ def plan_for(
     observed_file: Path | None,
     images_file: Path | None,
     max_unavailable: int | None = None,
+    evacuate: bool = False,
 ) -> Plan:
     observed = load_observed_file(observed_file) if observed_file else observe(plex)
     if observed.plex != plex.name:
@@ -92,14 +88,12 @@ def plan_for(
     from plex.services.deploy import plan_observed
 
     images = load_images_file(images_file) if images_file else None
-    return plan_observed(plex, observed, replace, force, images, max_unavailable)
+    return plan_observed(plex, observed, replace, force, images, max_unavailable, evacuate)
 
 
 def render(plan: Plan, err: bool = False) -> None:
     """The one rendering of a Plan (plan, deploy, reset, rollback); on stderr (`err`) when
     stdout carries JSON."""
-    from plex.deploy.actions import Verb
-
     ui.table(
         f"plan for {plan.plex} · project {plan.project}",
         ["", "node", "action", "reason"],
@@ -170,13 +164,20 @@ def plan_cli(
             "--max-unavailable", min=1, help="rolling: agents replaced at once (default 25%, >= 1)"
         ),
     ] = None,
-    output: OutputOpt = ui.Output.TABLE,
+    evacuate: Annotated[
+        bool,
+        typer.Option(
+            "--evacuate",
+            help="plan re-creating the nodes of a cluster member that is down elsewhere",
+        ),
+    ] = False,
+    output: OutputOpt = "table",
 ) -> None:
     """Show what `plex deploy` would create, replace, start and delete, in health-gated waves,
     and which strategy (rolling or cascade) and why."""
     as_json = check_output(output)
     p = get_plex(plex)
-    result = plan_for(p, replace or [], force, observed, images, max_unavailable)
+    result = plan_for(p, replace or [], force, observed, images, max_unavailable, evacuate)
     if as_json:
         ui.print_json(result.to_json())
     else:
