@@ -12,6 +12,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def _merge_cache(fresh: Path, cache: Path) -> None:
     for deb in fresh.glob("*.deb"):
         target = cache / deb.name
         if not target.exists():
-            tmp = cache / f".{deb.name}.{os.getpid()}"
+            # Per thread too: role bakes run in parallel and merge the same new packages.
+            tmp = cache / f".{deb.name}.{os.getpid()}.{threading.get_ident()}"
             shutil.copy2(deb, tmp)
             tmp.replace(target)
 
