@@ -33,6 +33,7 @@ NETWORK_CONFIG = "cloud-init.network-config"
 
 
 def user_data(plex: Plex, identity: Identity, node: Node) -> str:
+    identity.require_secrets()
     keys = identity.host_keys(node.name)
     ssh_keys: dict[str, str] = {}
     for kind in KEY_TYPES:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from plex.errors import UsageError
+from plex.errors import LockedError, UsageError
 from plex.model import topology
 from plex.model.plex import Plex, Role
 
@@ -77,6 +77,17 @@ class Identity:
     # plex's own SSH client key: its public half is root's authorized key on VM nodes (given
     # by cloud-init), its private half never leaves the identity (SSH probes log in with it).
     deploy_key: HostKey | None = None
+    # Set (to where the vault is) when loaded without the age key: only the public half is
+    # here (host and deploy public keys); asking for any secret says, in one line, it is locked.
+    locked: str = ""
+
+    def require_secrets(self) -> None:
+        if self.locked:
+            raise LockedError(
+                f"{self.locked}: the identity is encrypted (age) and locked; this needs its "
+                "secrets",
+                hint="set PLEX_AGE_KEY or PLEX_AGE_KEY_FILE (public-only commands work locked)",
+            )
 
     def host_keys(self, node: str) -> dict[str, HostKey]:
         try:
@@ -85,6 +96,7 @@ class Identity:
             raise UsageError(f"no identity for node '{node}'", "run: plex identity PLEX") from None
 
     def node_password(self, node: str) -> str:
+        self.require_secrets()
         try:
             return self.node_passwords[node]
         except KeyError:
@@ -92,6 +104,7 @@ class Identity:
 
     def private_files(self, node: str, role: Role) -> tuple[PrivateFile, ...]:
         """Everything secret that belongs on `node` (one place: deploy pushes exactly this)."""
+        self.require_secrets()
         files: list[PrivateFile] = []
         for kind, key in sorted(self.host_keys(node).items()):
             path = f"/etc/ssh/ssh_host_{kind}_key"
@@ -113,6 +126,7 @@ class Identity:
         leak. The shared secrets as they are, then every line of every node's secret files
         (a private key's base64 lines one by one, so a partial copy is found too); a secret
         file added to `private_files` is covered without touching this."""
+        self.require_secrets()
         yield "join token", self.token
         yield "VRRP password", self.vrrp_secret
         if self.deploy_key is not None:

@@ -96,7 +96,8 @@ def plan_recipes(
     With `channel` stable, a role whose package-layer lineage has a stable record builds its
     plex layer on that layer instead of the one its recipe describes now (plex.store.channels).
     """
-    identity = require_identity(plex)
+    # Images hold only public identity data: a locked identity bakes.
+    identity = require_identity(plex, secrets=False)
     renderer = Renderer(paths.bake / "templates")
     chans = chans if chans is not None else channels_mod.load_channels()
     out: dict[Role, Recipe] = {}

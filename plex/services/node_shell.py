@@ -18,6 +18,7 @@ class NodeShell:
         vms = [n for n in topology.nodes(plex, reserved=True) if n.virt is Virt.VM]
         self.ssh: SshExecutor | None = None
         if vms and identity.deploy_key is not None:
+            identity.require_secrets()  # the deploy key's private half logs in
             targets = {
                 n.name: SshTarget(n.address, identity.host_keys(n.name)["ed25519"].public_key)
                 for n in vms

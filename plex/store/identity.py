@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from plex.errors import PlexError, UsageError
+from plex.model import topology
 from plex.model.identity import (
     KEY_TYPES,
     HostKey,
@@ -35,12 +36,19 @@ def identity_dir(plex_name: str) -> Path:
     return plex_dir(plex_name) / "identity"
 
 
-def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
+def load_identity(
+    plex_name: str, root: Path | None = None, *, public_only: bool = False
+) -> Identity | None:
+    """The stored identity. `public_only`: a locked (age) identity loads as its public half
+    (host and deploy public keys, `locked` set) instead of failing; any secret asked of it
+    then fails in one line. Commands that never need a secret pass it."""
     d = root or identity_dir(plex_name)
     secrets_file = d / "secrets.json"
     vault_file = d / vault.VAULT
     if not secrets_file.exists() and not vault_file.exists():
         return None
+    if public_only and vault_file.exists() and vault.find_key() is None:
+        return _public_identity(plex_name, d)
     try:
         nodes_dir = d / "nodes"
         node_dirs = sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else []
@@ -92,6 +100,21 @@ def load_identity(plex_name: str, root: Path | None = None) -> Identity | None:
         raise PlexError(
             f"{d}: identity is damaged ({e})", "restore it, or run: plex identity PLEX --rotate all"
         ) from None
+
+
+def _public_identity(plex_name: str, d: Path) -> Identity:
+    nodes_dir = d / "nodes"
+    keys = {
+        nd.name: {
+            kind: HostKey(kind, "", (nd / f"ssh_host_{kind}_key.pub").read_text().strip())
+            for kind in KEY_TYPES
+            if (nd / f"ssh_host_{kind}_key.pub").exists()
+        }
+        for nd in (sorted(nodes_dir.iterdir()) if nodes_dir.is_dir() else [])
+    }
+    pub = d / f"{DEPLOY_KEY}.pub"
+    deploy = HostKey("ed25519", "", pub.read_text().strip()) if pub.exists() else None
+    return Identity(plex_name, "", "", keys, {}, deploy, locked=str(d))
 
 
 def is_encrypted(plex_name: str, root: Path | None = None) -> bool:
@@ -204,7 +227,17 @@ def ensure_identity(
     return identity, save_identity(plex, identity, root)
 
 
-def require_identity(plex: Plex) -> Identity:
-    """The identity for bake/deploy: generated on first use, never changed by them."""
+def require_identity(plex: Plex, *, secrets: bool = True) -> Identity:
+    """The identity for bake/deploy: generated on first use, never changed by them.
+
+    `secrets=False` (bake, plan, show: only public data): a locked identity that already has
+    every node serves as its public half instead of failing."""
+    if not secrets:
+        public = load_identity(plex.name, public_only=True)
+        if public is not None and public.locked:
+            names = [n.name for n in topology.nodes(plex, reserved=True)]
+            if all(len(public.keys.get(n, {})) == len(KEY_TYPES) for n in names):
+                return public
+            public.require_secrets()  # new nodes need keys: that needs the key
     identity, _ = ensure_identity(plex)
     return replace(identity)

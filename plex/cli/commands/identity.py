@@ -72,7 +72,7 @@ def identity_cli(
 
 def _show(name: str, as_json: bool) -> None:
     plex = get_plex(name)
-    ident = load_identity(plex.name)
+    ident = load_identity(plex.name, public_only=True)  # fingerprints only: works locked
     if ident is None:
         raise UsageError(f"plex '{plex.name}' has no identity yet", f"run: plex identity {name}")
     rows = []
