@@ -152,6 +152,7 @@ def make_plan(
     # (it passed its probes once and nothing about it changed) is started instead.
     own: dict[str, list[str]] = {}
     stopped: set[str] = set()
+    mac_pending: list[str] = []
     for n in nodes:
         inst = mine.get(n.name)
         if inst is None:
@@ -169,7 +170,9 @@ def make_plan(
             reasons.append(UNFINISHED)
         if inst.image != images[n.role].digest:
             reasons.append(IMAGE_CHANGED)
-        if inst.spec != specs[n.name].digest:
+        if inst.spec != specs[n.name].digest and inst.spec == specs[n.name].digest_before_mac:
+            mac_pending.append(n.name)  # the MAC is set when the node is next replaced
+        elif inst.spec != specs[n.name].digest:
             home = inst.name != specs[n.name].name and inst.location != specs[n.name].target
             reasons.append(f"back to member {specs[n.name].target}" if home else SPEC_CHANGED)
         if inst.role != n.role.value:
@@ -339,6 +342,12 @@ def make_plan(
     )
 
     notes = v.notes(plex.name)
+    kept = [n for n in mac_pending if actions[n].verb is not Verb.REPLACE]
+    if kept:
+        notes.append(
+            f"{', '.join(kept)}: made before plex set precomputed MACs; each gets its MAC at its "
+            "next replacement (a MAC alone replaces no healthy node)"
+        )
     if cascade is None:
         notes += check_quorum(plex, mine, planned, force)
     replaced = any(a.verb is Verb.REPLACE for a in actions.values())

@@ -54,6 +54,9 @@ class InstanceSpec:
     digest: str  # equals config[user.plex.spec]
     # Files pushed into the instance before its first start (servers: bootstrap manifests).
     manifests: tuple[Manifest, ...] = ()
+    # The digest this spec had before plex set precomputed MACs (the NIC without `hwaddr`): a
+    # node made then differs only by its MAC, which alone does not replace a healthy node.
+    digest_before_mac: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,13 +210,11 @@ def instance_spec(
     devices = _devices(plex, node, profile)
     profiles = tuple(dict.fromkeys(("default", *rc.profiles)))
     manifests = tuple(server_manifests(plex)) if node.role is Role.SERVER else ()
-    digest = spec_digest(
-        node.virt.incus_type,
-        config,
-        devices,
-        profiles,
-        node.member,
-        bootstrap_digest(list(manifests)) if manifests else None,
+    bootstrap = bootstrap_digest(list(manifests)) if manifests else None
+    digest = spec_digest(node.virt.incus_type, config, devices, profiles, node.member, bootstrap)
+    nic = {k: v for k, v in devices[NIC_DEVICE].items() if k != "hwaddr"}
+    before_mac = spec_digest(
+        node.virt.incus_type, config, {**devices, NIC_DEVICE: nic}, profiles, node.member, bootstrap
     )
     config.update(
         {
@@ -235,4 +236,5 @@ def instance_spec(
         target=node.member,
         digest=digest,
         manifests=manifests,
+        digest_before_mac=before_mac,
     )
