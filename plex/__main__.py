@@ -54,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         # them by their interface rather than by a module that may not be installed.
         show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
         if callable(show) and isinstance(code, int):
-            show()
+            # A usage error is one line like every other error, with where to read more.
+            ctx, fmt = getattr(e, "ctx", None), getattr(e, "format_message", None)
+            if ctx is not None and callable(fmt):
+                ui.error(
+                    str(fmt()).replace("Value error, ", ""), f"see '{ctx.command_path} --help'"
+                )
+            else:
+                show()
             return code
         raise
     # In non-standalone mode `raise typer.Exit(n)` comes back as the return value.

@@ -91,6 +91,6 @@ def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
                 }
                 for p in proxies
             ],
-            "distribution_unit": distribution.unit_text().rstrip("\n"),
+            **distribution.unit_vars(),
         }
     return {}

@@ -31,7 +31,7 @@ from plex.bake.recipe import (
     digest_of,
 )
 from plex.bake.seed import SEED_LABEL, build_seed
-from plex.bake.vm_files import extra_files, reboot_method
+from plex.bake.vm_files import SUSE_ANCHORS, extra_files, reboot_method, vm_files
 from plex.bake.windows import (
     RebootMethod,
 )
@@ -199,6 +199,10 @@ def packer_template(
     ):
         files_script.append(f"install -m 0644 {BUILD_DIR}/units/*.service /etc/systemd/system/")
     files_script += list(recipe.layer.validate)
+    if any(f.path.startswith(f"{SUSE_ANCHORS}/") for f in vm_files(plex, recipe)):
+        # Inside the transaction: /etc/ssl/certs is the snapshot's, /var/lib/ca-certificates
+        # a bind mount; both persist.
+        files_script.append("update-ca-certificates")
     services = _services(recipe)
     if services:
         files_script.append(q("systemctl", "enable", *services))

@@ -12,6 +12,7 @@ do not persist.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from plex.bake.windows import (
 from plex.errors import ConfigError
 from plex.model import topology
 from plex.model.plex import Plex, Role
+from plex.plexfile.trust import TRUST_DIR
 
 RKE2_PREFIX = "/opt/rke2"
 
@@ -105,10 +107,29 @@ def check_transaction_paths(files: Sequence[RenderedFile], where: str) -> None:
         )
 
 
+# openSUSE's trust store: update-ca-certificates reads the anchors in /etc/pki/trust/anchors
+# (openSUSE/ca-certificates: ca-certificates.path watches it, the *.run hooks `trust extract`
+# into /var/lib/ca-certificates, which tukit bind-mounts into a transaction). Debian's
+# /usr/local/share/ca-certificates is the /usr/local subvolume on MicroOS: lost there.
+SUSE_ANCHORS = "/etc/pki/trust/anchors"
+
+
+def suse_trust(files: Sequence[RenderedFile]) -> list[RenderedFile]:
+    """The recipe's trust-store CAs (tls.ca_files, Debian's directory) moved to openSUSE's."""
+    prefix = f"{TRUST_DIR}/"
+    return [
+        dataclasses.replace(f, path=f"{SUSE_ANCHORS}/plex-{f.path.removeprefix(prefix)}")
+        if f.path.startswith(prefix)
+        else f
+        for f in files
+    ]
+
+
 def vm_files(plex: Plex, recipe: Recipe) -> tuple[RenderedFile, ...]:
-    """Everything the files tarball holds: the recipe's files, then the extras (they win).
-    The tarball is extracted inside a transaction: every path must persist there."""
-    files = {f.path: f for f in recipe.layer.files}
+    """Everything the files tarball holds: the recipe's files (CAs where openSUSE reads them),
+    then the extras (they win). The tarball is extracted inside a transaction: every path must
+    persist there."""
+    files = {f.path: f for f in suse_trust(recipe.layer.files)}
     files.update({f.path: f for f in extra_files(plex, recipe.role)})
     out = tuple(sorted(files.values(), key=lambda f: f.path))
     check_transaction_paths(out, recipe.sources[-1] if recipe.sources else recipe.role.value)

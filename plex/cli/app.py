@@ -7,15 +7,19 @@ parse arguments, call one plain function, render its result.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from plex import __version__
+import plex
+from plex.cli import ui
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role
-from plex.plexfile.load import find_plex, load_plex
+from plex.model.enums import Role
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 app = typer.Typer(
     name="plex",
@@ -32,7 +36,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"plex {__version__}")
+        typer.echo(f"plex {plex.__version__}")  # read on use: importlib.metadata is slow
         raise typer.Exit()
 
 
@@ -49,21 +53,31 @@ def _main(
 F = TypeVar("F", bound=Callable[..., Any])
 
 PlexArg = Annotated[str, typer.Argument(help="plex name (plexes/<name>.yaml) or a path to one")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json", metavar="FORMAT")]
+OutputOpt = Annotated[
+    ui.Output, typer.Option("--output", "-o", help="table or json", case_sensitive=False)
+]
 
 
-def check_output(value: str) -> bool:
-    """True for JSON output; rejects unknown formats with a usage error."""
-    if value not in ("table", "json"):
-        raise UsageError(f"--output must be table or json, not '{value}'")
-    return value == "json"
+class InventoryFormat(StrEnum):
+    YAML = "yaml"  # Ansible's YAML inventory
+    JSON = "json"
+    GENDERS = "genders"  # a genders database (pdsh -g, nodeattr)
+
+
+def check_output(value: ui.Output) -> bool:
+    """True for JSON output (typer has already refused a format that is not an Output)."""
+    return value is ui.Output.JSON
 
 
 def get_plex(name_or_path: str) -> Plex:
+    from plex.plexfile.load import find_plex, load_plex
+
     return load_plex(find_plex(name_or_path))
 
 
 def plex_path(name_or_path: str) -> Path:
+    from plex.plexfile.load import find_plex
+
     return find_plex(name_or_path)
 
 

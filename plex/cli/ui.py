@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
-__all__ = ["TaskID"]  # re-exported: commands type their progress tasks without rich
-from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# rich loads on first output: `plex --help` prints through click and needs none of it (~40 ms
+# of start-up, bench/cli.py).
+@functools.cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _err() -> Console:
+    return _console(True)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 class Output(StrEnum):
@@ -43,6 +50,9 @@ def table(
     title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], err: bool = False
 ) -> None:
     """A table on stdout, or on stderr (`err`) when stdout carries JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c)
@@ -51,25 +61,25 @@ def table(
     # Piped output has no width: rich would assume 80 columns and cut names to "omniplex-serv…",
     # which breaks `plex show | grep`. Let the table take the width it needs.
     # (print(width=...) is capped at the console's width, hence a console for this table.)
-    base = err_console if err else console
+    base = _console(err)
     out = base if base.is_terminal else Console(file=base.file, width=250, highlight=False)
     out.print(t)
 
 
 def info(message: str) -> None:
     # One message, one line: wrapping at 80 columns would split paths in logs and pipes.
-    err_console.print(message, soft_wrap=True)
+    _err().print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     # Messages quote user input ('[/x]' would be a markup error): escape, and keep one line.
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    _err().print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    _err().print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     if hint:
-        err_console.print(f"  [dim]hint: {escape(hint)}[/dim]", soft_wrap=True)
+        _err().print(f"  [dim]hint: {escape(hint)}[/dim]", soft_wrap=True)
 
 
 @contextmanager
@@ -83,18 +93,20 @@ def step(title: str, quiet: bool = False) -> Iterator[None]:
     finally:
         if not quiet:
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
-            err_console.print(f"{mark} {title} [dim]{time.monotonic() - start:.1f}s[/dim]")
+            _err().print(f"{mark} {title} [dim]{time.monotonic() - start:.1f}s[/dim]")
 
 
 def progress() -> Progress:
     """A progress display for parallel work (one task per role or node)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[label]:<14}"),
         BarColumn(bar_width=20),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=err_console,
+        console=_err(),
         transient=False,
     )
 
@@ -142,5 +154,5 @@ def confirm(question: str) -> bool:
     if not can_ask():
         return False
     # escape: rich would take "[y/N]" (and brackets in the question) for markup and drop it.
-    answer = err_console.input(f"{escape(question)} {escape('[y/N]')} ")
+    answer = _err().input(f"{escape(question)} {escape('[y/N]')} ")
     return answer.strip().lower() in ("y", "yes")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from plex.model.profile_file import ProfileFile
 from plex.model.topology import Node
 from plex.plexfile.bootstrap import Manifest
 from plex.plexfile.bootstrap import digest as bootstrap_digest
+from plex.plexfile.home import project_root
 from plex.plexfile.yamlfile import load_model
 from plex.registry import distribution, zot
 
@@ -79,12 +79,8 @@ class RoleProfile:
 
 
 def profiles_dir() -> Path:
-    """`$PLEX_HOME/deploy/profiles` (or the cwd's), else the profiles shipped beside the code."""
-    base = Path(os.environ.get("PLEX_HOME", "."))
-    cand = base / "deploy" / "profiles"
-    if cand.is_dir():
-        return cand
-    return Path(__file__).resolve().parents[2] / "deploy" / "profiles"
+    """deploy/profiles of the project root (plex.plexfile.home)."""
+    return project_root() / "deploy" / "profiles"
 
 
 def load_profile(role: Role, virt: Virt, directory: Path | None = None) -> RoleProfile:

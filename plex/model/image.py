@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from plex.model.plex import Role
+from plex.model.enums import Role
 
 
 @dataclass(frozen=True)

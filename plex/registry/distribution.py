@@ -26,6 +26,7 @@ import yaml
 
 from plex.errors import ConfigError
 from plex.model.plex import Plex, Upstream
+from plex.plexfile.home import project_root
 from plex.registry.base import RenderedFile, upstream
 from plex.registry.credentials import Credentials
 
@@ -135,29 +136,24 @@ def port_of(plex: Plex, upstream_name: str) -> int:
 
 
 def unit_text() -> str:
-    """The systemd template unit; instance = upstream name, config = CONFIG_DIR/<name>.yml."""
-    return f"""\
-# Rendered by plex: one pull-through cache per upstream, e.g. plex-registry@docker.io.service.
-[Unit]
-Description=plex pull-through registry cache for %i
-After=network-online.target
-Wants=network-online.target
-# The stock unit listens on :5000 too.
-Conflicts=docker-registry.service
-# docker-registry 2.8 panics at start while the upstream is unreachable: keep retrying.
-StartLimitIntervalSec=0
+    """The systemd template unit; instance = upstream name, config = CONFIG_DIR/<name>.yml.
 
-[Service]
-User={SERVICE_USER}
-Group={SERVICE_USER}
-StateDirectory=docker-registry/%i
-ExecStart={BINARY} serve {CONFIG_DIR}/%i.yml
-Restart=always
-RestartSec=10s
+    bake/templates/plex-registry@.service.j2, the same file the registry image's bake renders."""
+    import jinja2  # start-up time: `plex validate` loads this module, only a bake renders
 
-[Install]
-WantedBy=multi-user.target
-"""
+    template = project_root() / "bake" / "templates" / "plex-registry@.service.j2"
+    text = template.read_text(encoding="utf-8")
+    unit: str = jinja2.Template(text, keep_trailing_newline=True).render(unit_vars())
+    return unit
+
+
+def unit_vars() -> dict[str, str]:
+    """What the unit template names: the bake context holds them too."""
+    return {
+        "registry_user": SERVICE_USER,
+        "registry_binary": BINARY,
+        "registry_config_dir": CONFIG_DIR,
+    }
 
 
 def render_yaml(doc: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ and images are already there):
   join of an initialized server, ignoring an unreachable `server:` ("we don't want to fail
   startup ... as this will break cold cluster restart", k3s pkg/cluster/bootstrap.go);
 - agents: the supervisor through the VIP (k3s agents fetch their config from `server:` at every
-  start, retrying every 5 s): every lb ready, the VIP held by one of them, every server ready.
+  start, retrying every 5 s): every lb ready, the VIP held by one of them, every server ready,
+  and the supervisor answering through the VIP (haproxy routes to a server it saw down only
+  after `rise` good checks).
 A node is marked ready (`user.plex.ready`) only once its probes pass; a node whose probes fail
 stops the run, and the nodes still waiting never start.
 """
@@ -67,7 +69,7 @@ class ColdStart:
         self.failed = threading.Event()
         self.errors: list[BaseException] = []
         self.ready: dict[str, threading.Event] = {}
-        self.vip = threading.Event()
+        self.vip = threading.Event()  # the agents' way in: supervisor through the VIP
         self.results: dict[str, list[ProbeResult]] = {}
         self.milestones: dict[str, float] = {}
         self.everyone: list[Node] = []
@@ -106,8 +108,7 @@ class ColdStart:
         # Servers start together, once every one of them is prepared.
         together = threading.Barrier(len(servers)) if servers else None
         lbs = [n for n in everyone if n.role is Role.LB]
-        if not any(n.role is Role.LB for n in nodes):
-            self.vip.set()  # the lbs stay up: the VIP is where it was
+        restarted_lbs = any(n.role is Role.LB for n in nodes)
 
         def one(node: Node) -> None:
             try:
@@ -119,13 +120,33 @@ class ColdStart:
                 if together is not None:
                     together.abort()
 
-        def vip() -> None:
+        def route() -> None:
+            """The agents' way in: the VIP held (if the lbs restarted), then the supervisor
+            answering through it. haproxy marks servers that were down DOWN and routes to them
+            again only after `rise` good checks; an agent let in before that is refused and
+            k3s retries only 5 s later."""
             try:
                 self.wait([self.ready[n.name] for n in lbs])
-                self.report("lb", "VIP")
-                result = probe_vip(self.incus, self.plex, sleep=lambda _: time.sleep(POLL))
-                self.results["VIP"] = [result]
-                self.milestone("VIP held")
+                if restarted_lbs:
+                    self.report("lb", "VIP")
+                    result = probe_vip(self.incus, self.plex, sleep=lambda _: time.sleep(POLL))
+                    self.results["VIP"] = [result]
+                    self.milestone("VIP held")
+                self.wait([self.ready[n.name] for n in everyone if n.role is Role.SERVER])
+                api = topology.api_address(self.plex)
+                probe = Probe(
+                    "supervisor through the VIP",
+                    f"curl -sk --max-time 2 https://{api}:9345/ping",
+                    "^pong$",
+                    timeout=60,
+                    interval=POLL,
+                )
+                master = topology.master(self.plex).name
+                self.results["VIP"] = [
+                    *self.results.get("VIP", []),
+                    run_probe(self.incus, master, "lb", probe, cancelled=self.failed.is_set),
+                ]
+                self.milestone("supervisor through the VIP")
                 self.vip.set()
             except BaseException as e:
                 with self._lock:
@@ -133,8 +154,10 @@ class ColdStart:
                 self.failed.set()
 
         threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in nodes]
-        if not self.vip.is_set():
-            threads.append(threading.Thread(target=vip, daemon=True))
+        if any(n.role is Role.AGENT for n in nodes):
+            threads.append(threading.Thread(target=route, daemon=True))
+        else:
+            self.vip.set()  # no agent waits for the way in
         for t in threads:
             t.start()
         for t in threads:
@@ -164,7 +187,7 @@ class ColdStart:
                 raise Interrupted("another server failed: not started") from None
         deps = needs(node, self.everyone)
         if deps:
-            self.report(name, f"waits for {len(deps)} node(s) and the VIP")
+            self.report(name, f"waits for {len(deps)} node(s) and the supervisor via the VIP")
             self.wait([*(self.ready[d] for d in deps), self.vip])
         if not up:
             self.report(name, "start")

@@ -17,6 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from plex.model.sizes import human_size
 from plex.store.state import plex_dir, write_private
 
@@ -178,108 +180,69 @@ def chart_svg(history: Sequence[dict[str, Any]], width: int = 760, height: int =
 
 
 # -- the page ----------------------------------------------------------------------------------
-
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
-       color: #222; max-width: 1100px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 22px 0 8px; }
-.ok { color: #1d7a32; font-weight: 600; } .failed { color: #c22; font-weight: 600; }
-.skipped { color: #888; }
-.badge { display: inline-block; padding: 2px 10px; border-radius: 10px; color: #fff; }
-.badge.ok { background: #1d7a32; } .badge.failed { background: #c22; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { border-bottom: 1px solid #e3e3e3; padding: 4px 10px; text-align: left; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code { font-family: ui-monospace, monospace; font-size: 12px; }
-.error { background: #fdecec; border: 1px solid #f3b5b5; padding: 8px 12px; }
-.meta { color: #555; font-size: 13px; }
-"""
+# plex/services/templates/nightly.html.j2, autoescaped: run values are text, never markup.
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], num: Sequence[int] = ()) -> str:
-    if not rows:
-        return '<p class="skipped">nothing</p>'
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for i, v in enumerate(row):
-            cls = ' class="num"' if i in num else ""
-            cells.append(f"<td{cls}>{v}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+def _status(s: str) -> Markup:
+    return Markup('<span class="{0}">{0}</span>').format(s)
 
 
-def _status(s: str) -> str:
-    return f'<span class="{escape(s)}">{escape(s)}</span>'
-
-
-def _code(s: Any, n: int = 12) -> str:
-    return f"<code>{escape(str(s or '-')[:n])}</code>"
+def _code(s: Any, n: int = 12) -> Markup:
+    return Markup("<code>{}</code>").format(str(s or "-")[:n])
 
 
 def render_html(run: dict[str, Any], history: Sequence[dict[str, Any]]) -> str:
     """The whole page for one run (history: oldest first, may include this run)."""
-    ok = bool(run.get("ok"))
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(run.get("started_at", 0))))
-    steps = _table(
-        ["step", "status", "seconds", "error"],
-        [
-            [
-                escape(s["name"]),
-                _status(s["status"]),
-                f"{float(s['seconds']):.1f}",
-                escape(s.get("error") or ""),
-            ]
+    import jinja2  # only a nightly renders the page
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).with_name("templates"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    dep = run.get("deploy") or {}
+    return env.get_template("nightly.html.j2").render(
+        run={"plex": None, "run": None, "seconds": 0, "cache_hits": 0, "bake": [], "error": None}
+        | run,
+        ok=bool(run.get("ok")),
+        when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(run.get("started_at", 0)))),
+        history=history,
+        chart=Markup(chart_svg(history)),  # noqa: S704 - built from escaped values above
+        steps=[
+            [s["name"], _status(s["status"]), f"{float(s['seconds']):.1f}", s.get("error") or ""]
             for s in run.get("steps", [])
         ],
-        num=(2,),
-    )
-    bake = _table(
-        ["role", "digest", "result", "package layer", "seconds", "size"],
-        [
+        bake=[
             [
-                escape(b["role"]),
+                b["role"],
                 _code(b["digest"]),
                 "cache hit"
                 if b.get("cached")
                 else ("built (package layer cached)" if b.get("package_cached") else "built"),
-                f"{_code(b.get('package_digest'))} {escape(b.get('channel') or '')}",
+                _code(b.get("package_digest")) + " " + (b.get("channel") or ""),
                 f"{float(b['seconds']):.1f}",
                 human_size(b.get("size") or None),
             ]
             for b in run.get("bake", [])
         ],
-        num=(4, 5),
-    )
-    dep = run.get("deploy") or {}
-    waves = _table(
-        ["wave", "nodes", "seconds"],
-        [
-            [str(i), escape(", ".join(w["nodes"])), f"{float(w['seconds']):.1f}"]
+        waves=[
+            [str(i), ", ".join(w["nodes"]), f"{float(w['seconds']):.1f}"]
             for i, w in enumerate(dep.get("waves", []), 1)
         ],
-        num=(2,),
-    )
-    smoke = _table(
-        ["node", "check", "result", "seconds", "attempts"],
-        [
+        smoke=[
             [
-                escape(s["node"]),
-                escape(s["probe"]),
+                s["node"],
+                s["probe"],
                 _status("ok" if s["ok"] else "failed"),
                 f"{float(s['seconds']):.1f}",
                 str(s.get("attempts", "")),
             ]
             for s in run.get("smoke", [])
         ],
-        num=(3, 4),
-    )
-    promoted = _table(
-        ["role", "now stable", "was", "alias", "package layer"],
-        [
+        promoted=[
             [
-                escape(p["role"]),
+                p["role"],
                 _code(p["digest"]),
                 _code(p.get("previous")),
                 _code(p["alias"], 80),
@@ -287,31 +250,5 @@ def render_html(run: dict[str, Any], history: Sequence[dict[str, Any]]) -> str:
             ]
             for p in run.get("promoted", [])
         ],
+        pruned=[[p["role"], _code(p["digest"])] for p in run.get("pruned", [])],
     )
-    pruned = _table(
-        ["role", "digest"], [[escape(p["role"]), _code(p["digest"])] for p in run.get("pruned", [])]
-    )
-    error = f'<p class="error">{escape(str(run["error"]))}</p>' if run.get("error") else ""
-    hits = run.get("cache_hits", 0)
-    total = len(run.get("bake", []))
-    title = f"plex nightly {run.get('plex')} {run.get('run')}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{escape(title)}</title>
-<style>{CSS}</style></head>
-<body>
-<h1>Nightly of <code>{escape(str(run.get("plex")))}</code>
-<span class="badge {"ok" if ok else "failed"}">{"passed, promoted" if ok else "failed"}</span></h1>
-<p class="meta">run <code>{escape(str(run.get("run")))}</code>, started {escape(when)},
-{float(run.get("seconds", 0)):.1f}s in all; bake {hits}/{total} cache hits.</p>
-{error}
-<h2>Bake and reset times, last {len(history)} runs</h2>
-{chart_svg(history)}
-<h2>Steps</h2>{steps}
-<h2>Bake</h2>{bake}
-<h2>Deploy (--replace master)</h2>{waves}
-<h2>Smoke checks</h2>{smoke}
-<h2>Promoted to stable</h2>{promoted}
-<h2>Pruned</h2>{pruned}
-</body></html>
-"""

@@ -75,7 +75,10 @@ def test_show_by_path_and_as_table(cli: Cli) -> None:
 def test_show_rejects_an_unknown_format(cli: Cli, plex_home: Path) -> None:
     result = cli("show", "demo", "-o", "yaml")
     assert result.code == 2
-    assert result.err_lines == ["error: --output must be table or json, not 'yaml'"]
+    assert result.err_lines == [
+        "error: Invalid value for '--output' / '-o': 'yaml' is not one of 'table', 'json'.",
+        "  hint: see 'plex show --help'",
+    ]
 
 
 def test_show_an_unknown_plex_lists_the_known_ones(cli: Cli, plex_home: Path) -> None:

@@ -19,10 +19,22 @@ PACKAGE = Path(__file__).resolve().parents[2] / "plex"
 # A function-level import is allowed only in the CLI (and the entry point), and only of the
 # layers a command needs once it runs: keeping them out of `plex --help` is the point.
 LAZY_ALLOWED_IN = ("cli", "__main__.py")
-LAZY_ALLOWED_OF = ("plex.services", "plex.backends", "plex.store", "plex.cli")
+LAZY_ALLOWED_OF = (
+    "plex.services",
+    "plex.backends",
+    "plex.store",
+    "plex.cli",
+    # The pydantic models and what builds on them: `plex --help` builds none of them.
+    "plex.model",
+    "plex.plexfile",
+    "plex.deploy",
+    "plex.registry",
+)
 
 # Heavy libraries only commands that talk to a daemon need.
 NOT_AT_START = ("pylxd", "docker", "requests", "zstandard")
+# What `plex --help` has no use for: the models (pydantic), YAML, templates, rich, the version.
+NOT_FOR_HELP = ("pydantic", "yaml", "jinja2", "rich", "importlib.metadata")
 
 
 def _function_level_imports(path: Path) -> list[tuple[int, str]]:
@@ -61,13 +73,15 @@ def test_the_scan_sees_a_function_level_import(tmp_path: Path) -> None:
     assert _function_level_imports(mod) == [(2, "plex.model")]
 
 
-def _loaded_by(*argv: str) -> set[str]:
-    """The top-level modules a whole `plex ARGV` process has imported when it finishes."""
+def _loaded_by(*argv: str, full: bool = False) -> set[str]:
+    """The top-level modules (every module: `full`) a whole `plex ARGV` process has imported
+    when it finishes."""
+    names = "sys.modules" if full else "{m.split('.')[0] for m in sys.modules}"
     code = (
         "import json, sys\n"
         "from plex.__main__ import main\n"
         f"rc = main({list(argv)!r})\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        f"print(json.dumps(sorted({names})))\n"
         "sys.exit(rc)\n"
     )
     out = subprocess.run(
@@ -81,6 +95,12 @@ def test_cli_start_does_not_import_daemon_clients(argv: tuple[str, ...]) -> None
     loaded = _loaded_by(*argv)
     assert "plex" in loaded  # the probe itself works
     assert sorted(loaded & set(NOT_AT_START)) == []
+
+
+def test_help_builds_no_model() -> None:
+    loaded = _loaded_by("--help", full=True)
+    assert "plex.cli.commands.deploy" in loaded  # every command was registered
+    assert sorted(m for m in loaded if m in NOT_FOR_HELP or m.startswith("plex.model.plex")) == []
 
 
 def test_a_daemon_command_does_import_pylxd() -> None:

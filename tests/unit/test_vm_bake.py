@@ -16,7 +16,7 @@ from plex.bake.bases import Qcow2Base, Rke2Install
 from plex.bake.packer_template import VmSpec, vm_digest
 from plex.bake.vm_files import vm_files
 from plex.errors import DownloadError
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.services.bake import Paths
 from plex.services.bake_vm import VmBaker, VmRecipe, fetch_base, verify_vm_artifact
 from plex.store.catalog import load_catalog
@@ -71,6 +71,19 @@ class RecordingIncus:
         return fp
 
 
+def build_recipe(plex: Plex, role: Role) -> VmRecipe:
+    """The VmRecipe as plan_vm builds it (vm_files runs the transaction-path check), from the
+    pinned stand-in artifacts: nothing is resolved or fetched."""
+    recipe = vm_recipe(plex, role)
+    return VmRecipe(
+        recipe,
+        Qcow2Base.from_base(recipe.package.base),
+        vm_digest(plex, recipe),
+        vm_files(plex, recipe),
+        VmSpec.for_role(plex, role),
+    )
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Path:
     d = tmp_path / "cache"
@@ -80,14 +93,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> P
 
 def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, cache: Path) -> None:
     plex = load("verniplex")
-    recipe = vm_recipe(plex, Role.LB)
-    vr = VmRecipe(
-        recipe,
-        Qcow2Base.from_base(recipe.package.base),
-        vm_digest(plex, recipe),
-        vm_files(plex, recipe),
-        VmSpec.for_role(plex, Role.LB),
-    )
+    vr = build_recipe(plex, Role.LB)
     base_file = tmp_path / "microos.qcow2"
     base_file.write_bytes(b"base")
     base_sha = hashlib.sha256(b"base").hexdigest()

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role, Virt
+from plex.model.enums import Role, Virt
 from plex.model.sizes import human_size
+from plex.plexfile.home import project_root
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 ROLE_HELP = "role to bake: lb, server, agent, registry or all (repeatable)"
-
-
-def project_root() -> Path:
-    """Where bake/ and images/ are: $PLEX_HOME, else the current directory."""
-    return Path(os.environ.get("PLEX_HOME", "."))
 
 
 def parse_roles(plex: Plex, types: list[str]) -> list[Role]:
@@ -39,7 +37,7 @@ def bake_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help=ROLE_HELP)] = None,
     virt: Annotated[
-        str | None,
+        Virt | None,
         typer.Option("--virt", help="container or vm (default: the plex's per-role setting)"),
     ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
@@ -51,7 +49,7 @@ def bake_cli(
             "or latest (what the recipes say now)"
         ),
     ] = "stable",
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Bake role images: an unchanged recipe is a no-op; plex data changes rebuild a thin layer."""
     as_json = check_output(output)

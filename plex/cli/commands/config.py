@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import ConfigErrors
-from plex.model import topology
-from plex.model.plex import Plex
-from plex.plexfile.checks import warnings
-from plex.plexfile.load import json_schema
+from plex.plexfile.home import project_root
+
+if TYPE_CHECKING:
+    from plex.model.plex import Plex
 
 
 @app.command("validate")
@@ -22,6 +21,7 @@ def validate_cli(
     files: Annotated[list[Path], typer.Argument(help="plex files to check")],
 ) -> None:
     """Check plex files: one line per problem (file:line: field: what is wrong), exit 2."""
+    from plex.model import topology
     from plex.services.validate import validate  # the bake-time rules: not for `plex --help`
 
     result = validate(files, project_root())
@@ -36,6 +36,8 @@ def validate_cli(
 
 
 def node_rows(plex: Plex) -> list[dict[str, Any]]:
+    from plex.model import topology
+
     return [
         {
             "name": n.name,
@@ -53,9 +55,12 @@ def node_rows(plex: Plex) -> list[dict[str, Any]]:
 
 @app.command("show")
 def show_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")], output: OutputOpt = "table"
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Every node of a plex: name, role, address, placement member, image."""
+    from plex.plexfile.checks import warnings
+
     as_json = check_output(output)
     p = get_plex(plex)
     rows = node_rows(p)
@@ -95,4 +100,6 @@ def show_cli(
 @app.command("schema")
 def schema_cli() -> None:
     """Print the JSON Schema of plex files (for editor completion and validation)."""
+    from plex.plexfile.load import json_schema
+
     ui.print_json(json_schema())

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
-from plex.cli.commands.bake import project_root
+from plex.cli.app import InventoryFormat, OutputOpt, app, check_output, get_plex, parse_role
 from plex.cli.commands.plan import render
-from plex.deploy.genders import genders
 from plex.errors import UsageError
-from plex.model.plex import Plex, Role, Runtime
+from plex.model.enums import Role, Runtime
+from plex.plexfile.home import project_root
 
-if TYPE_CHECKING:  # the deploy engine (and pylxd) load only when a command runs
+if TYPE_CHECKING:  # the models, the deploy engine (and pylxd) load only when a command runs
     from plex.backends.incus.protocol import Incus
     from plex.deploy.actions import Plan
+    from plex.model.plex import Plex
     from plex.services.apply_result import ApplyResult
 
 ReplaceOpt = Annotated[
@@ -171,7 +171,7 @@ def deploy_cli(
             help="then keep the healthy result as the pristine snapshot (plex reset --to pristine)",
         ),
     ] = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Plan, confirm, then converge the plex in health-gated waves."""
     as_json = check_output(output)
@@ -211,7 +211,7 @@ def _snapshot(p: Plex, parallel: int, as_json: bool) -> None:
 def snapshot_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
     parallel: ParallelOpt = 0,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Keep the deployed, healthy plex as copy-on-write snapshots of every node (kube nodes
     stopped together, so etcd is consistent): the state `plex reset --to pristine` restores."""
@@ -232,7 +232,7 @@ def reset_cli(
             metavar="pristine",
         ),
     ] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Fast lab reset: replace the master and everything depending on it, same images (or,
     with --to pristine, restore every node's pristine snapshot)."""
@@ -296,7 +296,7 @@ def rollback_cli(
     role: Annotated[str | None, typer.Option(help="only this role")] = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 0,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Redeploy the previous image generation (of one role, or of every role)."""
     as_json = check_output(output)
@@ -321,17 +321,19 @@ def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")
 @app.command("inventory")
 def inventory_cli(
     plex: Annotated[str, typer.Argument(help="plex name or file")],
-    output: Annotated[str, typer.Option("--output", "-o", help="yaml, json or genders")] = "yaml",
+    output: Annotated[
+        InventoryFormat,
+        typer.Option("--output", "-o", help="yaml, json or genders", case_sensitive=False),
+    ] = InventoryFormat.YAML,
 ) -> None:
     """An Ansible inventory of the plex grouped by role, or a genders database (-o genders)."""
+    from plex.deploy.genders import genders
     from plex.services.deploy import inventory, inventory_yaml
 
     p = get_plex(plex)
-    if output == "json":
+    if output is InventoryFormat.JSON:
         ui.print_json(inventory(p))
-    elif output == "yaml":
+    elif output is InventoryFormat.YAML:
         typer.echo(inventory_yaml(p), nl=False)
-    elif output == "genders":
-        typer.echo(genders(p), nl=False)
     else:
-        raise UsageError(f"--output must be yaml, json or genders, not '{output}'")
+        typer.echo(genders(p), nl=False)

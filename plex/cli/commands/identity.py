@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
 from plex.errors import UsageError
-from plex.model import topology
-from plex.model.identity import KEY_TYPES
 from plex.store import vault
-from plex.store.identity import encrypt_identity, ensure_identity, identity_dir, load_identity
+
+if TYPE_CHECKING:
+    pass
 
 
 @app.command("identity")
@@ -35,9 +35,12 @@ def identity_cli(
             "$PLEX_AGE_KEY_FILE / ~/.config/plex/age.key (made there if there is none)",
         ),
     ] = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Generate the plex's identity (once; re-running changes nothing) or show its fingerprints."""
+    from plex.model import topology
+    from plex.store.identity import encrypt_identity, ensure_identity, identity_dir
+
     as_json = check_output(output)
     if args[0] == "show":
         if len(args) != 2:
@@ -71,6 +74,10 @@ def identity_cli(
 
 
 def _show(name: str, as_json: bool) -> None:
+    from plex.model import topology
+    from plex.model.identity import KEY_TYPES
+    from plex.store.identity import load_identity
+
     plex = get_plex(name)
     ident = load_identity(plex.name, public_only=True)  # fingerprints only: works locked
     if ident is None:

@@ -58,7 +58,7 @@ def _bytes_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 @image_app.command("list")
-def list_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
+def list_cli(plex: PlexArg, output: OutputOpt = ui.Output.TABLE) -> None:
     """The plex's images: catalog joined with Incus, newest first per role."""
     from plex.backends.incus.client import connect
     from plex.services.images import list_images
@@ -98,7 +98,7 @@ def export_cli(
         Path, typer.Option(help="directory for the .tar.zst and its manifest")
     ] = DEFAULT_DEST,
     level: Annotated[int, typer.Option(help="zstd compression level (1-19)", min=1, max=19)] = 3,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Write <plex>-<role>-<digest12>.tar.zst (a unified Incus image) and its .json manifest."""
     from plex.backends.incus.client import connect
@@ -138,7 +138,7 @@ def import_cli(
             help="plex name or file whose Incus to import into (default: the manifest's plex)"
         ),
     ] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Verify and import an artifact, pinned as <plex>/<role>@<digest12> (deploy's images stay)."""
     from plex.backends.incus.client import connect
@@ -171,7 +171,7 @@ def prune_cli(
         int, typer.Option(help="generations kept per role (besides images in use)", min=0)
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show, delete nothing")] = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Delete old generations no alias, channel or node uses, and unneeded package layers."""
     from plex.backends.incus.client import connect

@@ -8,8 +8,8 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import UsageError
+from plex.plexfile.home import project_root
 
 
 @app.command("nightly")
@@ -22,7 +22,7 @@ def nightly_cli(
         ),
     ] = None,
     parallel: Annotated[int, typer.Option(help="roles baked at once")] = 4,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Bake every role (latest), deploy --replace master, smoke-check, promote to stable, prune.
 

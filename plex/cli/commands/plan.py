@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.deploy.actions import Plan, Verb
 from plex.errors import BackendError, ConfigError, UsageError
-from plex.model.image import ImageRef
+from plex.model.enums import Role
 from plex.model.observed import Observed
-from plex.model.plex import Plex, Role
+
+if TYPE_CHECKING:
+    from plex.deploy.actions import Plan
+    from plex.model.image import ImageRef
+    from plex.model.plex import Plex
 
 
 def _read_json(path: Path) -> Any:
@@ -42,6 +45,8 @@ def load_observed_file(path: Path) -> Observed:
 
 def load_images_file(path: Path) -> dict[Role, ImageRef]:
     """`{role: {digest, fingerprint, alias}}`, as `ImageRef.to_json` writes each entry."""
+    from plex.model.image import ImageRef
+
     data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "must be a JSON object {role: {digest, fingerprint}}")
@@ -94,6 +99,8 @@ def plan_for(
 def render(plan: Plan, err: bool = False) -> None:
     """The one rendering of a Plan (plan, deploy, reset, rollback); on stderr (`err`) when
     stdout carries JSON."""
+    from plex.deploy.actions import Verb
+
     ui.table(
         f"plan for {plan.plex} · project {plan.project}",
         ["", "node", "action", "reason"],
@@ -171,7 +178,7 @@ def plan_cli(
             help="plan re-creating the nodes of a cluster member that is down elsewhere",
         ),
     ] = False,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Show what `plex deploy` would create, replace, start and delete, in health-gated waves,
     and which strategy (rolling or cascade) and why."""

@@ -15,15 +15,13 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
-from plex.cli.commands.bake import project_root
 from plex.errors import BackendError, UsageError
-from plex.model.plex import Engine, Plex, Runtime
+from plex.model.enums import Engine, Runtime
 from plex.model.sizes import human_size
-from plex.registry import mirrors
-from plex.registry.distribution import distribution_proxies
-from plex.registry.zot import zot_config
+from plex.plexfile.home import project_root
 
-if TYPE_CHECKING:  # the use cases pull in pylxd and docker: only when a command runs
+if TYPE_CHECKING:  # the models, and the use cases (pylxd, docker): only when a command runs
+    from plex.model.plex import Plex
     from plex.services import registry as ops
 
 registry_app = typer.Typer(
@@ -55,6 +53,10 @@ def config_cli(
     zot: its config.json. distribution: one config per upstream keyed by systemd unit, or only
     one with --upstream. --nodes: the RKE2 registries.yaml the nodes get.
     """
+    from plex.registry import mirrors
+    from plex.registry.distribution import distribution_proxies
+    from plex.registry.zot import zot_config
+
     p = get_plex(plex)
     if nodes:
         ui.print_json(mirrors.registries_yaml(p))
@@ -109,7 +111,9 @@ def _cache(p: Plex) -> ops.Cache:
 
 
 @registry_app.command("up")
-def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False, output: OutputOpt = "table") -> None:
+def up_cli(
+    plex: PlexArg, replace: ReplaceRegistryOpt = False, output: OutputOpt = ui.Output.TABLE
+) -> None:
     """Bring up the pull-through cache on a volume that reset and destroy keep.
 
     Runtime incus: the registry node alone. Runtime docker: its containers.
@@ -147,7 +151,7 @@ def up_cli(plex: PlexArg, replace: ReplaceRegistryOpt = False, output: OutputOpt
 
 
 @registry_app.command("warm")
-def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table") -> None:
+def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = ui.Output.TABLE) -> None:
     """Pull an image list through the cache (before a reset), from the registry itself."""
     from plex.services import registry as ops
 
@@ -186,7 +190,7 @@ def warm_cli(plex: PlexArg, images: ImagesOpt = None, output: OutputOpt = "table
 
 
 @registry_app.command("stats")
-def stats_cli(plex: PlexArg, output: OutputOpt = "table") -> None:
+def stats_cli(plex: PlexArg, output: OutputOpt = ui.Output.TABLE) -> None:
     """Cached repositories and tags, the cache's size, and hits/misses where exposed."""
     from plex.services import registry as ops
 

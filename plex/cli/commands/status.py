@@ -27,7 +27,8 @@ def _state(r: dict[str, Any]) -> str:
 
 @app.command("status")
 def status_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")], output: OutputOpt = "table"
+    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
     from plex.backends.incus.client import connect
