@@ -9,6 +9,9 @@ can create VMs, the test says so and must be switched to creating the instance."
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from plex.deploy.cloudinit import NETWORK_CONFIG, USER_DATA, cloud_init_config
@@ -17,6 +20,8 @@ from plex.errors import BackendError
 from plex.model import topology
 from plex.model.image import ImageRef
 from plex.model.plex import Role, Virt
+from plex.services.bake_vm import import_vm_image
+from plex.services.node_create import NodeFactory
 from plex.store.identity import require_identity
 
 from .conftest import demo_plex
@@ -68,5 +73,77 @@ def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, s
                 json={"config": config, "devices": bad},
                 what="update profile",
             )
+    finally:
+        incus.sync("DELETE", f"profiles/{profile}", what="delete profile")
+
+
+class RecordingIncus:
+    """The real Incus for create_instance (its refusal recorded), every call after it only
+    recorded: what the Applier's NodeFactory does for a VM node, in order."""
+
+    def __init__(self, incus: object) -> None:
+        self.incus = incus
+        self.calls: list[tuple[str, dict[str, object]]] = []
+        self.refused = ""
+
+    def create_instance(self, name: str, **kw: object) -> None:
+        self.calls.append(("create_instance", {"name": name, **kw}))
+        try:
+            self.incus.create_instance(name, **kw)  # type: ignore[attr-defined]
+        except BackendError as e:
+            self.refused = e.message
+
+    def __getattr__(self, verb: str):  # type: ignore[no-untyped-def]
+        return lambda *a, **kw: self.calls.append((verb, {"args": a, **kw}))
+
+
+@pytest.mark.parametrize("node_name", ["vmplex-agent1", "vmplex-lb1"])
+def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type: ignore[no-untyped-def]
+    incus, session_project: str, state_dirs, node_name: str, tmp_path: Path
+) -> None:
+    """The exact request the Applier's NodeFactory sends for a VM node: Incus refuses the
+    instance type here (vhost_vsock; lxc/incus v6.0.4 internal/server/instance/drivers/
+    driver_qemu.go:8813, checked at start-up in the qemu driver's Info(), and
+    instance_utils.go:734 refuses the type at create), so its whole config and devices go
+    through Incus's validation as a profile. No file is pushed into the VM: its per-node data
+    is in the cloud-init keys."""
+    plex = demo_plex(session_project, name="vmplex", **{"os.virt": "vm"})
+    identity = require_identity(plex)
+    node = topology.resolve(plex, node_name)
+    # A real VM image (a qcow2 from qemu-img) so Incus gets as far as the instance type.
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    fp = import_vm_image(incus, disk, "plex test VM image", {"plex.test": "vm-create"})
+    spec = instance_spec(
+        plex,
+        node,
+        ImageRef(node.role, "d" * 64, fp, f"vmplex/{node.role.value}"),
+        load_profile(node.role, Virt.VM),
+    )
+    rec = RecordingIncus(incus)
+    NodeFactory(plex, rec, identity, lambda n, m: None).create(spec, 1)  # type: ignore[arg-type]
+    incus.delete_image(fp)
+    assert "vhost_vsock kernel module not loaded" in rec.refused
+    verbs = [v for v, _ in rec.calls]
+    assert verbs == ["create_instance", "start"]  # no push_file, make_dirs or pin_hostname
+    sent = rec.calls[0][1]
+    assert sent["virt"] == "virtual-machine" and sent["image"] == fp
+    config, devices = sent["config"], sent["devices"]
+    assert isinstance(config, dict) and isinstance(devices, dict)
+    assert {USER_DATA, NETWORK_CONFIG} <= set(config)
+    assert devices["eth0"]["hwaddr"] == node.mac
+    assert "name" not in devices["eth0"]  # the guest names its NIC (cloud-init set-name)
+    profile = f"{node.name}-applier-request"
+    incus.sync(
+        "POST",
+        "profiles",
+        json={"name": profile, "config": config, "devices": devices},
+        what="create profile",
+    )
+    try:
+        got = incus.sync("GET", f"profiles/{profile}", what="read back")
+        # Incus stores every key as sent ("" means unset: user.plex.deploy outside a deploy).
+        assert got["config"] == {k: v for k, v in config.items() if v != ""}
+        assert got["devices"] == devices
     finally:
         incus.sync("DELETE", f"profiles/{profile}", what="delete profile")
