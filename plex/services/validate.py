@@ -15,16 +15,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from plex.bake.bases import base_problems
-from plex.bake.recipe import load_role_recipe
+from plex.bake.recipe import load_base_image, load_role_recipe
 from plex.deploy.probes import load_probes
 from plex.deploy.spec import load_profile
 from plex.errors import ConfigError, ConfigErrors, PlexError
 from plex.model import topology
 from plex.model.plex import Plex
+from plex.model.probe_file import ProbesFile
+from plex.model.profile_file import ProfileFile
+from plex.model.recipe_file import RecipeFile
 from plex.plexfile.checks import warnings
 from plex.plexfile.crosscheck import PlexFile, cross_check
 from plex.plexfile.load import load_plex_doc, with_line
+from plex.plexfile.yamlfile import load_model
 from plex.registry.engines import engine_files
 from plex.registry.mirrors import node_files
 from plex.services.smoke import smoke_image
@@ -33,6 +39,7 @@ from plex.services.smoke import smoke_image
 @dataclass
 class Validation:
     plexes: list[Plex] = field(default_factory=list)
+    data_files: list[tuple[Path, str]] = field(default_factory=list)  # (file, what it is)
     warnings: list[str] = field(default_factory=list)
     errors: list[ConfigError] = field(default_factory=list)
 
@@ -84,6 +91,29 @@ def data_file_problems(plex: Plex, root: Path) -> list[ConfigError]:
     return errors
 
 
+def data_file_kind(path: Path) -> str | None:
+    """What a file under bake/, images/ or deploy/ is (by where it is), or None: a plex."""
+    parent = path.resolve().parent
+    if path.name == "probes.yaml" and parent.name == "deploy":
+        return "probes"
+    if parent.name == "profiles" and parent.parent.name == "deploy":
+        return "role profile"
+    return {"bake": "recipe", "images": "base image"}.get(parent.name)
+
+
+def load_data_file(path: Path, what: str) -> None:
+    """Load one data file as bake and deploy load it; ConfigErrors (file:line: field)."""
+    if what == "base image":
+        load_base_image(path.parent, path.stem)
+        return
+    models: dict[str, type[BaseModel]] = {
+        "probes": ProbesFile,
+        "role profile": ProfileFile,
+        "recipe": RecipeFile,
+    }
+    load_model(path, models[what], what)
+
+
 def validate(paths: Sequence[Path], root: Path) -> Validation:
     """Validate every file, and the bake/, deploy/ and images/ files under `root` that they
     use; collect all problems instead of stopping at the first file."""
@@ -92,6 +122,14 @@ def validate(paths: Sequence[Path], root: Path) -> Validation:
     files: list[PlexFile] = []
     seen: set[str] = set()
     for p in paths:
+        what = data_file_kind(p)
+        if what is not None:  # a recipe, base, probes file or profile: checked as itself
+            try:
+                load_data_file(p, what)
+                out.data_files.append((p, what))
+            except ConfigErrors as e:
+                out.errors.extend(e.errors)
+            continue
         try:
             plex, doc = load_plex_doc(p)
         except ConfigErrors as e:

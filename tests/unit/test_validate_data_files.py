@@ -124,3 +124,23 @@ def test_probe_bad_regex_and_bad_role(project: Path, cli: Cli) -> None:
         "subpattern at position 1",
         f"error: {f}:{m}: roles.lbs: 'lbs' is not one of 'registry', 'lb', 'server' or 'agent'",
     ]
+
+
+def test_each_data_file_given_on_its_own_is_checked_as_what_it_is(project: Path, cli: Cli) -> None:
+    files = [
+        *sorted((project / "bake").glob("*.yaml")),
+        *sorted((project / "images").glob("*.yaml")),
+        project / "deploy" / "probes.yaml",
+        *sorted((project / "deploy" / "profiles").glob("*.yaml")),
+    ]
+    result = cli("validate", *(str(f) for f in files))
+    assert result.code == 0, result.err
+    assert f"✓ {project / 'deploy' / 'probes.yaml'}: probes" in result.err
+    assert f"✓ {project / 'images' / 'opensuse-microos.yaml'}: base image" in result.err
+    f = project / "deploy" / "profiles" / "lb.yaml"
+    edit(f, "devices: {}", "devices: []")
+    result = cli("validate", str(f))
+    assert result.code == 2
+    assert result.err_lines == [
+        f"error: {f}:{line_of(f, 'devices: []')}: devices: " + ("must be a mapping, not list")
+    ]

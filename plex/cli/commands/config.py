@@ -18,9 +18,14 @@ if TYPE_CHECKING:
 
 @app.command("validate")
 def validate_cli(
-    files: Annotated[list[Path], typer.Argument(help="plex files to check")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="plex files to check (or a recipe, base image, probes or profile)"),
+    ],
 ) -> None:
-    """Check plex files: one line per problem (file:line: field: what is wrong), exit 2."""
+    """Check plex files and the bake/, images/ and deploy/ files they use: one line per problem
+    (file:line: field: what is wrong), exit 2. A file in bake/, images/ or deploy/ given on its
+    own is checked as what it is."""
     from plex.model import topology
     from plex.services.validate import validate  # the bake-time rules: not for `plex --help`
 
@@ -29,6 +34,8 @@ def validate_cli(
         ui.warn(w)
     if result.errors:
         raise ConfigErrors(result.errors)
+    for path, what in result.data_files:
+        ui.info(f"[green]✓[/green] {path}: {what}")
     for plex in result.plexes:
         ui.info(
             f"[green]✓[/green] {plex.source}: plex '{plex.name}', {len(topology.nodes(plex))} nodes"
