@@ -20,11 +20,12 @@ schema`. The values are secrets: they are handed to Incus at creation and never 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from plex.model.identity import KEY_TYPES, Identity
+from plex.model.identity import KEY_TYPES, Identity, PrivateFile
 from plex.model.plex import Plex
 from plex.model.topology import Node
 
@@ -32,7 +33,9 @@ USER_DATA = "cloud-init.user-data"
 NETWORK_CONFIG = "cloud-init.network-config"
 
 
-def user_data(plex: Plex, identity: Identity, node: Node) -> str:
+def user_data(plex: Plex, identity: Identity, node: Node, extra: Sequence[PrivateFile] = ()) -> str:
+    """`extra`: more root-owned files for first boot (a server's bootstrap manifests, a
+    joining master's drop-in), which a VM cannot get by file push."""
     identity.require_secrets()
     keys = identity.host_keys(node.name)
     ssh_keys: dict[str, str] = {}
@@ -46,7 +49,7 @@ def user_data(plex: Plex, identity: Identity, node: Node) -> str:
             "permissions": f"{f.mode:04o}",
             "owner": "root:root",
         }
-        for f in identity.private_files(node.name, node.role)
+        for f in (*identity.private_files(node.name, node.role), *extra)
         if not f.path.startswith("/etc/ssh/ssh_host_")  # delivered as ssh_keys
     ]
     doc: dict[str, Any] = {
@@ -99,6 +102,11 @@ def network_config(plex: Plex, node: Node) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def cloud_init_config(plex: Plex, identity: Identity, node: Node) -> dict[str, str]:
+def cloud_init_config(
+    plex: Plex, identity: Identity, node: Node, extra: Sequence[PrivateFile] = ()
+) -> dict[str, str]:
     """The Incus instance keys for a VM node (secret: pass them to Incus, never print them)."""
-    return {USER_DATA: user_data(plex, identity, node), NETWORK_CONFIG: network_config(plex, node)}
+    return {
+        USER_DATA: user_data(plex, identity, node, extra),
+        NETWORK_CONFIG: network_config(plex, node),
+    }

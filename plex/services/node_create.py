@@ -12,7 +12,7 @@ from plex.backends.incus.protocol import Incus
 from plex.deploy.cloudinit import cloud_init_config
 from plex.deploy.spec import InstanceSpec, registry_volume
 from plex.model import owner, topology
-from plex.model.identity import Identity
+from plex.model.identity import Identity, PrivateFile
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.services.apply_result import Report
@@ -48,9 +48,16 @@ class NodeFactory:
             owner.DEPLOY: self.deploy_id,
             owner.CREATED: str(int(time.time())),
         }
-        if spec.type == "virtual-machine":
+        vm = spec.type == "virtual-machine"
+        if vm:
+            # No incus-agent: the manifests and the join drop-in go with cloud-init too.
+            extra = [PrivateFile(m.path, m.data, 0o600) for m in spec.manifests]
+            if join:
+                extra.append(PrivateFile(JOIN_DROPIN, self.join_dropin().encode(), 0o600))
             config.update(
-                cloud_init_config(self.plex, self.identity, topology.resolve(self.plex, node))
+                cloud_init_config(
+                    self.plex, self.identity, topology.resolve(self.plex, node), extra
+                )
             )
         self.report(name, "create")
         self.incus.create_instance(
@@ -62,15 +69,15 @@ class NodeFactory:
             virt=spec.type,
             target=spec.target,
         )
-        if spec.type != "virtual-machine":
-            # A VM has no incus-agent: its private files went in with cloud-init (above).
+        if not vm:
+            # A VM has no incus-agent: all of this went in with cloud-init (above).
             self.push_private_files(name, spec.role, node)
             if node != name:
                 # An evacuated copy boots as its node, not as its instance name.
                 self.incus.pin_hostname(name, node)
-        self.push_manifests(spec)
-        if join:
-            self.push_join(name)
+            self.push_manifests(spec)
+            if join:
+                self.push_join(name)
         self.report(name, "start")
         self.incus.start(name)
 
@@ -101,11 +108,13 @@ class NodeFactory:
             # 0600 like RKE2's own config: manifests may carry secrets (a Git deploy key).
             self.incus.push_file(spec.name, m.path, m.data, mode=0o600)
 
-    def push_join(self, name: str) -> None:
+    def join_dropin(self) -> str:
         api = topology.api_address(self.plex)
-        text = (
+        return (
             "# Written by plex at create: this master joins the running cluster through "
             f"the VIP.\nserver: https://{api}:9345\n"
         )
+
+    def push_join(self, name: str) -> None:
         self.report(name, "join through the VIP")
-        self.incus.push_file(name, JOIN_DROPIN, text.encode(), mode=0o600)
+        self.incus.push_file(name, JOIN_DROPIN, self.join_dropin().encode(), mode=0o600)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from plex.deploy.cloudinit import NETWORK_CONFIG, USER_DATA, cloud_init_config
 from plex.deploy.spec import instance_spec, load_profile
@@ -21,7 +22,7 @@ from plex.model import topology
 from plex.model.image import ImageRef
 from plex.model.plex import Role, Virt
 from plex.services.bake_vm import import_vm_image
-from plex.services.node_create import NodeFactory
+from plex.services.node_create import JOIN_DROPIN, NodeFactory
 from plex.store.identity import require_identity
 
 from .conftest import demo_plex
@@ -97,9 +98,12 @@ class RecordingIncus:
         return lambda *a, **kw: self.calls.append((verb, {"args": a, **kw}))
 
 
-@pytest.mark.parametrize("node_name", ["vmplex-agent1", "vmplex-lb1"])
+@pytest.mark.parametrize(
+    ("node_name", "join"),
+    [("vmplex-agent1", False), ("vmplex-lb1", False), ("vmplex-server1", True)],
+)
 def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type: ignore[no-untyped-def]
-    incus, session_project: str, state_dirs, node_name: str, tmp_path: Path
+    incus, session_project: str, state_dirs, node_name: str, join: bool, tmp_path: Path
 ) -> None:
     """The exact request the Applier's NodeFactory sends for a VM node: Incus refuses the
     instance type here (vhost_vsock; lxc/incus v6.0.4 internal/server/instance/drivers/
@@ -121,7 +125,8 @@ def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type
         load_profile(node.role, Virt.VM),
     )
     rec = RecordingIncus(incus)
-    NodeFactory(plex, rec, identity, lambda n, m: None).create(spec, 1)  # type: ignore[arg-type]
+    factory = NodeFactory(plex, rec, identity, lambda n, m: None)  # type: ignore[arg-type]
+    factory.create(spec, 1, join=join)
     incus.delete_image(fp)
     assert "vhost_vsock kernel module not loaded" in rec.refused
     verbs = [v for v, _ in rec.calls]
@@ -132,6 +137,10 @@ def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type
     assert isinstance(config, dict) and isinstance(devices, dict)
     assert {USER_DATA, NETWORK_CONFIG} <= set(config)
     assert devices["eth0"]["hwaddr"] == node.mac
+    # What a container gets by file push after create is in the user-data's write_files.
+    written = {f["path"] for f in yaml.safe_load(str(config[USER_DATA]))["write_files"]}
+    assert {m.path for m in spec.manifests} <= written
+    assert (JOIN_DROPIN in written) is join
     assert "name" not in devices["eth0"]  # the guest names its NIC (cloud-init set-name)
     profile = f"{node.name}-applier-request"
     incus.sync(
