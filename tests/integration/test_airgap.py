@@ -50,7 +50,7 @@ def _plex(base: Plex, airgap: bool) -> Plex:
 
 
 @pytest.fixture(scope="module")
-def shipped(session_project, standin_release, internet, state_dirs) -> Plex:  # type: ignore[no-untyped-def]
+def shipped(session_project, standin_release, internet, state_dirs) -> Plex:
     return shipped_plex(session_project, standin_release.url, internet.ca.cert)
 
 
@@ -68,7 +68,7 @@ def quick_probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def aliases(incus) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def aliases(incus) -> Iterator[None]:
     """This module bakes other generations of demo/<role>: put the session's back after."""
     saved = {r: incus.image_by_alias(image_alias("demo", r)) for r in Role}
     yield
@@ -77,7 +77,7 @@ def aliases(incus) -> Iterator[None]:  # type: ignore[no-untyped-def]
             incus.set_alias(image_alias("demo", role), img.fingerprint)
 
 
-def _start_server_with_the_registry_stopped(incus, plex: Plex, root: Path, internet) -> None:  # type: ignore[no-untyped-def]
+def _start_server_with_the_registry_stopped(incus, plex: Plex, root: Path, internet) -> None:
     destroy(plex, incus, everything=True)
     Baker(plex, incus, Paths.under(ROOT)).bake([Role.REGISTRY, Role.SERVER])
     ops.up_incus(plex, incus, ROOT)

@@ -57,7 +57,7 @@ def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex
 
 
 def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, state_dirs):
-    # type: ignore[no-untyped-def]
+
     ensure_identity(boot_plex)
     Baker(boot_plex, incus, Paths.under(ROOT)).bake([Role.REGISTRY, Role.SERVER])
     try:
@@ -109,7 +109,7 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
 def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -> None:
     # Without a cluster the rows still list every manifest, with why the state is unknown.
     class NoMaster:
-        def exec(self, name, argv, env=None):  # type: ignore[no-untyped-def]
+        def exec(self, name, argv, env=None):
             from plex.errors import BackendError
 
             raise BackendError(f"Incus exec in {name}: not found")

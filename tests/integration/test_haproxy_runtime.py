@@ -79,7 +79,7 @@ def states(sock: Path) -> dict[tuple[str, str], haproxy.ServerState]:
     return {(s.backend, s.server): s for s in haproxy.parse_state(ask(sock, haproxy.show_state()))}
 
 
-def wait_for(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(cond, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

@@ -35,7 +35,7 @@ from .conftest import ROOT
 pytestmark = pytest.mark.incus
 
 
-def uuids(incus, plex: Plex) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def uuids(incus, plex: Plex) -> dict[str, str]:
     return {n: i.uuid for n, i in incus.observe(plex.name).instances.items()}
 
 
@@ -46,7 +46,7 @@ def with_agents(plex: Plex, count: int) -> Plex:
 
 
 @pytest.fixture(scope="module")
-def lab(incus, test_plex, baked):  # type: ignore[no-untyped-def]
+def lab(incus, test_plex, baked):
     from plex.model.image import image_alias
     from plex.services.destroy import destroy
 
@@ -68,7 +68,7 @@ def lab(incus, test_plex, baked):  # type: ignore[no-untyped-def]
     save_catalog(catalog)
 
 
-def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(incus, lab, baked) -> None:  # type: ignore[no-untyped-def]
+def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(incus, lab, baked) -> None:
     from plex.services.bake import Baker, Paths
 
     three = with_agents(lab, 3)
@@ -90,7 +90,7 @@ def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(incus, l
     assert uuids(incus, lab) == before
 
 
-def test_a_stopped_master_is_started_not_replaced(incus, lab) -> None:  # type: ignore[no-untyped-def]
+def test_a_stopped_master_is_started_not_replaced(incus, lab) -> None:
     before = uuids(incus, lab)
     incus.stop("demo-server1", force=True)
     plan, _ = make_deploy_plan(lab, incus)
@@ -102,11 +102,11 @@ def test_a_stopped_master_is_started_not_replaced(incus, lab) -> None:  # type: 
     assert make_deploy_plan(lab, incus)[0].empty
 
 
-def _host_key(incus, node: str) -> str:  # type: ignore[no-untyped-def]
+def _host_key(incus, node: str) -> str:
     return incus.pull_file(node, "/etc/ssh/ssh_host_ed25519_key.pub").decode().split()[1]
 
 
-def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:
     taken = take_snapshot(lab, incus, ROOT)
     assert set(taken.nodes) == {n.name for n in topology.nodes(lab)}
     assert make_deploy_plan(lab, incus)[0].empty  # healthy again after the consistent stop
@@ -142,7 +142,7 @@ def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:  # type
             assert n.name in out
 
 
-def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> None:  # type: ignore[no-untyped-def]
+def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> None:
     from plex.services.images import prune
 
     # The set the reset above restored is whole; a snapshot of another generation on one node
@@ -158,13 +158,13 @@ def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> N
     incus.delete_snapshot("demo-agent1", "kept-by-hand")
 
 
-def reset_latest(incus, plex: Plex) -> str:  # type: ignore[no-untyped-def]
+def reset_latest(incus, plex: Plex) -> str:
     from plex.services.snapshot import Snapshots
 
     return Snapshots(plex, incus, ROOT).latest(incus.observe(plex.name))
 
 
-def _cluster_id(incus, lab: Plex, server: str) -> str:  # type: ignore[no-untyped-def]
+def _cluster_id(incus, lab: Plex, server: str) -> str:
     import json
 
     from plex.deploy import etcd
@@ -203,7 +203,7 @@ class VipPoller(threading.Thread):
             time.sleep(0.1)
 
 
-def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab) -> None:  # type: ignore[no-untyped-def]
+def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab) -> None:
     """`--replace demo-server1` names a node: the master is drained and re-created as a joiner
     of the running cluster through the VIP; nothing else is replaced, the cluster stays."""
     before = uuids(incus, lab)
@@ -245,7 +245,7 @@ def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab)
 
 def test_a_new_server_image_rolls_the_servers_with_the_api_up_through_the_vip(
     incus, lab, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from plex.services.bake import Baker, Paths
 
     # A new server image generation: the recipe gained a file (same package layer).

@@ -24,7 +24,7 @@ def images() -> dict[Role, ImageRef]:
     return {r: ImageRef(r, "d" * 64, "f" * 64, f"demo/{r.value}") for r in Role}
 
 
-def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(incus, incus_cfg) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(incus, incus_cfg) -> None:
     plex = demo_plex(incus.project)
     server1 = topology.master(plex)
     other_cfg = incus_cfg.model_copy(update={"project": f"plex-test-other-{uuid.uuid4().hex[:6]}"})

@@ -44,7 +44,7 @@ WARM_REPO = "library/plexwarm"
 COLD_MISS_FETCHES = (1, 2)
 
 
-def settled(upstream, digests) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def settled(upstream, digests) -> dict[str, int]:
     """Upstream fetch counts once the cache's background store GETs are done (an upstream logs
     a request when it completes, which can be after the client's pull returned)."""
     last = fetches(upstream, digests)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.incus
 CHUNK = 1 << 20
 
 
-def artifact_chunks(path: Path):  # type: ignore[no-untyped-def]
+def artifact_chunks(path: Path):
     """Every uncompressed byte of an artifact (the tar stream: metadata, templates, rootfs)."""
     with (
         path.open("rb") as f,
@@ -59,7 +59,7 @@ def scan_plex(
     return demo_plex(session_project, **overrides), password
 
 
-def test_no_secret_in_any_exported_artifact(incus, state_dirs, scan_plex, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_secret_in_any_exported_artifact(incus, state_dirs, scan_plex, tmp_path) -> None:
     plex, password = scan_plex
     roles = [r for r, rc in plex.roles.items() if rc.count]
     Baker(plex, incus, Paths.under(ROOT)).bake(roles)

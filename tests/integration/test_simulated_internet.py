@@ -40,12 +40,12 @@ PROBES = ROOT / "deploy" / "probes.yaml"
 
 
 @pytest.fixture(scope="module")
-def shipped(incus, session_project, standin_release, internet, state_dirs) -> Plex:  # type: ignore[no-untyped-def]
+def shipped(incus, session_project, standin_release, internet, state_dirs) -> Plex:
     return shipped_plex(session_project, standin_release.url, internet.ca.cert)
 
 
 @pytest.fixture(scope="module")
-def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
+def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, object]]:
     """The shipped plex baked and deployed from nothing (other modules' nodes of the same plex
     are removed first: same names and addresses). Their image aliases are put back after."""
     saved = {r: incus.image_by_alias(image_alias(shipped.name, r)) for r in Role}
@@ -64,12 +64,12 @@ def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, obj
                 incus.set_alias(image_alias(shipped.name, role), img.fingerprint)
 
 
-def _smoke(incus, plex: Plex, digests) -> list[object]:  # type: ignore[no-untyped-def]
+def _smoke(incus, plex: Plex, digests) -> list[object]:
     running = running_images(incus.observe(plex.name).instances)
     return list(smoke(plex, incus, ROOT, digests, running))
 
 
-def _sh(incus, node: str, cmd: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _sh(incus, node: str, cmd: str) -> subprocess.CompletedProcess[str]:
     return incus.exec(node, ["/bin/sh", "-c", cmd])
 
 
@@ -116,7 +116,7 @@ def test_the_cache_went_upstream_over_tls_from_the_registry_node(
 # --- one link broken at a time ----------------------------------------------------------------
 
 
-def _probe_line(incus, plex: Plex) -> str:  # type: ignore[no-untyped-def]
+def _probe_line(incus, plex: Plex) -> str:
     reg = topology.registry_node(plex)
     assert reg is not None
     (probe,) = upstream_probes(plex, require_identity(plex), load_probes(PROBES))
@@ -140,16 +140,16 @@ def _stats_line(plex_file: Path) -> str:
     return errors[0]
 
 
-def _smoke_line(incus, plex: Plex, digests) -> str:  # type: ignore[no-untyped-def]
+def _smoke_line(incus, plex: Plex, digests) -> str:
     with pytest.raises(ProbeError) as e:
         _smoke(incus, plex, digests)
     return e.value.message
 
 
-def _all_say(incus, plex: Plex, online, expected: str) -> None:  # type: ignore[no-untyped-def]
+def _all_say(incus, plex: Plex, online, expected: str) -> None:
     lines = {
         "probe": _probe_line(incus, plex),
-        "stats": _stats_line(online["file"]),  # type: ignore[arg-type]
+        "stats": _stats_line(online["file"]),
         "smoke": _smoke_line(incus, plex, online["digests"]),
     }
     for where, line in lines.items():

@@ -38,7 +38,7 @@ REAL = "/var/lib/rancher/rke2/bin/real/kubectl"  # keeps its name: kubectl
 
 
 @pytest.fixture(scope="module")
-def cluster(incus, test_plex, baked):  # type: ignore[no-untyped-def]
+def cluster(incus, test_plex, baked):
     deploy(test_plex, incus, ROOT)
     yield Cluster(test_plex, incus)
     destroy(test_plex, incus)

@@ -99,7 +99,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_vm_image_export_import_streams_the_qcow2(  # type: ignore[no-untyped-def]
+def test_vm_image_export_import_streams_the_qcow2(
     incus, session_project: str, state_dirs, tmp_path: Path
 ) -> None:
     qcow2 = make_qcow2(tmp_path, DISK_MIB)

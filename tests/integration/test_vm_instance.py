@@ -30,7 +30,7 @@ from .conftest import demo_plex
 pytestmark = pytest.mark.incus
 
 
-def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, state_dirs) -> None:  # type: ignore[no-untyped-def]
+def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, state_dirs) -> None:
     plex = demo_plex(session_project, name="vmplex", **{"os.virt": "vm"})
     identity = require_identity(plex)
     node = topology.resolve(plex, "vmplex-server1")

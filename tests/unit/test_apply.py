@@ -116,7 +116,7 @@ PROFILE = RoleProfile(config={}, devices={})
 
 
 @pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     identity, _ = ensure_identity(plex)
@@ -127,7 +127,7 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
     return plex, identity, images
 
 
-def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # type: ignore[no-untyped-def]
+def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:
     plex, identity, images = demo
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -173,7 +173,7 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:  # ty
     assert ready == set(created)
 
 
-def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:
     plex, identity, images = demo
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -188,7 +188,7 @@ def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:  # typ
     assert ("start", "demo-registry1") not in incus.calls
 
 
-def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> None:  # type: ignore[no-untyped-def]
+def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> None:
     plex, identity, images = demo
     fresh = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -222,7 +222,7 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
     )
 
 
-def deployed_state(plan):  # type: ignore[no-untyped-def]
+def deployed_state(plan):
     instances = {}
     for a in plan.actions:
         assert a.spec is not None
@@ -232,7 +232,7 @@ def deployed_state(plan):  # type: ignore[no-untyped-def]
     return instances
 
 
-def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo) -> None:  # type: ignore[no-untyped-def]
+def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(
@@ -266,7 +266,7 @@ def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo
     assert not any("demo-agent" in c[2] for c in calls if c[0] == "haproxy")
 
 
-def test_a_rolled_master_gets_the_join_dropin(demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_rolled_master_gets_the_join_dropin(demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(
@@ -284,7 +284,7 @@ def test_a_rolled_master_gets_the_join_dropin(demo) -> None:  # type: ignore[no-
     assert drains and drains[0][1] == "demo-server2"  # from a server that stays
 
 
-def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo) -> None:  # type: ignore[no-untyped-def]
+def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(

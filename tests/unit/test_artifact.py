@@ -16,12 +16,12 @@ import pytest
 import yaml
 import zstandard
 
-from plex.backends.incus.protocol import ImageInfo
 from plex.errors import ArtifactError
 from plex.model import owner
-from plex.model.observed import Observed, ObservedInstance
+from plex.model.observed import ObservedInstance
 from plex.services import images as art
 from plex.store.catalog import Catalog, Entry, load_catalog, save_catalog
+from tests.fixtures.fake_incus import FakeIncus
 
 DIGEST = "d1" * 32
 PKG = "p1" * 32
@@ -268,56 +268,6 @@ def test_missing_or_damaged_manifest_is_refused(tmp_path: Path) -> None:
 # -- import and prune against a recording fake -------------------------------------------------
 
 
-class FakeIncus:
-    """The image side of the Incus protocol, in memory, recording mutating calls."""
-
-    project = "fake"
-
-    def __init__(self) -> None:
-        self.imgs: dict[str, ImageInfo] = {}
-        self.aliases: dict[str, str] = {}
-        self.instances: dict[str, ObservedInstance] = {}
-        self.calls: list[tuple[str, str]] = []
-
-    def add(self, fp: str, **props: str) -> None:
-        self.imgs[fp] = ImageInfo(fp, (), dict(props), 1000, "")
-
-    def images(self) -> list[ImageInfo]:
-        return [
-            replace(i, aliases=tuple(a for a, t in self.aliases.items() if t == fp))
-            for fp, i in self.imgs.items()
-        ]
-
-    def image_by_alias(self, alias: str) -> ImageInfo | None:
-        fp = self.aliases.get(alias)
-        return next((i for i in self.images() if i.fingerprint == fp), None)
-
-    def import_image(self, metadata: Path, rootfs: Path | None, properties: dict[str, str]) -> str:
-        self.calls.append(("import", metadata.name))
-        fp = hashlib.sha256(metadata.read_bytes()).hexdigest()
-        self.add(fp, **properties)
-        return fp
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        if self.aliases.get(alias) != fingerprint:
-            self.calls.append(("alias", alias))
-            self.aliases[alias] = fingerprint
-
-    def delete_alias(self, alias: str) -> None:
-        self.aliases.pop(alias, None)
-
-    def delete_image(self, fingerprint: str) -> None:
-        self.calls.append(("delete", fingerprint))
-        self.imgs.pop(fingerprint, None)
-        self.aliases = {a: t for a, t in self.aliases.items() if t != fingerprint}
-
-    def observe(self, plex: str) -> Observed:
-        return Observed(plex, self.project, dict(self.instances), dict(self.aliases))
-
-    def snapshots(self, name: str) -> list[str]:
-        return []  # prune's pristine hook asks; these nodes hold none
-
-
 def test_import_refuses_a_corrupted_artifact_before_touching_incus(
     tmp_path: Path, state_dir: Path
 ) -> None:
@@ -327,14 +277,14 @@ def test_import_refuses_a_corrupted_artifact_before_touching_incus(
     out.write_bytes(bytes(raw))
     fake = FakeIncus()
     with pytest.raises(ArtifactError, match="sha256"):
-        art.import_image(fake, out)  # type: ignore[arg-type]
+        art.import_image(fake, out)
     assert fake.calls == [] and load_catalog("lab").entries == ()
 
 
 def test_import_pins_without_moving_and_twice_is_a_no_op(tmp_path: Path, state_dir: Path) -> None:
     out, m = make_artifact(tmp_path)
     fake = FakeIncus()
-    assert art.import_image(fake, out) == m  # type: ignore[arg-type]
+    assert art.import_image(fake, out) == m
     pinned = f"lab/agent@{DIGEST[:12]}"
     assert fake.calls == [("import", out.name), ("alias", pinned)]
     assert "lab/agent" not in fake.aliases  # deploy's moving alias is not touched
@@ -342,7 +292,7 @@ def test_import_pins_without_moving_and_twice_is_a_no_op(tmp_path: Path, state_d
     assert entry is not None and entry.fingerprint == m.sha256 and entry.baked_at == 1.0
     assert entry.inputs == {"layer": {"x": 1}}
     before = (state_dir / "lab" / "catalog.json").read_bytes()
-    art.import_image(fake, out)  # type: ignore[arg-type]
+    art.import_image(fake, out)
     assert fake.calls == [("import", out.name), ("alias", pinned)]
     assert (state_dir / "lab" / "catalog.json").read_bytes() == before
 
@@ -392,7 +342,7 @@ def test_prune_keeps_newest_current_channel_and_in_use(
         fake.aliases[f"plex-pkg/{pkg * 12}"] = f"layer{pkg}".ljust(64, "0")
         (layers / f"{pkg * 64}.tar").write_bytes(b"rootfs")
 
-    plan = art.plan_prune(fake, "lab", keep=1)  # type: ignore[arg-type]
+    plan = art.plan_prune(fake, "lab", keep=1)
     assert [e.digest for e in plan.remove] == [entries[3].digest]
     reasons = {k.entry.digest[:2]: k.reasons for k in plan.kept}
     assert reasons == {
@@ -404,17 +354,17 @@ def test_prune_keeps_newest_current_channel_and_in_use(
     }
     assert [la.package_digest[0] for la in plan.layers] == []  # b is still needed by gen 3
 
-    assert art.prune(fake, "lab", keep=1, dry_run=True) == [entries[3]]  # type: ignore[arg-type]
+    assert art.prune(fake, "lab", keep=1, dry_run=True) == [entries[3]]
     assert fake.calls == []
 
     # Once nothing uses generation 3 any more, it and its package layer "b" go.
     fake.aliases["lab/agent"] = entries[4].fingerprint
-    removed = art.prune(fake, "lab", keep=1)  # type: ignore[arg-type]
+    removed = art.prune(fake, "lab", keep=1)
     assert removed == [entries[3], entries[2]]
-    assert {c for c in fake.calls if c[0] == "delete"} == {
-        ("delete", entries[2].fingerprint),
-        ("delete", entries[3].fingerprint),
-        ("delete", "layerb".ljust(64, "0")),
+    assert {c for c in fake.calls if c[0] == "delete-image"} == {
+        ("delete-image", entries[2].fingerprint),
+        ("delete-image", entries[3].fingerprint),
+        ("delete-image", "layerb".ljust(64, "0")),
     }
     assert {e.digest[:2] for e in load_catalog("lab").entries} == {"01", "02", "05", "06"}
     assert sorted(p.name[0] for p in layers.iterdir()) == ["a", "c"]

@@ -27,7 +27,7 @@ GITREPO = (
 )
 
 
-def plex_with(tmp_path: Path, manifests: str | None, **extra):  # type: ignore[no-untyped-def]
+def plex_with(tmp_path: Path, manifests: str | None, **extra):
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
     if manifests is not None:
         data["bootstrap"] = {"manifests": manifests}
@@ -110,7 +110,7 @@ def test_manifests_go_to_servers_only_and_changing_them_changes_the_server_spec(
     assert instance_spec(plain, nodes["demo-server2"], image, profile).manifests == ()
 
 
-def standin():  # type: ignore[no-untyped-def]
+def standin():
     spec = importlib.util.spec_from_file_location(
         "standin_rke2", ROOT / "tests" / "fixtures" / "standin_rke2" / "rke2.py"
     )

@@ -23,32 +23,9 @@ from plex.services.deploy import make_deploy_plan
 from plex.services.destroy import destroy
 from plex.services.validate import validate
 from plex.store.catalog import Catalog, Entry, save_catalog
+from tests.fixtures.fake_incus import FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class SnapshotIncus:
-    """Observes a fixed snapshot; records every call that would change something."""
-
-    def __init__(self, observed: Observed) -> None:
-        self.observed = observed
-        self.changes: list[tuple[Any, ...]] = []
-
-    def observe(self, plex: str) -> Observed:
-        return self.observed
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        self.changes.append(("set_alias", alias, fingerprint))
-
-    def observe_builds(self, plex: str) -> list[Any]:
-        return []
-
-    def __getattr__(self, name: str) -> Any:  # any other call changes something: record it
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.changes.append((name, *args))
-            return None
-
-        return call
 
 
 def demo() -> Plex:
@@ -84,7 +61,7 @@ def test_plan_and_deploy_plan_the_same_images_after_a_rollback(
     snapshot = tmp_path / "observed.json"
     snapshot.write_text(json.dumps(two_generations.to_json()))
     shown = plan_for(plex, [], False, snapshot, None)  # plex plan --observed
-    deployed, _ = make_deploy_plan(plex, SnapshotIncus(two_generations))  # type: ignore[arg-type]
+    deployed, _ = make_deploy_plan(plex, FakeIncus.holding(two_generations))
     assert shown.to_json() == deployed.to_json()
     # ... and both create the nodes from what the aliases point at, not the newest bake.
     fingerprints = {a.spec.image for a in shown.actions if a.spec is not None}
@@ -110,7 +87,7 @@ def test_a_declined_rollback_moves_no_alias(
         plex.incus.project,
         aliases={a: fp.replace("-1", "-2") for a, fp in two_generations.aliases.items()},
     )
-    incus = SnapshotIncus(newer)
+    incus = FakeIncus.holding(newer)
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     with pytest.raises(UsageError, match="not applied"):
         run_deploy(
@@ -121,11 +98,11 @@ def test_a_declined_rollback_moves_no_alias(
             1,
             False,
             False,
-            verb="rollback",  # type: ignore[arg-type]
+            verb="rollback",
             rollback=True,
             role=Role.SERVER,
         )
-    assert incus.changes == []
+    assert incus.calls == []
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -136,10 +113,10 @@ def test_without_yes_and_without_a_terminal_nothing_is_applied(
     as_json: bool,
 ) -> None:
     _no_tty(monkeypatch)
-    incus = SnapshotIncus(two_generations)
+    incus = FakeIncus.holding(two_generations)
     with pytest.raises(UsageError, match="no terminal to confirm on"):
-        run_deploy(demo(), incus, [], False, 1, False, as_json)  # type: ignore[arg-type]
-    assert incus.changes == []
+        run_deploy(demo(), incus, [], False, 1, False, as_json)
+    assert incus.calls == []
     if as_json:  # the plan was shown, on stderr: stdout stays for the JSON
         out = capsys.readouterr()
         assert out.out == "" and "plan for demo" in out.err
@@ -149,11 +126,11 @@ def test_json_output_still_asks_on_a_terminal(
     two_generations: Observed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", Terminal("no\n"))
-    incus = SnapshotIncus(two_generations)
+    incus = FakeIncus.holding(two_generations)
     with pytest.raises(UsageError, match="not applied"):
-        run_deploy(demo(), incus, [], False, 1, False, True)  # type: ignore[arg-type]
+        run_deploy(demo(), incus, [], False, 1, False, True)
     assert "[y/N]" in capsys.readouterr().err
-    assert incus.changes == []
+    assert incus.calls == []
 
 
 def test_an_unknown_role_is_one_line_and_exit_2(
@@ -207,13 +184,13 @@ def test_destroy_removes_the_docker_registry_and_its_cache_only_with_all(
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
     data["registry"] = {**data.get("registry", {}), "runtime": "docker"}
     plex = parse_plex(yaml.safe_dump(data), "docker.yaml")
-    incus = SnapshotIncus(Observed(plex.name, plex.incus.project))
+    incus = FakeIncus.holding(Observed(plex.name, plex.incus.project))
     engine = Engine(["demo-registry-docker.io"], ["demo-registry-cache"])
     removed = destroy(plex, incus, everything=everything, docker=engine)  # type: ignore[arg-type]
     assert "demo-registry-docker.io" in removed and engine.names == []
     assert engine.volumes == ([] if everything else ["demo-registry-cache"])
     with pytest.raises(UsageError, match="runs its registry on Docker"):
-        destroy(plex, incus, everything=everything)  # type: ignore[arg-type]
+        destroy(plex, incus, everything=everything)
 
 
 def _plex_file(tmp_path: Path, change: dict[str, Any], name: str = "bad.yaml") -> Path:

@@ -33,7 +33,7 @@ def schema(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def vm_nodes(name: str):  # type: ignore[no-untyped-def]
+def vm_nodes(name: str):
     plex = load_plex(REPO / "plexes" / f"{name}.yaml")
     identity = compute_identity(plex, None, FixedKeyGen())
     return plex, identity, [n for n in topology.nodes(plex) if n.virt is Virt.VM]

@@ -99,11 +99,11 @@ def test_the_shipped_plexes_do_not_collide() -> None:
 
 
 @pytest.fixture
-def demo():  # type: ignore[no-untyped-def]
+def demo():
     return load_plex(ROOT / "plexes" / "demo.yaml")
 
 
-def test_live_dns_name_in_another_project_collides(demo) -> None:  # type: ignore[no-untyped-def]
+def test_live_dns_name_in_another_project_collides(demo) -> None:
     taken = Neighbour("someone-else", "demo-server1", (), None)
     [msg] = live_collisions(demo, [taken])
     assert (
@@ -112,7 +112,7 @@ def test_live_dns_name_in_another_project_collides(demo) -> None:  # type: ignor
     )
 
 
-def test_live_address_and_vip_holders_collide(demo) -> None:  # type: ignore[no-untyped-def]
+def test_live_address_and_vip_holders_collide(demo) -> None:
     got = live_collisions(
         demo,
         [
@@ -124,7 +124,7 @@ def test_live_address_and_vip_holders_collide(demo) -> None:  # type: ignore[no-
     assert any("10.77.0.10 (the VIP)" in m for m in got)
 
 
-def test_the_plex_s_own_nodes_are_not_collisions(demo) -> None:  # type: ignore[no-untyped-def]
+def test_the_plex_s_own_nodes_are_not_collisions(demo) -> None:
     own = [
         Neighbour("plex-demo", "demo-lb1", ("10.77.0.11", "10.77.0.10"), "demo"),
         Neighbour("plex-demo", "demo-server1", ("10.77.0.21",), "demo"),

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from plex.deploy.kured import manifest
 from plex.errors import ConfigErrors
-from plex.model.plex import RebootWindows
+from plex.model.plex import Plex, RebootWindows
 from plex.model.reboot import kured_enabled as enabled
 from plex.model.reboot import kured_window, parse_day
 from plex.plexfile.load import load_plex, parse_plex
@@ -39,13 +40,13 @@ def pinned_flags() -> dict[str, str]:
     return out
 
 
-def daemonset(plex) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def daemonset(plex: Plex) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all(manifest(plex)) if d]
     [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
     return ds
 
 
-def omniplex():  # type: ignore[no-untyped-def]
+def omniplex():
     return load_plex(ROOT / "plexes" / "omniplex.yaml")
 
 

@@ -90,7 +90,7 @@ def role_recipe(packages: tuple[str, ...]) -> RoleRecipe:
 
 def recipe_with(
     plex: Plex, renderer: Renderer, packages: tuple[str, ...], base: BaseImage = DEBIAN
-):  # type: ignore[no-untyped-def]
+):
     rr = role_recipe(packages)
     return make_recipe(plex, Role.SERVER, rr, base, renderer, {"who": "demo"}, {}), rr
 

@@ -196,7 +196,7 @@ def test_run_json_carries_bake_and_reset_times(demo: Plex) -> None:
     assert data["run"] == run.run_id and data["plex"] == "demo"
 
 
-def test_cli_rejects_a_keep_below_one(cli, plex_home: Path, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_rejects_a_keep_below_one(cli, plex_home: Path, state_dir: Path) -> None:
     result = cli("nightly", "demo", "--keep", "0")
     assert result.code == 2
     assert "--keep must be 1 or more" in result.err

@@ -34,7 +34,7 @@ def identities() -> dict[str, tuple[Plex, object]]:
     return out
 
 
-def test_each_role_gets_exactly_its_secrets(identities) -> None:  # type: ignore[no-untyped-def]
+def test_each_role_gets_exactly_its_secrets(identities) -> None:
     plex, identity = identities["demo"]
     by_role: dict[Role, set[str]] = {}
     for node in topology.nodes(plex):
@@ -64,7 +64,7 @@ def test_each_role_gets_exactly_its_secrets(identities) -> None:  # type: ignore
     assert auth.data.decode().split() == ["auth_pass", identity.vrrp_secret]
 
 
-def test_needles_cover_every_private_key_line(identities) -> None:  # type: ignore[no-untyped-def]
+def test_needles_cover_every_private_key_line(identities) -> None:
     plex, identity = identities["demo"]
     nodes = [(n.name, n.role) for n in topology.nodes(plex, reserved=True)]
     needles = {t: w for w, t in identity.secret_needles(nodes)}
@@ -84,7 +84,7 @@ def test_scan_finds_secrets_across_chunk_boundaries() -> None:
 
 
 @pytest.mark.parametrize("name", PLEXES)
-def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> None:
     """What goes into images: every role's rendered files (containers), and for MicroOS the
     files tarball and the Packer template. None may contain any secret of the identity."""
     plex, identity = identities[name]

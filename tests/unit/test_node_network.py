@@ -85,7 +85,7 @@ def _plex_file(tmp_path: Path, ca_files: list[str]) -> Path:
     return f
 
 
-def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli) -> None:
     f = _plex_file(tmp_path, ["certs/missing.crt"])
     line = next(i for i, ln in enumerate(f.read_text().splitlines(), 1) if "missing.crt" in ln)
     res = cli("validate", str(f))
@@ -95,7 +95,7 @@ def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli)
     ]
 
 
-def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli) -> None:
     (tmp_path / "ca.crt").write_text("this is not a certificate\n")
     f = _plex_file(tmp_path, ["ca.crt"])
     res = cli("validate", str(f))

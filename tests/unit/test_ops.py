@@ -17,7 +17,7 @@ from plex.store.lock import plex_lock
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo():  # type: ignore[no-untyped-def]
+def demo():
     return load_plex(ROOT / "plexes" / "demo.yaml")
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WHY = "Offline: No heartbeat since 31s"
 
 
-def setup():  # type: ignore[no-untyped-def]
+def setup():
     data = yaml.safe_load((ROOT / "plexes" / "omniplex.yaml").read_text())
     plex = parse_plex(yaml.safe_dump(data), "omniplex.yaml")
     images = {r: ImageRef(r, f"d-{r.value}", f"fp-{r.value}", f"omniplex/{r.value}") for r in Role}

@@ -6,88 +6,23 @@ backend Protocol; the real Incus path of the plex layer is covered by tests/inte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from plex.backends.incus.protocol import ExecResult, ImageInfo
+from plex.backends.incus.protocol import ExecResult
 from plex.errors import BackendError
 from plex.model.plex import Role
 from plex.plexfile.load import parse_plex
 from plex.services.bake import Baker, Paths
+from tests.fixtures.fake_incus import FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class FakeIncus:
-    fail_on: str | None = None  # a command substring that exits 1
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    aliases: dict[str, str] = field(default_factory=dict)
-    published: list[str] = field(default_factory=list)
-    live: set[str] = field(default_factory=set)
-
-    def observe_builds(self, plex: str) -> list[Any]:
-        return []
-
-    def image_by_alias(self, alias: str) -> ImageInfo | None:
-        fp = self.aliases.get(alias)
-        return ImageInfo(fp, (alias,), {}, 1, "") if fp else None
-
-    def images(self) -> list[ImageInfo]:
-        return [ImageInfo(fp, (), {}, 123, "") for fp in self.published]
-
-    def create_instance(self, name: str, **kw: Any) -> None:
-        self.calls.append(("create", name, kw.get("source"), kw["image"]))
-        self.live.add(name)
-
-    def start(self, name: str) -> None:
-        self.calls.append(("start", name))
-
-    def stop(self, name: str, force: bool = True) -> None:
-        self.calls.append(("stop", name))
-
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-        cmd = " ".join(argv)
-        self.calls.append(("exec", name, cmd))
-        if self.fail_on and self.fail_on in cmd:
-            return ExecResult(1, "", "Problem: nothing provides haproxy\n")
-        return ExecResult(0, "", "")
-
-    def push_file(
-        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
-    ) -> None:
-        self.calls.append(("push", name, path))
-
-    def publish(
-        self,
-        name: str,
-        *,
-        aliases: list[str],
-        properties: dict[str, str],
-        compression: str = "zstd",
-    ) -> str:
-        fp = f"{len(self.published):064x}"
-        self.published.append(fp)
-        self.calls.append(("publish", name, properties.get("plex.layer")))
-        return fp
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        self.aliases[alias] = fingerprint
-
-    def delete_image(self, fingerprint: str) -> None:
-        self.published.remove(fingerprint)
-
-    def delete_instance(self, name: str) -> None:
-        self.calls.append(("delete", name))
-        self.live.discard(name)
-
-
 @pytest.fixture
-def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
@@ -95,9 +30,9 @@ def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     return parse_plex(yaml.safe_dump(data), "suse-lb.yaml")
 
 
-def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> None:  # type: ignore[no-untyped-def]
+def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> None:
     incus = FakeIncus()
-    [result] = Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])  # type: ignore[arg-type]
+    [result] = Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])
     assert not result.cached and not result.package_cached
     build = incus.calls[0]
     assert build[0] == "create" and build[1].startswith("plex-build-demo-pkg-")
@@ -115,15 +50,21 @@ def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> 
     assert layers == ["package", "role"]  # the package layer, then the plex layer on top
     assert any(a.startswith("plex-pkg/") for a in incus.aliases)
     assert incus.aliases["demo/lb"] == result.fingerprint
-    assert incus.live == set()  # both transient instances removed
+    assert incus.instances == {}  # both transient instances removed
 
 
-def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb) -> None:  # type: ignore[no-untyped-def]
-    incus = FakeIncus(fail_on="zypper")
+def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb) -> None:
+    incus = FakeIncus(
+        on_exec=lambda name, argv: (
+            ExecResult(1, "", "Problem: nothing provides haproxy\n")
+            if "zypper" in " ".join(argv)
+            else None
+        )
+    )
     with pytest.raises(
         BackendError,
         match=r"package install failed in plex-build-demo-pkg-\w+ "
         r"\(exit 1\): Problem: nothing provides haproxy",
     ):
-        Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])  # type: ignore[arg-type]
-    assert incus.published == [] and incus.aliases == {} and incus.live == set()
+        Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])
+    assert incus.imgs == {} and incus.aliases == {} and incus.instances == {}

@@ -3,7 +3,6 @@ how many nodes a wave creates at once when the user does not say."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,12 @@ from plex.plexfile.load import load_plex
 from plex.services.parallelism import adaptive_parallel
 from plex.services.pristine import PREFIX, snapshot_name, stale, survivors, whole_sets
 from plex.services.snapshot import Snapshots
+from tests.fixtures.fake_incus import FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class SnapshotIncus:
-    held: dict[str, list[str]] = field(default_factory=dict)
-
-    def snapshots(self, name: str) -> list[str]:
-        return list(self.held.get(name, []))
-
-
-def deployed(plex) -> Observed:  # type: ignore[no-untyped-def]
+def deployed(plex) -> Observed:
     return Observed(
         plex.name,
         plex.incus.project,
@@ -50,32 +42,31 @@ def test_snapshot_names_carry_the_image_and_the_time() -> None:
 def test_reset_restores_the_newest_snapshot_every_node_has() -> None:
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     observed = deployed(plex)
-    incus = SnapshotIncus()
+    incus = FakeIncus()
     for name, inst in observed.instances.items():
-        incus.held[name] = [
+        incus.snaps[name] = [
             snapshot_name(inst.image or "", "20261201100000"),
             snapshot_name(inst.image or "", "20261201110000"),
             "by-hand",
         ]
     # One node missed the later snapshot: the earlier one is the last consistent state.
-    incus.held["demo-agent2"].pop(1)
-    snaps = Snapshots(plex, incus, ROOT)  # type: ignore[arg-type]
+    incus.snaps["demo-agent2"].pop(1)
+    snaps = Snapshots(plex, incus, ROOT)
     assert snaps.latest(observed) == "20261201100000"
 
 
 def test_reset_refuses_a_node_replaced_since_the_snapshot() -> None:
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     observed = deployed(plex)
-    incus = SnapshotIncus(
-        {
-            name: [snapshot_name(inst.image or "", "20261201100000")]
-            for name, inst in observed.instances.items()
-        }
-    )
+    incus = FakeIncus()
+    incus.snaps = {
+        name: [snapshot_name(inst.image or "", "20261201100000")]
+        for name, inst in observed.instances.items()
+    }
     # demo-server2 now runs another image (it was replaced): its snapshot went with it.
-    incus.held["demo-server2"] = [snapshot_name("ff" * 32, "20261201100000")]
+    incus.snaps["demo-server2"] = [snapshot_name("ff" * 32, "20261201100000")]
     with pytest.raises(UsageError) as e:
-        Snapshots(plex, incus, ROOT).latest(observed)  # type: ignore[arg-type]
+        Snapshots(plex, incus, ROOT).latest(observed)
     # One line: which generation has no snapshot, and where.
     assert e.value.message == (
         "no pristine snapshot matches the deployed generation of plex 'demo': "

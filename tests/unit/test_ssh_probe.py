@@ -54,7 +54,7 @@ def keys() -> Iterator[dict[str, object]]:
     }
 
 
-def test_the_nodes_own_key_passes(keys) -> None:  # type: ignore[no-untyped-def]
+def test_the_nodes_own_key_passes(keys) -> None:
     ed, rsa = keys["ed"], keys["rsa"]
     port, th = serve([ed.private, rsa.private])
     assert host_key_probe("127.0.0.1", ed.public_key, port).startswith("SHA256:")
@@ -64,14 +64,14 @@ def test_the_nodes_own_key_passes(keys) -> None:  # type: ignore[no-untyped-def]
     th.join(5)
 
 
-def test_another_key_is_refused(keys) -> None:  # type: ignore[no-untyped-def]
+def test_another_key_is_refused(keys) -> None:
     port, th = serve([keys["other"].private])
     with pytest.raises(BackendError, match=r"presented host key .* not the node's"):
         host_key_probe("127.0.0.1", keys["ed"].public_key, port)
     th.join(5)
 
 
-def test_nobody_listening_is_a_backend_error(keys) -> None:  # type: ignore[no-untyped-def]
+def test_nobody_listening_is_a_backend_error(keys) -> None:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

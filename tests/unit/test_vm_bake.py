@@ -150,7 +150,7 @@ def _base(srv_url: str) -> Qcow2Base:
 @pytest.mark.parametrize("signed", [False, True])
 def test_base_digest_is_the_redirect_targets_entry(
     tmp_path: Path, monkeypatch, signed: bool
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     data = appliances_dir(tmp_path / "site", signed=signed, extra_entries=1)
     with serve_directory(tmp_path / "site") as srv:
@@ -167,7 +167,7 @@ def test_base_digest_is_the_redirect_targets_entry(
     assert got.note == f"listed as {VERSIONED}, the redirect target"
 
 
-def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     data = appliances_dir(site)
@@ -180,7 +180,7 @@ def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, mo
 
 def test_base_checksum_with_several_unmatched_entries_is_refused(
     tmp_path: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     data = appliances_dir(site, extra_entries=1)
@@ -192,7 +192,7 @@ def test_base_checksum_with_several_unmatched_entries_is_refused(
         fetch_base(_base(srv.url))
 
 
-def test_base_with_a_wrong_digest_is_deleted(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_base_with_a_wrong_digest_is_deleted(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     appliances_dir(site)
