@@ -46,7 +46,7 @@ HOOKS = (
 
 
 @pytest.fixture(scope="module")
-def guest(incus, session_project: str, state_dirs) -> Iterator[tuple[Plex, Node, SshExecutor]]:  # type: ignore[no-untyped-def]
+def guest(incus, session_project: str, state_dirs) -> Iterator[tuple[Plex, Node, SshExecutor]]:
     plex = demo_plex(session_project, name="sshplex", **{"os.virt": "vm"})
     identity = require_identity(plex)
     assert identity.deploy_key is not None
@@ -91,7 +91,7 @@ def guest(incus, session_project: str, state_dirs) -> Iterator[tuple[Plex, Node,
         incus.delete_image(fp)
 
 
-def test_the_roles_real_probes_pass_over_ssh(guest) -> None:  # type: ignore[no-untyped-def]
+def test_the_roles_real_probes_pass_over_ssh(guest) -> None:
     plex, node, ssh = guest
     identity = require_identity(plex)
     # The common probes of every role (systemd, sshd host key) as deploy/probes.yaml says;
@@ -105,7 +105,7 @@ def test_the_roles_real_probes_pass_over_ssh(guest) -> None:  # type: ignore[no-
     assert res.returncode == 0 and f"inet {node.address}/" in res.stdout
 
 
-def test_a_failing_probe_is_one_line(guest) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_probe_is_one_line(guest) -> None:
     _, node, ssh = guest
     probe = Probe("haproxy ports", "ss -Hltn '( sport = :6443 )' | wc -l", "^1$", timeout=2)
     with pytest.raises(ProbeError) as e:
@@ -115,7 +115,7 @@ def test_a_failing_probe_is_one_line(guest) -> None:  # type: ignore[no-untyped-
     assert "last output: 0" in e.value.message
 
 
-def test_a_wrong_host_key_is_refused_in_one_line(guest) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_host_key_is_refused_in_one_line(guest) -> None:
     _, node, ssh = guest
     other = SystemKeyGen().host_key("ed25519", "root@elsewhere").public_key
     wrong = SshExecutor({node.name: SshTarget(node.address, other)}, ssh.client_key)
@@ -125,7 +125,7 @@ def test_a_wrong_host_key_is_refused_in_one_line(guest) -> None:  # type: ignore
     assert "presented host key SHA256:" in e.value.message and "not the node's" in e.value.message
 
 
-def test_a_refused_deploy_key_is_one_line(guest) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_deploy_key_is_one_line(guest) -> None:
     _, node, ssh = guest
     stranger = SystemKeyGen().host_key("ed25519", "someone@else").private
     refused = dataclasses.replace(ssh, client_key=stranger, _open={})
