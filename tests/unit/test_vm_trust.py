@@ -44,7 +44,7 @@ def ca_plex(tmp_path: Path) -> Plex:
 
 
 def files_step(template: dict[str, object]) -> str:
-    steps = template["provisioners"]  # type: ignore[index]
+    steps = template["provisioners"]
     step = next(
         s
         for s in steps  # type: ignore[attr-defined]
@@ -103,7 +103,7 @@ def test_a_microos_bake_with_ca_files_is_accepted(
     baker = VmBaker(
         plex,
         incus,  # type: ignore[arg-type]
-        packer,  # type: ignore[arg-type]
+        packer,
         paths,
         fetch=lambda base: Downloaded(base_file, sha, base.url),
     )
