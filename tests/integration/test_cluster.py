@@ -206,7 +206,7 @@ def lost_nodes(multi: Plex) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def evacuated(incus, multi, remote, cluster, deployed) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def evacuated(incus, multi, remote, cluster, deployed) -> dict[str, Any]:
     """gamma stopped, its loss seen and reported, then `deploy --evacuate`."""
     lost = lost_nodes(multi)
     before = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}

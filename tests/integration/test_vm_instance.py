@@ -94,7 +94,7 @@ class RecordingIncus:
         except BackendError as e:
             self.refused = e.message
 
-    def __getattr__(self, verb: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, verb: str):
         return lambda *a, **kw: self.calls.append((verb, {"args": a, **kw}))
 
 
@@ -102,7 +102,7 @@ class RecordingIncus:
     ("node_name", "join"),
     [("vmplex-agent1", False), ("vmplex-lb1", False), ("vmplex-server1", True)],
 )
-def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type: ignore[no-untyped-def]
+def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(
     incus, session_project: str, state_dirs, node_name: str, join: bool, tmp_path: Path
 ) -> None:
     """The exact request the Applier's NodeFactory sends for a VM node: Incus refuses the
@@ -125,7 +125,7 @@ def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(  # type
         load_profile(node.role, Virt.VM),
     )
     rec = RecordingIncus(incus)
-    factory = NodeFactory(plex, rec, identity, lambda n, m: None)  # type: ignore[arg-type]
+    factory = NodeFactory(plex, rec, identity, lambda n, m: None)
     factory.create(spec, 1, join=join)
     incus.delete_image(fp)
     assert "vhost_vsock kernel module not loaded" in rec.refused

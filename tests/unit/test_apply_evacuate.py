@@ -63,7 +63,7 @@ class ClusterIncus(RecordingIncus):
 
 
 @pytest.fixture
-def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     # Containers only: a VM's probe is SSH to its address, and the fake has no nodes to answer.
     data = yaml.safe_load((ROOT / "plexes" / "omniplex.yaml").read_text())
@@ -77,7 +77,7 @@ def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
     return plex, images, healthy, identity
 
 
-def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None:  # type: ignore[no-untyped-def]
+def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None:
     plex, images, healthy, identity = omni
     lost = down(healthy, "gamma")
     plan = make_plan(plex, images, lost, profiles=PROFILES, evacuate=True)
@@ -104,7 +104,7 @@ def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None
     )
 
 
-def test_stale_copies_are_deleted_before_the_first_wave(omni) -> None:  # type: ignore[no-untyped-def]
+def test_stale_copies_are_deleted_before_the_first_wave(omni) -> None:
     plex, images, healthy, identity = omni
     lost = down(healthy, "gamma")
     evacuated = simulate_apply(
