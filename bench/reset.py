@@ -173,6 +173,25 @@ class Memory(threading.Thread):
             self.peak_mib = max(self.peak_mib, self.used_mib())
 
 
+class Timeline:
+    """What the deploy reports, per node, with the time since the run began (--timeline)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.events: list[tuple[float, str, str]] = []
+        self.lock = threading.Lock()
+
+    def report(self, node: str, what: str) -> None:
+        with self.lock:
+            self.events.append((time.monotonic() - self.start, node, what))
+
+    def lines(self, prefix: str) -> list[str]:
+        by_node: dict[str, list[str]] = {}
+        for t, node, what in self.events:
+            by_node.setdefault(node.removeprefix(prefix), []).append(f"{t:.1f} {what}")
+        return [f"  {node:10} " + " | ".join(steps) for node, steps in by_node.items()]
+
+
 def new_generation(tmp: Path) -> Paths:
     """A copy of bake/ whose kube recipe gained a file: a new server and agent image."""
     bake = tmp / "bake-next"
@@ -189,9 +208,11 @@ def new_generation(tmp: Path) -> Paths:
     return Paths(bake, ROOT / "images")
 
 
-def agent_seconds(waves: list[tuple[list[str], float]], plex: Plex) -> float:
-    agents = {n.name for n in topology.nodes(plex) if n.role is Role.AGENT}
-    return sum(sec for nodes, sec in waves if agents & set(nodes))
+def agent_seconds(spans: dict[str, tuple[float, float]], plex: Plex) -> float:
+    """The agent wave: from the first agent's start to the last agent's ready (agents start
+    beside the other servers' joins, so no wave holds them alone)."""
+    agents = [spans[n.name] for n in topology.nodes(plex) if n.role is Role.AGENT]
+    return max(end for _, end in agents) - min(start for start, _ in agents)
 
 
 def main() -> int:
@@ -207,6 +228,9 @@ def main() -> int:
     )
     ap.add_argument("--no-snapshot", action="store_true", help="skip the snapshot reset")
     ap.add_argument("--no-rolling", action="store_true", help="skip the rolling replacement")
+    ap.add_argument(
+        "--timeline", action="store_true", help="print each reset's steps per node, timed"
+    )
     args = ap.parse_args()
 
     from plex.services.snapshot import reset_to, take_snapshot
@@ -222,6 +246,7 @@ def main() -> int:
     milestones: list[dict[str, float]] = []  # per snapshot reset: when each tier was ready
     rolling: list[float] = []
     waves: list[list[tuple[list[str], float]]] = []
+    spans: list[dict[str, tuple[float, float]]] = []
     memory = Memory()
     memory.start()
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,10 +270,27 @@ def main() -> int:
                     if not args.no_snapshot:
                         take_snapshot(plex, incus, ROOT)
                     for _ in range(args.runs):
+                        timeline = Timeline()
                         t = time.monotonic()
-                        _, result = deploy(plex, incus, ROOT, replace=["master"])
+                        _, result = deploy(
+                            plex, incus, ROOT, replace=["master"], report=timeline.report
+                        )
                         resets.append(time.monotonic() - t)
+                        if args.timeline:
+                            print(f"reset {len(resets)}: {resets[-1]:.1f}s", flush=True)
+                            print("\n".join(timeline.lines(plex.name + "-")), flush=True)
+                            for w in result.waves:
+                                print(
+                                    f"  wave {w.index} {w.seconds:.1f}s: "
+                                    + ", ".join(
+                                        f"{p.node.removeprefix(plex.name + '-')}/{p.probe} "
+                                        f"{p.seconds:.1f}s x{p.attempts}"
+                                        for p in w.probes
+                                    ),
+                                    flush=True,
+                                )
                         waves.append([(w.nodes, w.seconds) for w in result.waves])
+                        spans.append(result.spans)
                         if many:
                             agent_floors.append(raw_floor(incus, plex, project, (Role.AGENT,)))
                         else:
@@ -294,7 +336,7 @@ def main() -> int:
         row("raw floor (parallel incus launch + boot)", floors)
         print(f"ratio plex reset / raw floor: {med(resets) / med(floors):.2f}x")
     if agent_floors:
-        agent_waves = [agent_seconds(w, plex) for w in waves]
+        agent_waves = [agent_seconds(s, plex) for s in spans]
         row(f"agent wave of the reset ({args.agents} agents)", agent_waves)
         row(f"raw floor ({args.agents} parallel create + start)", agent_floors)
         print(f"ratio agent wave / raw floor: {med(agent_waves) / med(agent_floors):.2f}x")

@@ -126,6 +126,9 @@ class Plan:
     project: str
     actions: tuple[Action, ...]  # every node in wave order, then orphans
     waves: tuple[tuple[Action, ...], ...]  # changing actions only; a wave runs in parallel
+    # node -> the nodes of earlier waves it waits for (apply starts it once they are done);
+    # a node missing here waits for every earlier wave.
+    after: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     cascade_from: str | None = None
     notes: tuple[str, ...] = ()  # warnings worth showing (forced quorum loss, broken etcd)
     unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> why

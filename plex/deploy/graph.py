@@ -78,3 +78,59 @@ def waves(
             out.append(wave)
         sorter.done(*ready)
     return out
+
+
+def ancestors(graph: Mapping[str, Collection[str]]) -> dict[str, set[str]]:
+    """node -> every node it waits for, directly or through others."""
+    out: dict[str, set[str]] = {}
+
+    def visit(name: str) -> set[str]:
+        if name not in out:
+            out[name] = set()
+            for dep in graph.get(name, ()):
+                out[name] |= {dep} | visit(dep)
+        return out[name]
+
+    for name in graph:
+        visit(name)
+    return out
+
+
+def step_dependencies(
+    graph: Mapping[str, Collection[str]],
+    planned: Sequence[Sequence[str]],
+    barriers: Collection[int] = (),
+) -> dict[str, tuple[str, ...]]:
+    """For each node of the waves: the nodes of earlier waves it must wait for, so apply starts
+    it the moment they are done rather than when their whole wave is (in a cascade the third
+    server waits for the second, not for the agents that joined beside it).
+
+    A node waits for its ancestors in the graph; a node of a `barriers` wave (its index in
+    `planned`: the wave after the starts, an agent batch after the one before) waits for every
+    node of every earlier wave."""
+    anc = ancestors(graph)
+    out: dict[str, tuple[str, ...]] = {}
+    earlier: list[str] = []
+    for i, wave in enumerate(planned):
+        for name in wave:
+            out[name] = tuple(m for m in earlier if i in barriers or m in anc.get(name, ()))
+        earlier.extend(wave)
+    return out
+
+
+def batch_agents(
+    grouped: list[list[str]], replaced_agents: Collection[str], limit: int
+) -> list[list[str]]:
+    """Split each wave's replaced agents into batches of `limit`: a rolling update keeps most
+    of the workload capacity. New agents take nothing away, so they ride in the first batch."""
+    out: list[list[str]] = []
+    for wave in grouped:
+        replaced = [n for n in wave if n in replaced_agents]
+        if len(replaced) <= limit:
+            out.append(wave)
+            continue
+        rest = [n for n in wave if n not in replaced]
+        batches = [replaced[i : i + limit] for i in range(0, len(replaced), limit)]
+        out.append(sorted(rest + batches[0], key=wave.index))
+        out.extend(batches[1:])
+    return out

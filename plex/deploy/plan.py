@@ -46,7 +46,7 @@ from plex.deploy.actions import (
     simulate_apply,
 )
 from plex.deploy.copies import view
-from plex.deploy.graph import dependencies, waves
+from plex.deploy.graph import batch_agents, dependencies, step_dependencies, waves
 from plex.deploy.quorum import check_quorum
 from plex.deploy.spec import InstanceSpec, RoleProfile, instance_spec, load_profile
 from plex.errors import PlexError, UsageError
@@ -336,10 +336,22 @@ def make_plan(
     if cascade is None:
         agents = sum(1 for n in nodes if n.role is Role.AGENT)
         limit = max_unavailable or default_max_unavailable(agents)
-        grouped = _batch_agents(grouped, actions, limit)
+        replaced_agents = {
+            n for n, a in actions.items() if a.role is Role.AGENT and a.verb is Verb.REPLACE
+        }
+        grouped = batch_agents(grouped, replaced_agents, limit)
     planned = tuple(
         tuple(actions[name] for name in wave) for wave in ([starts] if starts else []) + grouped
     )
+    # What each node waits for in apply: a rolling plan is a chain, wave after wave; in a
+    # cascade a node waits only for what the graph says (and for the starts, which go first).
+    chained = range(len(planned)) if cascade is None else ()
+    after = {
+        name: tuple(dict.fromkeys([*(s for s in starts if name not in starts), *deps]))
+        for name, deps in step_dependencies(
+            graph, [[a.node for a in w] for w in planned], chained
+        ).items()
+    }
 
     notes = v.notes(plex.name)
     kept = [n for n in mac_pending if actions[n].verb is not Verb.REPLACE]
@@ -370,6 +382,7 @@ def make_plan(
         project=plex.incus.project,
         actions=tuple(actions[name] for name in order),
         waves=planned,
+        after=after,
         cascade_from=cascade if cascaded else None,
         notes=tuple(notes),
         unreachable=unreachable,
@@ -377,23 +390,3 @@ def make_plan(
         why=why,
         stale=v.stale,
     )
-
-
-def _batch_agents(
-    grouped: list[list[str]], actions: Mapping[str, Action], limit: int
-) -> list[list[str]]:
-    """Split each wave's replaced agents into batches of `limit`: a rolling update keeps most
-    of the workload capacity. New agents take nothing away, so they ride in the first batch."""
-    out: list[list[str]] = []
-    for wave in grouped:
-        replaced = [
-            n for n in wave if actions[n].role is Role.AGENT and actions[n].verb is Verb.REPLACE
-        ]
-        if len(replaced) <= limit:
-            out.append(wave)
-            continue
-        rest = [n for n in wave if n not in replaced]
-        batches = [replaced[i : i + limit] for i in range(0, len(replaced), limit)]
-        out.append(sorted(rest + batches[0], key=wave.index))
-        out.extend(batches[1:])
-    return out

@@ -24,6 +24,7 @@ from plex.plexfile.yamlfile import load_model
 
 KUBECTL = "/var/lib/rancher/rke2/bin/kubectl"
 KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
+FIRST_RETRY = 0.25  # seconds before a probe's second attempt; doubling up to its interval
 
 
 class Executor(Protocol):
@@ -178,7 +179,10 @@ def run_probe(
                 f"[exit {res.returncode}]",
                 hint=f"inspect with: incus exec {target} -- sh -c {probe.run!r}",
             )
-        sleep(probe.interval)
+        # Quick retries first (a node that just started answers within a second or two), then
+        # every `interval`; never past the timeout.
+        wait = min(probe.interval, FIRST_RETRY * 2 ** (attempts - 1))
+        sleep(max(0.0, min(wait, probe.timeout - (clock() - start))))
 
 
 def probe_node(

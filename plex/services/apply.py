@@ -12,15 +12,16 @@ node is started and probed; if it fails its probes it is replaced.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from plex.backends.incus.protocol import Incus
 from plex.backends.ssh import host_key_probe
 from plex.deploy.actions import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
-from plex.errors import BackendError, Interrupted, PlexError, ProbeError
+from plex.errors import BackendError, Interrupted, ProbeError
 from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
@@ -33,6 +34,7 @@ from plex.services.node_shell import NodeShell
 from plex.services.parallelism import adaptive_parallel
 from plex.services.registry_secrets import push_credentials
 from plex.services.stale import delete_stale
+from plex.services.steps import Step, run_steps
 
 # Importers of these names from here keep working (they moved with their job).
 __all__ = ["JOIN_DROPIN", "Applier", "ApplyResult", "Report", "WaveReport", "adaptive_parallel"]
@@ -57,6 +59,9 @@ class Applier:
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
         self.report: Report = report or (lambda node, msg: None)
         self.cancel = threading.Event()
+        # Cascade successors created during the teardown, each started when its turn comes.
+        self.creates = ThreadPoolExecutor(max_workers=self.parallel)
+        self.precreated: dict[str, Future[None]] = {}
         self.lbs = Balancers(plex, incus, self.report)
         self.factory = NodeFactory(plex, incus, identity, self.report, deploy_id)
         self.shell = NodeShell(plex, incus, identity)  # incus exec, or SSH for VM nodes
@@ -69,72 +74,97 @@ class Applier:
             raise Interrupted("deploy cancelled")
 
     def apply(self, plan: Plan) -> ApplyResult:
+        """Every node the moment the nodes it waits for (`plan.after`) are done, and each
+        wave's checks (the VIP after lbs, etcd's members after servers) before any node that
+        waits for that wave's lbs or servers."""
         start = time.monotonic()
-        reports: list[WaveReport] = []
         # Nodes whose instance is not named after them (evacuated copies), for every exec.
         self.instances = {a.node: a.created for a in plan.actions if a.created != a.node}
         self.lbs.instances = self.instances
+        steps: list[Step[list[ProbeResult]]] = []
+        gate: dict[str, str] = {}  # node -> the check its dependents wait for too
+        for i, wave in enumerate(plan.waves, 1):
+            lbs = [a.node for a in wave if a.role is Role.LB and a.verb is not Verb.DELETE]
+            servers = [a.node for a in wave if a.role is Role.SERVER]
+            if lbs:
+                steps.append(Step(f"#vip{i}", self.vip, lbs))
+                gate.update(dict.fromkeys(lbs, f"#vip{i}"))
+            if servers:
+                steps.append(Step(f"#etcd{i}", self.etcd, servers))
+                gate.update(dict.fromkeys(servers, f"#etcd{i}"))
+        earlier: list[str] = []
+        for wave in plan.waves:
+            for a in wave:
+                after = list(plan.after.get(a.node, earlier))
+                after += [gate[n] for n in after if n in gate]
+                if a.node == plan.cascade_from:
+                    steps.append(
+                        Step("#teardown", lambda: self.teardown_cascade(plan), list(after))
+                    )
+                    after.append("#teardown")
+                steps.append(Step(a.node, functools.partial(self.node, a), after))
+            earlier += [a.node for a in wave]
         try:
             # Stale copies first: a lost copy whose member came back holds the node's addresses.
             delete_stale(self.incus, plan.stale, self.report)
-            for i, wave in enumerate(plan.waves, 1):
-                self._check()
-                if plan.cascade_from and any(a.node == plan.cascade_from for a in wave):
-                    self.teardown_cascade(plan)
-                reports.append(self.run_wave(i, wave))
+            done = run_steps(steps, self.parallel, self.cancel)
         finally:
             self.cancel.set()
-        return ApplyResult(reports, time.monotonic() - start)
+            self.creates.shutdown(wait=True)
+        reports = []
+        for i, wave in enumerate(plan.waves, 1):
+            keys = [a.node for a in wave] + [k for k in (f"#vip{i}", f"#etcd{i}") if k in done]
+            rep = WaveReport(i, [a.node for a in wave])
+            for k in keys:
+                rep.probes.extend(done[k].result)
+            rep.seconds = max(done[k].ended for k in keys) - min(done[k].started for k in keys)
+            reports.append(rep)
+        spans = {k: (d.started, d.ended) for k, d in done.items() if not k.startswith("#")}
+        return ApplyResult(reports, time.monotonic() - start, spans)
 
-    def teardown_cascade(self, plan: Plan) -> None:
-        """Delete every node the new master will replace before it starts.
+    def vip(self) -> list[ProbeResult]:
+        self.report("lb", "VIP")
+        return [probe_vip(self.shell, self.plex, instances=self.instances)]
+
+    def etcd(self) -> list[ProbeResult]:
+        self.kube.check_etcd_members(unborn=list(self.precreated))
+        return []
+
+    def teardown_cascade(self, plan: Plan) -> list[ProbeResult]:
+        """Delete every node the new master will replace before it starts, and create (not
+        start) their successors meanwhile, the master's first.
 
         A new master is a new cluster: old servers left running behind the VIP would take the
-        joins meant for it, and old agents would keep reporting to a cluster that is gone."""
-        doomed = [
-            a.node
-            for a in plan.actions
-            if a.verb is Verb.REPLACE and a.cascade_from and a.node != plan.cascade_from
-        ]
+        joins meant for it, and old agents would keep reporting to a cluster that is gone. The
+        successors start when their turn comes (plan.after), already created."""
+        cascaded = [a for a in plan.actions if a.verb is Verb.REPLACE and a.cascade_from]
         # Every server of the old cluster leaves the lbs' rotation first: the new master's
         # joiners must reach only servers of the new cluster, each once its probes pass.
-        self.lbs.maint([plan.cascade_from or "", *doomed])
-        if not doomed:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(doomed))) as pool:
-            for name in doomed:
-                self.report(name, "delete (cascade)")
-            list(pool.map(self.incus.delete_instance, doomed))
+        self.lbs.maint([a.node for a in cascaded])
+        deleted = {a.node: self.creates.submit(self.delete, a) for a in cascaded}
+        for a in cascaded:
+            # The new master is created once the old cluster is gone; the others right after
+            # their own deletion.
+            wait_for = list(deleted.values()) if a.node == plan.cascade_from else [deleted[a.node]]
+            self.precreated[a.node] = self.creates.submit(self.recreate, a, wait_for)
+        for fut in deleted.values():
+            fut.result()
+        if plan.cascade_from in self.precreated:
+            self.precreated[plan.cascade_from].result()
+        return []
 
-    def run_wave(self, index: int, wave: tuple[Action, ...]) -> WaveReport:
-        rep = WaveReport(index, [a.node for a in wave])
-        t0 = time.monotonic()
-        errors: list[BaseException] = []
-        results: list[list[ProbeResult]] = []
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(wave))) as pool:
-            futures = [pool.submit(self.node, a) for a in wave]
-            try:
-                for fut in futures:
-                    try:
-                        results.append(fut.result())
-                    except PlexError as e:
-                        errors.append(e)
-            finally:
-                if errors:
-                    # The wave failed: stop the other nodes' probes early; no next wave.
-                    self.cancel.set()
-        if errors:
-            errors.sort(key=lambda e: isinstance(e, Interrupted))
-            raise errors[0]
-        for r in results:
-            rep.probes.extend(r)
-        if any(a.role is Role.LB and a.verb is not Verb.DELETE for a in wave):
-            self.report("lb", "VIP")
-            rep.probes.append(probe_vip(self.shell, self.plex, instances=self.instances))
-        if any(a.role is Role.SERVER for a in wave):
-            self.kube.check_etcd_members()
-        rep.seconds = time.monotonic() - t0
-        return rep
+    def delete(self, action: Action) -> None:
+        if action.evacuate_from:
+            self.report(action.node, f"left on {action.evacuate_from} (down): re-created elsewhere")
+            return
+        self.report(action.node, "delete (cascade)")
+        self.incus.delete_instance(action.instance or action.node)
+
+    def recreate(self, action: Action, deleted: list[Future[None]]) -> None:
+        for fut in deleted:
+            fut.result()
+        self._check()
+        self.build(action)
 
     # -- one node --------------------------------------------------------------------------
 
@@ -182,6 +212,10 @@ class Applier:
 
     def replace(self, action: Action) -> list[ProbeResult]:
         name = action.node
+        if name in self.precreated:
+            # Deleted and created in the cascade's teardown (its errors are raised here).
+            self.precreated.pop(name).result()
+            return self.boot(action)
         if action.role is Role.SERVER:
             # Out of rotation before it goes away (or, new, until its probes pass).
             self.lbs.maint([name])
@@ -198,15 +232,27 @@ class Applier:
         if action.verb is Verb.DELETE:
             self.report(name, "deleted")
             return []
+        self._check()
+        self.build(action)
+        return self.boot(action)
+
+    def build(self, action: Action) -> None:
+        """Create the node (not started), its private files and credentials pushed."""
         assert action.spec is not None
-        self._check()
         self.factory.create(action.spec, action.generation, join=action.join)
-        self._check()
         # Upstream logins never go into an image: they are pushed to each new registry node
         # (0600/0640, checked) from the credentials file outside git.
         made = action.spec.name
         if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, made):
-            self.report(name, "credentials")
+            self.report(action.node, "credentials")
+
+    def boot(self, action: Action) -> list[ProbeResult]:
+        """Start the created node, pass its probes, back into rotation, mark it ready."""
+        assert action.spec is not None
+        name, made = action.node, action.spec.name  # the node; its instance
+        self._check()
+        self.report(name, "start")
+        self.incus.start(made)
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
         if action.spec.type == "virtual-machine":

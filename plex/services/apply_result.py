@@ -31,6 +31,8 @@ class WaveReport:
 class ApplyResult:
     waves: list[WaveReport]
     seconds: float
+    # node -> (started, ended), seconds since the apply began: nodes overlap across waves.
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 2), "waves": [w.to_json() for w in self.waves]}

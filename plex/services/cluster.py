@@ -13,6 +13,7 @@ from plex.deploy.copies import live_instances
 from plex.deploy.probes import KUBECONFIG, KUBECTL
 from plex.errors import BackendError, PlexError
 from plex.model import topology
+from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 
 
@@ -31,8 +32,10 @@ class Cluster:
         """The plex's server nodes (master first)."""
         return [n.name for n in topology.nodes(self.plex) if n.role is Role.SERVER]
 
-    def running_servers(self, exclude: Collection[str] = ()) -> list[str]:
-        observed = self.incus.observe(self.plex.name)
+    def running_servers(
+        self, exclude: Collection[str] = (), observed: Observed | None = None
+    ) -> list[str]:
+        observed = observed or self.incus.observe(self.plex.name)
         # The server's instance, which is not named after it once evacuated.
         self.instances = live_instances(observed, self.servers())
         seen = observed.instances
@@ -48,9 +51,11 @@ class Cluster:
     def kubectl(self, server: str, args: list[str]) -> ExecResult:
         return self.incus.exec(self._on(server), [KUBECTL, "--kubeconfig", KUBECONFIG, *args])
 
-    def healthy_server(self, exclude: Collection[str] = ()) -> str | None:
+    def healthy_server(
+        self, exclude: Collection[str] = (), observed: Observed | None = None
+    ) -> str | None:
         """A running server whose apiserver is ready (so etcd has quorum), master first."""
-        for s in self.running_servers(exclude):
+        for s in self.running_servers(exclude, observed):
             try:
                 res = self.kubectl(s, ["get", "--raw", "/readyz"])
             except BackendError:

@@ -3,6 +3,7 @@ before it goes, and after a server wave check that etcd's members are exactly th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from plex.backends.incus.protocol import Incus
@@ -83,16 +84,19 @@ class KubeSteps:
                 hint="pass --force to replace it anyway",
             )
 
-    def check_etcd_members(self) -> None:
+    def check_etcd_members(self, unborn: Collection[str] = ()) -> None:
         """After a server wave: etcd's members must be exactly the plex's existing servers. A
-        stale member (a server gone without removal) is removed; anything else stops here."""
+        stale member (a server gone without removal) is removed; anything else stops here.
+        `unborn`: servers created but not started yet (a cascade's next servers, waiting for
+        their turn): not members yet."""
+        observed = self.incus.observe(self.plex.name)
         servers = self.cluster.servers()
         # Servers with a copy, live or on a member that is down (an evacuated copy is not
         # named after its node; a lost one keeps its etcd member until it is evacuated).
-        copies = node_copies(self.incus.observe(self.plex.name), servers)
-        existing = {n for n, c in copies.items() if c.current is not None}
+        copies = node_copies(observed, servers)
+        existing = {n for n, c in copies.items() if c.current is not None} - set(unborn)
         expected = {s for s in servers if s in existing}
-        server = self.cluster.healthy_server()
+        server = self.cluster.healthy_server(observed=observed)
         if server is None:
             raise ClusterError(
                 "etcd: no server answers ready after the server wave",

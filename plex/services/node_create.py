@@ -78,8 +78,6 @@ class NodeFactory:
             self.push_manifests(spec)
             if join:
                 self.push_join(name)
-        self.report(name, "start")
-        self.incus.start(name)
 
     def push_private_files(self, name: str, role: Role, node: str = "") -> None:
         """The node's own secrets (Identity.private_files: host keys, node password, join

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from plex.backends.incus.protocol import ExecResult
-from plex.deploy.plan import make_plan
+from plex.deploy.plan import make_plan, simulate_apply
 from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile
 from plex.errors import BackendError
@@ -34,6 +34,7 @@ class RecordingIncus:
     ignore_mode: bool = False  # behave like an Incus that drops the file mode header
     modes: dict[tuple[str, str], int] = field(default_factory=dict)
     started: set[str] = field(default_factory=set)
+    created: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)  # nodes whose probes fail until re-created
 
     def ensure_volume(
@@ -45,6 +46,7 @@ class RecordingIncus:
     def create_instance(self, name: str, **kw: Any) -> None:
         self.calls.append(("create", name, kw["image"]))
         self.existing.add(name)
+        self.created.add(name)
         self.failing.discard(name)
 
     def push_file(
@@ -83,6 +85,7 @@ class RecordingIncus:
     def delete_instance(self, name: str) -> None:
         self.calls.append(("delete", name))
         self.existing.discard(name)
+        self.started.discard(name)
 
     def instance_names(self) -> list[str]:
         return sorted(self.existing)
@@ -98,14 +101,15 @@ class RecordingIncus:
         )
 
     def etcd_answer(self, argv: list[str]) -> ExecResult | None:
-        """etcd's gateway on a server (plex.deploy.etcd.curl): members are the servers."""
+        """etcd's gateway on a server (plex.deploy.etcd.curl): members are the servers that
+        were started (a created server joins etcd only once it runs)."""
         if argv[0] != "curl":
             return None
         if argv[-1].endswith("/member/list"):
             members = [
                 {"ID": str(i), "name": n}
                 for i, n in enumerate(sorted(self.existing))
-                if "-server" in n
+                if "-server" in n and (n in self.started or n not in self.created)
             ]
             return ExecResult(0, json.dumps({"members": members}), "")
         return ExecResult(0, "{}", "")
@@ -220,6 +224,42 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
         for c in incus.calls
         if c[0] in ("delete", "create")
     )
+
+
+def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_turn_comes(
+    demo,
+) -> None:
+    plex, identity, images = demo
+    fresh = make_plan(
+        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
+    )
+    plan = make_plan(
+        plex,
+        images,
+        simulate_apply(fresh, Observed("demo", "plex-demo")),
+        replace=["master"],
+        profiles=dict.fromkeys(Role, PROFILE),
+    )
+    assert plan.after["demo-agent1"] == ("demo-server1",)  # not the other servers' joins
+    assert set(plan.after["demo-server3"]) == {"demo-server1", "demo-server2"}
+    incus = RecordingIncus(existing={a.node for a in fresh.actions})
+    result = Applier(plex, incus, identity, PROBES, parallel=4).apply(plan)  # type: ignore[arg-type]
+    calls = [c[:2] for c in incus.calls]
+    ready = {c[1]: i for i, c in enumerate(incus.calls) if c[0] == "config"}
+    kube = ["demo-server1", "demo-server2", "demo-server3", "demo-agent1", "demo-agent2"]
+    # Every successor exists before the new master starts; none starts before it is ready.
+    first_start = calls.index(("start", "demo-server1"))
+    assert all(calls.index(("create", n)) < first_start for n in kube)
+    for n in kube[1:]:
+        assert calls.index(("start", n)) > ready["demo-server1"]
+    assert calls.index(("start", "demo-server3")) > ready["demo-server2"]
+    # Each server's etcd members are checked before the next server starts.
+    member_lists = [i for i, c in enumerate(incus.calls) if "member/list" in str(c)]
+    assert any(
+        ready["demo-server2"] < i < calls.index(("start", "demo-server3")) for i in member_lists
+    )
+    assert set(result.spans) == set(kube)
+    assert result.spans["demo-server3"][0] >= result.spans["demo-server2"][1]
 
 
 def deployed_state(plan):

@@ -98,3 +98,23 @@ def test_probe_timeout_names_node_probe_and_last_output() -> None:
             clock=lambda: t[0],
             sleep=lambda s: t.__setitem__(0, t[0] + s),
         )
+
+
+def test_probe_retries_quickly_first_then_every_interval() -> None:
+    fake = Scripted([Res(1, "")] * 5 + [Res(0, "pong")])
+    t = [0.0]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        t[0] += s
+
+    run_probe(
+        fake,
+        "n1",
+        "n1",
+        Probe("ping", "curl", "^pong$", timeout=10, interval=1.0),
+        clock=lambda: t[0],
+        sleep=sleep,
+    )
+    assert waits == [0.25, 0.5, 1.0, 1.0, 1.0]
