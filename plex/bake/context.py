@@ -15,7 +15,7 @@ from plex.model import topology
 from plex.model.identity import Identity, hosts_file, known_hosts_file
 from plex.model.plex import Engine, Plex, Role
 from plex.plexfile import trust
-from plex.registry import distribution, mirrors, zot
+from plex.registry import distribution, mirrors, store, zot
 
 
 def template_context(plex: Plex, identity: Identity, role: Role) -> dict[str, Any]:
@@ -71,6 +71,22 @@ def _trust_context(plex: Plex) -> dict[str, Any]:
     }
 
 
+def _store_item(plex: Plex) -> list[dict[str, Any]]:
+    """distribution: the CI store's own (non-proxy) instance, run by the same template unit."""
+    if not store.enabled(plex):
+        return []
+    store.check(plex)
+    return [
+        {
+            "file": f"{store.INSTANCE}.yml",
+            "name": store.INSTANCE,
+            "port": plex.registry.store.port,
+            "config": store.distribution_config(plex),
+            "unit": store.unit(plex),
+        }
+    ]
+
+
 def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
     """Registry-related data, only for the roles that render it (keeps other digests stable)."""
     if role.is_kube:
@@ -90,7 +106,8 @@ def _registry_context(plex: Plex, role: Role) -> dict[str, Any]:
                     "unit": p.unit_name,
                 }
                 for p in proxies
-            ],
+            ]
+            + _store_item(plex),
             **distribution.unit_vars(),
         }
     return {}

@@ -31,6 +31,7 @@ ALL = "all"
 NODE_PASSWORD_PATH = "/etc/rancher/node/password"  # noqa: S105 - a path
 NODE_PASSWORD_CHARS = "0123456789abcdef"  # noqa: S105 - an alphabet
 NODE_PASSWORD_LENGTH = 32
+STORE_PASSWORD_LENGTH = 40  # bcrypt reads at most 72 bytes
 # The join token as its own drop-in: RKE2 reads config.yaml, then config.yaml.d/*.yaml in
 # lexical order (docs.rke2.io install/configuration), so no image needs to hold it.
 TOKEN_FILE = "/etc/rancher/rke2/config.yaml.d/00-plex-token.yaml"  # noqa: S105 - a path
@@ -77,6 +78,8 @@ class Identity:
     # plex's own SSH client key: its public half is root's authorized key on VM nodes (given
     # by cloud-init), its private half never leaves the identity (SSH probes log in with it).
     deploy_key: HostKey | None = None
+    # The registry store's push login (registry.store.user); "" while the plex has no store.
+    store_password: str = field(default="", repr=False)
     # Set (to where the vault is) when loaded without the age key: only the public half is
     # here (host and deploy public keys); asking for any secret says, in one line, it is locked.
     locked: str = ""
@@ -134,6 +137,9 @@ class Identity:
                 line = line.strip()
                 if len(line) >= 8 and not line.startswith(("#", "-----")):
                     yield f"deploy key line {i + 1}", line
+        if self.store_password:
+            # Not in private_files: it goes to the registry node as a bcrypt htpasswd line.
+            yield "registry store password", self.store_password
         for name, role in nodes:
             for f in self.private_files(name, role):
                 if f.mode & 0o077:
@@ -224,6 +230,9 @@ def compute_identity(
     # Last, so that adding it to an older identity changes nothing else.
     deploy = None if everything or existing is None else existing.deploy_key
     deploy = deploy or keygen.host_key("ed25519", f"plex@{plex.name}")
+    store = existing.store_password if existing is not None and not everything else ""
+    if not store and plex.registry.store.enabled and topology.registry_node(plex) is not None:
+        store = keygen.secret(STORE_PASSWORD_LENGTH, string.ascii_letters + string.digits)
     return Identity(
         plex=plex.name,
         token=token,
@@ -231,6 +240,7 @@ def compute_identity(
         keys=keys,
         node_passwords=passwords,
         deploy_key=deploy,
+        store_password=store,
     )
 
 

@@ -151,6 +151,23 @@ class ZotConfig(_Model):
     )
 
 
+class StoreConfig(_Model):
+    """A local namespace on the plex registry that accepts pushes (CI build outputs), behind a
+    login generated into the identity; its data lives on the cache volume, so it survives
+    resets and registry node replacements (see plex.registry.store)."""
+
+    enabled: bool = False
+    namespace: Annotated[
+        str, _matching(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", "is not a repository name component")
+    ] = Field("ci", description="zot: the repository prefix that accepts pushes (ci/...)")
+    user: Annotated[str, _matching(r"[a-z][a-z0-9_-]{0,31}", "is not a user name")] = Field(
+        "ci", description="the login CI pushes with (its password is in the identity)"
+    )
+    port: int = Field(
+        5100, ge=1, le=65535, description="distribution: the store's own (non-proxy) instance"
+    )
+
+
 class RegistryConfig(_Model):
     engine: Engine = Engine.ZOT
     runtime: Runtime = Runtime.INCUS
@@ -163,6 +180,7 @@ class RegistryConfig(_Model):
     )
     cache_size: Size = "20GiB"
     zot: ZotConfig = ZotConfig()
+    store: StoreConfig = StoreConfig()
 
 
 class TlsConfig(_Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from plex.model.plex import Engine, Plex
+from plex.registry import store
 from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials
 from plex.registry.distribution import distribution_files
@@ -13,4 +14,4 @@ def engine_files(plex: Plex, credentials: Credentials | None = None) -> list[Ren
     """The registry node's files for the plex's engine; secret ones when credentials are given."""
     if plex.registry.engine is Engine.ZOT:
         return zot_files(plex, credentials)
-    return distribution_files(plex, credentials)
+    return distribution_files(plex, credentials) + store.distribution_files(plex)

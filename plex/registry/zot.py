@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from plex.errors import ConfigError
 from plex.model.plex import Plex
-from plex.registry import zot_keys
+from plex.registry import store, zot_keys
 from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials
 
@@ -120,6 +120,12 @@ def zot_config(plex: Plex, credentials_path: str | None = CREDENTIALS_PATH) -> d
     }
     if keys.accepts("http.compat"):
         http["compat"] = ["docker2s2"]  # serve Docker manifests as they are (v2.1.2 and later)
+    if store.enabled(plex):
+        # A push namespace beside the mirror: anonymous reads stay for the mirrored content.
+        store.check(plex)
+        http.update(
+            store.zot_http(plex, keys.accepts("http.accessControl.metrics.anonymousPolicy"))
+        )
     doc = {
         "storage": {
             "rootDirectory": ROOT_DIRECTORY,

@@ -1,4 +1,5 @@
-"""The registry's secret files (upstream logins): pushed onto the registry node at deploy time.
+"""The registry's secret files, pushed onto the registry node at deploy time: the upstream logins
+(from the credentials file outside git) and the CI store's htpasswd line (from the identity).
 
 Images never hold them: they are baked without credentials.
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 from plex.backends.incus.protocol import Incus
 from plex.errors import BackendError
 from plex.model.plex import Engine, Plex
-from plex.registry import distribution
+from plex.registry import distribution, store
+from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
 from plex.services.push import push_checked
+from plex.store.identity import require_identity
 
 
 def _gid(incus: Incus, node: str, group: str) -> int:
@@ -27,27 +30,39 @@ def _gid(incus: Incus, node: str, group: str) -> int:
     return int(parts[2])
 
 
+def _login_files(plex: Plex, creds: Credentials | None) -> tuple[list[RenderedFile], list[str]]:
+    """The upstream logins' files and the units that read them."""
+    if creds is None or not len(creds):
+        return [], []
+    files = [f for f in engine_files(plex, creds) if f.secret]
+    if plex.registry.engine is Engine.ZOT:
+        return files, ["zot.service"]
+    units = [p.unit_name for p in distribution.distribution_proxies(plex, creds) if p.has_secrets]
+    return files, units
+
+
 def push_credentials(
     plex: Plex, incus: Incus, node: str, credentials: Credentials | None = None
 ) -> list[str]:
-    """Write the engine's secret files (upstream logins) on the registry node and restart the
-    engine. Images never hold them: they are baked without credentials. Returns the paths."""
+    """Write the registry's secret files on the registry node and restart the units reading
+    them (each started without its file and is failing or waiting). Returns the paths."""
     creds = credentials if credentials is not None else load_plex_credentials(plex)
-    if creds is None or not len(creds):
-        return []
-    files = [f for f in engine_files(plex, creds) if f.secret]
+    files, units = _login_files(plex, creds)
+    if store.enabled(plex):
+        files.append(store.secret_file(plex, require_identity(plex).store_password))
+        units.append(store.unit(plex))
     for f in files:
         push_checked(
             incus, node, f.path, f.content.encode(), f.mode, gid=_gid(incus, node, f.group)
         )
-    if plex.registry.engine is Engine.ZOT:
-        units = ["zot.service"]
-    else:
-        units = [
-            p.unit_name for p in distribution.distribution_proxies(plex, creds) if p.has_secrets
-        ]
+    units = sorted(set(units))
     if files and units:
-        res = incus.exec(node, ["systemctl", "restart", *units])
+        # reset-failed first: a unit that gave up (zot without its htpasswd file exits at start)
+        # refuses a manual restart within its start limit.
+        res = incus.exec(
+            node,
+            ["sh", "-c", 'systemctl reset-failed "$@"; systemctl restart "$@"', "sh", *units],
+        )
         if res.returncode != 0:
             raise BackendError(f"{node}: restarting {', '.join(units)} failed: {res.output[-200:]}")
     return [f.path for f in files]

@@ -95,7 +95,15 @@ def load_identity(
             if deploy_private and pub.exists()
             else None
         )
-        return Identity(plex_name, data["token"], data["vrrp_secret"], keys, passwords, deploy)
+        return Identity(
+            plex_name,
+            data["token"],
+            data["vrrp_secret"],
+            keys,
+            passwords,
+            deploy,
+            str(data.get("store_password", "")),
+        )
     except (OSError, ValueError, KeyError) as e:
         raise PlexError(
             f"{d}: identity is damaged ({e})", "restore it, or run: plex identity PLEX --rotate all"
@@ -121,6 +129,12 @@ def is_encrypted(plex_name: str, root: Path | None = None) -> bool:
     return ((root or identity_dir(plex_name)) / vault.VAULT).exists()
 
 
+def _store_secret(identity: Identity) -> dict[str, str]:
+    """The registry store's password, only once the plex has a store (older files stay as
+    they were)."""
+    return {"store_password": identity.store_password} if identity.store_password else {}
+
+
 def _sealed_bundle(identity: Identity) -> bytes:
     return (
         json.dumps(
@@ -137,6 +151,7 @@ def _sealed_bundle(identity: Identity) -> bytes:
                     if identity.deploy_key is not None
                     else {}
                 ),
+                **_store_secret(identity),
             },
             indent=1,
             sort_keys=True,
@@ -175,7 +190,14 @@ def save_identity(plex: Plex, identity: Identity, root: Path | None = None) -> l
     else:
         put(
             d / "secrets.json",
-            json.dumps({"token": identity.token, "vrrp_secret": identity.vrrp_secret}, indent=2)
+            json.dumps(
+                {
+                    "token": identity.token,
+                    "vrrp_secret": identity.vrrp_secret,
+                    **_store_secret(identity),
+                },
+                indent=2,
+            )
             + "\n",
         )
     for node, keys in sorted(identity.keys.items()):

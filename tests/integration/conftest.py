@@ -137,6 +137,8 @@ def test_plex(session_project: str, standin_release: object, upstream: object) -
     overrides: dict[str, object] = {
         "kubernetes.release_url": standin_release.url,  # type: ignore[attr-defined]
         "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],  # type: ignore[attr-defined]
+        # The CI store (test_registry_store.py) on the registry node every module deploys.
+        "registry.store.enabled": True,
     }
     if not can_load_modules():
         # linux.kernel_modules makes Incus modprobe at start; this sandbox's kernel has no

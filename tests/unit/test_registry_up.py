@@ -21,6 +21,7 @@ from plex.services.registry_secrets import push_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "registry"
+RESTART = ("sh", "-c", 'systemctl reset-failed "$@"; systemctl restart "$@"', "sh")
 
 
 def demo() -> Plex:
@@ -84,8 +85,7 @@ def test_push_credentials_writes_only_secret_files_and_restarts_their_units() ->
         "exec",
         "four-registry1",
         (
-            "systemctl",
-            "restart",
+            *RESTART,
             "plex-registry@docker.io.service",
             "plex-registry@quay.io.service",
         ),

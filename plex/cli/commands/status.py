@@ -1,5 +1,5 @@
 """plex status: each node's state (where an evacuated node runs, its lost and stale copies),
-etcd as the servers see it, and the bootstrap manifests."""
+etcd as the servers see it, the bootstrap manifests and the registry's CI store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.registry import store
 
 
 def _state(r: dict[str, Any]) -> str:
@@ -41,7 +42,8 @@ def status_cli(
     boot = bootstrap_rows(p, incus)
     etcd = etcd_status(p, incus)
     if as_json:
-        ui.print_json({"plex": p.name, "nodes": rows, "bootstrap": boot, "etcd": etcd})
+        doc = {"plex": p.name, "nodes": rows, "bootstrap": boot, "etcd": etcd}
+        ui.print_json({**doc, "registry_store": store.info(p)})
         return
     ui.table(
         f"status of {p.name}",
@@ -75,6 +77,8 @@ def status_cli(
                 for s, v in etcd["servers"].items()
             ],
         )
+    if (st := store.info(p)) is not None:
+        ui.info(f"registry store: {st['push_prefix']} (user {st['user']}; plex registry login)")
     if boot:
         ui.table(
             f"bootstrap manifests of {p.name} (RKE2 auto-deploy)",
