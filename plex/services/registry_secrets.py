@@ -16,6 +16,16 @@ from plex.registry.engines import engine_files
 from plex.services.push import push_checked
 from plex.store.identity import require_identity
 
+# Run right after the node's first start: wait for systemd's bus (systemctl fails with "Failed
+# to connect to bus" until it is up) and the boot to finish, then reset-failed (a unit that gave
+# up, like zot without its htpasswd file, refuses a manual restart within its start limit).
+RESTART = (
+    "i=0; until systemctl show-environment >/dev/null 2>&1; do "
+    'i=$((i+1)); [ "$i" -gt 240 ] && break; sleep 0.25; done; '
+    "timeout 120 systemctl is-system-running --wait >/dev/null 2>&1; "
+    'systemctl reset-failed "$@"; systemctl restart "$@"'
+)
+
 
 def _gid(incus: Incus, node: str, group: str) -> int:
     if group == "root":
@@ -57,12 +67,7 @@ def push_credentials(
         )
     units = sorted(set(units))
     if files and units:
-        # reset-failed first: a unit that gave up (zot without its htpasswd file exits at start)
-        # refuses a manual restart within its start limit.
-        res = incus.exec(
-            node,
-            ["sh", "-c", 'systemctl reset-failed "$@"; systemctl restart "$@"', "sh", *units],
-        )
+        res = incus.exec(node, ["sh", "-c", RESTART, "sh", *units])
         if res.returncode != 0:
             raise BackendError(f"{node}: restarting {', '.join(units)} failed: {res.output[-200:]}")
     return [f.path for f in files]

@@ -17,11 +17,12 @@ from plex.model.plex import Engine, Plex, Role, Runtime, Upstream
 from plex.plexfile.load import load_plex
 from plex.registry.credentials import parse_credentials
 from plex.services import registry as ops
+from plex.services import registry_secrets
 from plex.services.registry_secrets import push_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "registry"
-RESTART = ("sh", "-c", 'systemctl reset-failed "$@"; systemctl restart "$@"', "sh")
+RESTART = ("sh", "-c", registry_secrets.RESTART, "sh")
 
 
 def demo() -> Plex:
