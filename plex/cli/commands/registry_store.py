@@ -33,7 +33,7 @@ def login_cli(
     plex: PlexArg,
     password: PasswordOpt = False,
     authfile: AuthfileOpt = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Show the CI store's endpoint and a login line (registry.store in the plex file)."""
     from plex.store.identity import require_identity
