@@ -17,7 +17,6 @@ from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, check_output, get_plex
 from plex.cli.commands.registry_config import registry_app
 from plex.errors import UsageError
-from plex.registry import store
 
 PasswordOpt = Annotated[
     bool, typer.Option("--password", help="print only the password (for --password-stdin)")
@@ -36,6 +35,7 @@ def login_cli(
     output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Show the CI store's endpoint and a login line (registry.store in the plex file)."""
+    from plex.registry import store  # models load when a command runs, not for --help
     from plex.store.identity import require_identity
     from plex.store.state import write_private
 

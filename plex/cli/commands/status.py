@@ -9,7 +9,6 @@ import typer
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
-from plex.registry import store
 
 
 def _state(r: dict[str, Any]) -> str:
@@ -33,6 +32,7 @@ def status_cli(
 ) -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
     from plex.backends.incus.client import connect
+    from plex.registry import store
     from plex.services.deploy import bootstrap_rows, etcd_status, status_rows
 
     as_json = check_output(output)
