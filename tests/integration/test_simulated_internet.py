@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plex.backends.incus.client import PylxdIncus
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.probes import load_probes, run_probe, upstream_probes
 from plex.errors import ProbeError
 from plex.model import topology
@@ -69,7 +71,7 @@ def _smoke(incus, plex: Plex, digests) -> list[object]:
     return list(smoke(plex, incus, ROOT, digests, running))
 
 
-def _sh(incus, node: str, cmd: str) -> subprocess.CompletedProcess[str]:
+def _sh(incus: PylxdIncus, node: str, cmd: str) -> ExecResult:
     return incus.exec(node, ["/bin/sh", "-c", cmd])
 
 
