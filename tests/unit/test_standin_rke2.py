@@ -89,7 +89,9 @@ class Node:
         name = f"@plex-standin-{secrets.token_hex(6)}"
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind("\0" + name[1:])
-        notify.settimeout(15)
+        # A cold etcd start takes seconds; on a loaded 2-core CI machine, past 15 s (seen twice in
+        # full runs). A stand-in that never gets ready still fails, only later.
+        notify.settimeout(60)
         self.proc = subprocess.Popen(
             [sys.executable, str(self.prefix / "bin/rke2"), self.role],
             env=self.env(NOTIFY_SOCKET=name),
