@@ -40,6 +40,20 @@ def transaction(script: Sequence[str]) -> str:
     )
 
 
+def checks_offline(commands: Sequence[str], interface: str) -> list[str]:
+    """The recipe's checks in a network namespace of their own that holds an `interface`.
+
+    `keepalived -t` refuses a config whose interface does not exist, and the build VM's NIC has
+    its firmware name (enp5s0-style): only at a node's first boot does cloud-init rename the NIC
+    matched by its MAC to `interface`. The checks need no network, so they see just that name."""
+    if not commands:
+        return []
+    # A veth, not a dummy: both are modules on MicroOS, and veth is what this host has built in.
+    link = q("ip", "link", "add", interface, "type", "veth", "peer", "name", "plexcheck0")
+    script = "\n".join([link, *commands])
+    return [q("unshare", "--net", "/bin/sh", "-ec", script)]
+
+
 def step(name: str, lines: Sequence[str], **extra: Any) -> dict[str, Any]:
     return {"type": "shell", "inline": [q("echo", f"plex-step: {name}"), *lines], **extra}
 

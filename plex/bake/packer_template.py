@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from plex.bake.bases import Qcow2Base, Rke2Install
-from plex.bake.packer_steps import BUILD_DIR, artifact_steps, q, step, transaction, upload
+from plex.bake.packer_steps import (
+    BUILD_DIR,
+    artifact_steps,
+    checks_offline,
+    q,
+    step,
+    transaction,
+    upload,
+)
 from plex.bake.recipe import (
     RECIPE_FORMAT,
     Recipe,
@@ -198,7 +206,7 @@ def packer_template(
         and any(a.name == "rke2" for a, _ in recipe.package.artifacts)
     ):
         files_script.append(f"install -m 0644 {BUILD_DIR}/units/*.service /etc/systemd/system/")
-    files_script += list(recipe.layer.validate)
+    files_script += checks_offline(recipe.layer.validate, plex.network.interface)
     if any(f.path.startswith(f"{SUSE_ANCHORS}/") for f in vm_files(plex, recipe)):
         # Inside the transaction: /etc/ssl/certs is the snapshot's, /var/lib/ca-certificates
         # a bind mount; both persist.
