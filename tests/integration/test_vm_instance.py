@@ -130,7 +130,8 @@ def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(
     incus.delete_image(fp)
     assert "vhost_vsock kernel module not loaded" in rec.refused
     verbs = [v for v, _ in rec.calls]
-    assert verbs == ["create_instance", "start"]  # no push_file, make_dirs or pin_hostname
+    # No push_file, make_dirs or pin_hostname; the Applier starts the node as its own step.
+    assert verbs == ["create_instance"]
     sent = rec.calls[0][1]
     assert sent["virt"] == "virtual-machine" and sent["image"] == fp
     config, devices = sent["config"], sent["devices"]

@@ -97,7 +97,7 @@ def _guarded_connect(connect: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-_real_getaddrinfo = socket.getaddrinfo
+_real_getaddrinfo = socket.getaddrinfo  # taken at import, before any guard
 
 
 def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -112,16 +112,30 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    socket.socket.connect = _guarded_connect(socket.socket.connect)  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect(socket.socket.connect_ex)  # type: ignore[method-assign]
+@pytest.fixture(scope="module", autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Guard every unit module, its module fixtures included; restored after it, so the
+    integration tests of the same run (which reach the bridge) are not touched."""
+    saved = (socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+    socket.socket.connect = _guarded_connect(saved[0])  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect(saved[1])  # type: ignore[method-assign]
     socket.getaddrinfo = _guarded_getaddrinfo
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = saved  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)
-def _no_traffic_off_this_machine() -> Iterator[None]:
+def _no_traffic_off_this_machine(_loopback_only: None) -> Iterator[None]:
     """Fail the test that tried to reach beyond loopback, even when it caught the refusal."""
     _attempts.clear()
     yield
     tried, _attempts[:] = list(_attempts), []
     assert not tried, f"the test tried to leave the machine: {', '.join(tried)}"
+
+
+@pytest.fixture
+def network_attempts() -> list[str]:
+    """What the guard refused in this test so far (a test of the guard clears it)."""
+    return _attempts
