@@ -237,14 +237,9 @@ class Applier:
         return self.boot(action)
 
     def build(self, action: Action) -> None:
-        """Create the node (not started), its private files and credentials pushed."""
+        """Create the node (not started), its private files pushed."""
         assert action.spec is not None
         self.factory.create(action.spec, action.generation, join=action.join)
-        # Upstream logins never go into an image: they are pushed to each new registry node
-        # (0600/0640, checked) from the credentials file outside git.
-        made = action.spec.name
-        if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, made):
-            self.report(action.node, "credentials")
 
     def boot(self, action: Action) -> list[ProbeResult]:
         """Start the created node, pass its probes, back into rotation, mark it ready."""
@@ -253,6 +248,11 @@ class Applier:
         self._check()
         self.report(name, "start")
         self.incus.start(made)
+        # Upstream logins and the CI store's htpasswd line never go into an image: they are
+        # pushed to each new registry node (0600/0640, checked) once it runs, since their
+        # group is looked up and their units restarted inside it.
+        if action.spec.role is Role.REGISTRY and push_credentials(self.plex, self.incus, made):
+            self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
         if action.spec.type == "virtual-machine":

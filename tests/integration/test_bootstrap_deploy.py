@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.plexfile.load import parse_plex
@@ -109,6 +110,10 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
 def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -> None:
     # Without a cluster the rows still list every manifest, with why the state is unknown.
     class NoMaster:
+        def observe(self, plex):
+            # No instance of the plex: the master is looked for under its own name.
+            return Observed(plex, "gone")
+
         def exec(self, name, argv, env=None):
             from plex.errors import BackendError
 
