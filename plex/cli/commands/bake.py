@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex, parse_role
+from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex, parse_role
 from plex.errors import UsageError
 from plex.model.enums import Role, Virt
 from plex.model.sizes import human_size
@@ -34,7 +34,7 @@ def parse_roles(plex: Plex, types: list[str]) -> list[Role]:
 
 @app.command("bake")
 def bake_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help=ROLE_HELP)] = None,
     virt: Annotated[
         Virt | None,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 from plex.errors import ConfigErrors
 from plex.plexfile.home import project_root
 
@@ -61,10 +61,7 @@ def node_rows(plex: Plex) -> list[dict[str, Any]]:
 
 
 @app.command("show")
-def show_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
-    output: OutputOpt = ui.Output.TABLE,
-) -> None:
+def show_cli(plex: PlexArg, output: OutputOpt = ui.Output.TABLE) -> None:
     """Every node of a plex: name, role, address, placement member, image."""
     from plex.plexfile.checks import warnings
 

@@ -8,8 +8,24 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plex.cli import ui
-from plex.cli.app import InventoryFormat, OutputOpt, app, check_output, get_plex, parse_role
+from plex.cli.app import (
+    InventoryFormat,
+    OutputOpt,
+    PlexArg,
+    app,
+    check_output,
+    get_plex,
+    parse_role,
+)
 from plex.cli.commands.plan import render
+from plex.cli.options import (
+    EvacuateOpt,
+    ForceOpt,
+    MaxUnavailableOpt,
+    ParallelOpt,
+    ReplaceOpt,
+    YesOpt,
+)
 from plex.errors import UsageError
 from plex.model.enums import Role, Runtime
 from plex.plexfile.home import project_root
@@ -19,47 +35,6 @@ if TYPE_CHECKING:  # the models, the deploy engine (and pylxd) load only when a 
     from plex.deploy.actions import Plan
     from plex.model.plex import Plex
     from plex.services.apply_result import ApplyResult
-
-ReplaceOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--replace",
-        "-r",
-        help="replace NODE, rolling (the master's own name too: it re-joins the cluster); "
-        "'master' or 'all' rebuild the cluster (cascade)",
-        metavar="NODE",
-    ),
-]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask before applying")]
-ParallelOpt = Annotated[
-    int,
-    typer.Option(
-        help="nodes created at once inside a wave (0: adapt to the host's cores and memory)"
-    ),
-]
-MaxUnavailableOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--max-unavailable",
-        min=1,
-        help="rolling: agents replaced at once (default 25% of the agents, at least 1)",
-    ),
-]
-EvacuateOpt = Annotated[
-    bool,
-    typer.Option(
-        "--evacuate",
-        help="re-create the nodes of a cluster member that is down on the online members "
-        "(same node identity, another instance name; docs/cluster.md)",
-    ),
-]
-ForceOpt = Annotated[
-    bool,
-    typer.Option(
-        help="apply a plan that loses etcd quorum; go on past a failed drain or node deletion "
-        "(reported as skipped)"
-    ),
-]
 
 
 def _connect(p: Plex) -> Incus:
@@ -157,7 +132,7 @@ def _report(plan: Plan, result: ApplyResult | None, as_json: bool, started: floa
 
 @app.command("deploy")
 def deploy_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     replace: ReplaceOpt = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 0,
@@ -209,7 +184,7 @@ def _snapshot(p: Plex, parallel: int, as_json: bool) -> None:
 
 @app.command("snapshot")
 def snapshot_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     parallel: ParallelOpt = 0,
     output: OutputOpt = ui.Output.TABLE,
 ) -> None:
@@ -220,7 +195,7 @@ def snapshot_cli(
 
 @app.command("reset")
 def reset_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     yes: YesOpt = False,
     parallel: ParallelOpt = 0,
     to: Annotated[
@@ -268,7 +243,7 @@ def _reset_to(p: Plex, to: str, yes: bool, parallel: int, as_json: bool) -> None
 
 @app.command("destroy")
 def destroy_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     all_: Annotated[
         bool, typer.Option("--all", help="also delete the registry cache volume")
     ] = False,
@@ -292,7 +267,7 @@ def destroy_cli(
 
 @app.command("rollback")
 def rollback_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     role: Annotated[str | None, typer.Option(help="only this role")] = None,
     yes: YesOpt = False,
     parallel: ParallelOpt = 0,
@@ -310,7 +285,7 @@ def rollback_cli(
 
 
 @app.command("kubeconfig")
-def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")]) -> None:
+def kubeconfig_cli(plex: PlexArg) -> None:
     """Print the admin kubeconfig, its server pointing at the plex's VIP."""
     from plex.services.deploy import kubeconfig
 
@@ -320,7 +295,7 @@ def kubeconfig_cli(plex: Annotated[str, typer.Argument(help="plex name or file")
 
 @app.command("inventory")
 def inventory_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
+    plex: PlexArg,
     output: Annotated[
         InventoryFormat,
         typer.Option("--output", "-o", help="yaml, json or genders", case_sensitive=False),

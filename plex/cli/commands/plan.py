@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from plex.cli import ui
 from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
+from plex.cli.options import (
+    EvacuateOpt,
+    ForceOpt,
+    ImagesOpt,
+    MaxUnavailableOpt,
+    ObservedOpt,
+    ReplaceOpt,
+)
 from plex.errors import BackendError, ConfigError, UsageError
 from plex.model.enums import Role
 from plex.model.observed import Observed
@@ -137,47 +143,12 @@ def render(plan: Plan, err: bool = False) -> None:
 @app.command("plan")
 def plan_cli(
     plex: PlexArg,
-    replace: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--replace",
-            help="replace NODE even if unchanged (short names work; "
-            "the master's name re-joins the running cluster; 'master' or 'all' rebuild it)",
-            metavar="NODE",
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="allow a plan that loses etcd quorum")
-    ] = False,
-    observed: Annotated[
-        Path | None,
-        typer.Option(
-            "--observed",
-            help="plan against this snapshot instead of asking Incus",
-            metavar="FILE.json",
-        ),
-    ] = None,
-    images: Annotated[
-        Path | None,
-        typer.Option(
-            "--images",
-            help="current images {role: {digest, fingerprint, alias}} instead of the catalog",
-            metavar="FILE.json",
-        ),
-    ] = None,
-    max_unavailable: Annotated[
-        int | None,
-        typer.Option(
-            "--max-unavailable", min=1, help="rolling: agents replaced at once (default 25%, >= 1)"
-        ),
-    ] = None,
-    evacuate: Annotated[
-        bool,
-        typer.Option(
-            "--evacuate",
-            help="plan re-creating the nodes of a cluster member that is down elsewhere",
-        ),
-    ] = False,
+    replace: ReplaceOpt = None,
+    force: ForceOpt = False,
+    observed: ObservedOpt = None,
+    images: ImagesOpt = None,
+    max_unavailable: MaxUnavailableOpt = None,
+    evacuate: EvacuateOpt = False,
     output: OutputOpt = ui.Output.TABLE,
 ) -> None:
     """Show what `plex deploy` would create, replace, start and delete, in health-gated waves,

@@ -3,12 +3,10 @@ etcd as the servers see it, the bootstrap manifests and the registry's CI store.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from plex.cli import ui
-from plex.cli.app import OutputOpt, app, check_output, get_plex
+from plex.cli.app import OutputOpt, PlexArg, app, check_output, get_plex
 
 
 def _state(r: dict[str, Any]) -> str:
@@ -26,10 +24,7 @@ def _state(r: dict[str, Any]) -> str:
 
 
 @app.command("status")
-def status_cli(
-    plex: Annotated[str, typer.Argument(help="plex name or file")],
-    output: OutputOpt = ui.Output.TABLE,
-) -> None:
+def status_cli(plex: PlexArg, output: OutputOpt = ui.Output.TABLE) -> None:
     """Nodes, role, state, readiness and image digest against the newest image."""
     from plex.backends.incus.client import connect
     from plex.registry import store
