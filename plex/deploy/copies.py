@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Plex
+from plex.model.record import record_json
 from plex.model.topology import Node
 
 # Incus instance names are hostnames: one DNS label.
@@ -87,13 +89,8 @@ class StaleCopy:
     def reason(self) -> str:
         return f"stale copy of {self.node} (served by {self.live})"
 
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "instance": self.instance,
-            "node": self.node,
-            "member": self.member,
-            "live": self.live,
-        }
+    def to_json(self) -> dict[str, Any]:
+        return record_json(self)
 
 
 def stale_copies(copies: Mapping[str, NodeCopies]) -> tuple[StaleCopy, ...]:

@@ -19,6 +19,7 @@ from plex.model import topology
 from plex.model.identity import Identity
 from plex.model.plex import Engine, Plex, Role
 from plex.model.probe_file import ProbeEntry, ProbesFile
+from plex.model.record import record_json
 from plex.model.topology import Node
 from plex.plexfile.yamlfile import load_model
 
@@ -53,14 +54,7 @@ class ProbeResult:
     attempts: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "probe": self.probe,
-            "ok": self.ok,
-            "seconds": round(self.seconds, 2),
-            "output": self.output[-200:],
-            "attempts": self.attempts,
-        }
+        return record_json(self, output=self.output[-200:])
 
 
 @dataclass(frozen=True)

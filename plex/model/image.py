@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plex.model.enums import Role
+from plex.model.record import record_json
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,8 @@ class ImageRef:
     fingerprint: str  # Incus image fingerprint: what the instance is created from
     alias: str  # `<plex>/<role>`, for humans
 
-    def to_json(self) -> dict[str, str]:
-        return {
-            "role": self.role.value,
-            "digest": self.digest,
-            "fingerprint": self.fingerprint,
-            "alias": self.alias,
-        }
+    def to_json(self) -> dict[str, Any]:
+        return record_json(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRef:

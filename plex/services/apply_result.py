@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plex.deploy.probes import ProbeResult
+from plex.model.record import record_json
 
 Report = Callable[[str, str], None]  # (node, what is happening)
 
@@ -19,12 +20,7 @@ class WaveReport:
     probes: list[ProbeResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "wave": self.index,
-            "nodes": self.nodes,
-            "seconds": round(self.seconds, 2),
-            "probes": [p.to_json() for p in self.probes],
-        }
+        return {"wave": self.index, **record_json(self, omit={"index"})}
 
 
 @dataclass
@@ -35,4 +31,4 @@ class ApplyResult:
     spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 2), "waves": [w.to_json() for w in self.waves]}
+        return record_json(self, omit={"spans"})

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from plex.backends.incus.protocol import Incus
 from plex.backends.mmdebstrap import build_rootfs, metadata_tarball
@@ -35,6 +36,7 @@ from plex.errors import BackendError, Interrupted, PlexError
 from plex.model import owner
 from plex.model.image import digest_alias, image_alias, package_alias
 from plex.model.plex import Plex, Role
+from plex.model.record import record_json
 from plex.services.remote_layer import build_in_instance
 from plex.store import artifacts as artifacts_mod
 from plex.store import channels as channels_mod
@@ -70,18 +72,8 @@ class BakeResult:
     package_digest: str = ""  # the package layer the image was built on
     channel: str = ""  # stable: that layer is the stable one of its lineage; else latest
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "role": self.role.value,
-            "digest": self.digest,
-            "fingerprint": self.fingerprint,
-            "cached": self.cached,
-            "package_cached": self.package_cached,
-            "seconds": round(self.seconds, 2),
-            "size": self.size,
-            "package_digest": self.package_digest,
-            "channel": self.channel,
-        }
+    def to_json(self) -> dict[str, Any]:
+        return record_json(self)
 
 
 def plan_recipes(

@@ -23,6 +23,7 @@ from plex.backends.packer import PackerCli
 from plex.bake.recipe import Recipe
 from plex.errors import Interrupted, PlexError
 from plex.model.plex import Plex, Role, Virt
+from plex.model.record import record_json
 from plex.services import nightly_report as report_mod
 from plex.services.bake import Baker, BakeResult, Paths, plan_recipes
 from plex.services.bake_vm import VmBaker, check_vm_bases
@@ -53,13 +54,7 @@ class StepRecord:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "started_at": self.started_at,
-            "seconds": round(self.seconds, 2),
-            "error": self.error,
-        }
+        return record_json(self)
 
 
 @dataclass

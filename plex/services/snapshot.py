@@ -28,6 +28,7 @@ from plex.errors import UsageError
 from plex.model import topology
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
+from plex.model.record import record_json
 from plex.model.topology import Node
 from plex.services.apply_result import Report
 from plex.services.cold_start import ColdStart, each
@@ -48,13 +49,7 @@ class SnapshotResult:
     probes: list[ProbeResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "snapshot": self.snapshot,
-            "nodes": self.nodes,
-            "seconds": round(self.seconds, 2),
-            "phases": {k: round(v, 2) for k, v in self.phases.items()},
-            "probes": [p.to_json() for p in self.probes],
-        }
+        return record_json(self, phases={k: round(v, 2) for k, v in self.phases.items()})
 
 
 class Snapshots:

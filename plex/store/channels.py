@@ -39,6 +39,7 @@ from plex.bake.recipe import (
 from plex.bake.render import Renderer
 from plex.errors import PlexError
 from plex.model.plex import Role
+from plex.model.record import record_json
 from plex.store.state import state_root, write_private
 
 CHANNELS_VERSION = 1
@@ -132,14 +133,7 @@ class LayerRecord:
         return layer_from_json(self.layer, self.package_digest, f"{where}: {self.key}")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "package_digest": self.package_digest,
-            "layer": self.layer,
-            "promoted_at": self.promoted_at,
-            "plex": self.plex,
-            "run": self.run,
-        }
+        return record_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LayerRecord:

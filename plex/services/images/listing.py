@@ -8,6 +8,7 @@ from typing import Any
 from plex.backends.incus.protocol import Incus
 from plex.model.image import image_alias
 from plex.model.observed import Observed
+from plex.model.record import record_json
 from plex.store.catalog import load_catalog
 
 
@@ -57,19 +58,7 @@ class Row:
         return tuple(out)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "digest": self.digest,
-            "fingerprint": self.fingerprint,
-            "size": self.size,
-            "baked_at": self.baked_at,
-            "aliases": list(self.aliases),
-            "current": self.current,
-            "channels": list(self.channels),
-            "in_use": list(self.in_use),
-            "missing": self.missing,
-            "in_catalog": self.in_catalog,
-        }
+        return record_json(self)
 
 
 def list_images(incus: Incus, plex_name: str) -> list[Row]:

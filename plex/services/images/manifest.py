@@ -12,6 +12,7 @@ from typing import Any
 
 from plex.errors import ArtifactError
 from plex.model.plex import Role
+from plex.model.record import record_json
 from plex.services.images.streaming import atomic_file
 
 FORMAT = "plex-image/1"
@@ -46,23 +47,7 @@ class Manifest:
         return artifact_name(self.plex, self.role, self.digest)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "plex": self.plex,
-            "role": self.role,
-            "digest": self.digest,
-            "package_digest": self.package_digest,
-            "sha256": self.sha256,
-            "size": self.size,
-            "fingerprint": self.fingerprint,
-            "uncompressed_size": self.uncompressed_size,
-            "virt": self.virt,
-            "disk_format": self.disk_format,
-            "baked_at": self.baked_at,
-            "exported_at": self.exported_at,
-            "packages": list(self.packages),
-            "inputs": self.inputs,
-        }
+        return record_json(self)
 
     @classmethod
     def from_json(cls, data: Any, source: Path) -> Manifest:

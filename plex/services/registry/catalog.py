@@ -14,6 +14,7 @@ from plex.backends.incus.protocol import Incus
 from plex.deploy.probes import load_probes, run_probe, upstream_probes
 from plex.errors import BackendError, ProbeError
 from plex.model.plex import Engine, Plex
+from plex.model.record import record_json
 from plex.registry import distribution, zot, zot_metrics
 from plex.services.registry.cache import Cache
 from plex.services.registry.node import registry_node
@@ -47,13 +48,7 @@ class Stats:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **dataclasses.asdict(self),
-            "repositories": [
-                {"upstream": r.upstream, "name": r.name, "tags": list(r.tags)}
-                for r in self.repositories
-            ],
-        }
+        return record_json(self)
 
 
 def distribution_hits(log: str) -> tuple[int, int]:

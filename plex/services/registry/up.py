@@ -21,6 +21,7 @@ from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan
 from plex.deploy.spec import registry_volume
 from plex.model.plex import Engine, Plex, Role
+from plex.model.record import record_json
 from plex.registry import distribution, zot
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
@@ -47,7 +48,7 @@ class UpResult:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 2)}
+        return record_json(self)
 
 
 def registry_only(plex: Plex) -> Plex:

@@ -3,7 +3,6 @@ containerd is needed. Blobs are read and thrown away: only the cache keeps them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -14,6 +13,7 @@ from typing import Any
 
 from plex.errors import UsageError
 from plex.model.plex import Engine, Plex
+from plex.model.record import record_json
 from plex.registry import distribution, zot
 from plex.services.registry.cache import Cache
 from plex.store import releases
@@ -89,7 +89,7 @@ class Warmed:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 2)}
+        return record_json(self)
 
 
 def cache_path(plex: Plex, ref: Reference) -> tuple[int, str]:
