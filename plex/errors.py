@@ -9,9 +9,18 @@ from __future__ import annotations
 
 
 class PlexError(Exception):
-    """Base of every expected failure. `hint` tells the user what to do next."""
+    """Base of every expected failure. `hint` tells the user what to do next.
+
+    A subclass names its exit code on its class line (`class X(PlexError, exit_code=3)`);
+    without one it exits as its base does.
+    """
 
     exit_code = 1
+
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -22,10 +31,8 @@ class PlexError(Exception):
         return self.message
 
 
-class ConfigError(PlexError):
+class ConfigError(PlexError, exit_code=2):
     """A plex file (or another user-edited file) is invalid. Names the file and the field path."""
-
-    exit_code = 2
 
     def __init__(
         self,
@@ -44,26 +51,20 @@ class ConfigError(PlexError):
         super().__init__(f"{where}:{field} {problem}", hint)
 
 
-class ConfigErrors(PlexError):
+class ConfigErrors(PlexError, exit_code=2):
     """Several ConfigErrors found in one pass; printed one per line."""
-
-    exit_code = 2
 
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
         super().__init__("\n".join(e.message for e in errors))
 
 
-class UsageError(PlexError):
+class UsageError(PlexError, exit_code=2):
     """The command line names something that does not exist (a node, a role, a plex)."""
 
-    exit_code = 2
 
-
-class BackendError(PlexError):
+class BackendError(PlexError, exit_code=3):
     """Incus, Packer, Docker or a subprocess failed."""
-
-    exit_code = 3
 
 
 class CommandError(BackendError):
@@ -77,37 +78,25 @@ class CommandError(BackendError):
         super().__init__(f"{argv[0]} exited with {returncode}: {tail}")
 
 
-class DownloadError(PlexError):
+class DownloadError(PlexError, exit_code=3):
     """A release artifact could not be fetched or failed its checksum."""
 
-    exit_code = 3
 
-
-class ArtifactError(PlexError):
+class ArtifactError(PlexError, exit_code=4):
     """An exported image artifact is corrupt or does not match its manifest."""
 
-    exit_code = 4
 
-
-class ProbeError(PlexError):
+class ProbeError(PlexError, exit_code=5):
     """A health probe timed out: names the node, the probe and its last output."""
 
-    exit_code = 5
 
-
-class LockedError(PlexError):
+class LockedError(PlexError, exit_code=6):
     """Another plex process holds the lock for this plex."""
 
-    exit_code = 6
 
-
-class PlanRefused(PlexError):
+class PlanRefused(PlexError, exit_code=7):
     """The plan is unsafe (for example it would lose etcd quorum) and --force was not given."""
 
-    exit_code = 7
 
-
-class Interrupted(PlexError):
+class Interrupted(PlexError, exit_code=130):
     """Ctrl-C or SIGTERM: raised from the signal handler so cleanup code runs."""
-
-    exit_code = 130

@@ -137,16 +137,20 @@ class SdkDocker:
     def _fail(self, what: str, e: Exception) -> BackendError:
         return BackendError(f"docker: {what}: {getattr(e, 'explanation', None) or e}")
 
-    # -- volumes ---------------------------------------------------------------------------
-
-    def volume_exists(self, name: str) -> bool:
+    def _exists(self, collection: Any, name: str, what: str) -> bool:
+        """Whether the engine holds `name` in `collection` (volumes, images)."""
         try:
-            self.client.volumes.get(name)
+            collection.get(name)
             return True
         except self._not_found:
             return False
         except self._errors as e:
-            raise self._fail(f"inspect volume {name}", e) from None
+            raise self._fail(f"inspect {what} {name}", e) from None
+
+    # -- volumes ---------------------------------------------------------------------------
+
+    def volume_exists(self, name: str) -> bool:
+        return self._exists(self.client.volumes, name, "volume")
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
         """Create the named volume if missing; True when it was created."""
@@ -182,13 +186,7 @@ class SdkDocker:
     # -- images ----------------------------------------------------------------------------
 
     def has_image(self, image: str) -> bool:
-        try:
-            self.client.images.get(image)
-            return True
-        except self._not_found:
-            return False
-        except self._errors as e:
-            raise self._fail(f"inspect image {image}", e) from None
+        return self._exists(self.client.images, image, "image")
 
     def pull_image(self, image: str) -> None:
         repo, _, tag = image.rpartition(":")

@@ -39,8 +39,9 @@ def unescape(data: str) -> str:
 
 @dataclass(frozen=True)
 class Line:
-    timestamp: int
-    target: str
+    """What plex reads of a machine-readable line: its type and data (a build has one target,
+    and the timestamp only marks the line as machine-readable)."""
+
     type: str
     data: tuple[str, ...]
 
@@ -50,7 +51,7 @@ def parse_line(raw: str) -> Line | None:
     parts = raw.rstrip("\r\n").split(",")
     if len(parts) < 3 or not parts[0].isdigit():
         return None
-    return Line(int(parts[0]), parts[1], parts[2], tuple(unescape(p) for p in parts[3:]))
+    return Line(parts[2], tuple(unescape(p) for p in parts[3:]))
 
 
 @dataclass(frozen=True)

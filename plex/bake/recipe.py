@@ -176,8 +176,19 @@ class ResolvedArtifact:
     version: str
 
 
+class Layer:
+    """An image layer, identified by the digest of what it is built from (`inputs`)."""
+
+    def inputs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.inputs())
+
+
 @dataclass(frozen=True)
-class PackageLayer:
+class PackageLayer(Layer):
     base: BaseImage
     packages: tuple[str, ...]
     artifacts: tuple[tuple[ResolvedArtifact, tuple[str, ...]], ...]  # (artifact, install cmds)
@@ -196,10 +207,6 @@ class PackageLayer:
             "commands": list(self.commands),
         }
 
-    @property
-    def digest(self) -> str:
-        return digest_of(self.inputs())
-
 
 @dataclass(frozen=True)
 class RenderedFile:
@@ -213,7 +220,7 @@ class RenderedFile:
 
 
 @dataclass(frozen=True)
-class PlexLayer:
+class PlexLayer(Layer):
     package_digest: str
     files: tuple[RenderedFile, ...]
     services: tuple[str, ...]
@@ -229,10 +236,6 @@ class PlexLayer:
             "commands": list(self.commands),
             "validate": list(self.validate),
         }
-
-    @property
-    def digest(self) -> str:
-        return digest_of(self.inputs())
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,16 @@ from plex.model import owner
 EVACUATED = "Evacuated"  # an Incus cluster member's status
 
 
+class OwnerKey:
+    """One `user.plex.*` key of an instance's config, read as an attribute (None when unset)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, instance: ObservedInstance, objtype: type | None = None) -> str | None:
+        return instance.config.get(self.key)
+
+
 @dataclass(frozen=True)
 class ObservedInstance:
     name: str
@@ -23,25 +33,11 @@ class ObservedInstance:
     location: str | None = None
     type: str = "container"
 
-    @property
-    def plex(self) -> str | None:
-        return self.config.get(owner.PLEX)
-
-    @property
-    def role(self) -> str | None:
-        return self.config.get(owner.ROLE)
-
-    @property
-    def image(self) -> str | None:
-        return self.config.get(owner.IMAGE)
-
-    @property
-    def spec(self) -> str | None:
-        return self.config.get(owner.SPEC)
-
-    @property
-    def build(self) -> str | None:
-        return self.config.get(owner.BUILD)
+    plex = OwnerKey(owner.PLEX)
+    role = OwnerKey(owner.ROLE)
+    image = OwnerKey(owner.IMAGE)  # the image digest it was created from
+    spec = OwnerKey(owner.SPEC)
+    build = OwnerKey(owner.BUILD)  # set on bake instances only
 
     @property
     def running(self) -> bool:
