@@ -75,6 +75,26 @@ class BakeResult:
     def to_json(self) -> dict[str, Any]:
         return record_json(self)
 
+    @classmethod
+    def reused(cls, hit: Entry, seconds: float, layer: tuple[str, str] = ("", "")) -> BakeResult:
+        """A no-op bake: the image baked before from the same recipe."""
+        return cls(
+            Role(hit.role), hit.digest, hit.fingerprint, True, seconds, hit.size, True, *layer
+        )
+
+
+def reuse_cached(incus: Incus, plex: str, role: Role, digest: str, virt: str) -> Entry | None:
+    """The catalog entry of an image of this kind (`virt`) baked before from `digest` that Incus
+    still holds under its pinned alias; the moving alias then points at it. None: bake it."""
+    entry = load_catalog(plex).find(role, digest)
+    if entry is None or entry.virt != virt:
+        return None
+    img = incus.image_by_alias(digest_alias(plex, role, digest))
+    if img is None or img.fingerprint != entry.fingerprint:
+        return None
+    incus.set_alias(image_alias(plex, role), entry.fingerprint)
+    return entry
+
 
 def plan_recipes(
     plex: Plex,
@@ -198,20 +218,10 @@ class Baker:
         role = recipe.role
         layer = self._layers.get(role, (recipe.package.digest, ""))
         self.report(role, f"recipe {recipe.short}")
-        hit = self.cached_image(recipe)
+        hit = reuse_cached(self.incus, self.plex.name, role, recipe.digest, "container")
         if hit is not None:
-            self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
             self.report(role, f"cached {recipe.short}")
-            return BakeResult(
-                role,
-                recipe.digest,
-                hit.fingerprint,
-                True,
-                time.monotonic() - start,
-                hit.size,
-                True,
-                *layer,
-            )
+            return BakeResult.reused(hit, time.monotonic() - start, layer)
         self._check()
         pkg_fp, pkg_cached = self.package_layer(recipe)
         self._check()
@@ -235,16 +245,6 @@ class Baker:
         return BakeResult(
             role, recipe.digest, fingerprint, False, seconds, size, pkg_cached, *layer
         )
-
-    def cached_image(self, recipe: Recipe) -> Entry | None:
-        """A catalog entry for this digest whose image Incus still holds under its alias."""
-        entry = load_catalog(self.plex.name).find(recipe.role, recipe.digest)
-        if entry is None:
-            return None
-        img = self.incus.image_by_alias(digest_alias(self.plex.name, recipe.role, recipe.digest))
-        if img is None or img.fingerprint != entry.fingerprint:
-            return None
-        return entry
 
     # -- package layer -------------------------------------------------------------------------
 
@@ -361,9 +361,7 @@ class Baker:
                 "plex.baked_at": str(int(time.time())),
                 "plex.inputs": json.dumps(recipe.provenance()["layer"], sort_keys=True),
             }
-            published = self.incus.publish(
-                name, aliases=[], properties=props, compression=self.compression
-            )
+            published = self.incus.publish(name, properties=props, compression=self.compression)
             self._check()
             # Aliases move only once the image is complete: the pinned one, then the moving one.
             self.incus.set_alias(digest_alias(self.plex.name, role, recipe.digest), published)

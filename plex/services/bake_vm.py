@@ -35,7 +35,7 @@ from plex.errors import ArtifactError, BackendError, DownloadError
 from plex.model.identity import SystemKeyGen
 from plex.model.image import digest_alias, image_alias
 from plex.model.plex import Plex, Role
-from plex.services.bake import BakeResult, Paths, plan_recipes
+from plex.services.bake import BakeResult, Paths, plan_recipes, reuse_cached
 from plex.store import artifacts as artifacts_mod
 from plex.store import downloads
 from plex.store.catalog import Entry, load_catalog, save_catalog
@@ -241,26 +241,14 @@ class VmBaker:
                     raise
             return results
 
-    def cached_image(self, vr: VmRecipe) -> Entry | None:
-        entry = load_catalog(self.plex.name).find(vr.role, vr.digest)
-        if entry is None or entry.virt != "vm":
-            return None
-        img = self.incus.image_by_alias(digest_alias(self.plex.name, vr.role, vr.digest))
-        if img is None or img.fingerprint != entry.fingerprint:
-            return None
-        return entry
-
     def bake_role(self, vr: VmRecipe) -> BakeResult:
         start = time.monotonic()
         role = vr.role
         self.report(role, f"vm recipe {vr.short}")
-        hit = self.cached_image(vr)
+        hit = reuse_cached(self.incus, self.plex.name, role, vr.digest, "vm")
         if hit is not None:
-            self.incus.set_alias(image_alias(self.plex.name, role), hit.fingerprint)
             self.report(role, f"cached {vr.short}")
-            return BakeResult(
-                role, vr.digest, hit.fingerprint, True, time.monotonic() - start, hit.size, True
-            )
+            return BakeResult.reused(hit, time.monotonic() - start)
         stored, base_sha = self.build(vr)
         fingerprint = self.publish(vr, stored)
         size = stored.qcow2.stat().st_size

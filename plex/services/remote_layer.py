@@ -140,7 +140,6 @@ def build_in_instance(
         incus.stop(name, force=True)
         published = incus.publish(
             name,
-            aliases=[],
             properties={
                 "plex.layer": "package",
                 "plex.package_digest": layer.digest,

@@ -106,7 +106,7 @@ def make_gen(incus: PylxdIncus, d: Path, n: int, pkg: str, publish: bool = False
             devices={"root": {"type": "disk", "path": "/", "pool": POOL}},
         )
         try:
-            published = incus.publish(name, aliases=[], properties=props, compression="none")
+            published = incus.publish(name, properties=props, compression="none")
         finally:
             incus.delete_instance(name)
         incus.delete_image(fp)

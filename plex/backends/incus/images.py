@@ -28,14 +28,7 @@ def _info(img: dict[str, Any]) -> ImageInfo:
 
 
 class Images(IncusRest):
-    def publish(
-        self,
-        name: str,
-        *,
-        aliases: list[str],
-        properties: dict[str, str],
-        compression: str = "zstd",
-    ) -> str:
+    def publish(self, name: str, *, properties: dict[str, str], compression: str = "zstd") -> str:
         body = {
             "source": {"type": "instance", "name": name},
             "properties": properties,
@@ -44,8 +37,6 @@ class Images(IncusRest):
         }
         meta = self.sync("POST", "images", json=body, what=f"publish {name}")
         fingerprint: str = meta["metadata"]["fingerprint"]
-        for alias in aliases:
-            self.set_alias(alias, fingerprint)
         return fingerprint
 
     def import_image(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Unpack
 
+from plex.backends.incus.protocol import NewInstance
 from plex.backends.incus.rest import IncusRest, names
 from plex.errors import BackendError
 
@@ -35,31 +36,22 @@ class Instances(IncusRest):
         """Merge `config` keys into the instance's config (PATCH keeps the other keys)."""
         self.sync("PATCH", f"instances/{name}", json={"config": config}, what=f"update {name}")
 
-    def create_instance(
-        self,
-        name: str,
-        *,
-        image: str,
-        config: dict[str, str],
-        devices: dict[str, dict[str, str]],
-        profiles: list[str],
-        virt: str = "container",
-        target: str | None = None,
-        source: dict[str, str] | None = None,
-    ) -> None:
+    def create_instance(self, name: str, **new: Unpack[NewInstance]) -> None:
         """Create (not start) an instance from a local image (fingerprint or alias), or from
         an explicit `source` such as a remote image server's alias."""
+        image, source = new["image"], new.get("source")
         if source is None:
             key = "fingerprint" if _is_fingerprint(image) else "alias"
             source = {"type": "image", key: image}
         body = {
             "name": name,
-            "type": virt,
+            "type": new.get("virt", "container"),
             "source": source,
-            "config": config,
-            "devices": devices,
-            "profiles": profiles,
+            "config": new["config"],
+            "devices": new["devices"],
+            "profiles": new["profiles"],
         }
+        target = new.get("target")
         params = {"target": target} if target else None
         self.sync("POST", "instances", json=body, params=params, what=f"create {name}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Required, TypedDict, Unpack
 
 from plex.model.observed import Observed, ObservedInstance
 from plex.plexfile.crosscheck import Neighbour
@@ -30,6 +30,18 @@ class ImageInfo:
     created_at: str
 
 
+class NewInstance(TypedDict, total=False):
+    """What `create_instance` makes an instance from (it is created, not started)."""
+
+    image: Required[str]  # a local image: fingerprint or alias
+    config: Required[dict[str, str]]
+    devices: Required[dict[str, dict[str, str]]]
+    profiles: Required[list[str]]
+    virt: str  # "container" (the default) or "virtual-machine"
+    target: str | None  # the cluster member to place it on
+    source: dict[str, str] | None  # instead of `image`: e.g. a remote image server's alias
+
+
 class Incus(Protocol):
     """What plex needs from Incus. `PylxdIncus` is the real one; tests may record calls."""
 
@@ -43,18 +55,7 @@ class Incus(Protocol):
     def neighbours(self, network: str) -> list[Neighbour]: ...
     def instance_config(self, name: str) -> dict[str, str]: ...
     def instance_state(self, name: str) -> dict[str, Any]: ...
-    def create_instance(
-        self,
-        name: str,
-        *,
-        image: str,
-        config: dict[str, str],
-        devices: dict[str, dict[str, str]],
-        profiles: list[str],
-        virt: str = "container",
-        target: str | None = None,
-        source: dict[str, str] | None = None,
-    ) -> None: ...
+    def create_instance(self, name: str, **new: Unpack[NewInstance]) -> None: ...
     def start(self, name: str) -> None: ...
     def stop(self, name: str, force: bool = True) -> None: ...
     def delete_instance(self, name: str) -> None: ...
@@ -71,14 +72,9 @@ class Incus(Protocol):
     def file_mode(self, name: str, path: str) -> int: ...
     def set_config(self, name: str, config: dict[str, str]) -> None: ...
     def pin_hostname(self, name: str, hostname: str) -> None: ...
-    def publish(
-        self,
-        name: str,
-        *,
-        aliases: list[str],
-        properties: dict[str, str],
-        compression: str = "zstd",
-    ) -> str: ...
+    def publish(self, name: str, *, properties: dict[str, str], compression: str = "zstd") -> str:
+        """The stopped instance as a new image (no alias: aliases move once it is complete)."""
+
     def import_image(
         self, metadata: Path, rootfs: Path | None, properties: dict[str, str], vm: bool = False
     ) -> str: ...
