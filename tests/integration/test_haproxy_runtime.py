@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from plex.lb import haproxy
+from tests.fixtures.child_process import start_server
 
 CONFIG = """global
     stats socket {sock} mode 600 level admin
@@ -52,9 +53,7 @@ def running(tmp_path: Path) -> Iterator[Path]:
             sock=sock, backends="".join(BACKEND.format(name=b, up=up) for b in haproxy.BACKENDS)
         )
     )
-    proc = subprocess.Popen(
-        [exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = start_server([exe, "-db", "-f", str(cfg)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while not sock.exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""

@@ -24,6 +24,7 @@ from plex.services import registry as ops
 from plex.services.deploy import deploy
 from plex.services.destroy import destroy
 from plex.store.identity import require_identity
+from tests.fixtures.child_process import start_server
 from tests.fixtures.upstream_registry import make_oci_layout
 
 from .conftest import ROOT
@@ -91,11 +92,7 @@ def test_rendered_store_config_on_the_real_docker_registry(test_plex, layout, tm
     (tmp_path / "htpasswd").write_text(store.htpasswd(test_plex, "right-password"))
     (tmp_path / "config.yml").write_text(yaml.safe_dump(cfg))
     log = tmp_path / "registry.log"
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(tmp_path / "config.yml")],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_server(["docker-registry", "serve", str(tmp_path / "config.yml")], log=log)
     try:
         host = f"127.0.0.1:{port}"
 

@@ -39,9 +39,12 @@ REAL = "/var/lib/rancher/rke2/bin/real/kubectl"  # keeps its name: kubectl
 
 @pytest.fixture(scope="module")
 def cluster(incus, test_plex, baked):
-    deploy(test_plex, incus, ROOT)
-    yield Cluster(test_plex, incus)
-    destroy(test_plex, incus)
+    try:
+        # A failed deploy must not leave its nodes holding the addresses later modules use.
+        deploy(test_plex, incus, ROOT)
+        yield Cluster(test_plex, incus)
+    finally:
+        destroy(test_plex, incus)
 
 
 def members(cluster: Cluster) -> list[str]:
@@ -121,11 +124,7 @@ def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
         assert "demo-agent1" in e.value.message and "rke2-runtime" in e.value.message
         assert f"http://{registry.address}:" in e.value.message, e.value.message
     finally:
-        upstream.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(upstream.log.parent / "config.yml")],
-            stdout=upstream.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        upstream.restart()
     # plex restores the registry node (same cache volume), then agent1 becomes ready.
     deploy(test_plex, incus, ROOT, replace=["registry1"])
     ready = cluster.kubectl(

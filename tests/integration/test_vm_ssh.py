@@ -47,7 +47,9 @@ HOOKS = (
 
 @pytest.fixture(scope="module")
 def guest(incus, session_project: str, state_dirs) -> Iterator[tuple[Plex, Node, SshExecutor]]:
-    plex = demo_plex(session_project, name="sshplex", **{"os.virt": "vm"})
+    # Its own host numbers (the demo's lbs are .11/.12): a node another module left behind
+    # never holds this guest's address.
+    plex = demo_plex(session_project, name="sshplex", **{"os.virt": "vm", "roles.lb.offset": 141})
     identity = require_identity(plex)
     assert identity.deploy_key is not None
     node = topology.resolve(plex, "sshplex-lb1")

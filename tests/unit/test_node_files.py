@@ -15,6 +15,7 @@ from plex.bake.packer_template import PLACEHOLDER_CHECKSUM, BuildPaths, VmSpec, 
 from plex.bake.recipe import load_base_image, load_role_recipe, make_recipe
 from plex.bake.render import Renderer
 from plex.bake.secret_scan import Hit, scan
+from plex.bake.seed import build_seed
 from plex.bake.vm_files import files_tarball, vm_files
 from plex.model import topology
 from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, SystemKeyGen, compute_identity
@@ -86,7 +87,8 @@ def test_scan_finds_secrets_across_chunk_boundaries() -> None:
 @pytest.mark.parametrize("name", PLEXES)
 def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> None:
     """What goes into images: every role's rendered files (containers), and for MicroOS the
-    files tarball and the Packer template. None may contain any secret of the identity."""
+    files tarball, the build seed and the Packer template: everything a VM bake hands Packer.
+    None may contain any secret of the identity."""
     plex, identity = identities[name]
     needles = list(
         identity.secret_needles([(n.name, n.role) for n in topology.nodes(plex, reserved=True)])
@@ -110,6 +112,9 @@ def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> N
             blobs.append(json.dumps(recipe.provenance()).encode())
             if base.kind == "qcow2":
                 blobs.append(files_tarball(vm_files(plex, recipe)))
+                # The build VM's cloud-init seed (its key is the bake's throwaway one).
+                seed = build_seed(plex.name, role.value, "ssh-ed25519 AAAA throwaway")
+                blobs.extend(text.encode() for text in seed.files().values())
                 blobs.append(
                     json.dumps(
                         packer_template(
