@@ -1,9 +1,16 @@
-"""The only module that imports rich: console, step timers, tables, progress, JSON output."""
+"""The only module that imports rich: console, step timers, tables, progress, JSON output.
+
+One-line messages with no markup of their own (`ok`, `warn`, `error`) are written by typer's
+click, which the CLI has loaded already: `plex validate` and every error then start without rich
+(~15 ms, bench/cli.py). Once rich's console exists (a table, a progress display that may still
+be live), they go through it like every other line, so nothing is written across a display.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -71,15 +78,49 @@ def info(message: str) -> None:
     _err().print(message, soft_wrap=True)
 
 
+def _color() -> bool | None:
+    """rich's colour choice for the lines click writes: NO_COLOR and a dumb terminal turn it
+    off, FORCE_COLOR on; otherwise colour on a terminal only (click's own rule)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return False if os.environ.get("TERM") in ("dumb", "unknown") else None
+
+
+def _line(mark: str, style: str, text: str, indent: str = "") -> None:
+    """One line on stderr: `mark` in `style` (a colour, or "dim" for the whole line), then
+    `text` as it is (it quotes user input: no markup), never wrapped."""
+    if _console.cache_info().currsize:  # rich is in use: keep to its console
+        from rich.text import Text
+
+        line = Text(indent)
+        line.append(mark, style)
+        line.append(f" {text}", "dim" if style == "dim" else "")
+        _err().print(line, soft_wrap=True)
+        return
+    import typer  # loaded already: the CLI runs on it
+
+    if style == "dim":
+        out = typer.style(f"{mark} {text}", dim=True)
+    else:
+        out = typer.style(mark, fg=style) + f" {text}"
+    typer.echo(indent + out, err=True, color=_color())
+
+
+def ok(message: str) -> None:
+    """A check that passed: a green ✓, then the message."""
+    _line("✓", "green", message)
+
+
 def warn(message: str) -> None:
-    # Messages quote user input ('[/x]' would be a markup error): escape, and keep one line.
-    _err().print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    _line("warning:", "yellow", message)
 
 
 def error(message: str, hint: str | None = None) -> None:
-    _err().print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    _line("error:", "red", message)
     if hint:
-        _err().print(f"  [dim]hint: {escape(hint)}[/dim]", soft_wrap=True)
+        _line("hint:", "dim", hint, indent="  ")
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from plex.plexfile.checks import warnings
 from plex.plexfile.crosscheck import PlexFile, cross_check
 from plex.plexfile.load import load_plex_doc, with_line
 from plex.plexfile.yamlfile import load_model
-from plex.registry.engines import engine_files
+from plex.registry.engines import check_engine
 from plex.registry.mirrors import node_files
 from plex.services.smoke import smoke_image
 
@@ -57,9 +57,9 @@ def later_rules(plex: Plex, images: Path) -> tuple[list[ConfigError], list[Confi
     errors: list[ConfigError] = []
     warns: list[ConfigError] = []
     if topology.registry_node(plex) is not None:
-        for render in (engine_files, node_files):
+        for check in (check_engine, node_files):
             try:
-                render(plex)
+                check(plex)
             except PlexError as e:
                 errors += _errors(e, plex)
         try:

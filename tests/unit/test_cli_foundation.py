@@ -12,7 +12,7 @@ import pytest
 import typer
 import yaml
 
-from plex.cli import app
+from plex.cli import app, ui
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -29,6 +29,31 @@ def test_validate_the_shipped_plexes(cli: Cli) -> None:
         f"✓ {SHIPPED[0]}: plex 'demo', 8 nodes",
         f"✓ {SHIPPED[1]}: plex 'omniplex', 12 nodes",
         f"✓ {SHIPPED[2]}: plex 'verniplex', 9 nodes",
+    ]
+
+
+def test_one_line_messages_read_the_same_with_rich_and_without(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ok/warn/error are written by typer's click until rich's console exists, then through it.
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+
+    def lines() -> str:
+        ui.ok("plexes/[x].yaml: fine")
+        ui.warn("careful [/x]")
+        ui.error("bad [red]", "try [y]")
+        return capsys.readouterr().err
+
+    ui._console.cache_clear()
+    without_rich = lines()
+    ui._console(True)
+    with_rich = lines()
+    assert with_rich == without_rich
+    assert without_rich.splitlines() == [
+        "✓ plexes/[x].yaml: fine",
+        "warning: careful [/x]",
+        "error: bad [red]",
+        "  hint: try [y]",
     ]
 
 

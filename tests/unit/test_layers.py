@@ -35,6 +35,9 @@ LAZY_ALLOWED_OF = (
 NOT_AT_START = ("pylxd", "docker", "requests", "zstandard")
 # What `plex --help` has no use for: the models (pydantic), YAML, templates, rich, the version.
 NOT_FOR_HELP = ("pydantic", "yaml", "jinja2", "rich", "importlib.metadata")
+# `plex validate` renders no template and prints one line a file (typer's own click writes it:
+# the separately installed click package is not loaded either).
+NOT_FOR_VALIDATE = ("jinja2", "rich", "click")
 
 
 def _function_level_imports(path: Path) -> list[tuple[int, str]]:
@@ -101,6 +104,12 @@ def test_help_builds_no_model() -> None:
     loaded = _loaded_by("--help", full=True)
     assert "plex.cli.commands.deploy" in loaded  # every command was registered
     assert sorted(m for m in loaded if m in NOT_FOR_HELP or m.startswith("plex.model.plex")) == []
+
+
+def test_validate_renders_nothing_and_prints_without_rich() -> None:
+    loaded = _loaded_by("validate", "plexes/demo.yaml")
+    assert "pydantic" in loaded  # it did validate
+    assert sorted(loaded & set(NOT_FOR_VALIDATE)) == []
 
 
 def test_a_daemon_command_does_import_pylxd() -> None:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bcrypt
 import pytest
+from registry_golden import CASES, golden_case
 from test_packer_template import FixedKeyGen
 
 from plex.errors import ConfigError
 from plex.model.identity import compute_identity
-from plex.model.plex import Engine, Plex, Runtime
+from plex.model.plex import Engine, Plex, Runtime, Upstream, ZotConfig
 from plex.plexfile.load import load_plex
 from plex.registry import store, zot, zot_keys
-from plex.registry.engines import engine_files
+from plex.registry.engines import check_engine, engine_files
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -171,6 +173,40 @@ def test_store_refuses_overlaps_with_the_cache() -> None:
     )
     with pytest.raises(ConfigError, match=r"registry\.runtime: incus"):
         zot.zot_config(docker)
+
+
+def _raised(check: Callable[[Plex], object], plex: Plex) -> str | None:
+    try:
+        check(plex)
+    except ConfigError as e:
+        return e.message
+    return None
+
+
+def _with_registry(plex: Plex, **changes: Any) -> Plex:
+    return plex.model_copy(update={"registry": plex.registry.model_copy(update=changes)})
+
+
+def test_check_engine_refuses_what_rendering_refuses() -> None:
+    # `plex validate` checks the engine's rules without rendering: the same verdict, plex by
+    # plex, as rendering the files (good ones pass both, broken ones fail both alike).
+    insecure = Upstream(name="harbor.lab", url="https://harbor.lab", tls_verify=False)
+    good = [with_store(e) for e in Engine] + [golden_case(c, e) for c in CASES for e in Engine]
+    broken = [
+        with_store(Engine.DISTRIBUTION, port=5000),
+        with_store(namespace="docker.io"),
+        _with_registry(with_store(), runtime=Runtime.DOCKER),
+        _with_registry(golden_case("four", Engine.DISTRIBUTION), port=65534),
+        _with_registry(golden_case("one", Engine.DISTRIBUTION), upstreams=(insecure,)),
+        _with_registry(golden_case("one", Engine.ZOT), zot=ZotConfig(version="v1.0.0")),
+    ]
+    assert [(_raised(check_engine, p), _raised(engine_files, p)) for p in good] == [
+        (None, None)
+    ] * len(good)
+    for p in broken:
+        rendered = _raised(engine_files, p)
+        assert rendered is not None
+        assert _raised(check_engine, p) == rendered
 
 
 def test_identity_holds_the_store_password_and_the_scan_looks_for_it() -> None:

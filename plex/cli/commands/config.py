@@ -35,11 +35,9 @@ def validate_cli(
     if result.errors:
         raise ConfigErrors(result.errors)
     for path, what in result.data_files:
-        ui.info(f"[green]✓[/green] {path}: {what}")
+        ui.ok(f"{path}: {what}")
     for plex in result.plexes:
-        ui.info(
-            f"[green]✓[/green] {plex.source}: plex '{plex.name}', {len(topology.nodes(plex))} nodes"
-        )
+        ui.ok(f"{plex.source}: plex '{plex.name}', {len(topology.nodes(plex))} nodes")
 
 
 def node_rows(plex: Plex) -> list[dict[str, Any]]:
