@@ -4,9 +4,10 @@ strategy and the reasons `plex plan` shows. Pure data; plex.deploy.plan makes th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from plex.deploy.copies import StaleCopy
 from plex.deploy.spec import InstanceSpec
@@ -39,6 +40,16 @@ class Strategy(StrEnum):
     NONE = "none"  # nothing to do
     ROLLING = "rolling"  # the cluster stays: one server at a time, agents in batches
     CASCADE = "cascade"  # a new cluster from a new master
+
+
+class PlanOptions(TypedDict, total=False):
+    """What the user asks of a plan beyond the plex file (plex plan, deploy, reset), passed on
+    unchanged by the layers above to plex.deploy.plan.make_plan, which documents each."""
+
+    replace: Sequence[str]  # nodes to re-create even when current (ALL: every node)
+    force: bool  # past the quorum guard
+    max_unavailable: int | None  # agents replaced at once in a rolling plan
+    evacuate: bool  # re-create the nodes of a member that is down on online members
 
 
 def default_max_unavailable(agents: int) -> int:

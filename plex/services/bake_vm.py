@@ -210,24 +210,20 @@ def import_vm_image(incus: Incus, qcow2: Path, description: str, properties: dic
 # The bake
 
 
+def unreported(role: Role, msg: str) -> None:
+    """The progress report of a bake nobody watches."""
+
+
+@dataclass
 class VmBaker:
     """Bakes the VM roles of one plex: Packer builds, Incus holds the images."""
 
-    def __init__(
-        self,
-        plex: Plex,
-        incus: Incus,
-        packer: Packer,
-        paths: Paths,
-        report: Report | None = None,
-        fetch: FetchBase = fetch_base,
-    ) -> None:
-        self.plex = plex
-        self.incus = incus
-        self.packer = packer
-        self.paths = paths
-        self.report: Report = report or (lambda role, msg: None)
-        self.fetch = fetch
+    plex: Plex
+    incus: Incus
+    packer: Packer
+    paths: Paths
+    report: Report = unreported
+    fetch: FetchBase = fetch_base
 
     def bake(self, roles: Sequence[Role]) -> list[BakeResult]:
         with plex_lock(self.plex.name, "bake"):

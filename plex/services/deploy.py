@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import yaml
 
 from plex.backends.incus.protocol import Incus
-from plex.deploy.actions import Plan, Verb
+from plex.deploy.actions import Plan, PlanOptions, Verb
 from plex.deploy.copies import NodeCopies, live_instances, node_copies
 from plex.deploy.kured import server_manifests
 from plex.deploy.plan import make_plan
@@ -44,41 +44,22 @@ def deploy_dir(root: Path) -> Path:
 def plan_observed(
     plex: Plex,
     observed: Observed,
-    replace: Sequence[str] = (),
-    force: bool = False,
     images: Mapping[Role, ImageRef] | None = None,
-    max_unavailable: int | None = None,
-    evacuate: bool = False,
+    **options: Unpack[PlanOptions],
 ) -> Plan:
     """The one plan path (plan, deploy, reset, rollback, registry up): each role deploys the
     image its alias `<plex>/<role>` points at in `observed`, which is what a deploy creates
     nodes from; `images` overrides that (plex plan --images)."""
     if images is None:
         images = current_images(plex, observed.aliases)
-    return make_plan(
-        plex,
-        images,
-        observed,
-        replace=replace,
-        force=force,
-        max_unavailable=max_unavailable,
-        evacuate=evacuate,
-    )
+    return make_plan(plex, images, observed, **options)
 
 
 def make_deploy_plan(
-    plex: Plex,
-    incus: Incus,
-    replace: Sequence[str] = (),
-    force: bool = False,
-    max_unavailable: int | None = None,
-    evacuate: bool = False,
+    plex: Plex, incus: Incus, **options: Unpack[PlanOptions]
 ) -> tuple[Plan, Observed]:
     observed = incus.observe(plex.name)
-    plan = plan_observed(
-        plex, observed, replace, force, max_unavailable=max_unavailable, evacuate=evacuate
-    )
-    return plan, observed
+    return plan_observed(plex, observed, **options), observed
 
 
 def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
@@ -138,7 +119,14 @@ def deploy(
     """Plan and apply without asking (the CLI asks in between). `parallel` 0: adapt to the
     host (see plex.services.parallelism.adaptive_parallel)."""
     with plex_lock(plex.name, "deploy"):
-        plan, _ = make_deploy_plan(plex, incus, replace, force, max_unavailable, evacuate)
+        plan, _ = make_deploy_plan(
+            plex,
+            incus,
+            replace=replace,
+            force=force,
+            max_unavailable=max_unavailable,
+            evacuate=evacuate,
+        )
         return plan, apply_plan(plex, incus, plan, root, parallel, report, force)
 
 

@@ -85,8 +85,8 @@ def run_deploy(
         plan = plan_observed(
             p,
             rolled_back(observed, moves),
-            replace,
-            force,
+            replace=replace,
+            force=force,
             max_unavailable=max_unavailable,
             evacuate=evacuate,
         )

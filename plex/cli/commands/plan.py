@@ -99,7 +99,15 @@ def plan_for(
     from plex.services.deploy import plan_observed
 
     images = load_images_file(images_file) if images_file else None
-    return plan_observed(plex, observed, replace, force, images, max_unavailable, evacuate)
+    return plan_observed(
+        plex,
+        observed,
+        images,
+        replace=replace,
+        force=force,
+        max_unavailable=max_unavailable,
+        evacuate=evacuate,
+    )
 
 
 def render(plan: Plan, err: bool = False) -> None:
