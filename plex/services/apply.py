@@ -32,6 +32,7 @@ from plex.services.kube_steps import KubeSteps
 from plex.services.node_create import JOIN_DROPIN, NodeFactory
 from plex.services.node_shell import NodeShell
 from plex.services.parallelism import adaptive_parallel
+from plex.services.progress import unreported
 from plex.services.registry_secrets import push_credentials
 from plex.services.stale import delete_stale
 from plex.services.steps import Step, run_steps
@@ -57,7 +58,7 @@ class Applier:
         self.identity = identity
         self.probes = probes
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
-        self.report: Report = report or (lambda node, msg: None)
+        self.report: Report = report or unreported
         self.cancel = threading.Event()
         # Cascade successors created during the teardown, each started when its turn comes.
         self.creates = ThreadPoolExecutor(max_workers=self.parallel)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from plex.deploy.probes import ProbeResult
 from plex.model.record import record_json
 
 Report = Callable[[str, str], None]  # (node, what is happening)
+
+
+class ApplyOptions(TypedDict, total=False):
+    """How a plan is applied, passed on unchanged to plex.services.apply.Applier."""
+
+    parallel: int  # nodes worked on at once; 0: adapt to the host
+    report: Report | None  # progress, per node
+    force: bool  # a failed drain or node deletion is reported and skipped, not fatal
 
 
 @dataclass

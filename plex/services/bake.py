@@ -37,6 +37,7 @@ from plex.model import owner
 from plex.model.image import digest_alias, image_alias, package_alias
 from plex.model.plex import Plex, Role
 from plex.model.record import record_json
+from plex.services.progress import unreported
 from plex.services.remote_layer import build_in_instance
 from plex.store import artifacts as artifacts_mod
 from plex.store import channels as channels_mod
@@ -146,7 +147,7 @@ class Baker:
         self.incus = incus
         self.paths = paths
         self.channel = Channel(channel)
-        self.report: Report = report or (lambda role, msg: None)
+        self.report: Report = report or unreported
         self.compression = compression
         self.cancel = threading.Event()
         self._pkg_locks: dict[str, threading.Lock] = {}

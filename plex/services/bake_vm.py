@@ -36,6 +36,7 @@ from plex.model.identity import SystemKeyGen
 from plex.model.image import digest_alias, image_alias
 from plex.model.plex import Plex, Role
 from plex.services.bake import BakeResult, Paths, plan_recipes, reuse_cached
+from plex.services.progress import unreported
 from plex.store import artifacts as artifacts_mod
 from plex.store import downloads
 from plex.store.catalog import Entry, load_catalog, save_catalog
@@ -208,10 +209,6 @@ def import_vm_image(incus: Incus, qcow2: Path, description: str, properties: dic
 
 # ---------------------------------------------------------------------------------------------
 # The bake
-
-
-def unreported(role: Role, msg: str) -> None:
-    """The progress report of a bake nobody watches."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from plex.errors import BackendError
 from plex.lb import haproxy
 from plex.model import topology
 from plex.model.plex import Plex, Role
+from plex.services.progress import unreported
 
 Report = Callable[[str, str], None]
 
@@ -24,7 +25,7 @@ class Balancers:
     def __init__(self, plex: Plex, incus: Incus, report: Report | None = None) -> None:
         self.plex = plex
         self.incus = incus
-        self.report: Report = report or (lambda node, msg: None)
+        self.report: Report = report or unreported
         self.lbs = [n.name for n in topology.nodes(plex) if n.role is Role.LB]
         self.servers = {n.name for n in topology.nodes(plex) if n.role is Role.SERVER}
         self.instances: dict[str, str] = {}  # node -> instance, for evacuated lbs

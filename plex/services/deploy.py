@@ -30,7 +30,7 @@ from plex.model.plex import Plex, Role
 from plex.plexfile.crosscheck import live_collisions
 from plex.services import pristine
 from plex.services.apply import Applier
-from plex.services.apply_result import ApplyResult, Report
+from plex.services.apply_result import ApplyOptions, ApplyResult, Report
 from plex.services.cluster import Cluster
 from plex.store.catalog import current_images, load_catalog
 from plex.store.identity import require_identity
@@ -81,24 +81,12 @@ def apply_plan(
     incus: Incus,
     plan: Plan,
     root: Path,
-    parallel: int = 0,
-    report: Report | None = None,
-    force: bool = False,
+    **options: Unpack[ApplyOptions],
 ) -> ApplyResult:
-    """`force`: a failed drain or node deletion is reported and skipped instead of stopping."""
     check_network(plex, incus, plan)
     identity = require_identity(plex)
     probes = load_probes(deploy_dir(root) / "probes.yaml")
-    applier = Applier(
-        plex,
-        incus,
-        identity,
-        probes,
-        parallel=parallel,
-        report=report,
-        deploy_id=uuid.uuid4().hex[:12],
-        force=force,
-    )
+    applier = Applier(plex, incus, identity, probes, deploy_id=uuid.uuid4().hex[:12], **options)
     result = applier.apply(plan)
     # The plex changed: the pristine snapshots of the generation it was go with it.
     pristine.retire(incus, pristine.survivors(plan), everything=True)
@@ -127,7 +115,9 @@ def deploy(
             max_unavailable=max_unavailable,
             evacuate=evacuate,
         )
-        return plan, apply_plan(plex, incus, plan, root, parallel, report, force)
+        return plan, apply_plan(
+            plex, incus, plan, root, parallel=parallel, report=report, force=force
+        )
 
 
 @dataclass(frozen=True)

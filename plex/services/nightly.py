@@ -29,6 +29,7 @@ from plex.services.bake import Baker, BakeResult, Paths, plan_recipes
 from plex.services.bake_vm import VmBaker, check_vm_bases
 from plex.services.deploy import deploy
 from plex.services.images import prune
+from plex.services.progress import unreported
 from plex.services.smoke import running_images, smoke
 from plex.store import channels as ch
 from plex.store.catalog import load_catalog, save_catalog
@@ -134,7 +135,7 @@ class Nightly:
         *,
         keep: int | None = None,
         parallel: int = 4,
-        say: Say | None = None,
+        say: Say = unreported,
         run_id: str | None = None,
     ) -> None:
         self.plex = plex
@@ -143,7 +144,7 @@ class Nightly:
         self.paths = Paths.under(root)
         self.keep = plex.nightly.keep if keep is None else keep
         self.parallel = parallel
-        self.say: Say = say or (lambda step, msg: None)
+        self.say = say
         started = time.time()
         self.run_state = NightlyRun(
             plex.name, run_id or new_run_id(started), started, [StepRecord(n) for n in STEPS]

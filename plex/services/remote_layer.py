@@ -20,6 +20,7 @@ from plex.errors import BackendError, ConfigError, ConfigErrors
 from plex.model import owner
 from plex.model.image import package_alias
 from plex.model.plex import Plex
+from plex.services.progress import unreported
 
 # How each OS family installs packages; a base definition may override it with `install:`.
 INSTALL = {
@@ -83,7 +84,7 @@ def build_in_instance(
     layer: PackageLayer,
     artifact_paths: dict[str, Path],
     bake_id: str,
-    report: Callable[[str], None] = lambda msg: None,
+    report: Callable[[str], None] = unreported,
     check: Callable[[], None] = lambda: None,
 ) -> str:
     """Build and publish the package layer; returns its image fingerprint."""

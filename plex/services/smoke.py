@@ -30,6 +30,7 @@ from plex.errors import ConfigError, ConfigErrors, ProbeError
 from plex.model import topology
 from plex.model.plex import Plex, Role
 from plex.registry.mirrors import RKE2_CERTS_D, mirror_url
+from plex.services.progress import unreported
 from plex.store.identity import require_identity
 
 CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
@@ -187,7 +188,7 @@ def smoke(
     report: Report | None = None,
 ) -> list[ProbeResult]:
     """Run every smoke check; returns their results, raises ProbeError on the first failure."""
-    say = report or (lambda node, msg: None)
+    say = report or unreported
     identity = require_identity(plex)
     probes = load_probes(root / "deploy" / "probes.yaml")
     ref = smoke_image(plex) if topology.registry_node(plex) is not None else None

@@ -35,6 +35,7 @@ from plex.services.cold_start import ColdStart, each
 from plex.services.deploy import make_deploy_plan
 from plex.services.parallelism import adaptive_parallel
 from plex.services.pristine import PREFIX, snapshot_name, whole_sets
+from plex.services.progress import unreported
 from plex.store.lock import plex_lock
 
 PRISTINE = "pristine"  # the only target of `plex reset --to` today
@@ -59,7 +60,7 @@ class Snapshots:
         self.plex = plex
         self.incus = incus
         self.root = root
-        self.report: Report = report or (lambda node, msg: None)
+        self.report: Report = report or unreported
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
 
     def _each(self, fn: Callable[[str], object], names: Iterable[str]) -> None:

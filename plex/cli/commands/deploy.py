@@ -106,7 +106,9 @@ def run_deploy(
         if plan.empty:
             return plan, None
         with ui.node_progress() as report:
-            result = apply_plan(p, incus, plan, project_root(), parallel, report, force)
+            result = apply_plan(
+                p, incus, plan, project_root(), parallel=parallel, report=report, force=force
+            )
     return plan, result
 
 

@@ -87,7 +87,11 @@ def up_incus(
     with plex_lock(plex.name, "deploy"):
         plan = registry_plan(plex, incus, replace)
         created = not incus.volume_exists(plex.incus.pool, volume)
-        result = None if plan.empty else apply_plan(plex, incus, plan, root, parallel, report)
+        result = (
+            None
+            if plan.empty
+            else apply_plan(plex, incus, plan, root, parallel=parallel, report=report)
+        )
         pushed = push_credentials(plex, incus, node.name)
     actions = tuple(
         f"{a.node}: {a.verb.value}" + (f" ({a.reason})" if a.reason else "") for a in plan.actions
