@@ -186,6 +186,11 @@ class Layer:
     def digest(self) -> str:
         return digest_of(self.inputs())
 
+    @property
+    def short(self) -> str:
+        """The digest as humans see it (aliases, progress, descriptions)."""
+        return self.digest[:12]
+
 
 @dataclass(frozen=True)
 class PackageLayer(Layer):
@@ -239,21 +244,16 @@ class PlexLayer(Layer):
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Layer):
     plex: str
     role: Role
     package: PackageLayer
     layer: PlexLayer
     sources: tuple[str, ...] = field(default=())
 
-    @property
-    def digest(self) -> str:
-        """The image's identity: the plex layer digest (which covers the package layer)."""
-        return self.layer.digest
-
-    @property
-    def short(self) -> str:
-        return self.digest[:12]
+    def inputs(self) -> dict[str, Any]:
+        """The image's identity is its plex layer's (whose inputs cover the package layer)."""
+        return self.layer.inputs()
 
     def provenance(self) -> dict[str, Any]:
         """What a published image records about how it was made."""

@@ -27,8 +27,8 @@ from plex.backends.incus.protocol import Incus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.backends.packer import Packer, qcow2_of
 from plex.bake.bases import Qcow2Base, vm_bases
-from plex.bake.packer_template import BuildPaths, VmSpec, packer_template, vm_digest, vm_inputs
-from plex.bake.recipe import Recipe, RenderedFile
+from plex.bake.packer_template import BuildPaths, VmSpec, packer_template, vm_inputs
+from plex.bake.recipe import Layer, Recipe, RenderedFile
 from plex.bake.seed import build_seed
 from plex.bake.vm_files import files_tarball, vm_files
 from plex.errors import ArtifactError, BackendError, DownloadError
@@ -49,20 +49,22 @@ MANIFEST_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class VmRecipe:
+class VmRecipe(Layer):
+    """A role recipe as a VM image: a layer over the recipe whose digest covers what
+    plex.bake.packer_template.vm_inputs lists (the recipe, the template, the seed, extras)."""
+
     recipe: Recipe
     base: Qcow2Base
-    digest: str
     files: tuple[RenderedFile, ...]
     spec: VmSpec
+    vm: dict[str, Any]  # vm_inputs(plex, recipe)
+
+    def inputs(self) -> dict[str, Any]:
+        return self.vm
 
     @property
     def role(self) -> Role:
         return self.recipe.role
-
-    @property
-    def short(self) -> str:
-        return self.digest[:12]
 
 
 def check_vm_bases(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, Qcow2Base]:
@@ -77,9 +79,9 @@ def plan_vm(plex: Plex, roles: Sequence[Role], paths: Paths) -> dict[Role, VmRec
         role: VmRecipe(
             recipes[role],
             bases[role],
-            vm_digest(plex, recipes[role]),
             vm_files(plex, recipes[role]),
             VmSpec.for_role(plex, role),
+            vm_inputs(plex, recipes[role]),
         )
         for role in roles
     }
@@ -267,7 +269,7 @@ class VmBaker:
             "virt": "vm",
             "vm_digest": vr.digest,
             "base": {"name": vr.base.name, "url": vr.base.url, "sha256": base_sha256},
-            "vm": vm_inputs(self.plex, vr.recipe),
+            "vm": vr.inputs(),
         }
 
     def build(self, vr: VmRecipe) -> tuple[StoredVm, str]:

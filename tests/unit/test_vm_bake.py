@@ -13,7 +13,7 @@ import pytest
 from plex.backends.incus.protocol import ImageInfo
 from plex.backends.packer import Artifact
 from plex.bake.bases import Qcow2Base, Rke2Install
-from plex.bake.packer_template import VmSpec, vm_digest
+from plex.bake.packer_template import VmSpec, vm_digest, vm_inputs
 from plex.bake.vm_files import vm_files
 from plex.errors import DownloadError
 from plex.model.plex import Plex, Role
@@ -78,9 +78,9 @@ def build_recipe(plex: Plex, role: Role) -> VmRecipe:
     return VmRecipe(
         recipe,
         Qcow2Base.from_base(recipe.package.base),
-        vm_digest(plex, recipe),
         vm_files(plex, recipe),
         VmSpec.for_role(plex, role),
+        vm_inputs(plex, recipe),
     )
 
 
@@ -89,6 +89,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> P
     d = tmp_path / "cache"
     monkeypatch.setenv("PLEX_CACHE_DIR", str(d))
     return d
+
+
+def test_a_vm_recipe_is_identified_by_its_vm_inputs() -> None:
+    plex = load("verniplex")
+    vr = build_recipe(plex, Role.LB)
+    assert vr.digest == vm_digest(plex, vr.recipe) != vr.recipe.digest
+    assert vr.short == vr.digest[:12] and vr.recipe.short == vr.recipe.layer.digest[:12]
 
 
 def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, cache: Path) -> None:
