@@ -1,4 +1,4 @@
-"""The nightly's step runner and its promote step, with scripted steps and a recording Incus.
+"""The nightly's step runner and its promote step, with scripted steps over the in-memory Incus.
 
 Real Incus runs of the whole nightly are in tests/integration/test_nightly.py.
 """
@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from plex.backends.incus.protocol import ImageInfo
-from plex.errors import BackendError, Interrupted, ProbeError
+from plex.errors import Interrupted, ProbeError
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from plex.services.bake import BakeResult
@@ -22,31 +20,9 @@ from plex.services.nightly import STEPS, Nightly, NightlyRun
 from plex.services.nightly_report import load_history, report_dir
 from plex.store.catalog import load_catalog
 from plex.store.channels import channel_alias, channels_path
+from tests.fixtures.fake_incus import FakeIncus
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
-
-
-@dataclass
-class AliasIncus:
-    """Records alias moves; `fail_on` makes set_alias fail for one alias."""
-
-    aliases: dict[str, str] = field(default_factory=dict)
-    fail_on: str | None = None
-    calls: list[tuple[str, str]] = field(default_factory=list)
-
-    def image_by_alias(self, alias: str) -> ImageInfo | None:
-        fp = self.aliases.get(alias)
-        return ImageInfo(fp, (alias,), {}, 0, "") if fp else None
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        self.calls.append(("set", alias))
-        if alias == self.fail_on:
-            raise BackendError(f"cannot set alias {alias}")
-        self.aliases[alias] = fingerprint
-
-    def delete_alias(self, alias: str) -> None:
-        self.calls.append(("delete", alias))
-        self.aliases.pop(alias, None)
 
 
 def results(tag: str) -> list[BakeResult]:
@@ -66,17 +42,25 @@ def results(tag: str) -> list[BakeResult]:
     ]
 
 
+def baked_incus(*tags: str) -> FakeIncus:
+    """A project holding the images the scripted bakes of `tags` produced."""
+    incus = FakeIncus("plex-demo")
+    for r in (r for tag in tags for r in results(tag)):
+        incus.add(r.fingerprint, **{"plex.digest": r.digest})
+    return incus
+
+
 class Scripted(Nightly):
     """The real runner and promote step; bake/deploy/smoke/prune are scripted."""
 
     def __init__(
         self,
         plex: Plex,
-        incus: AliasIncus,
+        incus: FakeIncus,
         baked: list[BakeResult],
         fail: dict[str, BaseException] | None = None,
     ) -> None:
-        super().__init__(plex, incus, PLEXES.parent)  # type: ignore[arg-type]
+        super().__init__(plex, incus, PLEXES.parent)
         self.baked = baked
         self.fail = fail or {}
         self.ran: list[str] = []
@@ -103,7 +87,7 @@ def demo(state_dir: Path) -> Plex:
     return load_plex(PLEXES / "demo.yaml")
 
 
-def stable(incus: AliasIncus, plex: Plex) -> dict[str, Any]:
+def stable(incus: FakeIncus, plex: Plex) -> dict[str, Any]:
     return {
         "aliases": {k: v for k, v in incus.aliases.items() if k.endswith("@stable")},
         "catalog": load_catalog(plex.name).channels.get("stable"),
@@ -111,7 +95,7 @@ def stable(incus: AliasIncus, plex: Plex) -> dict[str, Any]:
 
 
 def test_a_passing_run_promotes_and_writes_its_report(demo: Plex) -> None:
-    incus = AliasIncus()
+    incus = baked_incus("a")
     run = Scripted(demo, incus, results("a")).run()
     assert run.ok and run.error is None
     assert [s.status for s in run.steps] == ["ok"] * 5
@@ -126,7 +110,7 @@ def test_a_passing_run_promotes_and_writes_its_report(demo: Plex) -> None:
 
 @pytest.mark.parametrize("step", ["bake", "deploy", "smoke"])
 def test_a_failing_step_stops_the_run_and_leaves_stable_alone(demo: Plex, step: str) -> None:
-    incus = AliasIncus()
+    incus = baked_incus("a", "b")
     Scripted(demo, incus, results("a")).run()
     before = stable(incus, demo)
     run = Scripted(
@@ -148,30 +132,35 @@ def test_a_failing_step_stops_the_run_and_leaves_stable_alone(demo: Plex, step: 
 
 
 def test_a_failed_alias_move_puts_every_moved_stable_alias_back(demo: Plex) -> None:
-    incus = AliasIncus()
+    incus = baked_incus("a", "b")
     Scripted(demo, incus, results("a")).run()
     before = stable(incus, demo)
     channels_before = channels_path().read_bytes() if channels_path().exists() else None
-    incus.fail_on = channel_alias("demo", "server")  # the third of four
+    incus.refuse("alias", channel_alias("demo", "server"))  # the third of four
+    incus.calls.clear()
     run = Scripted(demo, incus, results("b")).run()
     assert run.failed_step == "promote"
     assert stable(incus, demo) == before  # registry and lb moved, then moved back
-    assert ("set", channel_alias("demo", "lb")) in incus.calls
+    lb = ("alias", channel_alias("demo", "lb"))
+    assert (
+        incus.calls.count(lb) == 2 and ("alias", channel_alias("demo", "agent")) not in incus.calls
+    )
     assert (channels_path().read_bytes() if channels_path().exists() else None) == channels_before
     assert [s.status for s in run.steps][-1] == "skipped"  # no prune after a failure
 
 
 def test_first_promotion_that_fails_leaves_no_stable_alias(demo: Plex) -> None:
-    incus = AliasIncus(fail_on=channel_alias("demo", "agent"))
+    incus = baked_incus("a")
+    incus.refuse("alias", channel_alias("demo", "agent"))
     run = Scripted(demo, incus, results("a")).run()
     assert run.failed_step == "promote"
     assert not [a for a in incus.aliases if a.endswith("@stable")]
-    assert ("delete", channel_alias("demo", "registry")) in incus.calls
+    assert ("delete-alias", channel_alias("demo", "registry")) in incus.calls
     assert load_catalog("demo").channels.get("stable") is None
 
 
 def test_interrupt_still_writes_the_report_then_propagates(demo: Plex) -> None:
-    nightly = Scripted(demo, AliasIncus(), results("a"), fail={"deploy": Interrupted("x")})
+    nightly = Scripted(demo, baked_incus("a"), results("a"), fail={"deploy": Interrupted("x")})
     with pytest.raises(Interrupted):
         nightly.run()
     assert nightly.ran == ["bake", "deploy"]
@@ -180,7 +169,7 @@ def test_interrupt_still_writes_the_report_then_propagates(demo: Plex) -> None:
 
 
 def test_a_bug_keeps_its_traceback_and_is_still_reported(demo: Plex) -> None:
-    nightly = Scripted(demo, AliasIncus(), results("a"), fail={"smoke": KeyError("oops")})
+    nightly = Scripted(demo, baked_incus("a"), results("a"), fail={"smoke": KeyError("oops")})
     with pytest.raises(KeyError):
         nightly.run()
     last = load_history(report_dir("demo"))[-1]
@@ -190,7 +179,7 @@ def test_a_bug_keeps_its_traceback_and_is_still_reported(demo: Plex) -> None:
 def test_run_json_carries_bake_and_reset_times(demo: Plex) -> None:
     run = NightlyRun("demo", "r1", 0.0, [])
     assert run.ok  # no steps, nothing failed
-    run = Scripted(demo, AliasIncus(), results("a")).run()
+    run = Scripted(demo, baked_incus("a"), results("a")).run()
     data = run.to_json()
     assert data["bake_seconds"] is not None and data["reset_seconds"] is not None
     assert data["run"] == run.run_id and data["plex"] == "demo"

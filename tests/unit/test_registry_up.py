@@ -1,5 +1,5 @@
 """plex.services.registry `up` without a daemon: the registry-only plan, pushed upstream logins
-over a recording Incus, and `up`/`down` for runtime docker over a recording fake of the Docker
+over the in-memory Incus, and `up`/`down` for runtime docker over a recording fake of the Docker
 Protocol."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from plex.registry.credentials import parse_credentials
 from plex.services import registry as ops
 from plex.services import registry_secrets
 from plex.services.registry_secrets import push_credentials
+from tests.fixtures.fake_incus import FakeIncus
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "registry"
@@ -46,27 +47,15 @@ def test_registry_only_keeps_the_registry_node_and_its_spec() -> None:
     assert instance_spec(alone, node, image, profile) == instance_spec(plex, node, image, profile)
 
 
-@dataclass
-class RecordingIncus:
-    """The four Incus calls push_credentials makes."""
-
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    modes: dict[str, int] = field(default_factory=dict)
-
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-        self.calls.append(("exec", name, tuple(argv)))
-        if argv[:2] == ["getent", "group"]:
-            return ExecResult(0, f"{argv[2]}:x:121:\n", "")
-        return ExecResult(0, "", "")
-
-    def push_file(
-        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
-    ) -> None:
-        self.calls.append(("push", name, path, len(data), mode, uid, gid))
-        self.modes[path] = mode
-
-    def file_mode(self, name: str, path: str) -> int:
-        return self.modes[path]
+def registry_node(name: str) -> FakeIncus:
+    """A running registry node whose system groups have gid 121."""
+    incus = FakeIncus(
+        on_exec=lambda _, argv: (
+            ExecResult(0, f"{argv[2]}:x:121:\n", "") if argv[:2] == ["getent", "group"] else None
+        )
+    )
+    incus.add_instance(name)
+    return incus
 
 
 def test_push_credentials_writes_only_secret_files_and_restarts_their_units() -> None:
@@ -74,30 +63,25 @@ def test_push_credentials_writes_only_secret_files_and_restarts_their_units() ->
     creds = parse_credentials(creds_path.read_text(), str(creds_path))
     plex = load_plex(GOLDEN / "cases" / "four.yaml")
     plex = with_registry(plex, engine=Engine.DISTRIBUTION)
-    incus = RecordingIncus()
-    paths = push_credentials(plex, incus, "four-registry1", creds)  # type: ignore[arg-type]
+    incus = registry_node("four-registry1")
+    paths = push_credentials(plex, incus, "four-registry1", creds)
     assert paths == ["/etc/docker/registry/docker.io.yml", "/etc/docker/registry/quay.io.yml"]
     pushes = [c for c in incus.calls if c[0] == "push"]
-    assert [(c[2], c[4], c[6]) for c in pushes] == [
-        ("/etc/docker/registry/docker.io.yml", 0o640, 121),
-        ("/etc/docker/registry/quay.io.yml", 0o640, 121),
+    assert [c[1:] for c in pushes] == [
+        ("four-registry1", "/etc/docker/registry/docker.io.yml", 0o640, 0, 121),
+        ("four-registry1", "/etc/docker/registry/quay.io.yml", 0o640, 0, 121),
     ]
-    assert incus.calls[-1] == (
-        "exec",
-        "four-registry1",
-        (
-            *RESTART,
-            "plex-registry@docker.io.service",
-            "plex-registry@quay.io.service",
-        ),
-    )
+    assert [(f.mode, f.gid) for f in incus.files.values()] == [(0o640, 121), (0o640, 121)]
+    kind, node, _, argv = incus.calls[-1]
+    assert (kind, node) == ("exec", "four-registry1")
+    assert argv == (*RESTART, "plex-registry@docker.io.service", "plex-registry@quay.io.service")
     # Nothing recorded carries a password.
     assert "FAKE" not in repr(incus.calls)
 
 
 def test_push_credentials_without_a_credentials_file_does_nothing() -> None:
-    incus = RecordingIncus()
-    assert push_credentials(demo(), incus, "demo-registry1") == []  # type: ignore[arg-type]
+    incus = registry_node("demo-registry1")
+    assert push_credentials(demo(), incus, "demo-registry1") == []
     assert incus.calls == []
 
 

@@ -1,6 +1,6 @@
-"""VmBaker's cache, catalog and alias semantics, with recording fakes of the Packer and Incus
-Protocols (a real MicroOS build needs KVM and internet; tests/integration/test_packer.py runs
-the real Packer on what it can)."""
+"""VmBaker's cache, catalog and alias semantics, with a recording fake of the Packer Protocol and
+the in-memory Incus (a real MicroOS build needs KVM and internet; tests/integration/test_packer.py
+runs the real Packer on what it can)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from plex.backends.incus.protocol import ImageInfo
 from plex.backends.packer import Artifact
 from plex.bake.bases import Qcow2Base, Rke2Install
 from plex.bake.packer_template import VmSpec, vm_digest, vm_inputs
@@ -21,6 +20,7 @@ from plex.services.bake import Paths
 from plex.services.bake_vm import VmBaker, VmRecipe, fetch_base, verify_vm_artifact
 from plex.store.catalog import load_catalog
 from plex.store.downloads import Downloaded, fetch
+from tests.fixtures.fake_incus import FakeIncus
 from tests.fixtures.microos_appliances import UNVERSIONED, VERSIONED, appliances_dir
 from tests.fixtures.release_server import serve_directory
 from tests.unit.test_packer_template import REPO, load, vm_recipe
@@ -44,31 +44,10 @@ class RecordingPacker:
         assert out == output_dir
         out.mkdir()
         disk = out / builder["vm_name"]
-        disk.write_bytes(b"QFI\xfb fake qcow2 of " + builder["name"].encode())
+        # No two real builds write the same disk (logs, machine-id, timestamps inside).
+        build = len(self.templates)
+        disk.write_bytes(b"QFI\xfb fake qcow2 of " + f"{builder['name']}, build {build}".encode())
         return [Artifact(0, "transcend.qemu", "VM", "", (str(disk),))]
-
-
-class RecordingIncus:
-    project = "test"
-
-    def __init__(self) -> None:
-        self.aliases: dict[str, str] = {}
-        self.imports: list[tuple[str, bool, dict[str, str]]] = []
-
-    def image_by_alias(self, alias: str) -> ImageInfo | None:
-        fp = self.aliases.get(alias)
-        return ImageInfo(fp, (alias,), {}, 1, "") if fp else None
-
-    def set_alias(self, alias: str, fingerprint: str, description: str = "") -> None:
-        self.aliases[alias] = fingerprint
-
-    def import_image(
-        self, metadata: Path, rootfs: Path | None, properties: dict[str, str], vm: bool = False
-    ) -> str:
-        assert rootfs is not None
-        fp = hashlib.sha256(rootfs.read_bytes()).hexdigest()
-        self.imports.append((fp, vm, properties))
-        return fp
 
 
 def build_recipe(plex: Plex, role: Role) -> VmRecipe:
@@ -110,8 +89,8 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
         fetched.append(base.url)
         return Downloaded(base_file, base_sha, base.url)
 
-    packer, incus = RecordingPacker(), RecordingIncus()
-    baker = VmBaker(plex, incus, packer, Paths.under(REPO), fetch=fetch)  # type: ignore[arg-type]
+    packer, incus = RecordingPacker(), FakeIncus("test")
+    baker = VmBaker(plex, incus, packer, Paths.under(REPO), fetch=fetch)
 
     first = baker.bake_role(vr)
     assert not first.cached and first.digest == vr.digest
@@ -119,8 +98,11 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
     builder = template["builders"][0]  # type: ignore[index]
     assert builder["iso_checksum"] == f"sha256:{base_sha}"
     assert builder["iso_url"] == str(base_file)  # the verified local copy, not the URL
-    ((fp, vm, props),) = incus.imports
-    assert vm is True and props["plex.digest"] == vr.digest and props["plex.virt"] == "vm"
+    assert [c[0] for c in incus.calls].count("import") == 1
+    (fp,) = incus.imgs
+    props = incus.imgs[fp].properties
+    assert incus.image_types[fp] == "virtual-machine"
+    assert props["plex.digest"] == vr.digest and props["plex.virt"] == "vm"
     assert incus.aliases == {f"verniplex/lb@{vr.short}": fp, "verniplex/lb": fp}
     entry = load_catalog("verniplex").find(Role.LB, vr.digest)
     assert entry is not None and entry.virt == "vm" and entry.fingerprint == fp
@@ -133,7 +115,7 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
     assert again.cached and again.fingerprint == fp
     assert len(packer.templates) == 1 and len(fetched) == 1
 
-    del incus.aliases[f"verniplex/lb@{vr.short}"]  # someone deleted the image
+    incus.delete_alias(f"verniplex/lb@{vr.short}")  # someone deleted the pinned alias
     rebuilt = baker.bake_role(vr)
     assert not rebuilt.cached and len(packer.templates) == 2
 

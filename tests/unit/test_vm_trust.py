@@ -28,8 +28,9 @@ from plex.plexfile.trust import TRUST_DIR
 from plex.services.bake import Paths
 from plex.services.bake_vm import VmBaker
 from plex.store.downloads import Downloaded
+from tests.fixtures.fake_incus import FakeIncus
 from tests.unit.test_packer_template import REPO, vm_recipe
-from tests.unit.test_vm_bake import RecordingIncus, RecordingPacker, build_recipe
+from tests.unit.test_vm_bake import RecordingPacker, build_recipe
 
 GOLDEN = Path(__file__).parent / "golden" / "trust"
 CA = GOLDEN / "test-ca.pem"
@@ -99,16 +100,16 @@ def test_a_microos_bake_with_ca_files_is_accepted(
     base_file = tmp_path / "microos.qcow2"
     base_file.write_bytes(b"base")
     sha = hashlib.sha256(b"base").hexdigest()
-    packer, incus = RecordingPacker(), RecordingIncus()
+    packer, incus = RecordingPacker(), FakeIncus("test")
     baker = VmBaker(
         plex,
-        incus,  # type: ignore[arg-type]
+        incus,
         packer,
         paths,
         fetch=lambda base: Downloaded(base_file, sha, base.url),
     )
     result = baker.bake_role(vr)
-    assert not result.cached and incus.imports
+    assert not result.cached and list(incus.image_types.values()) == ["virtual-machine"]
     (template,) = packer.templates
     assert "\nupdate-ca-certificates\n" in files_step(template)
     # The files tarball the build uploads holds the CA at its openSUSE path.
