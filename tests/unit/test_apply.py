@@ -1,11 +1,9 @@
-"""The wave runner over a recording fake of the Incus backend (the real one: integration)."""
+"""The wave runner over the in-memory Incus (the real one: integration)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,96 +21,56 @@ from plex.plexfile.load import load_plex
 from plex.services.apply import Applier
 from plex.services.node_create import JOIN_DROPIN
 from plex.store.identity import ensure_identity
+from tests.fixtures.fake_incus import Call, FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class RecordingIncus:
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    existing: set[str] = field(default_factory=set)
-    ignore_mode: bool = False  # behave like an Incus that drops the file mode header
-    modes: dict[tuple[str, str], int] = field(default_factory=dict)
-    started: set[str] = field(default_factory=set)
-    created: set[str] = field(default_factory=set)
-    failing: set[str] = field(default_factory=set)  # nodes whose probes fail until re-created
+class LabNodes:
+    """What a lab's nodes answer plex's commands with, for FakeIncus.on_exec: haproxy's runtime
+    API takes every line, keepalived holds the VIP on lb1, etcd's gateway on a server lists the
+    servers that joined (there before this run, or started since they were created), and every
+    other command (the probes: `echo ok`) prints ok."""
 
-    def ensure_volume(
-        self, pool: str, name: str, config: dict[str, str], target: str | None = None
-    ) -> bool:
-        self.calls.append(("volume", name))
-        return True
+    def __init__(self, incus: FakeIncus, vip: str = "10.77.0.10") -> None:
+        self.incus = incus
+        self.vip = vip
 
-    def create_instance(self, name: str, **kw: Any) -> None:
-        self.calls.append(("create", name, kw["image"]))
-        self.existing.add(name)
-        self.created.add(name)
-        self.failing.discard(name)
-
-    def push_file(
-        self, name: str, path: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0
-    ) -> None:
-        self.calls.append(("push", name, path, mode))
-        self.modes[(name, path)] = 0o644 if self.ignore_mode else mode
-
-    def file_mode(self, name: str, path: str) -> int:
-        return self.modes[(name, path)]
-
-    def make_dirs(self, name: str, path: str, mode: int = 0o755) -> None:
-        self.calls.append(("mkdir", name, path))
-
-    def start(self, name: str) -> None:
-        self.calls.append(("start", name))
-        self.started.add(name)
-
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+    def __call__(self, name: str, argv: list[str]) -> ExecResult:
         if argv[0] == "python3":  # haproxy's runtime API: an empty line is a success
-            self.calls.append(("haproxy", name, argv[-1]))
             return ExecResult(0, "\n", "")
-        self.calls.append(("exec", name, argv[-1], " ".join(argv)))
-        if (answer := self.etcd_answer(argv)) is not None:
-            return answer
-        if name in self.failing:
-            return ExecResult(1, "not yet\n", "")
-        if "ip -o -4 addr" in " ".join(argv) or argv[:2] == ["ip", "-o"]:
+        if argv[:2] == ["ip", "-o"]:
             holds = name.endswith("lb1")
-            return ExecResult(0, "2: eth0 inet 10.77.0.10/24 scope global" if holds else "", "")
+            return ExecResult(0, f"2: eth0 inet {self.vip}/24 scope global" if holds else "", "")
+        if argv[0] == "curl":  # plex.deploy.etcd.curl
+            if not argv[-1].endswith("/member/list"):
+                return ExecResult(0, "{}", "")
+            servers = sorted(n for n in self.incus.instances if "-server" in n and self.joined(n))
+            members = [{"ID": str(i), "name": n} for i, n in enumerate(servers)]
+            return ExecResult(0, json.dumps({"members": members}), "")
         return ExecResult(0, "ok\n", "")
 
-    def set_config(self, name: str, config: dict[str, str]) -> None:
-        self.calls.append(("config", name, tuple(sorted(config.items()))))
+    def joined(self, name: str) -> bool:
+        calls = self.incus.calls
+        created = [i for i, c in enumerate(calls) if c[:2] == ("create", name)]
+        return not created or ("start", name) in calls[created[-1] :]
 
-    def delete_instance(self, name: str) -> None:
-        self.calls.append(("delete", name))
-        self.existing.discard(name)
-        self.started.discard(name)
 
-    def instance_names(self) -> list[str]:
-        return sorted(self.existing)
+def lab(
+    observed: Observed | None = None, *, vip: str = "10.77.0.10", drops_mode_header: bool = False
+) -> FakeIncus:
+    """A project holding `observed` (or nothing), its nodes answering as LabNodes."""
+    incus = FakeIncus.holding(observed) if observed is not None else FakeIncus("plex-demo")
+    incus.drops_mode_header = drops_mode_header
+    incus.on_exec = LabNodes(incus, vip)
+    return incus
 
-    def observe(self, plex: str) -> Observed:
-        return Observed(
-            plex,
-            "plex-demo",
-            instances={
-                n: ObservedInstance(name=n, status="Running", uuid=n, config={})
-                for n in self.existing
-            },
-        )
 
-    def etcd_answer(self, argv: list[str]) -> ExecResult | None:
-        """etcd's gateway on a server (plex.deploy.etcd.curl): members are the servers that
-        were started (a created server joins etcd only once it runs)."""
-        if argv[0] != "curl":
-            return None
-        if argv[-1].endswith("/member/list"):
-            members = [
-                {"ID": str(i), "name": n}
-                for i, n in enumerate(sorted(self.existing))
-                if "-server" in n and (n in self.started or n not in self.created)
-            ]
-            return ExecResult(0, json.dumps({"members": members}), "")
-        return ExecResult(0, "{}", "")
+def haproxy(calls: list[Call]) -> list[tuple[int, str, str]]:
+    """The runtime API lines sent to each lb: (index in calls, lb, line)."""
+    return [
+        (i, c[1], c[3][-1]) for i, c in enumerate(calls) if c[0] == "exec" and c[3][0] == "python3"
+    ]
 
 
 PROBES = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=5),))
@@ -136,8 +94,8 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
     )
-    incus = RecordingIncus()
-    Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
+    incus = lab()
+    Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)
     # The cache volume exists before the registry node that mounts it.
     assert incus.calls.index(("volume", "demo-registry-cache")) < next(
         i for i, c in enumerate(incus.calls) if c[:2] == ("create", "demo-registry1")
@@ -152,7 +110,7 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:
     assert ("/etc/ssh/ssh_host_rsa_key.pub", 0o644) in keys
     assert ("/etc/rancher/node/password", 0o600) not in keys  # not a kube node
     # A kube node also gets its RKE2 node password (0600, its directory made first).
-    agent = [c for c in incus.calls if c[1] == "demo-agent1"]
+    agent = [c[:4] for c in incus.calls if c[1] == "demo-agent1"]
     assert ("push", "demo-agent1", "/etc/rancher/node/password", 0o600) in agent
     assert (
         agent.index(("mkdir", "demo-agent1", "/etc/rancher/node"))
@@ -182,13 +140,13 @@ def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
     )
-    incus = RecordingIncus(ignore_mode=True)
+    incus = lab(drops_mode_header=True)
     with pytest.raises(
         BackendError,
         match=r"demo-registry1: /etc/ssh/ssh_host_ed25519_key has "
         r"mode 0644, not 0600",
     ):
-        Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)  # type: ignore[arg-type]
+        Applier(plex, incus, identity, PROBES, parallel=1).apply(plan)
     assert ("start", "demo-registry1") not in incus.calls
 
 
@@ -207,8 +165,8 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
     plan = make_plan(
         plex, images, observed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
     )
-    incus = RecordingIncus(existing=set(instances))
-    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    incus = lab(observed)
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)
     order = [(c[0], c[1]) for c in incus.calls if c[0] in ("delete", "create")]
     master_create = order.index(("create", "demo-server1"))
     torn_down = {n for kind, n in order[:master_create] if kind == "delete"}
@@ -233,17 +191,14 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     fresh = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
     )
+    deployed = simulate_apply(fresh, Observed("demo", "plex-demo"))
     plan = make_plan(
-        plex,
-        images,
-        simulate_apply(fresh, Observed("demo", "plex-demo")),
-        replace=["master"],
-        profiles=dict.fromkeys(Role, PROFILE),
+        plex, images, deployed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
     )
     assert plan.after["demo-agent1"] == ("demo-server1",)  # not the other servers' joins
     assert set(plan.after["demo-server3"]) == {"demo-server1", "demo-server2"}
-    incus = RecordingIncus(existing={a.node for a in fresh.actions})
-    result = Applier(plex, incus, identity, PROBES, parallel=4).apply(plan)  # type: ignore[arg-type]
+    incus = lab(deployed)
+    result = Applier(plex, incus, identity, PROBES, parallel=4).apply(plan)
     calls = [c[:2] for c in incus.calls]
     ready = {c[1]: i for i, c in enumerate(incus.calls) if c[0] == "config"}
     kube = ["demo-server1", "demo-server2", "demo-server3", "demo-agent1", "demo-agent2"]
@@ -278,32 +233,25 @@ def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo
     instances = deployed_state(
         make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)
     )
-    plan = make_plan(
-        plex,
-        images,
-        Observed("demo", "plex-demo", instances),
-        replace=["master"],
-        profiles=profiles,
-    )
-    incus = RecordingIncus(existing=set(instances))
-    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    observed = Observed("demo", "plex-demo", instances)
+    plan = make_plan(plex, images, observed, replace=["master"], profiles=profiles)
+    incus = lab(observed)
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)
     calls = incus.calls
     first_delete = next(i for i, c in enumerate(calls) if c[0] == "delete")
-    maint = [c for c in calls[:first_delete] if c[0] == "haproxy"]
+    maint = [(lb, line) for i, lb, line in haproxy(calls) if i < first_delete]
     # Both lbs hear it, for every server of the old cluster, before anything is deleted.
-    assert {c[1] for c in maint} == {"demo-lb1", "demo-lb2"}
+    assert {lb for lb, _ in maint} == {"demo-lb1", "demo-lb2"}
     for server in ("demo-server1", "demo-server2", "demo-server3"):
-        assert any(f"rke2-supervisor/{server} state maint" in c[2] for c in maint)
+        assert any(f"rke2-supervisor/{server} state maint" in line for _, line in maint)
     for server in ("demo-server1", "demo-server2", "demo-server3"):
         ready = next(
-            i
-            for i, c in enumerate(calls)
-            if c[0] == "haproxy" and f"rke2-apiserver/{server} state ready" in c[2]
+            i for i, _, line in haproxy(calls) if f"rke2-apiserver/{server} state ready" in line
         )
         probed = max(i for i, c in enumerate(calls[:ready]) if c[:2] == ("exec", server))
         created = calls.index(next(c for c in calls if c[:2] == ("create", server)))
         assert created < probed < ready
-    assert not any("demo-agent" in c[2] for c in calls if c[0] == "haproxy")
+    assert not any("demo-agent" in line for _, _, line in haproxy(calls))
 
 
 def test_a_rolled_master_gets_the_join_dropin(demo) -> None:
@@ -313,14 +261,15 @@ def test_a_rolled_master_gets_the_join_dropin(demo) -> None:
         make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)
     )
     newer = {**images, Role.SERVER: ImageRef(Role.SERVER, "n" * 64, "e" * 64, "demo/server")}
-    plan = make_plan(plex, newer, Observed("demo", "plex-demo", instances), profiles=profiles)
-    incus = RecordingIncus(existing=set(instances))
-    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    observed = Observed("demo", "plex-demo", instances)
+    plan = make_plan(plex, newer, observed, profiles=profiles)
+    incus = lab(observed)
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)
     pushes = [c for c in incus.calls if c[0] == "push" and c[2] == JOIN_DROPIN]
-    assert pushes == [("push", "demo-server1", JOIN_DROPIN, 0o600)]
+    assert pushes == [("push", "demo-server1", JOIN_DROPIN, 0o600, 0, 0)]
     order = [c[1] for c in incus.calls if c[0] == "create"]
     assert order == ["demo-server1", "demo-server2", "demo-server3"]
-    drains = [c for c in incus.calls if c[0] == "exec" and " drain demo-server1 " in c[3]]
+    drains = [c for c in incus.calls if c[0] == "exec" and " drain demo-server1 " in c[2]]
     assert drains and drains[0][1] == "demo-server2"  # from a server that stays
 
 
@@ -332,10 +281,12 @@ def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo) ->
     )
     for name in ("demo-server1", "demo-agent2"):
         instances[name] = ObservedInstance(name, "Stopped", f"u-{name}", instances[name].config)
-    plan = make_plan(plex, images, Observed("demo", "plex-demo", instances), profiles=profiles)
-    incus = RecordingIncus(existing=set(instances), failing={"demo-agent2"})
+    observed = Observed("demo", "plex-demo", instances)
+    plan = make_plan(plex, images, observed, profiles=profiles)
+    incus = lab(observed)
+    incus.broken.add("demo-agent2")  # its probes fail until it is re-created
     probes = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=0.3, interval=0.1),))
-    Applier(plex, incus, identity, probes, parallel=2).apply(plan)  # type: ignore[arg-type]
+    Applier(plex, incus, identity, probes, parallel=2).apply(plan)
     assert ("start", "demo-server1") in incus.calls
     assert not any(
         c[:2] in (("create", "demo-server1"), ("delete", "demo-server1")) for c in incus.calls

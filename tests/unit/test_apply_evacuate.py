@@ -1,65 +1,43 @@
-"""Applying an evacuation over the recording fake (the real cluster: test_cluster.py): lost
+"""Applying an evacuation over the in-memory Incus (the real cluster: test_cluster.py): lost
 copies are left alone, new copies take the node's identity under their own instance names,
 and stale copies go before anything else."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from plex.backends.incus.protocol import ExecResult
 from plex.deploy.plan import make_plan, simulate_apply
 from plex.model import owner
 from plex.model.identity import TOKEN_FILE
 from plex.model.image import ImageRef
-from plex.model.observed import Observed, ObservedInstance
+from plex.model.observed import Observed
 from plex.model.plex import Role
 from plex.plexfile.load import parse_plex
 from plex.services.apply import Applier
 from plex.store.identity import ensure_identity
-from tests.unit.test_apply import PROBES, PROFILE, RecordingIncus
+from tests.fixtures.fake_incus import Call
+from tests.unit.test_apply import PROBES, PROFILE, lab
 from tests.unit.test_plan_evacuate import back, down
 from tests.unit.test_plan_members import ROOT
 
 PROFILES = dict.fromkeys(Role, PROFILE)
 
 
-@dataclass
-class ClusterIncus(RecordingIncus):
-    """The fake, keeping what plex wrote into each instance (its config, its hostname)."""
+VIP = "10.20.0.10"  # omniplex's
 
-    configs: dict[str, dict[str, str]] = field(default_factory=dict)
-    hostnames: dict[str, str] = field(default_factory=dict)
-    members: dict[str, str] = field(default_factory=dict)
-    vip: str = "10.20.0.10"  # omniplex's
 
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-        if argv[:2] == ["ip", "-o"]:  # keepalived holds the VIP on lb1
-            self.calls.append(("exec", name, argv[-1], " ".join(argv)))
-            out = f"2: eth0 inet {self.vip}/24 scope global" if name.endswith("lb1") else ""
-            return ExecResult(0, out, "")
-        return super().exec(name, argv, env)
-
-    def create_instance(self, name: str, **kw: Any) -> None:
-        super().create_instance(name, **kw)
-        self.configs[name] = {k: v for k, v in kw["config"].items() if k.startswith(owner.PREFIX)}
-
-    def pin_hostname(self, name: str, hostname: str) -> None:
-        assert ("start", name) not in self.calls, "pinned after its first start"
-        self.hostnames[name] = hostname
-
-    def observe(self, plex: str) -> Observed:
-        return Observed(
-            plex,
-            "p",
-            {n: ObservedInstance(n, "Running", n, self.configs.get(n, {})) for n in self.existing},
-            members=self.members,
-        )
+def hostnames(calls: list[Call]) -> dict[str, str]:
+    """The hostnames pinned, each checked to come before its instance's first start."""
+    pinned = {}
+    for i, c in enumerate(calls):
+        if c[0] == "hostname":
+            assert ("start", c[1]) not in calls[:i], f"{c[1]} pinned after its first start"
+            pinned[c[1]] = c[2]
+    return pinned
 
 
 @pytest.fixture
@@ -81,26 +59,25 @@ def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None
     plex, images, healthy, identity = omni
     lost = down(healthy, "gamma")
     plan = make_plan(plex, images, lost, profiles=PROFILES, evacuate=True)
-    incus = ClusterIncus(existing=set(healthy.instances))
-    incus.configs = {n: dict(i.config) for n, i in healthy.instances.items()}
-    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    incus = lab(lost, vip=VIP)
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)
     moved = {a.node: a.created for a in plan.actions if a.evacuate_from}
     assert set(moved) == {"omniplex-lb2", "omniplex-server3", "omniplex-agent3", "omniplex-agent6"}
     deleted = {c[1] for c in incus.calls if c[0] == "delete"}
     assert not deleted  # Incus would refuse: the lost copies stay
     for node, inst in moved.items():
         assert inst != node and ("create", inst) in [c[:2] for c in incus.calls]
-        assert incus.hostnames[inst] == node and incus.configs[inst][owner.NODE] == node
+        assert hostnames(incus.calls)[inst] == node and incus.configs[inst][owner.NODE] == node
         # The node's own secrets, into its new instance; probes and readiness there too.
         assert ("config", inst, ((owner.READY, "true"),)) in incus.calls
         assert any(c[0] == "exec" and c[1] == inst for c in incus.calls)
     pushed = {(c[1], c[2]) for c in incus.calls if c[0] == "push"}
     assert (moved["omniplex-agent3"], TOKEN_FILE) in pushed
     # The dead server left the cluster before its new copy joined (from a healthy server).
-    kubectl = [c for c in incus.calls if c[0] == "exec" and "delete node omniplex-server3" in c[3]]
+    kubectl = [c for c in incus.calls if c[0] == "exec" and "delete node omniplex-server3" in c[2]]
     assert kubectl and kubectl[0][1] in ("omniplex-server1", "omniplex-server2")
     assert incus.calls.index(kubectl[0]) < incus.calls.index(
-        ("create", moved["omniplex-server3"], "fp-server")
+        ("create", moved["omniplex-server3"], None, "fp-server")
     )
 
 
@@ -112,13 +89,12 @@ def test_stale_copies_are_deleted_before_the_first_wave(omni) -> None:
     )
     returned = back(evacuated, healthy, "gamma")
     plan = make_plan(plex, images, returned, profiles=PROFILES)
-    incus = ClusterIncus(existing=set(returned.instances))
-    incus.configs = {n: dict(i.config) for n, i in returned.instances.items()}
-    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)  # type: ignore[arg-type]
+    incus = lab(returned, vip=VIP)
+    Applier(plex, incus, identity, PROBES, parallel=2).apply(plan)
     first_create = next(i for i, c in enumerate(incus.calls) if c[0] == "create")
     stale = {c.instance for c in plan.stale}
     assert {c[1] for c in incus.calls[:first_create] if c[0] == "delete"} >= stale
     # Every node back home under its own name, one instance each.
-    assert incus.existing == set(healthy.instances)
-    assert not incus.hostnames  # no instance needs its hostname pinned at home
+    assert set(incus.instances) == set(healthy.instances)
+    assert not hostnames(incus.calls)  # no instance needs its hostname pinned at home
     assert dataclasses.asdict(plan)["stale"]
