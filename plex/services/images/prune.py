@@ -11,6 +11,7 @@ from typing import Any
 from plex.backends.incus.protocol import Incus
 from plex.errors import UsageError
 from plex.model.image import digest_alias, image_alias, package_alias
+from plex.model.record import record_json
 from plex.services import pristine
 from plex.services.images.listing import in_use
 from plex.store.catalog import Entry, load_catalog, save_catalog
@@ -42,23 +43,18 @@ class PrunePlan:
     cache_files: tuple[Path, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "plex": self.plex,
-            "keep": self.keep,
-            "remove": [
+        return record_json(
+            self,
+            remove=[
                 {"role": e.role, "digest": e.digest, "fingerprint": e.fingerprint}
                 for e in self.remove
             ],
-            "kept": [
+            kept=[
                 {"role": k.entry.role, "digest": k.entry.digest, "reasons": list(k.reasons)}
                 for k in self.kept
             ],
-            "layers": [
-                {"package_digest": la.package_digest, "fingerprint": la.fingerprint}
-                for la in self.layers
-            ],
-            "cache_files": [str(p) for p in self.cache_files],
-        }
+            cache_files=[str(p) for p in self.cache_files],
+        )
 
 
 def _all_catalog_package_digests(except_plex: str) -> set[str]:
