@@ -33,8 +33,17 @@ LAZY_ALLOWED_OF = (
 
 # Heavy libraries only commands that talk to a daemon need.
 NOT_AT_START = ("pylxd", "docker", "requests", "zstandard")
-# What `plex --help` has no use for: the models (pydantic), YAML, templates, rich, the version.
-NOT_FOR_HELP = ("pydantic", "yaml", "jinja2", "rich", "importlib.metadata")
+# What `plex --help` has no use for: the models (pydantic), YAML, templates, rich, the version,
+# age encryption (pyrage), the observed-state snapshot.
+NOT_FOR_HELP = (
+    "pydantic",
+    "yaml",
+    "jinja2",
+    "rich",
+    "importlib.metadata",
+    "pyrage",
+    "plex.model.observed",
+)
 # `plex validate` renders no template and prints one line a file (typer's own click writes it:
 # the separately installed click package is not loaded either).
 NOT_FOR_VALIDATE = ("jinja2", "rich", "click")

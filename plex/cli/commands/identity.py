@@ -9,7 +9,6 @@ import typer
 from plex.cli import ui
 from plex.cli.app import OutputOpt, app, check_output, get_plex
 from plex.errors import UsageError
-from plex.store import vault
 
 if TYPE_CHECKING:
     pass
@@ -39,6 +38,7 @@ def identity_cli(
 ) -> None:
     """Generate the plex's identity (once; re-running changes nothing) or show its fingerprints."""
     from plex.model import topology
+    from plex.store import vault  # age (pyrage) only for a command that encrypts
     from plex.store.identity import encrypt_identity, ensure_identity, identity_dir
 
     as_json = check_output(output)

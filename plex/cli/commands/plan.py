@@ -18,11 +18,11 @@ from plex.cli.options import (
 )
 from plex.errors import BackendError, ConfigError, UsageError
 from plex.model.enums import Role
-from plex.model.observed import Observed
 
 if TYPE_CHECKING:
     from plex.deploy.actions import Plan
     from plex.model.image import ImageRef
+    from plex.model.observed import Observed
     from plex.model.plex import Plex
 
 
@@ -37,6 +37,8 @@ def _read_json(path: Path) -> Any:
 
 def load_observed_file(path: Path) -> Observed:
     """An `Observed` snapshot saved as JSON (Observed.to_json)."""
+    from plex.model.observed import Observed
+
     data = _read_json(path)
     try:
         return Observed.from_json(data)
@@ -72,6 +74,7 @@ def load_images_file(path: Path) -> dict[Role, ImageRef]:
 
 def observe(plex: Plex) -> Observed:
     from plex.backends.incus.client import connect  # pylxd only when a daemon is really wanted
+    from plex.model.observed import Observed
 
     incus = connect(plex.incus, create=False)  # planning never creates anything
     try:
