@@ -30,7 +30,7 @@ from plex.services.bake_vm import VmBaker, check_vm_bases
 from plex.services.deploy import deploy
 from plex.services.images import prune
 from plex.services.progress import unreported
-from plex.services.smoke import running_images, smoke
+from plex.services.smoke import smoke
 from plex.store import channels as ch
 from plex.store.catalog import load_catalog, save_catalog
 from plex.store.lock import plex_lock
@@ -258,13 +258,12 @@ class Nightly:
 
     def smoke(self) -> None:
         expected = {r.role: r.digest for r in self._results}
-        running = running_images(self.incus.observe(self.plex.name).instances)
         results = smoke(
             self.plex,
             self.incus,
             self.root,
             expected,
-            running,
+            self.incus.observe(self.plex.name),
             report=lambda node, msg: self.say("smoke", f"{node}: {msg}"),
         )
         self.run_state.smoke = [r.to_json() for r in results]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from plex.deploy.copies import live_instances
 from plex.deploy.probes import (
     Executor,
     Probe,
@@ -28,6 +29,7 @@ from plex.deploy.probes import (
 )
 from plex.errors import ConfigError, ConfigErrors, ProbeError
 from plex.model import topology
+from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.registry.mirrors import RKE2_CERTS_D, mirror_url
 from plex.services.progress import unreported
@@ -184,33 +186,35 @@ def smoke(
     incus: Executor,
     root: Path,
     expected: Mapping[Role, str],
-    running: Mapping[str, str | None],
+    observed: Observed,
     report: Report | None = None,
 ) -> list[ProbeResult]:
-    """Run every smoke check; returns their results, raises ProbeError on the first failure."""
+    """Run every smoke check; returns their results, raises ProbeError on the first failure.
+    Each node is checked on the instance serving it (an evacuated copy while its member is
+    down: plex.deploy.copies)."""
     say = report or unreported
+    names = [n.name for n in topology.nodes(plex)]
+    live = live_instances(observed, names)
+    running = running_images(observed, live)
     identity = require_identity(plex)
     probes = load_probes(root / "deploy" / "probes.yaml")
     ref = smoke_image(plex) if topology.registry_node(plex) is not None else None
     results = [check_images(plex, running, expected)]
     for node in topology.nodes(plex):
         say(node.name, "probes")
-        results += probe_node(incus, plex, node, identity, probes)
+        results += probe_node(incus, plex, node, identity, probes, instances=live)
     if any(n.role is Role.LB for n in topology.nodes(plex)):
         say("lb", "VIP")
         results.append(probe_vip(incus, plex))
     if ref is not None:
         node = pull_node(plex)
         say(node.name, f"pull {ref.full}")
-        results.append(run_probe(incus, node.name, node.name, pull_probe(plex, ref)))
-        results.append(run_probe(incus, node.name, node.name, served_probe(plex, ref)))
+        on = live.get(node.name, node.name)
+        results.append(run_probe(incus, on, node.name, pull_probe(plex, ref)))
+        results.append(run_probe(incus, on, node.name, served_probe(plex, ref)))
     return results
 
 
-def running_images(instances: Mapping[str, object]) -> dict[str, str | None]:
-    """node -> the image digest it was created from (Observed instances)."""
-    out: dict[str, str | None] = {}
-    for name, inst in instances.items():
-        image = getattr(inst, "image", None)
-        out[name] = image if isinstance(image, str) and image else None
-    return out
+def running_images(observed: Observed, live: Mapping[str, str]) -> dict[str, str | None]:
+    """node -> the image digest its serving instance was created from (`user.plex.image`)."""
+    return {node: observed.instances[inst].image or None for node, inst in live.items()}

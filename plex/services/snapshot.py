@@ -23,6 +23,7 @@ from typing import Any
 
 from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Plan
+from plex.deploy.copies import node_copies
 from plex.deploy.probes import ProbeResult, load_probes
 from plex.errors import UsageError
 from plex.model import topology
@@ -74,6 +75,21 @@ class Snapshots:
                 hint=f"run: plex deploy {self.plex.name}, then snapshot it",
             )
 
+    def _home(self, observed: Observed) -> None:
+        """Snapshots belong to a node's own instance: refuse while any node is served by an
+        evacuated copy or left on a member that is down (plex.deploy.copies)."""
+        copies = node_copies(observed, [n.name for n in topology.nodes(self.plex)])
+        away = [
+            f"{c.node} ({'runs as ' + c.live.name if c.live else 'its member is down'})"
+            for c in copies.values()
+            if (c.live is not None and c.live.name != c.node) or (c.live is None and c.lost)
+        ]
+        if away:
+            raise UsageError(
+                f"plex '{self.plex.name}' has nodes away from home: {', '.join(away)}",
+                hint=f"once the member is back, run: plex deploy {self.plex.name}",
+            )
+
     def _cold_start(self) -> ColdStart:
         probes = load_probes(self.root / "deploy" / "probes.yaml")
         return ColdStart(self.plex, self.incus, probes, self.report, self.parallel)
@@ -81,6 +97,7 @@ class Snapshots:
     def take(self, plan: Plan, observed: Observed) -> SnapshotResult:
         """Snapshot every node of a healthy plex, kube nodes stopped together."""
         start = time.monotonic()
+        self._home(observed)
         self._healthy(plan)
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         nodes = topology.nodes(self.plex)
@@ -117,6 +134,7 @@ class Snapshots:
     def latest(self, observed: Observed) -> str:
         """The newest pristine set every node holds for the image it runs (one line naming
         the nodes without one when there is none: the deployed generation has no snapshot)."""
+        self._home(observed)
         nodes = topology.nodes(self.plex)
         for n in nodes:
             if n.name not in observed.instances:

@@ -33,6 +33,8 @@ from plex.plexfile.load import parse_plex
 from plex.services.bake import Baker, Paths
 from plex.services.cluster import Cluster as KubeCluster
 from plex.services.deploy import deploy, make_deploy_plan, status_rows
+from plex.services.registry import IncusCache
+from plex.services.registry import stats as registry_stats
 from tests.fixtures.incus_cluster import MACVLAN, POOL, Cluster, build_cluster
 
 from .conftest import NETWORK, ROOT, bridge_address
@@ -274,6 +276,10 @@ def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
     curl = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url]
     res = remote.exec(f"{multi.name}-agent1", curl)
     assert res.stdout in ("200", "401"), res.output
+    # `plex registry stats` follows the registry node to its copy (its own instance is lost).
+    cache = IncusCache(multi, remote)
+    assert cache.node != reg.name and cache.node.startswith(f"{reg.name}-"), cache.node
+    assert registry_stats(multi, cache, "incus").plex == multi.name
     # The reachable nodes kept their instances, and nothing more is planned.
     after = {n: i.uuid for n, i in seen.instances.items()}
     assert {n: u for n, u in evacuated["before"].items() if n not in lost} == {

@@ -31,7 +31,7 @@ from plex.model.plex import Plex, Role
 from plex.services.bake import Baker, Paths
 from plex.services.deploy import deploy, make_deploy_plan
 from plex.services.destroy import destroy
-from plex.services.smoke import running_images, smoke
+from plex.services.smoke import smoke
 from plex.store.identity import require_identity
 
 from .conftest import ROOT, shipped_plex
@@ -67,8 +67,7 @@ def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, obj
 
 
 def _smoke(incus, plex: Plex, digests) -> list[object]:
-    running = running_images(incus.observe(plex.name).instances)
-    return list(smoke(plex, incus, ROOT, digests, running))
+    return list(smoke(plex, incus, ROOT, digests, incus.observe(plex.name)))
 
 
 def _sh(incus: PylxdIncus, node: str, cmd: str) -> ExecResult:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from plex.backends.docker import Docker
 from plex.backends.incus.protocol import Incus
+from plex.deploy.copies import live_instances
 from plex.deploy.spec import registry_cache_path, registry_volume
 from plex.errors import BackendError
 from plex.model.plex import Plex
@@ -56,7 +57,11 @@ class IncusCache:
     def __init__(self, plex: Plex, incus: Incus, node: str | None = None) -> None:
         self.plex = plex
         self.incus = incus
-        self.node = node or registry_node(plex).name
+        if node is None:
+            # The registry node's serving instance: an evacuated copy while its member is down.
+            name = registry_node(plex).name
+            node = live_instances(incus.observe(plex.name), [name]).get(name, name)
+        self.node = node
 
     def _exec(self, argv: list[str]) -> str:
         res = self.incus.exec(self.node, argv)
