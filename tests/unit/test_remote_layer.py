@@ -53,6 +53,19 @@ def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> 
     assert incus.instances == {}  # both transient instances removed
 
 
+def test_a_second_bake_of_the_same_recipe_reuses_the_image(suse_lb) -> None:
+    incus = FakeIncus()
+    baker = Baker(suse_lb, incus, Paths.under(ROOT))
+    [first] = baker.bake([Role.LB])
+    incus.set_alias("demo/lb", "0" * 64)  # the moving alias went elsewhere (a rollback)
+    builds = len(incus.calls)
+    [again] = baker.bake([Role.LB])
+    assert again.cached and again.package_cached
+    assert (again.digest, again.fingerprint) == (first.digest, first.fingerprint)
+    assert not [c for c in incus.calls[builds:] if c[0] in ("create", "publish")]
+    assert incus.aliases["demo/lb"] == first.fingerprint  # moved back to the cached image
+
+
 def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb) -> None:
     incus = FakeIncus(
         on_exec=lambda name, argv: (
