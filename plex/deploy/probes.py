@@ -7,6 +7,7 @@ that times out raises ProbeError naming the node, the probe and its last output.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from plex.deploy.shared_runs import SharedRuns
 from plex.errors import ProbeError
 from plex.model import topology
 from plex.model.identity import Identity
@@ -147,9 +149,13 @@ def run_probe(
     clock: Callable[[], float] = time.monotonic,
     sleep: Sleep = time.sleep,
     cancelled: Callable[[], bool] = lambda: False,
+    shared: SharedRuns[Any] | None = None,
 ) -> ProbeResult:
-    """Retry `probe` in `target` until it passes or times out (then ProbeError)."""
+    """Retry `probe` in `target` until it passes or times out (then ProbeError). `shared`:
+    the same command in the same target, asked by other probes at once, runs once for all
+    (plex.deploy.shared_runs), every attempt still on a run newer than its previous one."""
     start = clock()
+    after = shared.clock() if shared is not None else 0.0
     attempts = 0
     last = ""
     pattern = re.compile(probe.expect) if probe.expect else None
@@ -158,7 +164,13 @@ def run_probe(
         # Bound each attempt by the time left: a probe command that blocks (systemctl --wait on
         # a node stuck booting) must not outlive the probe's timeout.
         left = max(1, int(probe.timeout - (clock() - start)) + 1)
-        res = incus.exec(target, ["timeout", str(left), "/bin/sh", "-c", probe.run])
+        argv = ["timeout", str(left), "/bin/sh", "-c", probe.run]
+        if shared is None:
+            res = incus.exec(target, argv)
+        else:
+            res, after = shared.run(
+                (target, probe.run), after, FIRST_RETRY, functools.partial(incus.exec, target, argv)
+            )
         out = res.stdout.strip()
         text = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
         # The last attempt that said something: a final attempt cut short by the timeout
@@ -187,8 +199,10 @@ def probe_node(
     probes: ProbeSet,
     cancelled: Callable[[], bool] = lambda: False,
     instances: Mapping[str, str] | None = None,
+    shared: SharedRuns[Any] | None = None,
 ) -> list[ProbeResult]:
-    """`instances`: node -> instance for nodes not named after theirs (evacuated copies)."""
+    """`instances`: node -> instance for nodes not named after theirs (evacuated copies).
+    `shared`: probes run on the master share their runs with other nodes' (see run_probe)."""
     where = instances or {}
     master = topology.master(plex)
     results = []
@@ -196,7 +210,10 @@ def probe_node(
         for _, concrete in expand(p, plex, node, identity):
             on = master.name if concrete.runs_on == "master" else node.name
             target = where.get(on, on)
-            results.append(run_probe(incus, target, node.name, concrete, cancelled=cancelled))
+            share = shared if concrete.runs_on == "master" else None
+            results.append(
+                run_probe(incus, target, node.name, concrete, cancelled=cancelled, shared=share)
+            )
     return results
 
 

@@ -17,21 +17,23 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from plex.backends.incus.protocol import Incus
+from plex.backends.incus.protocol import ExecResult, Incus
 from plex.backends.ssh import host_key_probe
 from plex.deploy.actions import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
+from plex.deploy.shared_runs import SharedRuns
 from plex.errors import BackendError, Interrupted, ProbeError
 from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
 from plex.model.topology import Node
+from plex.services import rke2_hold
 from plex.services.apply_result import ApplyResult, Report, WaveReport
 from plex.services.balancers import Balancers
 from plex.services.kube_steps import KubeSteps
 from plex.services.node_create import JOIN_DROPIN, NodeFactory
 from plex.services.node_shell import NodeShell
-from plex.services.parallelism import adaptive_parallel
+from plex.services.parallelism import adaptive_parallel, boot_slots
 from plex.services.progress import unreported
 from plex.services.registry_secrets import push_credentials
 from plex.services.stale import delete_stale
@@ -58,17 +60,22 @@ class Applier:
         self.identity = identity
         self.probes = probes
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
+        # Boots are CPU work: fewer at once than creates (plex.services.parallelism).
+        self.boots = threading.Semaphore(min(self.parallel, boot_slots()))
         self.report: Report = report or unreported
         self.cancel = threading.Event()
         # Cascade successors created during the teardown, each started when its turn comes.
         self.creates = ThreadPoolExecutor(max_workers=self.parallel)
         self.precreated: dict[str, Future[None]] = {}
+        self.held: set[str] = set()  # booted early, rke2-server held until their turn
         self.lbs = Balancers(plex, incus, self.report)
         self.factory = NodeFactory(plex, incus, identity, self.report, deploy_id)
         self.shell = NodeShell(plex, incus, identity)  # incus exec, or SSH for VM nodes
         # --force: a failed drain or node deletion is reported and skipped, not fatal.
         self.kube = KubeSteps(plex, incus, self.report, force)
         self.instances: dict[str, str] = {}  # node -> instance, when not named after it
+        # The agents of a wave poll the same command on the master: one run for all.
+        self.shared: SharedRuns[ExecResult] = SharedRuns()
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -145,9 +152,18 @@ class Applier:
         deleted = {a.node: self.creates.submit(self.delete, a) for a in cascaded}
         for a in cascaded:
             # The new master is created once the old cluster is gone; the others right after
-            # their own deletion.
+            # their own deletion. The other servers boot at once, rke2-server held until their
+            # turn to join (plex.services.rke2_hold): their boot overlaps the master's.
             wait_for = list(deleted.values()) if a.node == plan.cascade_from else [deleted[a.node]]
-            self.precreated[a.node] = self.creates.submit(self.recreate, a, wait_for)
+            early = (
+                a.role is Role.SERVER
+                and a.node != plan.cascade_from
+                and a.spec is not None
+                and a.spec.type != "virtual-machine"  # no incus-agent to release it with
+            )
+            if early:
+                self.held.add(a.node)
+            self.precreated[a.node] = self.creates.submit(self.recreate, a, wait_for, early)
         for fut in deleted.values():
             fut.result()
         if plan.cascade_from in self.precreated:
@@ -161,11 +177,17 @@ class Applier:
         self.report(action.node, "delete (cascade)")
         self.incus.delete_instance(action.instance or action.node)
 
-    def recreate(self, action: Action, deleted: list[Future[None]]) -> None:
+    def recreate(self, action: Action, deleted: list[Future[None]], early: bool = False) -> None:
         for fut in deleted:
             fut.result()
         self._check()
         self.build(action)
+        if early:
+            assert action.spec is not None
+            rke2_hold.hold(self.incus, action.spec.name, Role.SERVER)
+            self._check()
+            self.report(action.node, "start (rke2-server held until its turn)")
+            self.incus.start(action.spec.name)
 
     # -- one node --------------------------------------------------------------------------
 
@@ -245,10 +267,19 @@ class Applier:
     def boot(self, action: Action) -> list[ProbeResult]:
         """Start the created node, pass its probes, back into rotation, mark it ready."""
         assert action.spec is not None
+        with self.boots:
+            return self._boot(action)
+
+    def _boot(self, action: Action) -> list[ProbeResult]:
+        assert action.spec is not None
         name, made = action.node, action.spec.name  # the node; its instance
         self._check()
-        self.report(name, "start")
-        self.incus.start(made)
+        if name in self.held:
+            self.report(name, "rke2-server (its turn to join)")
+            rke2_hold.release(self.incus, made, Role.SERVER)
+        else:
+            self.report(name, "start")
+            self.incus.start(made)
         # Upstream logins and the CI store's htpasswd line never go into an image: they are
         # pushed to each new registry node (0600/0640, checked) once it runs, since their
         # group is looked up and their units restarted inside it.
@@ -278,6 +309,7 @@ class Applier:
             self.probes,
             cancelled=self.cancel.is_set,
             instances=self.instances,
+            shared=self.shared,
         )
 
     def probe_ssh(self, node: Node, timeout: float = 300.0) -> ProbeResult:

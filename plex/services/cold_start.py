@@ -13,7 +13,10 @@ and images are already there):
   start, retrying every 5 s): every lb ready, the VIP held by one of them, every server ready,
   and the supervisor answering through the VIP (haproxy routes to a server it saw down only
   after `rise` good checks).
-A node is marked ready (`user.plex.ready`) only once its probes pass; a node whose probes fail
+A stopped kube node is started at once with its RKE2 unit held (plex.services.rke2_hold) and
+released when what it needs is ready: its container's boot overlaps the others' restores and
+the servers' start, and RKE2 starts exactly when it would have. A node is marked ready
+(`user.plex.ready`) only once its probes pass; a node whose probes fail
 stops the run, and the nodes still waiting never start.
 """
 
@@ -25,13 +28,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from plex.backends.incus.protocol import Incus
+from plex.backends.incus.protocol import ExecResult, Incus
 from plex.deploy.probes import Probe, ProbeResult, ProbeSet, expand, probe_vip, run_probe
+from plex.deploy.shared_runs import SharedRuns
 from plex.errors import Interrupted
 from plex.model import owner, topology
 from plex.model.identity import Identity
-from plex.model.plex import Plex, Role
+from plex.model.plex import Plex, Role, Virt
 from plex.model.topology import Node
+from plex.services import rke2_hold
 from plex.services.apply_result import Report
 from plex.store.identity import require_identity
 
@@ -73,6 +78,7 @@ class ColdStart:
         self.results: dict[str, list[ProbeResult]] = {}
         self.milestones: dict[str, float] = {}
         self.everyone: list[Node] = []
+        self.shared: SharedRuns[ExecResult] = SharedRuns()  # the agents' probes on the master
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
 
@@ -180,6 +186,14 @@ class ColdStart:
         # leaves it for the next deploy to check (a restore also brings back the snapshot's
         # config, mark included).
         self.incus.set_config(name, {owner.READY: "false"})
+        # A stopped kube node boots at once, its RKE2 unit held until its turn (below): the
+        # container's boot overlaps the others' restores and the servers' start.
+        held = not up and node.role.is_kube and node.virt is not Virt.VM
+        if held:
+            rke2_hold.hold(self.incus, name, node.role)
+            self.report(name, "start (RKE2 held until its turn)")
+            with self.slots:
+                self.incus.start(name)
         if together is not None:
             try:
                 together.wait()
@@ -189,7 +203,10 @@ class ColdStart:
         if deps:
             self.report(name, f"waits for {len(deps)} node(s) and the supervisor via the VIP")
             self.wait([*(self.ready[d] for d in deps), self.vip])
-        if not up:
+        if held:
+            self.report(name, f"{rke2_hold.unit(node.role)} (its turn)")
+            rke2_hold.release(self.incus, name, node.role)
+        elif not up:
             self.report(name, "start")
             with self.slots:
                 self.incus.start(name)
@@ -212,7 +229,10 @@ class ColdStart:
 
         def one(probe: Probe) -> ProbeResult:
             target = master if probe.runs_on == "master" else node.name
-            return run_probe(self.incus, target, node.name, probe, cancelled=self.failed.is_set)
+            shared = self.shared if probe.runs_on == "master" else None
+            return run_probe(
+                self.incus, target, node.name, probe, cancelled=self.failed.is_set, shared=shared
+            )
 
         with ThreadPoolExecutor(max_workers=len(concrete) or 1) as pool:
             return list(pool.map(one, concrete))

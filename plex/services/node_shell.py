@@ -11,6 +11,15 @@ from plex.model import topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Virt
 
+# Shell prefixes for commands run right after a node's start: systemctl fails with "Failed to
+# connect to bus" until the container's systemd is up (given up after 60 s: the probes say why);
+# BOOTED also waits for the boot to finish (or 120 s).
+SYSTEMD_BUS = (
+    "i=0; until systemctl show-environment >/dev/null 2>&1; do "
+    'i=$((i+1)); [ "$i" -gt 240 ] && break; sleep 0.25; done; '
+)
+SYSTEMD_BOOTED = SYSTEMD_BUS + "timeout 120 systemctl is-system-running --wait >/dev/null 2>&1; "
+
 
 class NodeShell:
     def __init__(self, plex: Plex, incus: Incus, identity: Identity) -> None:

@@ -25,3 +25,20 @@ def _available_mib() -> int:
     except OSError:
         pass
     return 1024
+
+
+def boot_slots(
+    cpus: int | None = None, available_mib: int | None = None, load: float | None = None
+) -> int:
+    """How many nodes boot at once (from their start until their probes pass), separately
+    from the creates. A boot is CPU work (systemd, sshd, RKE2 and containerd starting), so
+    more boots at once than the cores can run only stretch every boot and make the probes
+    slower still: 4 per core that is free (the 1-minute load beyond the cores, from other
+    work on the host, takes its share), at most one per 256 MiB available, at least 2."""
+    cpus = cpus or os.cpu_count() or 1
+    if available_mib is None:
+        available_mib = _available_mib()
+    if load is None:
+        load = os.getloadavg()[0]
+    free = max(1.0, cpus - max(0.0, load - cpus))
+    return max(2, min(int(4 * free), available_mib // 256))

@@ -13,18 +13,14 @@ from plex.registry import distribution, store
 from plex.registry.base import RenderedFile
 from plex.registry.credentials import Credentials, load_plex_credentials
 from plex.registry.engines import engine_files
+from plex.services.node_shell import SYSTEMD_BOOTED
 from plex.services.push import push_checked
 from plex.store.identity import require_identity
 
-# Run right after the node's first start: wait for systemd's bus (systemctl fails with "Failed
-# to connect to bus" until it is up) and the boot to finish, then reset-failed (a unit that gave
-# up, like zot without its htpasswd file, refuses a manual restart within its start limit).
-RESTART = (
-    "i=0; until systemctl show-environment >/dev/null 2>&1; do "
-    'i=$((i+1)); [ "$i" -gt 240 ] && break; sleep 0.25; done; '
-    "timeout 120 systemctl is-system-running --wait >/dev/null 2>&1; "
-    'systemctl reset-failed "$@"; systemctl restart "$@"'
-)
+# Run right after the node's first start: once systemd has booted, reset-failed (a unit that
+# gave up, like zot without its htpasswd file, refuses a manual restart within its start
+# limit), then restart.
+RESTART = SYSTEMD_BOOTED + 'systemctl reset-failed "$@"; systemctl restart "$@"'
 
 
 def _gid(incus: Incus, node: str, group: str) -> int:

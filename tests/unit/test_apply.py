@@ -18,6 +18,7 @@ from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Role
 from plex.plexfile.load import load_plex
+from plex.services import rke2_hold
 from plex.services.apply import Applier
 from plex.services.node_create import JOIN_DROPIN
 from plex.store.identity import ensure_identity
@@ -202,17 +203,27 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     calls = [c[:2] for c in incus.calls]
     ready = {c[1]: i for i, c in enumerate(incus.calls) if c[0] == "config"}
     kube = ["demo-server1", "demo-server2", "demo-server3", "demo-agent1", "demo-agent2"]
-    # Every successor exists before the new master starts; none starts before it is ready.
+    # Every successor exists before the new master starts; no agent starts before it is
+    # ready. The other servers boot early, rke2-server held (the drop-in pushed before their
+    # start), and each is released only once the server before it is ready.
     first_start = calls.index(("start", "demo-server1"))
     assert all(calls.index(("create", n)) < first_start for n in kube)
-    for n in kube[1:]:
+    for n in kube[3:]:
         assert calls.index(("start", n)) > ready["demo-server1"]
-    assert calls.index(("start", "demo-server3")) > ready["demo-server2"]
-    # Each server's etcd members are checked before the next server starts.
+    released = {}
+    for n in kube[1:3]:
+        assert calls.index(("push", n)) < calls.index(("start", n))
+        hold = rke2_hold.dropin_path(Role.SERVER)
+        assert any(c[:3] == ("push", n, hold) for c in incus.calls)
+        assert incus.files[(n, hold)].mode == 0o644
+        released[n] = next(
+            i for i, c in enumerate(incus.calls) if c[:2] == ("exec", n) and hold in c[2]
+        )
+    assert released["demo-server2"] > ready["demo-server1"]
+    assert released["demo-server3"] > ready["demo-server2"]
+    # Each server's etcd members are checked before the next server joins.
     member_lists = [i for i, c in enumerate(incus.calls) if "member/list" in str(c)]
-    assert any(
-        ready["demo-server2"] < i < calls.index(("start", "demo-server3")) for i in member_lists
-    )
+    assert any(ready["demo-server2"] < i < released["demo-server3"] for i in member_lists)
     assert set(result.spans) == set(kube)
     assert result.spans["demo-server3"][0] >= result.spans["demo-server2"][1]
 

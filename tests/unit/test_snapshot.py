@@ -11,7 +11,7 @@ from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.observed import Observed, ObservedInstance
 from plex.plexfile.load import load_plex
-from plex.services.parallelism import adaptive_parallel
+from plex.services.parallelism import adaptive_parallel, boot_slots
 from plex.services.pristine import PREFIX, snapshot_name, stale, survivors, whole_sets
 from plex.services.snapshot import Snapshots
 from tests.fixtures.fake_incus import FakeIncus
@@ -118,3 +118,10 @@ def test_parallelism_adapts_to_cores_and_memory() -> None:
     assert adaptive_parallel(cpus=2, available_mib=20_000) == 64
     assert adaptive_parallel(cpus=8, available_mib=2_048) == 16  # memory bound
     assert adaptive_parallel(cpus=1, available_mib=100) == 4  # never below 4
+
+
+def test_boots_at_once_follow_the_free_cores_and_memory() -> None:
+    assert boot_slots(cpus=2, available_mib=20_000, load=0.5) == 8
+    assert boot_slots(cpus=2, available_mib=20_000, load=3.0) == 4  # a core taken by others
+    assert boot_slots(cpus=8, available_mib=1_024, load=0.0) == 4  # memory bound
+    assert boot_slots(cpus=1, available_mib=100, load=40.0) == 2  # never below 2

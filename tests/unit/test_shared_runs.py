@@ -1,0 +1,66 @@
+"""One probe command asked by many probers at once runs once for all, each prober still
+getting only runs that started after its previous attempt."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from plex.backends.incus.protocol import ExecResult
+from plex.deploy.probes import Probe, run_probe
+from plex.deploy.shared_runs import SharedRuns
+
+
+class Master:
+    """A master whose node table lists the agents that have joined by now."""
+
+    def __init__(self, joined_after: dict[str, float]) -> None:
+        self.t0 = time.monotonic()
+        self.joined_after = joined_after
+        self.execs = 0
+        self.lock = threading.Lock()
+
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+        with self.lock:
+            self.execs += 1
+        now = time.monotonic() - self.t0
+        rows = [
+            f"{n}   Ready    <none>   1s    v1" for n, t in self.joined_after.items() if now >= t
+        ]
+        time.sleep(0.02)  # kubectl takes a while
+        return ExecResult(0, "NAME   STATUS   ROLES   AGE   VERSION\n" + "\n".join(rows), "")
+
+
+def test_many_agents_share_the_masters_runs_and_each_finds_its_own_row() -> None:
+    agents = {f"demo-agent{i}": 0.1 + i * 0.01 for i in range(1, 33)}
+    master = Master(agents)
+    shared: SharedRuns[ExecResult] = SharedRuns()
+    results = {}
+
+    def probe(agent: str) -> None:
+        p = Probe("node Ready", "kubectl get nodes", rf"(?m)^{agent}\s+Ready(,|\s)", 10.0)
+        results[agent] = run_probe(master, "demo-server1", agent, p, shared=shared)
+
+    threads = [threading.Thread(target=probe, args=(a,)) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.ok for r in results.values()) and set(results) == set(agents)
+    attempts = sum(r.attempts for r in results.values())
+    # Polled alone, every attempt would have been a kubectl run on the master.
+    assert master.execs == shared.runs < attempts / 4
+
+
+def test_a_prober_never_gets_a_run_older_than_its_last_attempt() -> None:
+    shared: SharedRuns[int] = SharedRuns()
+    counter = iter(range(100))
+    first, t1 = shared.run("k", 0.0, 0.0, lambda: next(counter))
+    again, t2 = shared.run("k", t1, 0.0, lambda: next(counter))
+    assert (first, again) == (0, 1) and t2 > t1
+    # Another prober that began before run 1 started takes it as it is.
+    assert shared.run("k", t1 - 1, 0.0, lambda: next(counter)) == (1, t2)
+    # One that began after it gets a new run, once the spacing allows.
+    begun = time.monotonic()
+    value, t3 = shared.run("k", begun, 0.05, lambda: next(counter))
+    assert value == 2 and t3 > begun and t3 >= t2 + 0.05
