@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupted)
     import typer
 
-    from plex.cli import app, ui
+    from plex.cli import app_for, ui
 
+    args = sys.argv[1:] if argv is None else argv
     try:
-        rv = app(args=argv, prog_name="plex", standalone_mode=False)
+        rv = app_for(args)(args=args, prog_name="plex", standalone_mode=False)
     except ConfigErrors as e:
         for err in e.errors:
             ui.error(err.message)

@@ -12,7 +12,7 @@ import pytest
 import typer
 import yaml
 
-from plex.cli import app, ui
+from plex.cli import app, app_for, ui
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -192,6 +192,22 @@ def test_help(cli: Cli, path: tuple[str, ...]) -> None:
     assert result.code == 0, result.err
     assert "Usage:" in result.out
     assert " ".join(("plex", *path)) in " ".join(result.out.split())
+
+
+def test_a_command_run_builds_only_itself() -> None:
+    # typer reads every registered function's signature before parsing: a command run gets
+    # an app holding just that command (or group); help and unknown names get the whole app.
+    only = app_for(["validate", "plexes/demo.yaml"])
+    assert [c.name for c in only.registered_commands] == ["validate"]
+    assert only.registered_groups == []
+    group = app_for(["registry", "up", "demo"])
+    assert ([g.name for g in group.registered_groups], group.registered_commands) == (
+        ["registry"],
+        [],
+    )
+    for argv in ([], ["--help"], ["--version"], ["valdate"], ["-h", "validate"]):
+        assert app_for(argv) is app
+    assert app.registered_commands and len(app.registered_commands) > 1  # the app is untouched
 
 
 def test_short_help_option(cli: Cli) -> None:
