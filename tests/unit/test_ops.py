@@ -9,10 +9,10 @@ import yaml
 
 from plex.errors import LockedError
 from plex.model import owner
-from plex.model.observed import Observed, ObservedInstance
 from plex.plexfile.load import load_plex
 from plex.services.deploy import inventory, inventory_yaml, kubeconfig
 from plex.store.lock import plex_lock
+from tests.fixtures.fake_incus import FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,36 +35,24 @@ def test_inventory_groups_nodes_by_role_with_their_addresses() -> None:
     assert yaml.safe_load(inventory_yaml(demo())) == inventory(demo())
 
 
-class MasterFiles:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pulled: list[tuple[str, str]] = []
-        self.evacuated = False
-
-    def pull_file(self, name: str, path: str) -> bytes:
-        self.pulled.append((name, path))
-        return self.text.encode()
-
-    def observe(self, plex: str) -> Observed:
-        # An evacuated master would be read from its copy: demo-server1-alpha.
-        copy = ObservedInstance(
-            "demo-server1-alpha",
-            "Running",
-            "u",
-            {owner.PLEX: plex, owner.NODE: "demo-server1"},
-            "alpha",
-        )
-        return Observed(plex, "plex-demo", {copy.name: copy} if self.evacuated else {})
+KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
+RKE2_YAML = b"clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n"
 
 
 def test_kubeconfig_comes_from_the_master_pointing_at_the_vip() -> None:
-    fake = MasterFiles("clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n")
-    kc = kubeconfig(demo(), fake)  # type: ignore[arg-type]
-    assert fake.pulled == [("demo-server1", "/etc/rancher/rke2/rke2.yaml")]
+    fake = FakeIncus("plex-demo")
+    fake.add_instance("demo-server1", config={owner.PLEX: "demo", owner.NODE: "demo-server1"})
+    fake.add_file("demo-server1", KUBECONFIG, RKE2_YAML, 0o600)
+    kc = kubeconfig(demo(), fake)
     assert "server: https://10.77.0.10:6443" in kc and "127.0.0.1" not in kc
-    fake.evacuated = True
-    kubeconfig(demo(), fake)  # type: ignore[arg-type]
-    assert fake.pulled[-1] == ("demo-server1-alpha", "/etc/rancher/rke2/rke2.yaml")
+    # An evacuated master is read from its copy, demo-server1-alpha (the lost one is in Error).
+    fake = FakeIncus("plex-demo")
+    fake.members = {"alpha": "", "gamma": "offline"}
+    fake.add_instance("demo-server1", "Error", {owner.PLEX: "demo"}, "gamma")
+    copy = {owner.PLEX: "demo", owner.NODE: "demo-server1"}
+    fake.add_instance("demo-server1-alpha", config=copy, location="alpha")
+    fake.add_file("demo-server1-alpha", KUBECONFIG, RKE2_YAML.replace(b"127.0.0.1", b"10.0.0.9"))
+    assert "server: https://10.77.0.10:6443" in kubeconfig(demo(), fake)
 
 
 def test_a_second_deploy_of_the_same_plex_is_refused(
