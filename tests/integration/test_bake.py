@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plex.backends.incus.protocol import Incus
 from plex.model import owner
 from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, hosts_file, known_hosts_file
 from plex.model.image import digest_alias, image_alias
@@ -68,7 +69,7 @@ def launch(incus, plex: Plex, role: str, name: str) -> None:
     incus.start(name)
 
 
-def sh(incus, name: str, cmd: str) -> str:
+def sh(incus: Incus, name: str, cmd: str) -> str:
     res = incus.exec(name, ["/bin/sh", "-c", cmd])
     assert res.returncode == 0, f"{cmd}: {res.output}"
     return res.stdout
@@ -174,7 +175,7 @@ def _bake_process(plex: Plex, tmp_path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for_build_instance(incus, plex_name: str, proc: subprocess.Popen[bytes]) -> str:
+def _wait_for_build_instance(incus: Incus, plex_name: str, proc: subprocess.Popen[bytes]) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         builds = incus.observe_builds(plex_name)

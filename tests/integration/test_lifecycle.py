@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plex.backends.incus.protocol import Incus
 from plex.deploy.actions import Strategy, Verb
 from plex.errors import UsageError
 from plex.model import owner, topology
@@ -102,7 +103,7 @@ def test_a_stopped_master_is_started_not_replaced(incus, lab) -> None:
     assert make_deploy_plan(lab, incus)[0].empty
 
 
-def _host_key(incus, node: str) -> str:
+def _host_key(incus: Incus, node: str) -> str:
     return incus.pull_file(node, "/etc/ssh/ssh_host_ed25519_key.pub").decode().split()[1]
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from plex.backends.docker import SdkDocker
+from plex.backends.incus.protocol import Incus
 from plex.deploy.spec import registry_volume
 from plex.model import topology
-from plex.model.plex import Engine
+from plex.model.plex import Engine, Plex
 from plex.registry.mirrors import RKE2_CERTS_D
 from plex.services import registry as ops
 from plex.services.deploy import deploy
@@ -78,7 +80,7 @@ def pull(incus, node: str, image: str = IMAGE) -> float:
     return took
 
 
-def uuid_of(incus, plex, name: str) -> str:
+def uuid_of(incus: Incus, plex: Plex, name: str) -> str:
     return incus.observe(plex.name).instances[name].uuid
 
 
@@ -317,8 +319,7 @@ def test_destroy_keeps_the_cache_volume_unless_everything(incus, test_plex, clus
 DOCKER_IMAGE = "plex-test/registry:2"
 
 
-def _docker():
-    from plex.backends.docker import SdkDocker
+def _docker() -> SdkDocker:
     from plex.errors import BackendError
 
     try:

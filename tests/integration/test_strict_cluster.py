@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from plex.backends.incus.protocol import Incus
 from plex.deploy.probes import KUBECONFIG, KUBECTL
 from plex.errors import PlexError, ProbeError
 from plex.model import topology
@@ -53,11 +53,11 @@ def members(cluster: Cluster) -> list[str]:
     return sorted(m.name for m in cluster.members(server))
 
 
-def uuid(incus: Any, plex: Plex, name: str) -> str:
+def uuid(incus: Incus, plex: Plex, name: str) -> str:
     return incus.observe(plex.name).instances[name].uuid
 
 
-def node_password(incus: Any, name: str) -> str:
+def node_password(incus: Incus, name: str) -> str:
     return incus.pull_file(name, NODE_PASSWORD_PATH).decode().strip()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from plex.backends.incus.protocol import ExecResult
-from plex.deploy.plan import make_plan, simulate_apply
+from plex.deploy.plan import Plan, make_plan, simulate_apply
 from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile
 from plex.errors import BackendError
@@ -228,7 +228,7 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     assert result.spans["demo-server3"][0] >= result.spans["demo-server2"][1]
 
 
-def deployed_state(plan):
+def deployed_state(plan: Plan) -> dict[str, ObservedInstance]:
     instances = {}
     for a in plan.actions:
         assert a.spec is not None

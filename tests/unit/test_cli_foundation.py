@@ -15,7 +15,7 @@ import yaml
 from plex.cli import app, app_for, ui
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "plexes").glob("*.yaml"))

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_packer_template import FixedKeyGen
 
 from plex.deploy.cloudinit import cloud_init_config, network_config, user_data
 from plex.model import topology
 from plex.model.identity import TOKEN_FILE, compute_identity
 from plex.model.plex import Virt
 from plex.plexfile.load import load_plex
+from tests.unit.test_packer_template import FixedKeyGen
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "cloudinit"

@@ -18,7 +18,7 @@ from plex.errors import ConfigErrors
 from plex.plexfile.load import parse_plex
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,11 +15,12 @@ from plex.services.validate import validate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo_data() -> dict:  # type: ignore[type-arg]
-    return yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
+def demo_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
+    return data
 
 
-def write(path: Path, data: dict) -> Path:  # type: ignore[type-arg]
+def write(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -23,7 +23,7 @@ from plex.model.plex import Plex
 from plex.plexfile.load import parse_plex
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 DEMO_TEXT = (Path(__file__).resolve().parents[2] / "plexes" / "demo.yaml").read_text()
 DEMO: dict[str, Any] = yaml.safe_load(DEMO_TEXT)

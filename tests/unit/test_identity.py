@@ -22,7 +22,7 @@ from plex.model.plex import Role
 from plex.plexfile.load import load_plex, parse_plex
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_YAML = REPO / "plexes" / "demo.yaml"

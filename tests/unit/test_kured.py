@@ -41,12 +41,12 @@ def pinned_flags() -> dict[str, str]:
 
 
 def daemonset(plex: Plex) -> dict[str, Any]:
-    docs = [d for d in yaml.safe_load_all(manifest(plex)) if d]
+    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(manifest(plex)) if d]
     [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
     return ds
 
 
-def omniplex():
+def omniplex() -> Plex:
     return load_plex(ROOT / "plexes" / "omniplex.yaml")
 
 

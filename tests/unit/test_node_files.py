@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_packer_template import MICROOS, fixed_artifacts
 
 from plex.bake.context import template_context
 from plex.bake.packer_template import PLACEHOLDER_CHECKSUM, BuildPaths, VmSpec, packer_template
@@ -21,6 +20,7 @@ from plex.model import topology
 from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, SystemKeyGen, compute_identity
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
+from tests.unit.test_packer_template import MICROOS, fixed_artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 PLEXES = sorted(p.stem for p in (REPO / "plexes").glob("*.yaml"))

@@ -9,6 +9,7 @@ import yaml
 
 from plex.errors import LockedError
 from plex.model import owner
+from plex.model.plex import Plex
 from plex.plexfile.load import load_plex
 from plex.services.deploy import inventory, inventory_yaml, kubeconfig
 from plex.store.lock import plex_lock
@@ -17,7 +18,7 @@ from tests.fixtures.fake_incus import FakeIncus
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo():
+def demo() -> Plex:
     return load_plex(ROOT / "plexes" / "demo.yaml")
 
 

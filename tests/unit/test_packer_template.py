@@ -14,7 +14,7 @@ import shlex
 import tarfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -104,7 +104,7 @@ def vm_recipe(plex: Plex, role: Role, base: BaseImage | None = None) -> Recipe:
     )
 
 
-def template_for(plex: Plex, role: Role, base: BaseImage | None = None) -> dict[str, object]:
+def template_for(plex: Plex, role: Role, base: BaseImage | None = None) -> dict[str, Any]:
     recipe = vm_recipe(plex, role, base)
     return packer_template(
         plex,
@@ -123,12 +123,8 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{path} differs: PLEX_UPDATE_GOLDEN=1 to accept"
 
 
-def provisioner_text(template: dict[str, object]) -> str:
-    return "\n".join(
-        line
-        for p in template["provisioners"]  # type: ignore[attr-defined]
-        for line in p.get("inline", [])
-    )
+def provisioner_text(template: dict[str, Any]) -> str:
+    return "\n".join(line for p in template["provisioners"] for line in p.get("inline", []))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +138,7 @@ def test_golden_template(plex_name: str, role: Role) -> None:
 
 def test_template_shape_for_a_kube_role() -> None:
     t = template_for(load("omniplex"), Role.SERVER)
-    (builder,) = cast(list[dict[str, Any]], t["builders"])
+    (builder,) = t["builders"]
     assert builder["type"] == "qemu" and builder["disk_image"] is True
     assert builder["iso_url"].endswith("OpenStack-Cloud.qcow2")
     assert builder["iso_checksum"] == PLACEHOLDER_CHECKSUM
@@ -155,7 +151,7 @@ def test_template_shape_for_a_kube_role() -> None:
     assert "systemctl disable rebootmgr.service" in script
     assert "cloud-init clean --logs" in script
     assert "truncate -s 0 /etc/machine-id" in script
-    uploads = [p for p in t["provisioners"] if p["type"] == "file"]  # type: ignore[attr-defined]
+    uploads = [p for p in t["provisioners"] if p["type"] == "file"]
     assert [u["source"] for u in uploads] == [
         "/build/plex-files.tar",
         "/build/artifacts/rke2.linux-amd64.tar.gz",
@@ -201,12 +197,7 @@ def test_rpm_method() -> None:
     script = provisioner_text(t)
     # The zypper line is the script of a transaction: parse the line as sh would.
     argv = shlex.split(
-        next(
-            ln
-            for p in t["provisioners"]  # type: ignore[attr-defined]
-            for ln in p.get("inline", [])
-            if "zypper" in ln
-        )
+        next(ln for p in t["provisioners"] for ln in p.get("inline", []) if "zypper" in ln)
     )
     assert argv[:6] == [
         "transactional-update",
@@ -231,11 +222,7 @@ def test_rpm_method() -> None:
     assert argv[6].count("gpgcheck=1\nrepo_gpgcheck=1\n") == 2
     assert "gpgcheck=0" not in argv[6]
     assert "tar -xzf" not in script
-    uploads = [
-        p["source"]
-        for p in t["provisioners"]  # type: ignore[attr-defined]
-        if p["type"] == "file"
-    ]
+    uploads = [p["source"] for p in t["provisioners"] if p["type"] == "file"]
     assert uploads == ["/build/plex-files.tar"]
     assert rke2_rpm_version("v1.30.2+rke2r1") == "1.30.2~rke2r1"
 

@@ -10,14 +10,14 @@ import yaml
 from plex.deploy.plan import Verb, make_plan, simulate_apply
 from plex.model.image import ImageRef
 from plex.model.observed import Observed
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 
 ROOT = Path(__file__).resolve().parents[2]
 WHY = "Offline: No heartbeat since 31s"
 
 
-def setup():
+def setup() -> tuple[Plex, dict[Role, ImageRef], Observed]:
     data = yaml.safe_load((ROOT / "plexes" / "omniplex.yaml").read_text())
     plex = parse_plex(yaml.safe_dump(data), "omniplex.yaml")
     images = {r: ImageRef(r, f"d-{r.value}", f"fp-{r.value}", f"omniplex/{r.value}") for r in Role}

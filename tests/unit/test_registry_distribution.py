@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case
 
 from plex.errors import ConfigError, UsageError
 from plex.model.plex import Engine, Plex, Upstream
@@ -18,24 +17,25 @@ from plex.registry.distribution import (
     unit_text,
 )
 from plex.registry.engines import engine_files
+from tests.unit import registry_golden as golden
 
 
 def load_case(name: str, engine: Engine = Engine.DISTRIBUTION) -> Plex:
-    return golden_case(name, engine)
+    return golden.golden_case(name, engine)
 
 
 def with_upstreams(plex: Plex, *ups: Upstream) -> Plex:
     return plex.model_copy(update={"registry": plex.registry.model_copy(update={"upstreams": ups})})
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", golden.CASES)
 def test_golden_distribution_files(case: str) -> None:
-    check_golden(f"{case}-distribution.txt", bundle(engine_files(load_case(case))))
+    golden.check_golden(f"{case}-distribution.txt", golden.bundle(engine_files(load_case(case))))
 
 
 def test_golden_distribution_files_with_credentials() -> None:
-    files = engine_files(load_case("four"), case_credentials())
-    check_golden("four-distribution-credentials.txt", bundle(files))
+    files = engine_files(load_case("four"), golden.case_credentials())
+    golden.check_golden("four-distribution-credentials.txt", golden.bundle(files))
 
 
 def test_one_proxy_per_upstream_on_consecutive_ports() -> None:
@@ -63,7 +63,8 @@ def test_port_of_unknown_upstream() -> None:
 
 def test_login_only_where_given() -> None:
     proxies = {
-        p.upstream.name: p for p in distribution_proxies(load_case("four"), case_credentials())
+        p.upstream.name: p
+        for p in distribution_proxies(load_case("four"), golden.case_credentials())
     }
     assert proxies["docker.io"].config["proxy"]["username"] == "plexbot"
     assert proxies["docker.io"].config["proxy"]["password"] == "FAKE-golden-docker-0001"
@@ -81,7 +82,7 @@ def test_no_login_without_credentials() -> None:
 
 
 def test_secret_configs_are_readable_by_the_service_only() -> None:
-    files = {f.path: f for f in distribution_files(load_case("four"), case_credentials())}
+    files = {f.path: f for f in distribution_files(load_case("four"), golden.case_credentials())}
     docker = files["/etc/docker/registry/docker.io.yml"]
     assert (docker.secret, docker.mode, docker.owner, docker.group) == (
         True,
@@ -95,7 +96,7 @@ def test_secret_configs_are_readable_by_the_service_only() -> None:
 
 
 def test_configs_are_valid_yaml_round_trips() -> None:
-    for f in distribution_files(load_case("four"), case_credentials())[1:]:
+    for f in distribution_files(load_case("four"), golden.case_credentials())[1:]:
         doc = yaml.safe_load(f.content)
         assert doc["version"] == 0.1
         assert doc["proxy"]["ttl"] == "168h"
@@ -147,7 +148,7 @@ def test_cli_prints_one_config_per_unit(tmp_path: Path, capsys: pytest.CaptureFi
 
     from plex.__main__ import main
 
-    text = (GOLDEN / "cases" / "four.yaml").read_text()
+    text = (golden.GOLDEN / "cases" / "four.yaml").read_text()
     path = tmp_path / "four.yaml"
     path.write_text(text.replace("registry:\n", "registry:\n  engine: distribution\n", 1))
     assert main(["registry", "config", str(path)]) == 0

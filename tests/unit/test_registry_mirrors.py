@@ -6,12 +6,12 @@ import tomllib
 
 import pytest
 import yaml
-from registry_golden import CASES, bundle, check_golden, golden_case
 
 from plex.errors import UsageError
 from plex.model.plex import Engine, Plex, Upstream
 from plex.registry.mirrors import mirror_url, node_files, registries_yaml
 from tests.fixtures.rke2_rules import rke2_hosts_toml
+from tests.unit.registry_golden import CASES, bundle, check_golden, golden_case
 
 ENGINES = (Engine.ZOT, Engine.DISTRIBUTION)
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import bcrypt
 import pytest
-from registry_golden import CASES, golden_case
-from test_packer_template import FixedKeyGen
 
 from plex.errors import ConfigError
 from plex.model.identity import compute_identity
@@ -25,9 +23,11 @@ from plex.model.plex import Engine, Plex, Runtime, Upstream, ZotConfig
 from plex.plexfile.load import load_plex
 from plex.registry import store, zot, zot_keys
 from plex.registry.engines import check_engine, engine_files
+from tests.unit.registry_golden import CASES, golden_case
+from tests.unit.test_packer_template import FixedKeyGen
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 REPO = Path(__file__).resolve().parents[2]
 ZOT_TAG = "v2.1.20"

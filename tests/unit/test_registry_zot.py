@@ -25,7 +25,14 @@ from plex.registry.zot import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-from registry_golden import CASES, GOLDEN, bundle, case_credentials, check_golden, golden_case  # noqa: E402
+from tests.unit.registry_golden import (  # noqa: E402
+    CASES,
+    GOLDEN,
+    bundle,
+    case_credentials,
+    check_golden,
+    golden_case,
+)
 
 
 def load_case(name: str, engine: Engine = Engine.ZOT) -> Plex:

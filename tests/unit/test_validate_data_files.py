@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Cli
+    from tests.unit.conftest import Cli
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from tests.unit.test_packer_template import REPO, load, vm_recipe
 
 class RecordingPacker:
     def __init__(self) -> None:
-        self.templates: list[dict[str, object]] = []
+        self.templates: list[dict[str, Any]] = []
 
     def version(self) -> str:
         return "1.6.6"
@@ -95,7 +96,7 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
     first = baker.bake_role(vr)
     assert not first.cached and first.digest == vr.digest
     (template,) = packer.templates
-    builder = template["builders"][0]  # type: ignore[index]
+    builder = template["builders"][0]
     assert builder["iso_checksum"] == f"sha256:{base_sha}"
     assert builder["iso_url"] == str(base_file)  # the verified local copy, not the URL
     assert [c[0] for c in incus.calls].count("import") == 1

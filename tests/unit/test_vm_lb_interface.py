@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_packer_template import template_for, vm_recipe
 
 from plex.bake.packer_steps import checks_offline
 from plex.bake.recipe import NODES_DIR
@@ -22,6 +21,7 @@ from plex.model import topology
 from plex.model.identity import VRRP_AUTH_FILE
 from plex.model.plex import Plex, Role, Virt
 from plex.plexfile.load import load_plex
+from tests.unit.test_packer_template import template_for, vm_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
