@@ -13,10 +13,10 @@ from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile
 from plex.errors import BackendError
 from plex.model import owner
-from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE
+from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, Identity
 from plex.model.image import ImageRef
 from plex.model.observed import Observed, ObservedInstance
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from plex.services import rke2_hold
 from plex.services.apply import Applier
@@ -74,12 +74,14 @@ def haproxy(calls: list[Call]) -> list[tuple[int, str, str]]:
     ]
 
 
+Demo = tuple[Plex, Identity, dict[Role, ImageRef]]  # the demo fixture
+
 PROBES = ProbeSet(common=(Probe("always", "echo ok", "^ok$", timeout=5),))
 PROFILE = RoleProfile(config={}, devices={})
 
 
 @pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Demo:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     plex = load_plex(ROOT / "plexes" / "demo.yaml")
     identity, _ = ensure_identity(plex)
@@ -90,7 +92,7 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return plex, identity, images
 
 
-def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:
+def test_each_node_gets_volume_keys_start_probes_then_ready(demo: Demo) -> None:
     plex, identity, images = demo
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -136,7 +138,7 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo) -> None:
     assert ready == set(created)
 
 
-def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:
+def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo: Demo) -> None:
     plex, identity, images = demo
     plan = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -151,7 +153,7 @@ def test_a_key_pushed_with_the_wrong_mode_stops_the_deploy(demo) -> None:
     assert ("start", "demo-registry1") not in incus.calls
 
 
-def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> None:
+def test_master_cascade_tears_down_dependents_before_the_new_master(demo: Demo) -> None:
     plex, identity, images = demo
     fresh = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
@@ -186,7 +188,7 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo) -> Non
 
 
 def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_turn_comes(
-    demo,
+    demo: Demo,
 ) -> None:
     plex, identity, images = demo
     fresh = make_plan(
@@ -238,7 +240,7 @@ def deployed_state(plan: Plan) -> dict[str, ObservedInstance]:
     return instances
 
 
-def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo) -> None:
+def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo: Demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(
@@ -265,7 +267,7 @@ def test_servers_leave_the_lbs_before_they_go_and_return_after_their_probes(demo
     assert not any("demo-agent" in line for _, _, line in haproxy(calls))
 
 
-def test_a_rolled_master_gets_the_join_dropin(demo) -> None:
+def test_a_rolled_master_gets_the_join_dropin(demo: Demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(
@@ -284,7 +286,7 @@ def test_a_rolled_master_gets_the_join_dropin(demo) -> None:
     assert drains and drains[0][1] == "demo-server2"  # from a server that stays
 
 
-def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo) -> None:
+def test_a_stopped_node_is_started_and_replaced_only_if_its_probes_fail(demo: Demo) -> None:
     plex, identity, images = demo
     profiles = dict.fromkeys(Role, PROFILE)
     instances = deployed_state(

@@ -12,10 +12,10 @@ import yaml
 
 from plex.deploy.plan import make_plan, simulate_apply
 from plex.model import owner
-from plex.model.identity import TOKEN_FILE
+from plex.model.identity import TOKEN_FILE, Identity
 from plex.model.image import ImageRef
 from plex.model.observed import Observed
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 from plex.services.apply import Applier
 from plex.store.identity import ensure_identity
@@ -25,6 +25,8 @@ from tests.unit.test_plan_evacuate import back, down
 from tests.unit.test_plan_members import ROOT
 
 PROFILES = dict.fromkeys(Role, PROFILE)
+# The omni fixture: the plex, its images, its healthy state and its identity.
+Omni = tuple[Plex, dict[Role, ImageRef], Observed, Identity]
 
 
 VIP = "10.20.0.10"  # omniplex's
@@ -41,7 +43,7 @@ def hostnames(calls: list[Call]) -> dict[str, str]:
 
 
 @pytest.fixture
-def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Omni:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path))
     # Containers only: a VM's probe is SSH to its address, and the fake has no nodes to answer.
     data = yaml.safe_load((ROOT / "plexes" / "omniplex.yaml").read_text())
@@ -55,7 +57,7 @@ def omni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return plex, images, healthy, identity
 
 
-def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None:
+def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni: Omni) -> None:
     plex, images, healthy, identity = omni
     lost = down(healthy, "gamma")
     plan = make_plan(plex, images, lost, profiles=PROFILES, evacuate=True)
@@ -81,7 +83,7 @@ def test_an_evacuation_creates_new_copies_and_leaves_the_lost_ones(omni) -> None
     )
 
 
-def test_stale_copies_are_deleted_before_the_first_wave(omni) -> None:
+def test_stale_copies_are_deleted_before_the_first_wave(omni: Omni) -> None:
     plex, images, healthy, identity = omni
     lost = down(healthy, "gamma")
     evacuated = simulate_apply(

@@ -16,7 +16,7 @@ from plex.deploy.spec import RoleProfile, instance_spec
 from plex.errors import ConfigError
 from plex.model import topology
 from plex.model.image import ImageRef
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.plexfile.load import parse_plex
 
@@ -28,7 +28,7 @@ GITREPO = (
 )
 
 
-def plex_with(tmp_path: Path, manifests: str | None, **extra):
+def plex_with(tmp_path: Path, manifests: str | None, **extra: Any) -> Plex:
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
     if manifests is not None:
         data["bootstrap"] = {"manifests": manifests}

@@ -12,8 +12,9 @@ import yaml
 
 from plex.deploy.cloudinit import cloud_init_config, network_config, user_data
 from plex.model import topology
-from plex.model.identity import TOKEN_FILE, compute_identity
-from plex.model.plex import Virt
+from plex.model.identity import TOKEN_FILE, Identity, compute_identity
+from plex.model.plex import Plex, Virt
+from plex.model.topology import Node
 from plex.plexfile.load import load_plex
 from tests.unit.test_packer_template import FixedKeyGen
 
@@ -33,7 +34,7 @@ def schema(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def vm_nodes(name: str):
+def vm_nodes(name: str) -> tuple[Plex, Identity, list[Node]]:
     plex = load_plex(REPO / "plexes" / f"{name}.yaml")
     identity = compute_identity(plex, None, FixedKeyGen())
     return plex, identity, [n for n in topology.nodes(plex) if n.virt is Virt.VM]

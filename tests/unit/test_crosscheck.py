@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from plex.model.plex import Plex
 from plex.plexfile.crosscheck import Neighbour, live_collisions
 from plex.plexfile.load import load_plex
 from plex.services.validate import validate
@@ -101,11 +102,11 @@ def test_the_shipped_plexes_do_not_collide() -> None:
 
 
 @pytest.fixture
-def demo():
+def demo() -> Plex:
     return load_plex(ROOT / "plexes" / "demo.yaml")
 
 
-def test_live_dns_name_in_another_project_collides(demo) -> None:
+def test_live_dns_name_in_another_project_collides(demo: Plex) -> None:
     taken = Neighbour("someone-else", "demo-server1", (), None)
     [msg] = live_collisions(demo, [taken])
     assert (
@@ -114,7 +115,7 @@ def test_live_dns_name_in_another_project_collides(demo) -> None:
     )
 
 
-def test_live_address_and_vip_holders_collide(demo) -> None:
+def test_live_address_and_vip_holders_collide(demo: Plex) -> None:
     got = live_collisions(
         demo,
         [
@@ -126,7 +127,7 @@ def test_live_address_and_vip_holders_collide(demo) -> None:
     assert any("10.77.0.10 (the VIP)" in m for m in got)
 
 
-def test_the_plex_s_own_nodes_are_not_collisions(demo) -> None:
+def test_the_plex_s_own_nodes_are_not_collisions(demo: Plex) -> None:
     own = [
         Neighbour("plex-demo", "demo-lb1", ("10.77.0.11", "10.77.0.10"), "demo"),
         Neighbour("plex-demo", "demo-server1", ("10.77.0.21",), "demo"),

@@ -11,6 +11,7 @@ from plex.bake.recipe import (
     BaseImage,
     FileSpec,
     PackageLayer,
+    Recipe,
     ResolvedArtifact,
     RoleRecipe,
     make_recipe,
@@ -90,7 +91,7 @@ def role_recipe(packages: tuple[str, ...]) -> RoleRecipe:
 
 def recipe_with(
     plex: Plex, renderer: Renderer, packages: tuple[str, ...], base: BaseImage = DEBIAN
-):
+) -> tuple[Recipe, RoleRecipe]:
     rr = role_recipe(packages)
     return make_recipe(plex, Role.SERVER, rr, base, renderer, {"who": "demo"}, {}), rr
 

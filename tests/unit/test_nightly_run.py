@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,6 +21,9 @@ from plex.services.nightly_report import load_history, report_dir
 from plex.store.catalog import load_catalog
 from plex.store.channels import channel_alias, channels_path
 from tests.fixtures.fake_incus import FakeIncus
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import Cli
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 
@@ -185,7 +188,7 @@ def test_run_json_carries_bake_and_reset_times(demo: Plex) -> None:
     assert data["run"] == run.run_id and data["plex"] == "demo"
 
 
-def test_cli_rejects_a_keep_below_one(cli, plex_home: Path, state_dir: Path) -> None:
+def test_cli_rejects_a_keep_below_one(cli: Cli, plex_home: Path, state_dir: Path) -> None:
     result = cli("nightly", "demo", "--keep", "0")
     assert result.code == 2
     assert "--keep must be 1 or more" in result.err

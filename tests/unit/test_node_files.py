@@ -17,7 +17,7 @@ from plex.bake.secret_scan import Hit, scan
 from plex.bake.seed import build_seed
 from plex.bake.vm_files import files_tarball, vm_files
 from plex.model import topology
-from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, SystemKeyGen, compute_identity
+from plex.model.identity import TOKEN_FILE, VRRP_AUTH_FILE, Identity, SystemKeyGen, compute_identity
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from tests.unit.test_packer_template import MICROOS, fixed_artifacts
@@ -27,15 +27,15 @@ PLEXES = sorted(p.stem for p in (REPO / "plexes").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def identities() -> dict[str, tuple[Plex, object]]:
-    out: dict[str, tuple[Plex, object]] = {}
+def identities() -> dict[str, tuple[Plex, Identity]]:
+    out: dict[str, tuple[Plex, Identity]] = {}
     for name in PLEXES:
         plex = load_plex(REPO / "plexes" / f"{name}.yaml")
         out[name] = (plex, compute_identity(plex, None, SystemKeyGen()))
     return out
 
 
-def test_each_role_gets_exactly_its_secrets(identities) -> None:
+def test_each_role_gets_exactly_its_secrets(identities: dict[str, tuple[Plex, Identity]]) -> None:
     plex, identity = identities["demo"]
     by_role: dict[Role, set[str]] = {}
     for node in topology.nodes(plex):
@@ -65,7 +65,7 @@ def test_each_role_gets_exactly_its_secrets(identities) -> None:
     assert auth.data.decode().split() == ["auth_pass", identity.vrrp_secret]
 
 
-def test_needles_cover_every_private_key_line(identities) -> None:
+def test_needles_cover_every_private_key_line(identities: dict[str, tuple[Plex, Identity]]) -> None:
     plex, identity = identities["demo"]
     nodes = [(n.name, n.role) for n in topology.nodes(plex, reserved=True)]
     needles = {t: w for w, t in identity.secret_needles(nodes)}
@@ -85,7 +85,9 @@ def test_scan_finds_secrets_across_chunk_boundaries() -> None:
 
 
 @pytest.mark.parametrize("name", PLEXES)
-def test_no_rendered_file_of_any_role_holds_a_secret(identities, name: str) -> None:
+def test_no_rendered_file_of_any_role_holds_a_secret(
+    identities: dict[str, tuple[Plex, Identity]], name: str
+) -> None:
     """What goes into images: every role's rendered files (containers), and for MicroOS the
     files tarball, the build seed and the Packer template: everything a VM bake hands Packer.
     None may contain any secret of the identity."""

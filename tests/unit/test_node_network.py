@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -20,6 +21,9 @@ from plex.plexfile.trust import BUNDLE, TRUST_DIR, check_ca_files
 from plex.registry.mirrors import registries_yaml
 from tests.fixtures.rke2_rules import rke2_hosts_toml
 from tests.fixtures.test_ca import make_test_ca
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import Cli
 
 REPO = Path(__file__).resolve().parents[2]
 PLEXES = REPO / "plexes"
@@ -85,7 +89,7 @@ def _plex_file(tmp_path: Path, ca_files: list[str]) -> Path:
     return f
 
 
-def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli) -> None:
+def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli: Cli) -> None:
     f = _plex_file(tmp_path, ["certs/missing.crt"])
     line = next(i for i, ln in enumerate(f.read_text().splitlines(), 1) if "missing.crt" in ln)
     res = cli("validate", str(f))
@@ -95,7 +99,7 @@ def test_validate_names_file_line_and_field_of_a_missing_ca(tmp_path: Path, cli)
     ]
 
 
-def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli) -> None:
+def test_a_non_pem_ca_file_is_refused(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "ca.crt").write_text("this is not a certificate\n")
     f = _plex_file(tmp_path, ["ca.crt"])
     res = cli("validate", str(f))

@@ -13,7 +13,7 @@ import yaml
 
 from plex.backends.incus.protocol import ExecResult
 from plex.errors import BackendError
-from plex.model.plex import Role
+from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 from plex.services.bake import Baker, Paths
 from tests.fixtures.fake_incus import FakeIncus
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plex:
     monkeypatch.setenv("PLEX_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     data = yaml.safe_load((ROOT / "plexes" / "demo.yaml").read_text())
@@ -30,7 +30,7 @@ def suse_lb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return parse_plex(yaml.safe_dump(data), "suse-lb.yaml")
 
 
-def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> None:
+def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb: Plex) -> None:
     incus = FakeIncus()
     [result] = Baker(suse_lb, incus, Paths.under(ROOT)).bake([Role.LB])
     assert not result.cached and not result.package_cached
@@ -53,7 +53,7 @@ def test_remote_base_package_layer_is_built_in_a_transient_instance(suse_lb) -> 
     assert incus.instances == {}  # both transient instances removed
 
 
-def test_a_second_bake_of_the_same_recipe_reuses_the_image(suse_lb) -> None:
+def test_a_second_bake_of_the_same_recipe_reuses_the_image(suse_lb: Plex) -> None:
     incus = FakeIncus()
     baker = Baker(suse_lb, incus, Paths.under(ROOT))
     [first] = baker.bake([Role.LB])
@@ -66,7 +66,7 @@ def test_a_second_bake_of_the_same_recipe_reuses_the_image(suse_lb) -> None:
     assert incus.aliases["demo/lb"] == first.fingerprint  # moved back to the cached image
 
 
-def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb) -> None:
+def test_failed_package_install_publishes_nothing_and_cleans_up(suse_lb: Plex) -> None:
     incus = FakeIncus(
         on_exec=lambda name, argv: (
             ExecResult(1, "", "Problem: nothing provides haproxy\n")

@@ -10,6 +10,7 @@ import pytest
 from plex.errors import UsageError
 from plex.model import owner, topology
 from plex.model.observed import Observed, ObservedInstance
+from plex.model.plex import Plex
 from plex.plexfile.load import load_plex
 from plex.services.parallelism import adaptive_parallel, boot_slots
 from plex.services.pristine import PREFIX, snapshot_name, stale, survivors, whole_sets
@@ -19,7 +20,7 @@ from tests.fixtures.fake_incus import FakeIncus
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def deployed(plex) -> Observed:
+def deployed(plex: Plex) -> Observed:
     return Observed(
         plex.name,
         plex.incus.project,

@@ -14,7 +14,7 @@ import pytest
 
 from plex.backends.ssh import host_key_probe
 from plex.errors import BackendError
-from plex.model.identity import SystemKeyGen
+from plex.model.identity import HostKey, SystemKeyGen
 
 
 class _Server(paramiko.ServerInterface):  # type: ignore[misc]
@@ -45,7 +45,7 @@ def serve(private_pems: list[str]) -> tuple[int, threading.Thread]:
 
 
 @pytest.fixture(scope="module")
-def keys() -> Iterator[dict[str, object]]:
+def keys() -> Iterator[dict[str, HostKey]]:
     gen = SystemKeyGen()
     yield {
         "ed": gen.host_key("ed25519", "root@n1"),
@@ -54,7 +54,7 @@ def keys() -> Iterator[dict[str, object]]:
     }
 
 
-def test_the_nodes_own_key_passes(keys) -> None:
+def test_the_nodes_own_key_passes(keys: dict[str, HostKey]) -> None:
     ed, rsa = keys["ed"], keys["rsa"]
     port, th = serve([ed.private, rsa.private])
     assert host_key_probe("127.0.0.1", ed.public_key, port).startswith("SHA256:")
@@ -64,14 +64,14 @@ def test_the_nodes_own_key_passes(keys) -> None:
     th.join(5)
 
 
-def test_another_key_is_refused(keys) -> None:
+def test_another_key_is_refused(keys: dict[str, HostKey]) -> None:
     port, th = serve([keys["other"].private])
     with pytest.raises(BackendError, match=r"presented host key .* not the node's"):
         host_key_probe("127.0.0.1", keys["ed"].public_key, port)
     th.join(5)
 
 
-def test_nobody_listening_is_a_backend_error(keys) -> None:
+def test_nobody_listening_is_a_backend_error(keys: dict[str, HostKey]) -> None:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -15,7 +16,7 @@ def test_a_step_starts_when_what_it_waits_for_is_done_not_when_its_siblings_are(
     log: list[str] = []
     lock = threading.Lock()
 
-    def step(name: str, seconds: float = 0.0):
+    def step(name: str, seconds: float = 0.0) -> Callable[[], str]:
         def run() -> str:
             time.sleep(seconds)
             with lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,6 +25,9 @@ from tests.fixtures.fake_incus import FakeIncus
 from tests.fixtures.microos_appliances import UNVERSIONED, VERSIONED, appliances_dir
 from tests.fixtures.release_server import serve_directory
 from tests.unit.test_packer_template import REPO, load, vm_recipe
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import Cli
 
 
 class RecordingPacker:
@@ -121,7 +124,7 @@ def test_build_then_cached_then_rebuilt_when_the_image_is_gone(tmp_path: Path, c
     assert not rebuilt.cached and len(packer.templates) == 2
 
 
-def test_cli_refuses_a_container_base_as_vm(cli, plex_home: Path, state_dir: Path) -> None:
+def test_cli_refuses_a_container_base_as_vm(cli: Cli, plex_home: Path, state_dir: Path) -> None:
     res = cli("bake", "omniplex", "--type", "lb", "--virt", "vm")
     assert res.code == 2
     assert res.err_lines[0].endswith(
@@ -139,7 +142,7 @@ def _base(srv_url: str) -> Qcow2Base:
 
 @pytest.mark.parametrize("signed", [False, True])
 def test_base_digest_is_the_redirect_targets_entry(
-    tmp_path: Path, monkeypatch, signed: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signed: bool
 ) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     data = appliances_dir(tmp_path / "site", signed=signed, extra_entries=1)
@@ -157,7 +160,9 @@ def test_base_digest_is_the_redirect_targets_entry(
     assert got.note == f"listed as {VERSIONED}, the redirect target"
 
 
-def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, monkeypatch) -> None:
+def test_base_digest_from_the_single_entry_without_a_redirect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     data = appliances_dir(site)
@@ -169,7 +174,7 @@ def test_base_digest_from_the_single_entry_without_a_redirect(tmp_path: Path, mo
 
 
 def test_base_checksum_with_several_unmatched_entries_is_refused(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
@@ -182,7 +187,9 @@ def test_base_checksum_with_several_unmatched_entries_is_refused(
         fetch_base(_base(srv.url))
 
 
-def test_base_with_a_wrong_digest_is_deleted(tmp_path: Path, monkeypatch) -> None:
+def test_base_with_a_wrong_digest_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLEX_CACHE_DIR", str(tmp_path / "cache"))
     site = tmp_path / "site"
     appliances_dir(site)

@@ -36,7 +36,7 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-def vm_lb_plex(tmp_path: Path):
+def vm_lb_plex(tmp_path: Path) -> Plex:
     """verniplex with its lbs as MicroOS VMs too (the repo's plexes keep lbs in containers)."""
     data = yaml.safe_load((REPO / "plexes" / "verniplex.yaml").read_text())
     data["roles"]["lb"].pop("os", None)
