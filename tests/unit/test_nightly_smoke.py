@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.probes import run_probe
 from plex.errors import ConfigErrors, ProbeError
 from plex.model import topology
@@ -22,6 +22,7 @@ from plex.services.smoke import (
     pull_probe,
     smoke_image,
 )
+from tests.fixtures.fake_incus import FakeIncus, replies
 
 PLEXES = Path(__file__).resolve().parents[2] / "plexes"
 
@@ -101,48 +102,36 @@ def test_check_images_names_every_stale_or_missing_node(demo: Plex) -> None:
     assert "demo-lb1 runs nothing" in e.value.message
 
 
-@dataclass
-class Res:
-    returncode: int
-    stdout: str
-    stderr: str = ""
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-@dataclass
-class Node:
-    """A recording executor: answers `ctr ... images ls -q` once a pull succeeded."""
-
-    pull_works: bool
-    calls: list[tuple[str, str]] = field(default_factory=list)
-
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Res:
-        cmd = argv[-1]
-        self.calls.append((name, cmd))
-        if not self.pull_works:
-            return Res(
-                1,
-                "ctr: failed to resolve reference: dial tcp: lookup "
-                "registry-1.docker.io: no such host",
-            )
-        return Res(0, "docker.io/library/plextest:1.0\n")
+def agent(name: str, pull_works: bool) -> FakeIncus:
+    """A running agent whose `ctr images pull` reaches the registry or not."""
+    miss = ExecResult(
+        1,
+        "ctr: failed to resolve reference: dial tcp: lookup registry-1.docker.io: no such host",
+        "",
+    )
+    fake = FakeIncus(
+        on_exec=replies(
+            ExecResult(0, "docker.io/library/plextest:1.0\n", "") if pull_works else miss
+        )
+    )
+    fake.add_instance(name)
+    return fake
 
 
 def test_pull_probe_uses_the_nodes_own_hosts_dir_and_the_rke2_socket(demo: Plex) -> None:
     node = pull_node(demo)
     assert node.name == "demo-agent1"  # pods run on agents
     probe = pull_probe(demo, parse_image("docker.io/library/plextest:1.0"), timeout=0)
-    ok = Node(pull_works=True)
+    ok = agent(node.name, pull_works=True)
     assert run_probe(ok, node.name, node.name, probe).ok
-    cmd = ok.calls[0][1]
+    [(_, target, _, argv)] = [c for c in ok.calls if c[0] == "exec"]
+    assert target == node.name
+    cmd = argv[-1]
     assert "--address /run/k3s/containerd/containerd.sock -n k8s.io" in cmd
     # The hosts RKE2 generated from registries.yaml, as the kubelet's pulls use them.
     certs_d = "/var/lib/rancher/rke2/agent/etc/containerd/certs.d"
     assert f"images pull --hosts-dir {certs_d} docker.io/library/plextest:1.0" in cmd
     assert "/var/lib/rancher/rke2/bin" in cmd  # where RKE2 keeps ctr
-    broken = Node(pull_works=False)
+    broken = agent(node.name, pull_works=False)
     with pytest.raises(ProbeError, match="no such host"):
         run_probe(broken, node.name, node.name, probe, sleep=lambda s: None)

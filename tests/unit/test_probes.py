@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.probes import Probe, expand, load_probes, run_probe
 from plex.errors import ConfigErrors, ProbeError
 from plex.model.plex import Role
+from tests.fixtures.fake_incus import FakeIncus, replies
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,27 +54,15 @@ def test_unknown_probe_key_names_its_path(tmp_path: Path) -> None:
         load_probes(f)
 
 
-@dataclass
-class Res:
-    returncode: int
-    stdout: str
-    stderr: str = ""
-
-
-class Scripted:
-    """A recording fake of the exec part of the Incus backend."""
-
-    def __init__(self, answers: list[Res]) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, list[str]]] = []
-
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Res:
-        self.calls.append((name, argv))
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+def node(*answers: ExecResult) -> FakeIncus:
+    """A running n1 answering its probe's runs with `answers`, in order."""
+    fake = FakeIncus(on_exec=replies(*answers))
+    fake.add_instance("n1")
+    return fake
 
 
 def test_probe_retries_until_it_passes() -> None:
-    fake = Scripted([Res(1, ""), Res(0, "starting"), Res(0, "pong")])
+    fake = node(ExecResult(1, "", ""), ExecResult(0, "starting", ""), ExecResult(0, "pong", ""))
     t = [0.0]
     res = run_probe(
         fake,
@@ -87,7 +76,7 @@ def test_probe_retries_until_it_passes() -> None:
 
 
 def test_probe_timeout_names_node_probe_and_last_output() -> None:
-    fake = Scripted([Res(7, "", "connection refused")])
+    fake = node(ExecResult(7, "", "connection refused"))
     t = [0.0]
     with pytest.raises(ProbeError, match=r"n1: probe 'ping' failed after 5s .*connection refused"):
         run_probe(
@@ -101,7 +90,7 @@ def test_probe_timeout_names_node_probe_and_last_output() -> None:
 
 
 def test_probe_retries_quickly_first_then_every_interval() -> None:
-    fake = Scripted([Res(1, "")] * 5 + [Res(0, "pong")])
+    fake = node(*[ExecResult(1, "", "")] * 5, ExecResult(0, "pong", ""))
     t = [0.0]
     waits: list[float] = []
 
