@@ -9,20 +9,17 @@ import time
 from plex.backends.incus.protocol import ExecResult
 from plex.deploy.probes import Probe, run_probe
 from plex.deploy.shared_runs import SharedRuns
+from tests.fixtures.fake_incus import FakeIncus
 
 
-class Master:
-    """A master whose node table lists the agents that have joined by now."""
+class NodeTable:
+    """`kubectl get nodes` on the master (a FakeIncus.on_exec): the agents joined by now."""
 
     def __init__(self, joined_after: dict[str, float]) -> None:
         self.t0 = time.monotonic()
         self.joined_after = joined_after
-        self.execs = 0
-        self.lock = threading.Lock()
 
-    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-        with self.lock:
-            self.execs += 1
+    def __call__(self, name: str, argv: list[str]) -> ExecResult:
         now = time.monotonic() - self.t0
         rows = [
             f"{n}   Ready    <none>   1s    v1" for n, t in self.joined_after.items() if now >= t
@@ -33,7 +30,8 @@ class Master:
 
 def test_many_agents_share_the_masters_runs_and_each_finds_its_own_row() -> None:
     agents = {f"demo-agent{i}": 0.1 + i * 0.01 for i in range(1, 33)}
-    master = Master(agents)
+    master = FakeIncus(on_exec=NodeTable(agents))
+    master.add_instance("demo-server1")
     shared: SharedRuns[ExecResult] = SharedRuns()
     results = {}
 
@@ -49,7 +47,9 @@ def test_many_agents_share_the_masters_runs_and_each_finds_its_own_row() -> None
     assert all(r.ok for r in results.values()) and set(results) == set(agents)
     attempts = sum(r.attempts for r in results.values())
     # Polled alone, every attempt would have been a kubectl run on the master.
-    assert master.execs == shared.runs < attempts / 4
+    execs = [c for c in master.calls if c[0] == "exec"]
+    assert {c[1] for c in execs} == {"demo-server1"}
+    assert len(execs) == shared.runs < attempts / 4
 
 
 def test_a_prober_never_gets_a_run_older_than_its_last_attempt() -> None:
