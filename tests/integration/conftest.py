@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -17,6 +18,13 @@ import yaml
 from plex.errors import BackendError
 from plex.model.plex import IncusConfig, Plex
 from plex.plexfile.load import parse_plex
+
+if TYPE_CHECKING:  # imported where used: only the fixtures a test asks for load them
+    from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
+    from tests.fixtures.release_server import ReleaseServer
+    from tests.fixtures.simulated_internet import SimulatedInternet
+    from tests.fixtures.upstream_registry import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = os.environ.get("PLEX_TEST_POOL", "plex")
@@ -40,8 +48,8 @@ def incus_cfg(session_project: str) -> IncusConfig:
 
 
 @pytest.fixture(scope="session")
-def incus(incus_cfg: IncusConfig) -> Iterator[object]:
-    from plex.backends.incus.client import PylxdIncus, connect
+def incus(incus_cfg: IncusConfig) -> Iterator[PylxdIncus]:
+    from plex.backends.incus.client import connect
 
     try:
         inc: PylxdIncus = connect(incus_cfg)
@@ -94,7 +102,7 @@ def demo_plex(project: str, **overrides: object) -> Plex:
 
 
 @pytest.fixture(scope="session")
-def standin_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def standin_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseServer]:
     """The STAND-IN RKE2 release (tests/fixtures/standin_rke2), served over local HTTP in
     place of GitHub's release downloads: the bake fetches and verifies it like the real one."""
     from tests.fixtures.build_standin import build_standin_rke2
@@ -120,7 +128,7 @@ def bridge_address(network: str = NETWORK) -> str:
 
 
 @pytest.fixture(scope="session")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     """A local upstream registry standing in for docker.io (no internet here), on the host's
     bridge address so the plex's registry node can reach it."""
     from tests.fixtures.upstream_registry import start_upstream
@@ -131,12 +139,12 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def test_plex(session_project: str, standin_release: object, upstream: object) -> Plex:
+def test_plex(session_project: str, standin_release: ReleaseServer, upstream: Upstream) -> Plex:
     """The demo plex, in the session project, fetching RKE2 from the stand-in release and
     caching docker.io from the local stand-in upstream."""
     overrides: dict[str, object] = {
-        "kubernetes.release_url": standin_release.url,  # type: ignore[attr-defined]
-        "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],  # type: ignore[attr-defined]
+        "kubernetes.release_url": standin_release.url,
+        "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],
         # The CI store (test_registry_store.py) on the registry node every module deploys.
         "registry.store.enabled": True,
     }
@@ -156,12 +164,12 @@ def can_load_modules() -> bool:
 
 
 @pytest.fixture(scope="session")
-def baked(test_plex: Plex, incus: object, state_dirs: Path) -> dict[str, object]:
+def baked(test_plex: Plex, incus: PylxdIncus, state_dirs: Path) -> dict[str, BakeResult]:
     """Every role of the demo plex baked once for the session (package layers are cached on
     the machine across runs; plex layers are built fresh in the session project)."""
     from plex.services.bake import Baker, Paths
 
-    baker = Baker(test_plex, incus, Paths.under(ROOT))  # type: ignore[arg-type]
+    baker = Baker(test_plex, incus, Paths.under(ROOT))
     roles = [r for r, rc in test_plex.roles.items() if rc.count]
     results = baker.bake(roles)
     return {r.role.value: r for r in results}
@@ -175,7 +183,7 @@ def with_agent_offset(plex: Plex, offset: int) -> Plex:
 
 
 @pytest.fixture(scope="session")
-def internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedInternet]:
     """The simulated internet (tests/fixtures/simulated_internet.py): a namespace of this run
     serving the stand-in upstream registry as https://registry-1.docker.io and ghcr.io with a
     test CA's certificate, answered by the test bridge's DNS. Removed at the end of the run."""
