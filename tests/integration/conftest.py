@@ -175,6 +175,12 @@ def baked(test_plex: Plex, incus: PylxdIncus, state_dirs: Path) -> dict[str, Bak
     return {r.role.value: r for r in results}
 
 
+def alias_target(incus: PylxdIncus, alias: str) -> str | None:
+    """The fingerprint of the image `alias` names (None: no such alias or image)."""
+    img = incus.image_by_alias(alias)
+    return img.fingerprint if img is not None else None
+
+
 def with_agent_offset(plex: Plex, offset: int) -> Plex:
     """The same plex with its agents moved to another host range (a plex-data change)."""
     data = plex.model_dump(mode="json", exclude={"source"})

@@ -9,6 +9,7 @@ import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -23,6 +24,11 @@ from plex.services.deploy import apply_plan, make_deploy_plan
 from plex.services.destroy import destroy
 
 from .conftest import ROOT, demo_plex, shipped_plex
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from tests.fixtures.release_server import ReleaseServer
+    from tests.fixtures.simulated_internet import SimulatedInternet
 
 pytestmark = pytest.mark.incus
 IMAGES = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
@@ -50,7 +56,12 @@ def _plex(base: Plex, airgap: bool) -> Plex:
 
 
 @pytest.fixture(scope="module")
-def shipped(session_project, standin_release, internet, state_dirs) -> Plex:
+def shipped(
+    session_project: str,
+    standin_release: ReleaseServer,
+    internet: SimulatedInternet,
+    state_dirs: Path,
+) -> Plex:
     return shipped_plex(session_project, standin_release.url, internet.ca.cert)
 
 
@@ -68,7 +79,7 @@ def quick_probes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def aliases(incus) -> Iterator[None]:
+def aliases(incus: PylxdIncus) -> Iterator[None]:
     """This module bakes other generations of demo/<role>: put the session's back after."""
     saved = {r: incus.image_by_alias(image_alias("demo", r)) for r in Role}
     yield
@@ -77,7 +88,9 @@ def aliases(incus) -> Iterator[None]:
             incus.set_alias(image_alias("demo", role), img.fingerprint)
 
 
-def _start_server_with_the_registry_stopped(incus, plex: Plex, root: Path, internet) -> None:
+def _start_server_with_the_registry_stopped(
+    incus: PylxdIncus, plex: Plex, root: Path, internet: SimulatedInternet
+) -> None:
     destroy(plex, incus, everything=True)
     Baker(plex, incus, Paths.under(ROOT)).bake([Role.REGISTRY, Role.SERVER])
     ops.up_incus(plex, incus, ROOT)
@@ -93,7 +106,7 @@ def _start_server_with_the_registry_stopped(incus, plex: Plex, root: Path, inter
 
 
 def test_airgap_server_becomes_ready_without_registry_or_upstream(
-    incus, shipped, internet, quick_probes, aliases
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, quick_probes: Path, aliases: None
 ) -> None:
     plex = _plex(shipped, airgap=True)
     try:
@@ -115,7 +128,7 @@ def test_airgap_server_becomes_ready_without_registry_or_upstream(
 
 
 def test_without_airgap_the_server_never_becomes_ready(
-    incus, shipped, internet, quick_probes, aliases
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, quick_probes: Path, aliases: None
 ) -> None:
     plex = _plex(shipped, airgap=False)
     try:

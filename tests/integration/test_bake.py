@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -23,7 +24,11 @@ from plex.services.push import push_checked
 from plex.store.catalog import load_catalog
 from plex.store.identity import require_identity
 
-from .conftest import ROOT, with_agent_offset
+from .conftest import ROOT, alias_target, with_agent_offset
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
 
 pytestmark = pytest.mark.incus
 
@@ -55,7 +60,7 @@ EXPECTED = {
 }
 
 
-def launch(incus, plex: Plex, role: str, name: str) -> None:
+def launch(incus: PylxdIncus, plex: Plex, role: str, name: str) -> None:
     incus.create_instance(
         name,
         image=image_alias(plex.name, role),
@@ -76,7 +81,9 @@ def sh(incus: Incus, name: str, cmd: str) -> str:
 
 
 @pytest.mark.parametrize("role", ["lb", "server", "agent", "registry"])
-def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role) -> None:
+def test_role_image_has_files_and_enabled_services(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], role: str
+) -> None:
     assert role in baked
     files, services = EXPECTED[role]
     name = f"probe-{role}"
@@ -122,7 +129,9 @@ def test_role_image_has_files_and_enabled_services(incus, test_plex, baked, role
         incus.delete_instance(name)
 
 
-def test_unchanged_recipe_is_a_cached_noop_under_a_second(incus, test_plex, baked) -> None:
+def test_unchanged_recipe_is_a_cached_noop_under_a_second(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]
+) -> None:
     baker = Baker(test_plex, incus, Paths.under(ROOT))
     start = time.monotonic()
     results = baker.bake(list(Role))
@@ -132,7 +141,9 @@ def test_unchanged_recipe_is_a_cached_noop_under_a_second(incus, test_plex, bake
     assert elapsed < 1.0, f"no-op bake took {elapsed:.2f}s"
 
 
-def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> None:
+def test_address_change_rebuilds_only_plex_layers(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]
+) -> None:
     moved = with_agent_offset(test_plex, 41)
     layers_before = {p.name: p.stat().st_mtime for p in _layer_dir().glob("*.tar")}
     pkg_images_before = {
@@ -152,7 +163,7 @@ def test_address_change_rebuilds_only_plex_layers(incus, test_plex, baked) -> No
     assert all(r.cached for r in back)
     for r in back:
         assert (
-            incus.image_by_alias(image_alias(test_plex.name, r.role)).fingerprint
+            alias_target(incus, image_alias(test_plex.name, r.role))
             == baked[r.role.value].fingerprint
         )
 
@@ -187,7 +198,7 @@ def _wait_for_build_instance(incus: Incus, plex_name: str, proc: subprocess.Pope
 
 
 def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
-    incus, test_plex, baked, tmp_path
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], tmp_path: Path
 ) -> None:
     changed = with_agent_offset(test_plex, 51)  # a change, so the lb plex layer must rebuild
     before = load_catalog(test_plex.name)
@@ -199,7 +210,7 @@ def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
     # The catalog and the aliases still point at the previous good image.
     assert load_catalog(test_plex.name) == before
     lb = baked["lb"]
-    assert incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint == lb.fingerprint
+    assert alias_target(incus, image_alias(test_plex.name, "lb")) == lb.fingerprint
     assert incus.image_by_alias(digest_alias(test_plex.name, "lb", lb.digest)) is not None
     # The next bake removes the leftover first.
     results = Baker(test_plex, incus, Paths.under(ROOT)).bake([Role.LB])
@@ -209,7 +220,7 @@ def test_sigkill_mid_bake_leaves_previous_image_and_next_bake_cleans_up(
 
 
 def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(
-    incus, test_plex, baked, tmp_path
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], tmp_path: Path
 ) -> None:
     changed = with_agent_offset(test_plex, 52)
     images_before = {i.fingerprint for i in incus.images()}
@@ -221,10 +232,7 @@ def test_sigterm_mid_bake_cleans_up_and_publishes_nothing(
     assert "interrupted" in err.decode()
     assert incus.observe_builds(test_plex.name) == []
     assert {i.fingerprint for i in incus.images()} == images_before
-    assert (
-        incus.image_by_alias(image_alias(test_plex.name, "lb")).fingerprint
-        == baked["lb"].fingerprint
-    )
+    assert alias_target(incus, image_alias(test_plex.name, "lb")) == baked["lb"].fingerprint
 
 
 BUILD_HOST_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/machine-id")
@@ -234,7 +242,9 @@ def _apt_proxies(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if re.match(r"Acquire::[a-z]+::Proxy", ln, re.I)]
 
 
-def test_no_image_carries_build_host_files(incus, test_plex, baked) -> None:
+def test_no_image_carries_build_host_files(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]
+) -> None:
     """resolv.conf, hosts, machine-id and the apt proxy come from the plex or are empty, never
     from the build host (mmdebstrap copies the host's resolv.conf into a rootfs)."""
     host_apt = subprocess.run(

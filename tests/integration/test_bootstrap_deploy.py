@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
+from plex.backends.incus.protocol import ExecResult
 from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
@@ -21,6 +23,9 @@ from plex.services.destroy import destroy
 from plex.store.identity import ensure_identity
 
 from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
 
 pytestmark = pytest.mark.incus
 
@@ -57,7 +62,9 @@ def boot_plex(test_plex: Plex, tmp_path_factory: pytest.TempPathFactory) -> Plex
     return parse_plex(f.read_text(), str(f))
 
 
-def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, state_dirs):
+def test_the_cluster_applies_the_bootstrap_manifests_itself(
+    incus: PylxdIncus, boot_plex: Plex, state_dirs: Path
+) -> None:
 
     ensure_identity(boot_plex)
     Baker(boot_plex, incus, Paths.under(ROOT)).bake([Role.REGISTRY, Role.SERVER])
@@ -110,11 +117,11 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(incus, boot_plex, st
 def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -> None:
     # Without a cluster the rows still list every manifest, with why the state is unknown.
     class NoMaster:
-        def observe(self, plex):
+        def observe(self, plex: str) -> Observed:
             # No instance of the plex: the master is looked for under its own name.
             return Observed(plex, "gone")
 
-        def exec(self, name, argv, env=None):
+        def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
             from plex.errors import BackendError
 
             raise BackendError(f"Incus exec in {name}: not found")

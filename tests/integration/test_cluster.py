@@ -208,7 +208,7 @@ def lost_nodes(multi: Plex) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def evacuated(incus, multi, remote, cluster, deployed) -> dict[str, Any]:
+def evacuated(incus: PylxdIncus, multi, remote, cluster, deployed) -> dict[str, Any]:
     """gamma stopped, its loss seen and reported, then `deploy --evacuate`."""
     lost = lost_nodes(multi)
     before = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}
@@ -290,7 +290,7 @@ def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
 
 
 def test_the_member_back_its_stale_copies_go_first_then_the_nodes_return_home(
-    incus, multi, remote, cluster, evacuated
+    incus: PylxdIncus, multi, remote, cluster, evacuated
 ) -> None:
     lost = lost_nodes(multi)
     # Incus's healing marked the dead member evacuated: when it returns it starts nothing.

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -31,12 +32,17 @@ from plex.store.identity import require_identity
 
 from .conftest import ROOT, with_agent_offset
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.model.plex import IncusConfig
+    from plex.services.bake import BakeResult
+
 pytestmark = pytest.mark.incus
 
 FOREIGN = "not-plex-owned"
 
 
-def uuids(incus, plex: Plex) -> dict[str, str]:
+def uuids(incus: PylxdIncus, plex: Plex) -> dict[str, str]:
     return {n: i.uuid for n, i in incus.observe(plex.name).instances.items()}
 
 
@@ -57,7 +63,9 @@ def plex_cli(args: list[str], **kw) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture(scope="module")
-def deployed(incus, test_plex, baked, incus_cfg):
+def deployed(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], incus_cfg: IncusConfig
+):
     """A foreign instance in the plex's project, then the whole demo plex from nothing."""
     incus.create_instance(
         FOREIGN,
@@ -72,7 +80,9 @@ def deployed(incus, test_plex, baked, incus_cfg):
     return {"plan": plan, "result": result}
 
 
-def test_deploy_from_nothing_then_the_replan_is_empty(incus, test_plex, deployed) -> None:
+def test_deploy_from_nothing_then_the_replan_is_empty(
+    incus: PylxdIncus, test_plex: Plex, deployed
+) -> None:
     waves = [[a.node for a in w] for w in deployed["plan"].waves]
     assert waves[0] == ["demo-registry1"]
     # A new cluster: agents join as soon as the master is ready, alongside server2's join.
@@ -91,7 +101,9 @@ def _fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def test_every_node_presents_its_precomputed_host_key_over_the_bridge(test_plex, deployed) -> None:
+def test_every_node_presents_its_precomputed_host_key_over_the_bridge(
+    test_plex: Plex, deployed
+) -> None:
     identity = require_identity(test_plex)
     for n in topology.nodes(test_plex):
         out = subprocess.run(
@@ -112,7 +124,9 @@ def test_every_node_presents_its_precomputed_host_key_over_the_bridge(test_plex,
         }, n.name
 
 
-def test_private_host_keys_are_0600_on_the_nodes(incus, test_plex, deployed) -> None:
+def test_private_host_keys_are_0600_on_the_nodes(
+    incus: PylxdIncus, test_plex: Plex, deployed
+) -> None:
     for n in topology.nodes(test_plex):
         res = incus.exec(
             n.name,
@@ -121,7 +135,9 @@ def test_private_host_keys_are_0600_on_the_nodes(incus, test_plex, deployed) -> 
         assert res.stdout.split() == ["600", "root", "600", "root"], n.name
 
 
-def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex, deployed) -> None:
+def test_replace_master_recreates_exactly_servers_and_agents(
+    incus: PylxdIncus, test_plex: Plex, deployed
+) -> None:
     before = uuids(incus, test_plex)
     plan, result = deploy(test_plex, incus, ROOT, replace=["master"])
     after = uuids(incus, test_plex)
@@ -138,7 +154,7 @@ def test_replace_master_recreates_exactly_servers_and_agents(incus, test_plex, d
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 
-def test_replace_one_agent_touches_one_node(incus, test_plex, deployed) -> None:
+def test_replace_one_agent_touches_one_node(incus: PylxdIncus, test_plex: Plex, deployed) -> None:
     before = uuids(incus, test_plex)
     plan, _ = deploy(test_plex, incus, ROOT, replace=["demo-agent2"])
     after = uuids(incus, test_plex)
@@ -155,9 +171,12 @@ def _tcp_ok(host: str, port: int) -> bool:
         return False
 
 
-def test_vip_moves_within_5s_when_its_lb_stops(incus, test_plex, deployed) -> None:
+def test_vip_moves_within_5s_when_its_lb_stops(
+    incus: PylxdIncus, test_plex: Plex, deployed
+) -> None:
     lbs = [n for n in topology.nodes(test_plex) if n.role is Role.LB]
     vip = test_plex.network.vip
+    assert vip is not None  # the demo plex has lbs and a VIP
     holders = vip_holders(incus, test_plex, lbs)
     assert len(holders) == 1
     assert _tcp_ok(vip, 6443)
@@ -183,7 +202,7 @@ def test_vip_moves_within_5s_when_its_lb_stops(incus, test_plex, deployed) -> No
 
 
 def test_sigkill_during_deploy_then_deploy_again_converges(
-    incus, test_plex, deployed, tmp_path
+    incus: PylxdIncus, test_plex: Plex, deployed, tmp_path: Path
 ) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     before = uuids(incus, test_plex)
@@ -206,7 +225,9 @@ def test_sigkill_during_deploy_then_deploy_again_converges(
     assert names == {n.name for n in topology.nodes(test_plex)} | {FOREIGN}, "orphans left"
 
 
-def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> None:
+def test_rollback_status_and_kubeconfig(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], deployed
+) -> None:
     from plex.cli.commands.plan import plan_for
     from plex.services.bake import Baker, Paths
     from plex.services.deploy import (
@@ -240,7 +261,7 @@ def test_rollback_status_and_kubeconfig(incus, test_plex, baked, deployed) -> No
 
 
 def test_reset_and_destroy_spare_what_plex_does_not_own(
-    incus, test_plex, deployed, tmp_path
+    incus: PylxdIncus, test_plex: Plex, deployed, tmp_path: Path
 ) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     proc = plex_cli(["reset", str(f), "--yes", "-o", "json"])

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,7 +78,7 @@ def states(sock: Path) -> dict[tuple[str, str], haproxy.ServerState]:
     return {(s.backend, s.server): s for s in haproxy.parse_state(ask(sock, haproxy.show_state()))}
 
 
-def wait_for(cond, timeout: float = 10.0) -> bool:
+def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

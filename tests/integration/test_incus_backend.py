@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from plex.backends.incus.client import PylxdIncus
 from plex.backends.mmdebstrap import metadata_tarball
 from plex.model import owner
+
+if TYPE_CHECKING:
+    from plex.model.plex import IncusConfig
 
 pytestmark = pytest.mark.incus
 
@@ -40,7 +44,7 @@ def tiny_image(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> s
 
 
 def test_create_observe_delete_ignores_foreign(
-    incus: PylxdIncus, tiny_image: str, incus_cfg
+    incus: PylxdIncus, tiny_image: str, incus_cfg: IncusConfig
 ) -> None:
     root = {"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool}}
     incus.create_instance(
@@ -74,7 +78,9 @@ def test_create_observe_delete_ignores_foreign(
     incus.delete_instance("otherplex1")
 
 
-def test_push_file_applies_mode_and_owner(incus: PylxdIncus, tiny_image: str, incus_cfg) -> None:
+def test_push_file_applies_mode_and_owner(
+    incus: PylxdIncus, tiny_image: str, incus_cfg: IncusConfig
+) -> None:
     root = {"root": {"type": "disk", "path": "/", "pool": incus_cfg.pool}}
     incus.create_instance(
         "files1", image=tiny_image, devices=root, profiles=[], config={owner.PLEX: "tplex"}

@@ -14,7 +14,9 @@ import shutil
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -33,10 +35,14 @@ from plex.store.identity import require_identity
 
 from .conftest import ROOT
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
+
 pytestmark = pytest.mark.incus
 
 
-def uuids(incus, plex: Plex) -> dict[str, str]:
+def uuids(incus: PylxdIncus, plex: Plex) -> dict[str, str]:
     return {n: i.uuid for n, i in incus.observe(plex.name).instances.items()}
 
 
@@ -47,7 +53,7 @@ def with_agents(plex: Plex, count: int) -> Plex:
 
 
 @pytest.fixture(scope="module")
-def lab(incus, test_plex, baked):
+def lab(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]) -> Iterator[Plex]:
     from plex.model.image import image_alias
     from plex.services.destroy import destroy
 
@@ -69,7 +75,9 @@ def lab(incus, test_plex, baked):
     save_catalog(catalog)
 
 
-def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(incus, lab, baked) -> None:
+def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(
+    incus: PylxdIncus, lab: Plex, baked: dict[str, BakeResult]
+) -> None:
     from plex.services.bake import Baker, Paths
 
     three = with_agents(lab, 3)
@@ -91,7 +99,7 @@ def test_adding_an_agent_creates_exactly_one_instance_and_replaces_none(incus, l
     assert uuids(incus, lab) == before
 
 
-def test_a_stopped_master_is_started_not_replaced(incus, lab) -> None:
+def test_a_stopped_master_is_started_not_replaced(incus: PylxdIncus, lab: Plex) -> None:
     before = uuids(incus, lab)
     incus.stop("demo-server1", force=True)
     plan, _ = make_deploy_plan(lab, incus)
@@ -107,7 +115,7 @@ def _host_key(incus: Incus, node: str) -> str:
     return incus.pull_file(node, "/etc/ssh/ssh_host_ed25519_key.pub").decode().split()[1]
 
 
-def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:
+def test_snapshot_reset_restores_the_deployed_state(incus: PylxdIncus, lab: Plex) -> None:
     taken = take_snapshot(lab, incus, ROOT)
     assert set(taken.nodes) == {n.name for n in topology.nodes(lab)}
     assert make_deploy_plan(lab, incus)[0].empty  # healthy again after the consistent stop
@@ -143,7 +151,9 @@ def test_snapshot_reset_restores_the_deployed_state(incus, lab) -> None:
             assert n.name in out
 
 
-def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> None:
+def test_image_prune_takes_the_snapshots_of_retired_generations(
+    incus: PylxdIncus, lab: Plex
+) -> None:
     from plex.services.images import prune
 
     # The set the reset above restored is whole; a snapshot of another generation on one node
@@ -159,13 +169,13 @@ def test_image_prune_takes_the_snapshots_of_retired_generations(incus, lab) -> N
     incus.delete_snapshot("demo-agent1", "kept-by-hand")
 
 
-def reset_latest(incus, plex: Plex) -> str:
+def reset_latest(incus: PylxdIncus, plex: Plex) -> str:
     from plex.services.snapshot import Snapshots
 
     return Snapshots(plex, incus, ROOT).latest(incus.observe(plex.name))
 
 
-def _cluster_id(incus, lab: Plex, server: str) -> str:
+def _cluster_id(incus: PylxdIncus, lab: Plex, server: str) -> str:
     import json
 
     from plex.deploy import etcd
@@ -204,7 +214,9 @@ class VipPoller(threading.Thread):
             time.sleep(0.1)
 
 
-def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab) -> None:
+def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(
+    incus: PylxdIncus, lab: Plex
+) -> None:
     """`--replace demo-server1` names a node: the master is drained and re-created as a joiner
     of the running cluster through the VIP; nothing else is replaced, the cluster stays."""
     before = uuids(incus, lab)
@@ -245,7 +257,7 @@ def test_replacing_the_master_by_name_rolls_it_into_the_same_cluster(incus, lab)
 
 
 def test_a_new_server_image_rolls_the_servers_with_the_api_up_through_the_vip(
-    incus, lab, tmp_path: Path
+    incus: PylxdIncus, lab: Plex, tmp_path: Path
 ) -> None:
     from plex.services.bake import Baker, Paths
 

@@ -4,6 +4,7 @@ on the bridge by another project stops the deploy with nothing created (real Inc
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,10 @@ from plex.services.deploy import check_network
 
 from .conftest import demo_plex
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.model.plex import IncusConfig
+
 pytestmark = pytest.mark.incus
 
 
@@ -24,7 +29,9 @@ def images() -> dict[Role, ImageRef]:
     return {r: ImageRef(r, "d" * 64, "f" * 64, f"demo/{r.value}") for r in Role}
 
 
-def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(incus, incus_cfg) -> None:
+def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
+    incus: PylxdIncus, incus_cfg: IncusConfig
+) -> None:
     plex = demo_plex(incus.project)
     server1 = topology.master(plex)
     other_cfg = incus_cfg.model_copy(update={"project": f"plex-test-other-{uuid.uuid4().hex[:6]}"})

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -36,7 +36,10 @@ from plex.services.nightly_report import load_history, report_dir
 from plex.store.catalog import load_catalog
 from plex.store.channels import Channel, channel_alias, channels_path, load_channels
 
-from .conftest import ROOT
+from .conftest import ROOT, alias_target
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
 
 pytestmark = pytest.mark.incus
 
@@ -102,7 +105,7 @@ def stable_state(incus: Any, p: Plex) -> dict[str, Any]:
     }
 
 
-def test_full_nightly_passes_and_promotes(incus, staging) -> None:
+def test_full_nightly_passes_and_promotes(incus: PylxdIncus, staging) -> None:
     assert load_catalog(staging.name).channels.get("stable") is None  # nothing promoted yet
     start = time.monotonic()
     run = Nightly(staging, incus, ROOT).run()
@@ -113,10 +116,8 @@ def test_full_nightly_passes_and_promotes(incus, staging) -> None:
     assert set(roles) == {"registry", "lb", "server", "agent"}
     for role, b in roles.items():
         # The stable alias, the moving alias and the catalog channel name the image that ran.
-        assert (
-            incus.image_by_alias(channel_alias(staging.name, role)).fingerprint == b["fingerprint"]
-        )
-        assert incus.image_by_alias(image_alias(staging.name, role)).fingerprint == b["fingerprint"]
+        assert alias_target(incus, channel_alias(staging.name, role)) == b["fingerprint"]
+        assert alias_target(incus, image_alias(staging.name, role)) == b["fingerprint"]
         assert load_catalog(staging.name).channels["stable"][role] == b["digest"]
     # Every package layer that passed is stable, with what it takes to rebuild it.
     stable = load_channels().records[Channel.STABLE.value]
@@ -141,7 +142,7 @@ def test_full_nightly_passes_and_promotes(incus, staging) -> None:
 
 
 def test_second_nightly_with_nothing_changed_is_cache_hits_and_still_redeploys(
-    incus, staging, tmp_path
+    incus: PylxdIncus, staging, tmp_path: Path
 ) -> None:
     assert "first" in RUNS, "needs the first nightly"
     before = uuids(incus, staging)
@@ -175,7 +176,9 @@ def broken_home(tmp_path: Path) -> Path:
     return home
 
 
-def test_nightly_whose_smoke_fails_does_not_promote(incus, staging, tmp_path) -> None:
+def test_nightly_whose_smoke_fails_does_not_promote(
+    incus: PylxdIncus, staging, tmp_path: Path
+) -> None:
     assert "stable" in RUNS, "needs the first nightly"
     before = RUNS["stable"]
     start = time.monotonic()
@@ -191,7 +194,7 @@ def test_nightly_whose_smoke_fails_does_not_promote(incus, staging, tmp_path) ->
     assert all(b["package_cached"] for b in out["bake"])
     # The broken images were deployed (the moving aliases point at them)...
     broken = {b["role"]: b["fingerprint"] for b in out["bake"]}
-    assert incus.image_by_alias(image_alias(staging.name, "server")).fingerprint == broken["server"]
+    assert alias_target(incus, image_alias(staging.name, "server")) == broken["server"]
     assert broken["server"] != before["aliases"]["server"]
     # ...and stable did not move: aliases, catalog channel and package-layer channels.
     assert stable_state(incus, staging) == before

@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -37,6 +38,11 @@ from plex.services.destroy import destroy
 
 from .conftest import ROOT
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
+    from tests.fixtures.upstream_registry import Upstream
+
 pytestmark = pytest.mark.incus
 
 IMAGE = "docker.io/library/plextest:1.0"
@@ -46,7 +52,7 @@ WARM_REPO = "library/plexwarm"
 COLD_MISS_FETCHES = (1, 2)
 
 
-def settled(upstream, digests) -> dict[str, int]:
+def settled(upstream: Upstream, digests) -> dict[str, int]:
     """Upstream fetch counts once the cache's background store GETs are done (an upstream logs
     a request when it completes, which can be after the client's pull returned)."""
     last = fetches(upstream, digests)
@@ -68,7 +74,7 @@ CTR = ["ctr", "--address", "/run/k3s/containerd/containerd.sock", "-n", "k8s.io"
 TIMES: dict[str, float] = {}
 
 
-def pull(incus, node: str, image: str = IMAGE) -> float:
+def pull(incus: PylxdIncus, node: str, image: str = IMAGE) -> float:
     """Pull `image` on `node` through containerd with the hosts.toml RKE2 generated from the
     node's registries.yaml (what the kubelet uses); seconds taken."""
     t0 = time.monotonic()
@@ -84,7 +90,7 @@ def uuid_of(incus: Incus, plex: Plex, name: str) -> str:
     return incus.observe(plex.name).instances[name].uuid
 
 
-def _push_warm_image(upstream, workdir: Path) -> tuple[str, ...]:
+def _push_warm_image(upstream: Upstream, workdir: Path) -> tuple[str, ...]:
     """A second test image with its own blobs, in the upstream only (for `warm`)."""
     blobs = workdir / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -164,14 +170,14 @@ def _push_warm_image(upstream, workdir: Path) -> tuple[str, ...]:
     return (layer, config)
 
 
-def fetches(upstream, digests) -> dict[str, int]:
+def fetches(upstream: Upstream, digests) -> dict[str, int]:
     """Upstream blob GETs per digest so far (HEADs are not fetches)."""
     log = upstream.log.read_text(errors="replace")
     return {d: len(re.findall(rf'"GET /v2/[^ ]*/blobs/{re.escape(d)} ', log)) for d in digests}
 
 
 @pytest.fixture(scope="module")
-def registry_up(incus, test_plex, baked):
+def registry_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]):
     # Start from nothing and a cold cache: earlier modules of the session (the nightly's smoke
     # pull) may have deployed this plex and filled its cache volume.
     destroy(test_plex, incus, everything=True)
@@ -179,7 +185,9 @@ def registry_up(incus, test_plex, baked):
     return {"up": up, "plan": plan}
 
 
-def test_up_deploys_only_the_registry_on_its_cache_volume(incus, test_plex, registry_up):
+def test_up_deploys_only_the_registry_on_its_cache_volume(
+    incus: PylxdIncus, test_plex: Plex, registry_up
+) -> None:
     up = registry_up["up"]
     node = topology.registry_node(test_plex)
     assert node is not None
@@ -198,8 +206,8 @@ def test_up_deploys_only_the_registry_on_its_cache_volume(incus, test_plex, regi
 
 
 def test_warm_pulls_through_the_cache_so_nodes_never_go_upstream(
-    incus, test_plex, registry_up, upstream, tmp_path
-):
+    incus: PylxdIncus, test_plex: Plex, registry_up, upstream: Upstream, tmp_path: Path
+) -> None:
     blobs = _push_warm_image(upstream, tmp_path / "warm")
     cache = ops.IncusCache(test_plex, incus)
     t0 = time.monotonic()
@@ -220,14 +228,14 @@ def test_warm_pulls_through_the_cache_so_nodes_never_go_upstream(
     assert fetches(upstream, blobs) == warmed
 
 
-def test_default_warm_list_is_the_rke2_release_list(test_plex):
+def test_default_warm_list_is_the_rke2_release_list(test_plex: Plex) -> None:
     images = ops.default_image_list(test_plex)
     # The stand-in release lists three images (tests/fixtures/build_standin.py).
     assert len(images) == 3 and all(i.startswith("docker.io/rancher/") for i in images), images
 
 
 @pytest.fixture(scope="module")
-def cluster(incus, test_plex, registry_up):
+def cluster(incus: PylxdIncus, test_plex: Plex, registry_up):
     before = uuid_of(incus, test_plex, "demo-registry1")
     deploy(test_plex, incus, ROOT)
     assert uuid_of(incus, test_plex, "demo-registry1") == before, "deploy replaced the registry"
@@ -235,8 +243,8 @@ def cluster(incus, test_plex, registry_up):
 
 
 def test_two_nodes_pull_by_upstream_name_and_the_cache_fetches_each_blob_once(
-    incus, test_plex, cluster, upstream
-):
+    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+) -> None:
     # The upstream is shared by the whole session: count from here.
     base = fetches(upstream, upstream.blobs)
     TIMES["cold pull demo-agent1"] = pull(incus, "demo-agent1")
@@ -257,7 +265,9 @@ def _blob_digests(log: Path) -> set[str]:
     )
 
 
-def test_stats_show_repositories_size_hits_and_misses(incus, test_plex, cluster):
+def test_stats_show_repositories_size_hits_and_misses(
+    incus: PylxdIncus, test_plex: Plex, cluster
+) -> None:
     st = ops.stats(test_plex, ops.IncusCache(test_plex, incus), "incus")
     repos = {(r.upstream, r.name): r.tags for r in st.repositories}
     assert repos[("docker.io", "library/plextest")] == ("1.0",)
@@ -272,7 +282,9 @@ def test_stats_show_repositories_size_hits_and_misses(incus, test_plex, cluster)
     assert "absent" not in json.dumps(st.to_json())
 
 
-def test_after_reset_pulls_come_from_the_cache(incus, test_plex, cluster, upstream):
+def test_after_reset_pulls_come_from_the_cache(
+    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+) -> None:
     registry = uuid_of(incus, test_plex, "demo-registry1")
     agent = uuid_of(incus, test_plex, "demo-agent1")
     deploy(test_plex, incus, ROOT, replace=["master"])  # what `plex reset` does
@@ -284,7 +296,9 @@ def test_after_reset_pulls_come_from_the_cache(incus, test_plex, cluster, upstre
     assert fetches(upstream, upstream.blobs) == before, "a reset node went upstream"
 
 
-def test_replacing_the_registry_node_keeps_its_cache(incus, test_plex, cluster, upstream):
+def test_replacing_the_registry_node_keeps_its_cache(
+    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+) -> None:
     registry = uuid_of(incus, test_plex, "demo-registry1")
     up, plan, _ = ops.up_incus(test_plex, incus, ROOT, replace=True)
     assert [a.node for w in plan.waves for a in w] == ["demo-registry1"]
@@ -295,7 +309,9 @@ def test_replacing_the_registry_node_keeps_its_cache(incus, test_plex, cluster, 
     assert fetches(upstream, upstream.blobs) == before, "the new registry node went upstream"
 
 
-def test_destroy_keeps_the_cache_volume_unless_everything(incus, test_plex, cluster, upstream):
+def test_destroy_keeps_the_cache_volume_unless_everything(
+    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+) -> None:
     destroy(test_plex, incus)
     assert incus.observe(test_plex.name).instances == {}
     volume = registry_volume(test_plex)
@@ -367,7 +383,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.docker
-def test_runtime_docker_cache_survives_its_containers(session_project, upstream):
+def test_runtime_docker_cache_survives_its_containers(
+    session_project: str, upstream: Upstream
+) -> None:
     from .conftest import bridge_address, demo_plex
 
     docker = _docker()

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -28,6 +29,11 @@ from tests.fixtures.child_process import start_server
 from tests.fixtures.upstream_registry import make_oci_layout
 
 from .conftest import ROOT
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.model.plex import Plex
+    from plex.services.bake import BakeResult
 
 IMAGE = "ci/plex-build"
 
@@ -80,7 +86,9 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_rendered_store_config_on_the_real_docker_registry(test_plex, layout, tmp_path):
+def test_rendered_store_config_on_the_real_docker_registry(
+    test_plex: Plex, layout, tmp_path: Path
+) -> None:
     """store.distribution_config as rendered, only its paths and address moved to this test."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +121,7 @@ def test_rendered_store_config_on_the_real_docker_registry(test_plex, layout, tm
 
 
 @pytest.fixture(scope="module")
-def store_up(incus, test_plex, baked, layout):
+def store_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], layout):
     destroy(test_plex, incus)  # the cache volume (and the store in it) may stay
     ops.up_incus(test_plex, incus, ROOT)
     host = store.host(test_plex)
@@ -131,7 +139,7 @@ def wait_until_serving_store(host: str, timeout: float = 60) -> None:
 
 
 @pytest.mark.incus
-def test_push_needs_the_identity_login_and_pull_works(test_plex, store_up, layout):
+def test_push_needs_the_identity_login_and_pull_works(test_plex: Plex, store_up, layout) -> None:
     host, creds = store_up["host"], store_up["creds"]
     assert refused(push(layout, host, None, "anon")), "an anonymous push was accepted"
     ok = push(layout, host, creds)
@@ -143,7 +151,9 @@ def test_push_needs_the_identity_login_and_pull_works(test_plex, store_up, layou
 
 
 @pytest.mark.incus
-def test_the_pushed_image_survives_reset_and_a_new_registry_node(incus, test_plex, store_up):
+def test_the_pushed_image_survives_reset_and_a_new_registry_node(
+    incus: PylxdIncus, test_plex: Plex, store_up
+) -> None:
     host, creds = store_up["host"], store_up["creds"]
     assert "manifest" in store_up, "the push test did not run first"
     deploy(test_plex, incus, ROOT, replace=["master"])  # what `plex reset` does

@@ -5,7 +5,9 @@ manifest) for every secret of the identity and every registry password. Expect 0
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import zstandard
@@ -19,12 +21,17 @@ from plex.store.identity import require_identity
 
 from .conftest import ROOT, demo_plex
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from tests.fixtures.release_server import ReleaseServer
+    from tests.fixtures.upstream_registry import Upstream
+
 pytestmark = pytest.mark.incus
 
 CHUNK = 1 << 20
 
 
-def artifact_chunks(path: Path):
+def artifact_chunks(path: Path) -> Iterator[bytes]:
     """Every uncompressed byte of an artifact (the tar stream: metadata, templates, rootfs)."""
     with (
         path.open("rb") as f,
@@ -37,8 +44,8 @@ def artifact_chunks(path: Path):
 @pytest.fixture(scope="module")
 def scan_plex(
     session_project: str,
-    standin_release: object,
-    upstream: object,
+    standin_release: ReleaseServer,
+    upstream: Upstream,
     tmp_path_factory: pytest.TempPathFactory,
     test_plex: Plex,
 ) -> tuple[Plex, str]:
@@ -49,7 +56,7 @@ def scan_plex(
     overrides: dict[str, object] = {
         "name": "scanplex",
         "kubernetes.release_url": test_plex.kubernetes.release_url,
-        "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],  # type: ignore[attr-defined]
+        "registry.upstreams": [{"name": "docker.io", "url": upstream.url}],
         "registry.credentials_file": str(creds),
     }
     for role in ("server", "agent"):
@@ -59,7 +66,9 @@ def scan_plex(
     return demo_plex(session_project, **overrides), password
 
 
-def test_no_secret_in_any_exported_artifact(incus, state_dirs, scan_plex, tmp_path) -> None:
+def test_no_secret_in_any_exported_artifact(
+    incus: PylxdIncus, state_dirs: Path, scan_plex: tuple[Plex, str], tmp_path: Path
+) -> None:
     plex, password = scan_plex
     roles = [r for r, rc in plex.roles.items() if rc.count]
     Baker(plex, incus, Paths.under(ROOT)).bake(roles)

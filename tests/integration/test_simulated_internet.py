@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -36,18 +37,33 @@ from plex.store.identity import require_identity
 
 from .conftest import ROOT, shipped_plex
 
+if TYPE_CHECKING:
+    from tests.fixtures.release_server import ReleaseServer
+    from tests.fixtures.simulated_internet import SimulatedInternet
+
 pytestmark = pytest.mark.incus
 
 PROBES = ROOT / "deploy" / "probes.yaml"
 
 
 @pytest.fixture(scope="module")
-def shipped(incus, session_project, standin_release, internet, state_dirs) -> Plex:
+def shipped(
+    incus: PylxdIncus,
+    session_project: str,
+    standin_release: ReleaseServer,
+    internet: SimulatedInternet,
+    state_dirs: Path,
+) -> Plex:
     return shipped_plex(session_project, standin_release.url, internet.ca.cert)
 
 
 @pytest.fixture(scope="module")
-def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, object]]:
+def online(
+    incus: PylxdIncus,
+    shipped: Plex,
+    internet: SimulatedInternet,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, object]]:
     """The shipped plex baked and deployed from nothing (other modules' nodes of the same plex
     are removed first: same names and addresses). Their image aliases are put back after."""
     saved = {r: incus.image_by_alias(image_alias(shipped.name, r)) for r in Role}
@@ -66,7 +82,7 @@ def online(incus, shipped, internet, tmp_path_factory) -> Iterator[dict[str, obj
                 incus.set_alias(image_alias(shipped.name, role), img.fingerprint)
 
 
-def _smoke(incus, plex: Plex, digests) -> list[object]:
+def _smoke(incus: PylxdIncus, plex: Plex, digests) -> list[object]:
     return list(smoke(plex, incus, ROOT, digests, incus.observe(plex.name)))
 
 
@@ -75,7 +91,7 @@ def _sh(incus: PylxdIncus, node: str, cmd: str) -> ExecResult:
 
 
 def test_the_shipped_demo_deploys_and_smoke_checks_through_the_simulated_internet(
-    incus, shipped, internet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
 ) -> None:
     # As shipped: the real upstream name, no address of this machine in it.
     assert [u.url for u in shipped.registry.upstreams] == ["https://registry-1.docker.io"]
@@ -86,7 +102,9 @@ def test_the_shipped_demo_deploys_and_smoke_checks_through_the_simulated_interne
     assert any(r.probe == "pull docker.io/library/busybox:1.36" for r in results)  # type: ignore[attr-defined]
 
 
-def test_nodes_resolve_exactly_the_simulated_names(incus, shipped, internet, online) -> None:
+def test_nodes_resolve_exactly_the_simulated_names(
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+) -> None:
     reg = topology.registry_node(shipped)
     assert reg is not None
     for node in (reg.name, topology.master(shipped).name):
@@ -98,7 +116,7 @@ def test_nodes_resolve_exactly_the_simulated_names(incus, shipped, internet, onl
 
 
 def test_the_cache_went_upstream_over_tls_from_the_registry_node(
-    incus, shipped, internet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
 ) -> None:
     reg = topology.registry_node(shipped)
     assert reg is not None
@@ -117,7 +135,7 @@ def test_the_cache_went_upstream_over_tls_from_the_registry_node(
 # --- one link broken at a time ----------------------------------------------------------------
 
 
-def _probe_line(incus, plex: Plex) -> str:
+def _probe_line(incus: PylxdIncus, plex: Plex) -> str:
     reg = topology.registry_node(plex)
     assert reg is not None
     (probe,) = upstream_probes(plex, require_identity(plex), load_probes(PROBES))
@@ -141,13 +159,13 @@ def _stats_line(plex_file: Path) -> str:
     return errors[0]
 
 
-def _smoke_line(incus, plex: Plex, digests) -> str:
+def _smoke_line(incus: PylxdIncus, plex: Plex, digests) -> str:
     with pytest.raises(ProbeError) as e:
         _smoke(incus, plex, digests)
     return e.value.message
 
 
-def _all_say(incus, plex: Plex, online, expected: str) -> None:
+def _all_say(incus: PylxdIncus, plex: Plex, online, expected: str) -> None:
     lines = {
         "probe": _probe_line(incus, plex),
         "stats": _stats_line(online["file"]),
@@ -161,21 +179,29 @@ def _all_say(incus, plex: Plex, online, expected: str) -> None:
         assert "https://registry-1.docker.io/v2/" in line, (where, line)
 
 
-def test_upstream_name_not_resolving_is_one_clear_line(incus, shipped, internet, online) -> None:
+def test_upstream_name_not_resolving_is_one_clear_line(
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+) -> None:
     with internet.unresolvable():
         _all_say(incus, shipped, online, "Could not resolve host: registry-1.docker.io")
 
 
-def test_upstream_unreachable_is_one_clear_line(incus, shipped, internet, online) -> None:
+def test_upstream_unreachable_is_one_clear_line(
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+) -> None:
     with internet.unreachable():
         _all_say(incus, shipped, online, "Failed to connect to registry-1.docker.io port 443")
 
 
-def test_untrusted_certificate_is_one_clear_line(incus, shipped, internet, online) -> None:
+def test_untrusted_certificate_is_one_clear_line(
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+) -> None:
     with internet.untrusted():
         _all_say(incus, shipped, online, "SSL certificate problem")
 
 
-def test_after_the_failures_the_path_works_again(incus, shipped, internet, online) -> None:
+def test_after_the_failures_the_path_works_again(
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+) -> None:
     results = _smoke(incus, shipped, online["digests"])
     assert all(r.ok for r in results)  # type: ignore[attr-defined]

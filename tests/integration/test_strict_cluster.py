@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -31,6 +32,11 @@ from plex.store.identity import ensure_identity, require_identity
 
 from .conftest import ROOT
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
+    from tests.fixtures.upstream_registry import Upstream
+
 pytestmark = pytest.mark.incus
 
 SERVERS = ["demo-server1", "demo-server2", "demo-server3"]
@@ -38,7 +44,7 @@ REAL = "/var/lib/rancher/rke2/bin/real/kubectl"  # keeps its name: kubectl
 
 
 @pytest.fixture(scope="module")
-def cluster(incus, test_plex, baked):
+def cluster(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]):
     try:
         # A failed deploy must not leave its nodes holding the addresses later modules use.
         deploy(test_plex, incus, ROOT)
@@ -74,7 +80,9 @@ def plex_cli(plex: Plex, tmp_path: Path, *args: str) -> subprocess.CompletedProc
     )
 
 
-def test_after_the_deploy_etcd_members_are_the_servers(incus, test_plex, cluster) -> None:
+def test_after_the_deploy_etcd_members_are_the_servers(
+    incus: PylxdIncus, test_plex: Plex, cluster
+) -> None:
     assert members(cluster) == SERVERS
     st = etcd_status(test_plex, incus)
     assert st is not None and st["quorum"] and st["leader"] in SERVERS
@@ -87,7 +95,9 @@ def test_after_the_deploy_etcd_members_are_the_servers(incus, test_plex, cluster
             assert incus.file_mode(n.name, NODE_PASSWORD_PATH) == 0o600
 
 
-def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster) -> None:
+def test_a_wrong_node_password_is_refused_and_reported(
+    incus: PylxdIncus, test_plex: Plex, cluster
+) -> None:
     old = require_identity(test_plex).node_passwords["demo-agent2"]
     # Test-made: another password for agent2 while the cluster still knows the old one.
     ensure_identity(test_plex, rotate=["demo-agent2"])
@@ -104,7 +114,7 @@ def test_a_wrong_node_password_is_refused_and_reported(incus, test_plex, cluster
 
 
 def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
-    incus, test_plex, cluster, upstream
+    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
 ) -> None:
     registry = topology.resolve(test_plex, "registry1")
     # The registry node stays up (plex would replace a stopped one first); its service stops.
@@ -141,7 +151,7 @@ def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
 
 
 def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
-    incus, test_plex, cluster, tmp_path
+    incus: PylxdIncus, test_plex: Plex, cluster, tmp_path: Path
 ) -> None:
     for s in ("demo-server2", "demo-server3"):
         incus.stop(s)
@@ -164,7 +174,9 @@ def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
     assert KUBECONFIG  # the admin kubeconfig path the servers answer on
 
 
-def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cluster) -> None:
+def test_a_failing_drain_stops_the_deploy_and_force_goes_on(
+    incus: PylxdIncus, test_plex: Plex, cluster
+) -> None:
     # Test-made: kubectl on every server refuses to drain (as a PodDisruptionBudget would).
     wrapper = (
         "#!/bin/sh\n"
@@ -201,7 +213,9 @@ def test_a_failing_drain_stops_the_deploy_and_force_goes_on(incus, test_plex, cl
             incus.exec(s, ["mv", REAL, KUBECTL])
 
 
-def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> None:
+def test_lost_nodes_come_back_under_their_names(
+    incus: PylxdIncus, test_plex: Plex, cluster
+) -> None:
     """`incus delete -f` behind plex's back: recreated, they rejoin with the same password."""
     passwords = {n: node_password(incus, n) for n in ("demo-agent2", "demo-server2")}
     for n in passwords:
@@ -216,7 +230,7 @@ def test_lost_nodes_come_back_under_their_names(incus, test_plex, cluster) -> No
 
 
 def test_replacing_server2_then_server3_keeps_exactly_the_three_members(
-    incus, test_plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster
 ) -> None:
     for s in ("server2", "server3"):
         deploy(test_plex, incus, ROOT, replace=[s])

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import zstandard
@@ -30,6 +31,9 @@ from plex.services.bake_vm import import_vm_image
 from plex.store.catalog import Entry, load_catalog, save_catalog
 
 from .conftest import NETWORK, POOL
+
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
 
 pytestmark = pytest.mark.incus
 
@@ -100,7 +104,7 @@ def sha256(path: Path) -> str:
 
 
 def test_vm_image_export_import_streams_the_qcow2(
-    incus, session_project: str, state_dirs, tmp_path: Path
+    incus: PylxdIncus, session_project: str, state_dirs: Path, tmp_path: Path
 ) -> None:
     qcow2 = make_qcow2(tmp_path, DISK_MIB)
     disk_sha, disk_size = sha256(qcow2), qcow2.stat().st_size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -27,10 +28,15 @@ from plex.store.identity import require_identity
 
 from .conftest import demo_plex
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+
 pytestmark = pytest.mark.incus
 
 
-def test_incus_accepts_a_vm_nodes_instance_config(incus, session_project: str, state_dirs) -> None:
+def test_incus_accepts_a_vm_nodes_instance_config(
+    incus: PylxdIncus, session_project: str, state_dirs: Path
+) -> None:
     plex = demo_plex(session_project, name="vmplex", **{"os.virt": "vm"})
     identity = require_identity(plex)
     node = topology.resolve(plex, "vmplex-server1")
@@ -94,7 +100,7 @@ class RecordingIncus:
         except BackendError as e:
             self.refused = e.message
 
-    def __getattr__(self, verb: str):
+    def __getattr__(self, verb: str) -> Any:  # every other Incus call: recorded, not sent
         return lambda *a, **kw: self.calls.append((verb, {"args": a, **kw}))
 
 
@@ -103,7 +109,12 @@ class RecordingIncus:
     [("vmplex-agent1", False), ("vmplex-lb1", False), ("vmplex-server1", True)],
 )
 def test_the_applier_create_request_for_a_vm_node_is_valid_incus_config(
-    incus, session_project: str, state_dirs, node_name: str, join: bool, tmp_path: Path
+    incus: PylxdIncus,
+    session_project: str,
+    state_dirs: Path,
+    node_name: str,
+    join: bool,
+    tmp_path: Path,
 ) -> None:
     """The exact request the Applier's NodeFactory sends for a VM node: Incus refuses the
     instance type here (vhost_vsock; lxc/incus v6.0.4 internal/server/instance/drivers/

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -32,6 +33,9 @@ from tests.fixtures.incus_cluster import bridged_devices, debian_image
 
 from .conftest import NETWORK, POOL, ROOT, demo_plex
 
+if TYPE_CHECKING:
+    from plex.backends.incus.client import PylxdIncus
+
 pytestmark = pytest.mark.incus
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "iproute2", "openssh-server")
@@ -46,7 +50,9 @@ HOOKS = (
 
 
 @pytest.fixture(scope="module")
-def guest(incus, session_project: str, state_dirs) -> Iterator[tuple[Plex, Node, SshExecutor]]:
+def guest(
+    incus: PylxdIncus, session_project: str, state_dirs: Path
+) -> Iterator[tuple[Plex, Node, SshExecutor]]:
     # Its own host numbers (the demo's lbs are .11/.12): a node another module left behind
     # never holds this guest's address.
     plex = demo_plex(session_project, name="sshplex", **{"os.virt": "vm", "roles.lb.offset": 141})
