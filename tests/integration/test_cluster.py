@@ -130,7 +130,9 @@ def deployed(multi: Plex, remote: PylxdIncus, state_dirs: Path) -> dict[str, flo
     return times
 
 
-def test_every_node_runs_on_its_planned_member(multi, remote, deployed) -> None:
+def test_every_node_runs_on_its_planned_member(
+    multi: Plex, remote: PylxdIncus, deployed: dict[str, float]
+) -> None:
     seen = remote.observe(multi.name).instances
     planned = {n.name: n.member for n in topology.nodes(multi)}
     assert {name: i.location for name, i in seen.items()} == planned
@@ -146,7 +148,9 @@ def test_every_node_runs_on_its_planned_member(multi, remote, deployed) -> None:
     assert all(len(v) == 1 for v in fps.values()), fps
 
 
-def test_nodes_on_different_members_reach_each_other(multi, remote, deployed) -> None:
+def test_nodes_on_different_members_reach_each_other(
+    multi: Plex, remote: PylxdIncus, deployed: dict[str, float]
+) -> None:
     vip = multi.network.vip
     with socket.create_connection((vip, 6443), timeout=5):
         pass  # the lb VIP, from the host, across the bridge
@@ -208,7 +212,9 @@ def lost_nodes(multi: Plex) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def evacuated(incus: PylxdIncus, multi, remote, cluster, deployed) -> dict[str, Any]:
+def evacuated(
+    incus: PylxdIncus, multi: Plex, remote: PylxdIncus, cluster: Cluster, deployed: dict[str, float]
+) -> dict[str, Any]:
     """gamma stopped, its loss seen and reported, then `deploy --evacuate`."""
     lost = lost_nodes(multi)
     before = {n: i.uuid for n, i in remote.observe(multi.name).instances.items()}
@@ -231,7 +237,7 @@ def evacuated(incus: PylxdIncus, multi, remote, cluster, deployed) -> dict[str, 
 
 
 def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
-    multi, remote, evacuated
+    multi: Plex, remote: PylxdIncus, evacuated: dict[str, Any]
 ) -> None:
     lost = lost_nodes(multi)
     rows, plan = evacuated["rows"], evacuated["plan"]
@@ -290,7 +296,7 @@ def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
 
 
 def test_the_member_back_its_stale_copies_go_first_then_the_nodes_return_home(
-    incus: PylxdIncus, multi, remote, cluster, evacuated
+    incus: PylxdIncus, multi: Plex, remote: PylxdIncus, cluster: Cluster, evacuated: dict[str, Any]
 ) -> None:
     lost = lost_nodes(multi)
     # Incus's healing marked the dead member evacuated: when it returns it starts nothing.
@@ -331,7 +337,9 @@ def test_the_member_back_its_stale_copies_go_first_then_the_nodes_return_home(
     assert OTHER in remote.instance_names()
 
 
-def test_role_images_are_there_for_every_role(multi, remote, deployed) -> None:
+def test_role_images_are_there_for_every_role(
+    multi: Plex, remote: PylxdIncus, deployed: dict[str, float]
+) -> None:
     aliases = remote.observe(multi.name).aliases
     for role in (Role.REGISTRY, Role.LB, Role.SERVER, Role.AGENT):
         assert f"{multi.name}/{role.value}" in aliases

@@ -33,6 +33,8 @@ from plex.store.identity import require_identity
 from .conftest import ROOT, with_agent_offset
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from plex.backends.incus.client import PylxdIncus
     from plex.model.plex import IncusConfig
     from plex.services.bake import BakeResult
@@ -51,21 +53,20 @@ def write_plex_file(plex: Plex, path: Path) -> Path:
     return path
 
 
-def plex_cli(args: list[str], **kw) -> subprocess.Popen[bytes]:
+def plex_cli(args: list[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PLEX_HOME": str(ROOT), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "plex", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **kw,
     )
 
 
 @pytest.fixture(scope="module")
 def deployed(
     incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], incus_cfg: IncusConfig
-):
+) -> dict[str, Any]:
     """A foreign instance in the plex's project, then the whole demo plex from nothing."""
     incus.create_instance(
         FOREIGN,
@@ -81,7 +82,7 @@ def deployed(
 
 
 def test_deploy_from_nothing_then_the_replan_is_empty(
-    incus: PylxdIncus, test_plex: Plex, deployed
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
     waves = [[a.node for a in w] for w in deployed["plan"].waves]
     assert waves[0] == ["demo-registry1"]
@@ -102,7 +103,7 @@ def _fingerprint(public_line: str) -> str:
 
 
 def test_every_node_presents_its_precomputed_host_key_over_the_bridge(
-    test_plex: Plex, deployed
+    test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
     identity = require_identity(test_plex)
     for n in topology.nodes(test_plex):
@@ -125,7 +126,7 @@ def test_every_node_presents_its_precomputed_host_key_over_the_bridge(
 
 
 def test_private_host_keys_are_0600_on_the_nodes(
-    incus: PylxdIncus, test_plex: Plex, deployed
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
     for n in topology.nodes(test_plex):
         res = incus.exec(
@@ -136,7 +137,7 @@ def test_private_host_keys_are_0600_on_the_nodes(
 
 
 def test_replace_master_recreates_exactly_servers_and_agents(
-    incus: PylxdIncus, test_plex: Plex, deployed
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
     before = uuids(incus, test_plex)
     plan, result = deploy(test_plex, incus, ROOT, replace=["master"])
@@ -154,7 +155,9 @@ def test_replace_master_recreates_exactly_servers_and_agents(
     assert make_deploy_plan(test_plex, incus)[0].empty
 
 
-def test_replace_one_agent_touches_one_node(incus: PylxdIncus, test_plex: Plex, deployed) -> None:
+def test_replace_one_agent_touches_one_node(
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
+) -> None:
     before = uuids(incus, test_plex)
     plan, _ = deploy(test_plex, incus, ROOT, replace=["demo-agent2"])
     after = uuids(incus, test_plex)
@@ -172,7 +175,7 @@ def _tcp_ok(host: str, port: int) -> bool:
 
 
 def test_vip_moves_within_5s_when_its_lb_stops(
-    incus: PylxdIncus, test_plex: Plex, deployed
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
     lbs = [n for n in topology.nodes(test_plex) if n.role is Role.LB]
     vip = test_plex.network.vip
@@ -202,7 +205,7 @@ def test_vip_moves_within_5s_when_its_lb_stops(
 
 
 def test_sigkill_during_deploy_then_deploy_again_converges(
-    incus: PylxdIncus, test_plex: Plex, deployed, tmp_path: Path
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any], tmp_path: Path
 ) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     before = uuids(incus, test_plex)
@@ -226,7 +229,7 @@ def test_sigkill_during_deploy_then_deploy_again_converges(
 
 
 def test_rollback_status_and_kubeconfig(
-    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], deployed
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], deployed: dict[str, Any]
 ) -> None:
     from plex.cli.commands.plan import plan_for
     from plex.services.bake import Baker, Paths
@@ -261,7 +264,7 @@ def test_rollback_status_and_kubeconfig(
 
 
 def test_reset_and_destroy_spare_what_plex_does_not_own(
-    incus: PylxdIncus, test_plex: Plex, deployed, tmp_path: Path
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any], tmp_path: Path
 ) -> None:
     f = write_plex_file(test_plex, tmp_path / "demo.yaml")
     proc = plex_cli(["reset", str(f), "--yes", "-o", "json"])

@@ -40,6 +40,8 @@ from .conftest import ROOT, alias_target
 
 if TYPE_CHECKING:
     from plex.backends.incus.client import PylxdIncus
+    from plex.services.bake import BakeResult
+    from tests.fixtures.upstream_registry import Upstream
 
 pytestmark = pytest.mark.incus
 
@@ -55,7 +57,9 @@ RUNS: dict[str, Any] = {}  # what the ordered tests below hand to each other
 
 
 @pytest.fixture(scope="module")
-def staging(test_plex: Plex, upstream: Any, baked: dict[str, Any], incus: Any) -> Iterator[Plex]:
+def staging(
+    test_plex: Plex, upstream: Upstream, baked: dict[str, BakeResult], incus: PylxdIncus
+) -> Iterator[Plex]:
     """The test plex with the upstream fixture's image as its smoke image; destroyed after."""
     p = test_plex.model_copy(
         update={
@@ -105,7 +109,7 @@ def stable_state(incus: Any, p: Plex) -> dict[str, Any]:
     }
 
 
-def test_full_nightly_passes_and_promotes(incus: PylxdIncus, staging) -> None:
+def test_full_nightly_passes_and_promotes(incus: PylxdIncus, staging: Plex) -> None:
     assert load_catalog(staging.name).channels.get("stable") is None  # nothing promoted yet
     start = time.monotonic()
     run = Nightly(staging, incus, ROOT).run()
@@ -142,7 +146,7 @@ def test_full_nightly_passes_and_promotes(incus: PylxdIncus, staging) -> None:
 
 
 def test_second_nightly_with_nothing_changed_is_cache_hits_and_still_redeploys(
-    incus: PylxdIncus, staging, tmp_path: Path
+    incus: PylxdIncus, staging: Plex, tmp_path: Path
 ) -> None:
     assert "first" in RUNS, "needs the first nightly"
     before = uuids(incus, staging)
@@ -177,7 +181,7 @@ def broken_home(tmp_path: Path) -> Path:
 
 
 def test_nightly_whose_smoke_fails_does_not_promote(
-    incus: PylxdIncus, staging, tmp_path: Path
+    incus: PylxdIncus, staging: Plex, tmp_path: Path
 ) -> None:
     assert "stable" in RUNS, "needs the first nightly"
     before = RUNS["stable"]
@@ -212,7 +216,7 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_report_renders_in_headless_chromium(staging) -> None:
+def test_report_renders_in_headless_chromium(staging: Plex) -> None:
     assert "broken" in RUNS, "needs the three nightlies"
     directory = report_dir(staging.name)
     history = load_history(directory)

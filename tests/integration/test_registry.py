@@ -39,6 +39,9 @@ from plex.services.destroy import destroy
 from .conftest import ROOT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
     from plex.backends.incus.client import PylxdIncus
     from plex.services.bake import BakeResult
     from tests.fixtures.upstream_registry import Upstream
@@ -52,7 +55,7 @@ WARM_REPO = "library/plexwarm"
 COLD_MISS_FETCHES = (1, 2)
 
 
-def settled(upstream: Upstream, digests) -> dict[str, int]:
+def settled(upstream: Upstream, digests: Iterable[str]) -> dict[str, int]:
     """Upstream fetch counts once the cache's background store GETs are done (an upstream logs
     a request when it completes, which can be after the client's pull returned)."""
     last = fetches(upstream, digests)
@@ -170,14 +173,14 @@ def _push_warm_image(upstream: Upstream, workdir: Path) -> tuple[str, ...]:
     return (layer, config)
 
 
-def fetches(upstream: Upstream, digests) -> dict[str, int]:
+def fetches(upstream: Upstream, digests: Iterable[str]) -> dict[str, int]:
     """Upstream blob GETs per digest so far (HEADs are not fetches)."""
     log = upstream.log.read_text(errors="replace")
     return {d: len(re.findall(rf'"GET /v2/[^ ]*/blobs/{re.escape(d)} ', log)) for d in digests}
 
 
 @pytest.fixture(scope="module")
-def registry_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]):
+def registry_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]) -> dict[str, Any]:
     # Start from nothing and a cold cache: earlier modules of the session (the nightly's smoke
     # pull) may have deployed this plex and filled its cache volume.
     destroy(test_plex, incus, everything=True)
@@ -186,7 +189,7 @@ def registry_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]
 
 
 def test_up_deploys_only_the_registry_on_its_cache_volume(
-    incus: PylxdIncus, test_plex: Plex, registry_up
+    incus: PylxdIncus, test_plex: Plex, registry_up: dict[str, Any]
 ) -> None:
     up = registry_up["up"]
     node = topology.registry_node(test_plex)
@@ -206,7 +209,11 @@ def test_up_deploys_only_the_registry_on_its_cache_volume(
 
 
 def test_warm_pulls_through_the_cache_so_nodes_never_go_upstream(
-    incus: PylxdIncus, test_plex: Plex, registry_up, upstream: Upstream, tmp_path: Path
+    incus: PylxdIncus,
+    test_plex: Plex,
+    registry_up: dict[str, Any],
+    upstream: Upstream,
+    tmp_path: Path,
 ) -> None:
     blobs = _push_warm_image(upstream, tmp_path / "warm")
     cache = ops.IncusCache(test_plex, incus)
@@ -235,7 +242,7 @@ def test_default_warm_list_is_the_rke2_release_list(test_plex: Plex) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(incus: PylxdIncus, test_plex: Plex, registry_up):
+def cluster(incus: PylxdIncus, test_plex: Plex, registry_up: dict[str, Any]) -> bool:
     before = uuid_of(incus, test_plex, "demo-registry1")
     deploy(test_plex, incus, ROOT)
     assert uuid_of(incus, test_plex, "demo-registry1") == before, "deploy replaced the registry"
@@ -243,7 +250,7 @@ def cluster(incus: PylxdIncus, test_plex: Plex, registry_up):
 
 
 def test_two_nodes_pull_by_upstream_name_and_the_cache_fetches_each_blob_once(
-    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+    incus: PylxdIncus, test_plex: Plex, cluster: bool, upstream: Upstream
 ) -> None:
     # The upstream is shared by the whole session: count from here.
     base = fetches(upstream, upstream.blobs)
@@ -266,7 +273,7 @@ def _blob_digests(log: Path) -> set[str]:
 
 
 def test_stats_show_repositories_size_hits_and_misses(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: bool
 ) -> None:
     st = ops.stats(test_plex, ops.IncusCache(test_plex, incus), "incus")
     repos = {(r.upstream, r.name): r.tags for r in st.repositories}
@@ -283,7 +290,7 @@ def test_stats_show_repositories_size_hits_and_misses(
 
 
 def test_after_reset_pulls_come_from_the_cache(
-    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+    incus: PylxdIncus, test_plex: Plex, cluster: bool, upstream: Upstream
 ) -> None:
     registry = uuid_of(incus, test_plex, "demo-registry1")
     agent = uuid_of(incus, test_plex, "demo-agent1")
@@ -297,7 +304,7 @@ def test_after_reset_pulls_come_from_the_cache(
 
 
 def test_replacing_the_registry_node_keeps_its_cache(
-    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+    incus: PylxdIncus, test_plex: Plex, cluster: bool, upstream: Upstream
 ) -> None:
     registry = uuid_of(incus, test_plex, "demo-registry1")
     up, plan, _ = ops.up_incus(test_plex, incus, ROOT, replace=True)
@@ -310,7 +317,7 @@ def test_replacing_the_registry_node_keeps_its_cache(
 
 
 def test_destroy_keeps_the_cache_volume_unless_everything(
-    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+    incus: PylxdIncus, test_plex: Plex, cluster: bool, upstream: Upstream
 ) -> None:
     destroy(test_plex, incus)
     assert incus.observe(test_plex.name).instances == {}
@@ -353,7 +360,7 @@ def _ldd(binary: str) -> list[str]:
     return [p for p in re.findall(r"(/\S+) \(0x", out) if Path(p).exists()]
 
 
-def _stand_in_registry_image(docker) -> None:
+def _stand_in_registry_image(docker: SdkDocker) -> None:
     """/bin/registry (Debian's docker-registry) and `find`, with their shared libraries."""
     if docker.has_image(DOCKER_IMAGE):
         return

@@ -31,6 +31,8 @@ from tests.fixtures.upstream_registry import make_oci_layout
 from .conftest import ROOT
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from plex.backends.incus.client import PylxdIncus
     from plex.model.plex import Plex
     from plex.services.bake import BakeResult
@@ -87,7 +89,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_rendered_store_config_on_the_real_docker_registry(
-    test_plex: Plex, layout, tmp_path: Path
+    test_plex: Plex, layout: Path, tmp_path: Path
 ) -> None:
     """store.distribution_config as rendered, only its paths and address moved to this test."""
     with socket.socket() as s:
@@ -121,7 +123,9 @@ def test_rendered_store_config_on_the_real_docker_registry(
 
 
 @pytest.fixture(scope="module")
-def store_up(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], layout):
+def store_up(
+    incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult], layout: Path
+) -> dict[str, Any]:
     destroy(test_plex, incus)  # the cache volume (and the store in it) may stay
     ops.up_incus(test_plex, incus, ROOT)
     host = store.host(test_plex)
@@ -139,7 +143,9 @@ def wait_until_serving_store(host: str, timeout: float = 60) -> None:
 
 
 @pytest.mark.incus
-def test_push_needs_the_identity_login_and_pull_works(test_plex: Plex, store_up, layout) -> None:
+def test_push_needs_the_identity_login_and_pull_works(
+    test_plex: Plex, store_up: dict[str, Any], layout: Path
+) -> None:
     host, creds = store_up["host"], store_up["creds"]
     assert refused(push(layout, host, None, "anon")), "an anonymous push was accepted"
     ok = push(layout, host, creds)
@@ -152,7 +158,7 @@ def test_push_needs_the_identity_login_and_pull_works(test_plex: Plex, store_up,
 
 @pytest.mark.incus
 def test_the_pushed_image_survives_reset_and_a_new_registry_node(
-    incus: PylxdIncus, test_plex: Plex, store_up
+    incus: PylxdIncus, test_plex: Plex, store_up: dict[str, Any]
 ) -> None:
     host, creds = store_up["host"], store_up["creds"]
     assert "manifest" in store_up, "the push test did not run first"

@@ -38,6 +38,8 @@ from plex.store.identity import require_identity
 from .conftest import ROOT, shipped_plex
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from tests.fixtures.release_server import ReleaseServer
     from tests.fixtures.simulated_internet import SimulatedInternet
 
@@ -82,7 +84,7 @@ def online(
                 incus.set_alias(image_alias(shipped.name, role), img.fingerprint)
 
 
-def _smoke(incus: PylxdIncus, plex: Plex, digests) -> list[object]:
+def _smoke(incus: PylxdIncus, plex: Plex, digests: dict[Role, str]) -> list[object]:
     return list(smoke(plex, incus, ROOT, digests, incus.observe(plex.name)))
 
 
@@ -91,7 +93,7 @@ def _sh(incus: PylxdIncus, node: str, cmd: str) -> ExecResult:
 
 
 def test_the_shipped_demo_deploys_and_smoke_checks_through_the_simulated_internet(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     # As shipped: the real upstream name, no address of this machine in it.
     assert [u.url for u in shipped.registry.upstreams] == ["https://registry-1.docker.io"]
@@ -103,7 +105,7 @@ def test_the_shipped_demo_deploys_and_smoke_checks_through_the_simulated_interne
 
 
 def test_nodes_resolve_exactly_the_simulated_names(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     reg = topology.registry_node(shipped)
     assert reg is not None
@@ -116,7 +118,7 @@ def test_nodes_resolve_exactly_the_simulated_names(
 
 
 def test_the_cache_went_upstream_over_tls_from_the_registry_node(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     reg = topology.registry_node(shipped)
     assert reg is not None
@@ -159,13 +161,13 @@ def _stats_line(plex_file: Path) -> str:
     return errors[0]
 
 
-def _smoke_line(incus: PylxdIncus, plex: Plex, digests) -> str:
+def _smoke_line(incus: PylxdIncus, plex: Plex, digests: dict[Role, str]) -> str:
     with pytest.raises(ProbeError) as e:
         _smoke(incus, plex, digests)
     return e.value.message
 
 
-def _all_say(incus: PylxdIncus, plex: Plex, online, expected: str) -> None:
+def _all_say(incus: PylxdIncus, plex: Plex, online: dict[str, Any], expected: str) -> None:
     lines = {
         "probe": _probe_line(incus, plex),
         "stats": _stats_line(online["file"]),
@@ -180,28 +182,28 @@ def _all_say(incus: PylxdIncus, plex: Plex, online, expected: str) -> None:
 
 
 def test_upstream_name_not_resolving_is_one_clear_line(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     with internet.unresolvable():
         _all_say(incus, shipped, online, "Could not resolve host: registry-1.docker.io")
 
 
 def test_upstream_unreachable_is_one_clear_line(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     with internet.unreachable():
         _all_say(incus, shipped, online, "Failed to connect to registry-1.docker.io port 443")
 
 
 def test_untrusted_certificate_is_one_clear_line(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     with internet.untrusted():
         _all_say(incus, shipped, online, "SSL certificate problem")
 
 
 def test_after_the_failures_the_path_works_again(
-    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online
+    incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     results = _smoke(incus, shipped, online["digests"])
     assert all(r.ok for r in results)  # type: ignore[attr-defined]

@@ -33,6 +33,8 @@ from plex.store.identity import ensure_identity, require_identity
 from .conftest import ROOT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from plex.backends.incus.client import PylxdIncus
     from plex.services.bake import BakeResult
     from tests.fixtures.upstream_registry import Upstream
@@ -44,7 +46,7 @@ REAL = "/var/lib/rancher/rke2/bin/real/kubectl"  # keeps its name: kubectl
 
 
 @pytest.fixture(scope="module")
-def cluster(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]):
+def cluster(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]) -> Iterator[Cluster]:
     try:
         # A failed deploy must not leave its nodes holding the addresses later modules use.
         deploy(test_plex, incus, ROOT)
@@ -81,7 +83,7 @@ def plex_cli(plex: Plex, tmp_path: Path, *args: str) -> subprocess.CompletedProc
 
 
 def test_after_the_deploy_etcd_members_are_the_servers(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster
 ) -> None:
     assert members(cluster) == SERVERS
     st = etcd_status(test_plex, incus)
@@ -96,7 +98,7 @@ def test_after_the_deploy_etcd_members_are_the_servers(
 
 
 def test_a_wrong_node_password_is_refused_and_reported(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster
 ) -> None:
     old = require_identity(test_plex).node_passwords["demo-agent2"]
     # Test-made: another password for agent2 while the cluster still knows the old one.
@@ -114,7 +116,7 @@ def test_a_wrong_node_password_is_refused_and_reported(
 
 
 def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
-    incus: PylxdIncus, test_plex: Plex, cluster, upstream: Upstream
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster, upstream: Upstream
 ) -> None:
     registry = topology.resolve(test_plex, "registry1")
     # The registry node stays up (plex would replace a stopped one first); its service stops.
@@ -151,7 +153,7 @@ def test_a_node_whose_registry_is_down_fails_naming_the_mirror(
 
 
 def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
-    incus: PylxdIncus, test_plex: Plex, cluster, tmp_path: Path
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster, tmp_path: Path
 ) -> None:
     for s in ("demo-server2", "demo-server3"):
         incus.stop(s)
@@ -175,7 +177,7 @@ def test_without_quorum_status_says_so_replace_is_refused_and_reset_heals(
 
 
 def test_a_failing_drain_stops_the_deploy_and_force_goes_on(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster
 ) -> None:
     # Test-made: kubectl on every server refuses to drain (as a PodDisruptionBudget would).
     wrapper = (
@@ -214,7 +216,7 @@ def test_a_failing_drain_stops_the_deploy_and_force_goes_on(
 
 
 def test_lost_nodes_come_back_under_their_names(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster
 ) -> None:
     """`incus delete -f` behind plex's back: recreated, they rejoin with the same password."""
     passwords = {n: node_password(incus, n) for n in ("demo-agent2", "demo-server2")}
@@ -230,7 +232,7 @@ def test_lost_nodes_come_back_under_their_names(
 
 
 def test_replacing_server2_then_server3_keeps_exactly_the_three_members(
-    incus: PylxdIncus, test_plex: Plex, cluster
+    incus: PylxdIncus, test_plex: Plex, cluster: Cluster
 ) -> None:
     for s in ("server2", "server3"):
         deploy(test_plex, incus, ROOT, replace=[s])

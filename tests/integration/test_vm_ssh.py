@@ -99,7 +99,7 @@ def guest(
         incus.delete_image(fp)
 
 
-def test_the_roles_real_probes_pass_over_ssh(guest) -> None:
+def test_the_roles_real_probes_pass_over_ssh(guest: tuple[Plex, Node, SshExecutor]) -> None:
     plex, node, ssh = guest
     identity = require_identity(plex)
     # The common probes of every role (systemd, sshd host key) as deploy/probes.yaml says;
@@ -113,7 +113,7 @@ def test_the_roles_real_probes_pass_over_ssh(guest) -> None:
     assert res.returncode == 0 and f"inet {node.address}/" in res.stdout
 
 
-def test_a_failing_probe_is_one_line(guest) -> None:
+def test_a_failing_probe_is_one_line(guest: tuple[Plex, Node, SshExecutor]) -> None:
     _, node, ssh = guest
     probe = Probe("haproxy ports", "ss -Hltn '( sport = :6443 )' | wc -l", "^1$", timeout=2)
     with pytest.raises(ProbeError) as e:
@@ -123,7 +123,7 @@ def test_a_failing_probe_is_one_line(guest) -> None:
     assert "last output: 0" in e.value.message
 
 
-def test_a_wrong_host_key_is_refused_in_one_line(guest) -> None:
+def test_a_wrong_host_key_is_refused_in_one_line(guest: tuple[Plex, Node, SshExecutor]) -> None:
     _, node, ssh = guest
     other = SystemKeyGen().host_key("ed25519", "root@elsewhere").public_key
     wrong = SshExecutor({node.name: SshTarget(node.address, other)}, ssh.client_key)
@@ -133,7 +133,7 @@ def test_a_wrong_host_key_is_refused_in_one_line(guest) -> None:
     assert "presented host key SHA256:" in e.value.message and "not the node's" in e.value.message
 
 
-def test_a_refused_deploy_key_is_one_line(guest) -> None:
+def test_a_refused_deploy_key_is_one_line(guest: tuple[Plex, Node, SshExecutor]) -> None:
     _, node, ssh = guest
     stranger = SystemKeyGen().host_key("ed25519", "someone@else").private
     refused = dataclasses.replace(ssh, client_key=stranger, _open={})
