@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from plex.backends.incus.protocol import ExecResult
-from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.plexfile.load import parse_plex
@@ -21,6 +19,7 @@ from plex.services.bake import Baker, Paths
 from plex.services.deploy import bootstrap_rows, deploy
 from plex.services.destroy import destroy
 from plex.store.identity import ensure_identity
+from tests.fixtures.fake_incus import FakeIncus
 
 from .conftest import ROOT
 
@@ -116,20 +115,11 @@ def test_the_cluster_applies_the_bootstrap_manifests_itself(
 
 def test_status_json_shows_the_bootstrap_rows(boot_plex: Plex, tmp_path: Path) -> None:
     # Without a cluster the rows still list every manifest, with why the state is unknown.
-    class NoMaster:
-        def observe(self, plex: str) -> Observed:
-            # No instance of the plex: the master is looked for under its own name.
-            return Observed(plex, "gone")
-
-        def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
-            from plex.errors import BackendError
-
-            raise BackendError(f"Incus exec in {name}: not found")
-
-    rows = bootstrap_rows(boot_plex, NoMaster())  # type: ignore[arg-type]
+    rows = bootstrap_rows(boot_plex, FakeIncus(boot_plex.incus.project))  # nothing deployed
     assert [r["manifest"] for r in rows] == [
         "10-flux-system.yaml",
         "20-lab.yaml",
         "plex-kured.yaml",
     ]
-    assert all(r["state"].startswith("unknown: Incus exec in boot-server1") for r in rows)
+    assert all(r["state"].startswith("unknown: Incus exec ") for r in rows)
+    assert all(r["state"].endswith(" in boot-server1: Instance not found") for r in rows)

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from plex.backends.incus.protocol import ExecResult
 from plex.deploy.kured import server_manifests
 from plex.deploy.spec import RoleProfile, instance_spec
 from plex.errors import ConfigError
-from plex.model import topology
+from plex.model import owner, topology
 from plex.model.image import ImageRef
 from plex.model.plex import Plex, Role
 from plex.plexfile.bootstrap import MANIFESTS_DIR
 from plex.plexfile.load import parse_plex
+from plex.services.deploy import bootstrap_rows
+from tests.fixtures.fake_incus import FakeIncus
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUX_NS = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: flux-system\n"
@@ -139,3 +143,38 @@ def test_the_standin_records_the_addons_rke2_would_apply(tmp_path: Path) -> None
     broken = rke2.ADDONS["40-broken"]
     assert "checksum" not in broken["spec"]
     assert "Object 'Kind' is missing" in broken["status"]["error"]
+
+
+def addons_of(plex: Plex, applied: dict[str, str]) -> FakeIncus:
+    """A running master whose Addon list has `applied` (addon: checksum), as kubectl prints it."""
+    items = [{"metadata": {"name": a}, "spec": {"checksum": c}} for a, c in applied.items()]
+    fake = FakeIncus(
+        on_exec=lambda _, argv: (
+            ExecResult(0, json.dumps({"items": items}), "") if "get" in argv else None
+        )
+    )
+    master = topology.master(plex).name
+    fake.add_instance(master, config={owner.PLEX: plex.name, owner.NODE: master})
+    return fake
+
+
+def test_bootstrap_rows_say_what_the_cluster_applied_and_why_they_cannot_tell(
+    tmp_path: Path,
+) -> None:
+    boot_dir(tmp_path)
+    plex = plex_with(tmp_path, "bootstrap")
+    flux, lab = server_manifests(plex)
+    rows = bootstrap_rows(plex, addons_of(plex, {flux.addon: flux.sha256, lab.addon: "0" * 64}))
+    assert [(r["manifest"], r["applied"]) for r in rows] == [(flux.name, True), (lab.name, False)]
+    assert [r["state"] for r in rows] == ["applied", "older version applied"]
+    # Without a cluster the rows still list every manifest, with why the state is unknown.
+    rows = bootstrap_rows(plex, FakeIncus("plex-demo"))
+    assert [r["manifest"] for r in rows] == [flux.name, lab.name]
+    assert all(r["state"].startswith("unknown: Incus exec ") for r in rows)
+    assert all(r["state"].endswith(" in demo-server1: Instance not found") for r in rows)
+    # A stopped master: Incus refuses the exec, and the rows say so.
+    stopped = addons_of(plex, {})
+    stopped.stop("demo-server1")
+    assert {r["state"].split(": ", 2)[-1] for r in bootstrap_rows(plex, stopped)} == {
+        "Instance is not running"
+    }
