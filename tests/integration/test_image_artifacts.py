@@ -221,7 +221,8 @@ def test_export_of_a_split_image_is_unified(
     assert names[0] == "metadata.yaml" and "rootfs/etc/generation" in names
     assert members(path)["rootfs/etc/generation"] == b"1000\n"
     # A split image keeps its properties in the Incus database: the artifact carries them.
-    assert art.read_metadata(path)["properties"]["plex.digest"] == gens[1].digest  # type: ignore[index]
+    metadata = art.read_metadata(path)
+    assert metadata is not None and metadata["properties"]["plex.digest"] == gens[1].digest
     assert art.load_manifest(art.manifest_path_for(path)).packages == ("tinypkg 1.0-1",)
 
 

@@ -137,10 +137,11 @@ def test_full_nightly_passes_and_promotes(incus: PylxdIncus, staging: Plex) -> N
     assert any(c.startswith("registry serves library/plextest") for c in checks)
     assert sum(1 for s in run.smoke if s["probe"] == "systemd") == len(topology.nodes(staging))
     # The report: JSON with the numbers, HTML with its chart.
-    data = json.loads(run.report_json.read_text())  # type: ignore[union-attr]
+    assert run.report_json is not None and run.report_html is not None
+    data = json.loads(run.report_json.read_text())
     assert data["ok"] and data["bake_seconds"] is not None and data["reset_seconds"] > 0
     assert data["cache_hits"] == 4  # the session's `baked` images
-    assert "<svg" in run.report_html.read_text()  # type: ignore[union-attr]
+    assert "<svg" in run.report_html.read_text()
     RUNS["first"] = run.to_json()
     RUNS["stable"] = stable_state(incus, staging)
 

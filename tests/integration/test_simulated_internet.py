@@ -24,7 +24,7 @@ import yaml
 
 from plex.backends.incus.client import PylxdIncus
 from plex.backends.incus.protocol import ExecResult
-from plex.deploy.probes import load_probes, run_probe, upstream_probes
+from plex.deploy.probes import ProbeResult, load_probes, run_probe, upstream_probes
 from plex.errors import ProbeError
 from plex.model import topology
 from plex.model.image import image_alias
@@ -84,7 +84,7 @@ def online(
                 incus.set_alias(image_alias(shipped.name, role), img.fingerprint)
 
 
-def _smoke(incus: PylxdIncus, plex: Plex, digests: dict[Role, str]) -> list[object]:
+def _smoke(incus: PylxdIncus, plex: Plex, digests: dict[Role, str]) -> list[ProbeResult]:
     return list(smoke(plex, incus, ROOT, digests, incus.observe(plex.name)))
 
 
@@ -99,9 +99,9 @@ def test_the_shipped_demo_deploys_and_smoke_checks_through_the_simulated_interne
     assert [u.url for u in shipped.registry.upstreams] == ["https://registry-1.docker.io"]
     assert make_deploy_plan(shipped, incus)[0].empty
     results = _smoke(incus, shipped, online["digests"])
-    assert all(r.ok for r in results)  # type: ignore[attr-defined]
-    assert any(r.probe.startswith("upstream docker.io") for r in results)  # type: ignore[attr-defined]
-    assert any(r.probe == "pull docker.io/library/busybox:1.36" for r in results)  # type: ignore[attr-defined]
+    assert all(r.ok for r in results)
+    assert any(r.probe.startswith("upstream docker.io") for r in results)
+    assert any(r.probe == "pull docker.io/library/busybox:1.36" for r in results)
 
 
 def test_nodes_resolve_exactly_the_simulated_names(
@@ -206,4 +206,4 @@ def test_after_the_failures_the_path_works_again(
     incus: PylxdIncus, shipped: Plex, internet: SimulatedInternet, online: dict[str, Any]
 ) -> None:
     results = _smoke(incus, shipped, online["digests"])
-    assert all(r.ok for r in results)  # type: ignore[attr-defined]
+    assert all(r.ok for r in results)

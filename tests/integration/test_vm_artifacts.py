@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import zstandard
@@ -68,7 +68,7 @@ print(json.dumps(out))
 """
 
 
-def run_child(project: str, mode: str, dest: Path) -> dict:  # type: ignore[type-arg]
+def run_child(project: str, mode: str, dest: Path) -> dict[str, Any]:
     res = subprocess.run(
         [sys.executable, "-c", CHILD, project, POOL, NETWORK, PLEX, ROLE, str(dest), mode],
         capture_output=True,
@@ -77,7 +77,7 @@ def run_child(project: str, mode: str, dest: Path) -> dict:  # type: ignore[type
         env=os.environ.copy(),
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    got: dict = json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
+    got: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     return got
 
 

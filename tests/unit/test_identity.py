@@ -44,6 +44,13 @@ DEMO_NODES = [
 Snapshot = dict[str, tuple[int, bytes | None, int]]
 
 
+def lines_of(snap: Snapshot, name: str) -> set[str]:
+    """The lines of file `name` in a snapshot (a directory has none)."""
+    data = snap[name][1]
+    assert data is not None, f"{name} is a directory"
+    return set(data.decode().splitlines())
+
+
 def snapshot(root: Path) -> Snapshot:
     out: Snapshot = {}
     for p in sorted(root.rglob("*")):
@@ -232,13 +239,9 @@ def test_adding_a_node_beyond_capacity_adds_only_its_keys(idir: Path, home: Path
     diff = changed(before, after)
     assert diff == {"nodes/demo-agent5", *key_files("demo-agent5"), "hosts", "ssh_known_hosts"}
     # The derived files grew by exactly the new node's lines.
-    new_hosts = set(after["hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["hosts"][1].decode().splitlines()  # type: ignore[union-attr]
-    )
+    new_hosts = lines_of(after, "hosts") - lines_of(before, "hosts")
     assert new_hosts == {"10.77.0.35\tdemo-agent5.demo.plex.internal demo-agent5"}
-    new_known = set(after["ssh_known_hosts"][1].decode().splitlines()) - set(  # type: ignore[union-attr]
-        before["ssh_known_hosts"][1].decode().splitlines()  # type: ignore[union-attr]
-    )
+    new_known = lines_of(after, "ssh_known_hosts") - lines_of(before, "ssh_known_hosts")
     assert len(new_known) == 2
     assert all(line.startswith("demo-agent5,") for line in new_known)
 

@@ -105,7 +105,8 @@ def test_a_passing_run_promotes_and_writes_its_report(demo: Plex) -> None:
     assert incus.aliases[channel_alias("demo", "server")] == "fp-a-server"
     assert load_catalog("demo").channels["stable"]["agent"] == results("a")[3].digest
     assert [p["previous"] for p in run.promoted] == [None] * 4
-    data = json.loads(run.report_json.read_text())  # type: ignore[union-attr]
+    assert run.report_json is not None
+    data = json.loads(run.report_json.read_text())
     assert data["ok"] and data["cache_hits"] == 4 and data["failed_step"] is None
     assert (report_dir("demo") / "latest.html").exists()
     run.raise_for_failure()  # nothing to raise

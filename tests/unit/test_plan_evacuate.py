@@ -64,9 +64,11 @@ def test_evacuate_recreates_lost_nodes_on_online_members_under_new_names() -> No
         assert json["instance"] == a.spec.name and json["evacuate_from"] == "gamma"
     # lb2 goes where no lb is (lb1 is on beta, pinned): the VIP keeps two members apart.
     assert healthy.instances["omniplex-lb1"].location == "beta"
-    assert moved["omniplex-lb2"].spec.target == "alpha"  # type: ignore[union-attr]
+    lb2, server3 = moved["omniplex-lb2"].spec, moved["omniplex-server3"].spec
+    assert lb2 is not None and server3 is not None
+    assert lb2.target == "alpha"
     rows = {r[1]: r for r in plan.render_rows()}
-    target = moved["omniplex-server3"].spec.target  # type: ignore[union-attr]
+    target = server3.target
     assert rows["omniplex-server3"][2] == f"replace (evacuate to {target})"
     # Nothing else changes, and the evacuated nodes stay put while gamma is down.
     assert {a.node for w in plan.waves for a in w} == LOST

@@ -78,7 +78,8 @@ def test_the_key_data_names_its_upstream_source_for_every_key() -> None:
         "file": "pkg/extensions/config/sync/config.go",
         "since": "v2.1.3",
     }
-    assert zot_keys.key_source("http.compat")["since"] == "v2.1.2"  # type: ignore[index]
+    compat = zot_keys.key_source("http.compat")
+    assert compat is not None and compat["since"] == "v2.1.2"
 
 
 def test_the_check_refuses_what_plex_rendered_before_the_fix() -> None:

@@ -10,6 +10,7 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -44,13 +45,9 @@ def ca_plex(tmp_path: Path) -> Plex:
     return load_plex(path)
 
 
-def files_step(template: dict[str, object]) -> str:
+def files_step(template: dict[str, Any]) -> str:
     steps = template["provisioners"]
-    step = next(
-        s
-        for s in steps  # type: ignore[attr-defined]
-        if s["type"] == "shell" and "plex files" in s["inline"][0]
-    )
+    step = next(s for s in steps if s["type"] == "shell" and "plex files" in s["inline"][0])
     return str(step["inline"][1])
 
 
