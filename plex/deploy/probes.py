@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from plex.deploy.shared_runs import SharedRuns
-from plex.errors import ProbeError
+from plex.errors import BackendError, ProbeError
 from plex.model import topology
 from plex.model.identity import Identity
 from plex.model.plex import Engine, Plex, Role
@@ -141,6 +141,25 @@ def expand(probe: Probe, plex: Plex, node: Node, identity: Identity) -> list[tup
 Sleep = Callable[[float], None]
 
 
+@dataclass(frozen=True)
+class _Unrun:
+    """An attempt Incus could not run (a failed attempt, retried like any other)."""
+
+    stderr: str
+    returncode: int = 255
+    stdout: str = ""
+
+
+def _attempt(incus: Executor, target: str, argv: list[str]) -> Any:
+    """One run of a probe command. Incus refusing the exec (an instance not running yet, or
+    under a heavy load "Failed to retrieve PID of executing child process") fails this
+    attempt, not the probe: the probe retries until its timeout, then says why."""
+    try:
+        return incus.exec(target, argv)
+    except BackendError as e:
+        return _Unrun(e.message)
+
+
 def run_probe(
     incus: Executor,
     target: str,
@@ -165,12 +184,11 @@ def run_probe(
         # a node stuck booting) must not outlive the probe's timeout.
         left = max(1, int(probe.timeout - (clock() - start)) + 1)
         argv = ["timeout", str(left), "/bin/sh", "-c", probe.run]
+        attempt = functools.partial(_attempt, incus, target, argv)
         if shared is None:
-            res = incus.exec(target, argv)
+            res = attempt()
         else:
-            res, after = shared.run(
-                (target, probe.run), after, FIRST_RETRY, functools.partial(incus.exec, target, argv)
-            )
+            res, after = shared.run((target, probe.run), after, FIRST_RETRY, attempt)
         out = res.stdout.strip()
         text = (out + ("\n" + res.stderr.strip() if res.stderr.strip() else "")).strip()
         # The last attempt that said something: a final attempt cut short by the timeout

@@ -60,7 +60,7 @@ class Applier:
         self.identity = identity
         self.probes = probes
         self.parallel = parallel if parallel > 0 else adaptive_parallel()
-        # Boots are CPU work: fewer at once than creates (plex.services.parallelism).
+        # Agents' boots are CPU work: fewer at once than creates (plex.services.parallelism).
         self.boots = threading.Semaphore(min(self.parallel, boot_slots()))
         self.report: Report = report or unreported
         self.cancel = threading.Event()
@@ -267,6 +267,10 @@ class Applier:
     def boot(self, action: Action) -> list[ProbeResult]:
         """Start the created node, pass its probes, back into rotation, mark it ready."""
         assert action.spec is not None
+        if action.role is not Role.AGENT:
+            # Servers, lbs and the registry go one at a time (the graph chains them) and
+            # are on the path every later node waits for: never queued behind agents.
+            return self._boot(action)
         with self.boots:
             return self._boot(action)
 

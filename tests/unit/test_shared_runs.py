@@ -6,9 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from plex.backends.incus.protocol import ExecResult
 from plex.deploy.probes import Probe, run_probe
 from plex.deploy.shared_runs import SharedRuns
+from plex.errors import BackendError, ProbeError
 from tests.fixtures.fake_incus import FakeIncus
 
 
@@ -64,3 +67,28 @@ def test_a_prober_never_gets_a_run_older_than_its_last_attempt() -> None:
     begun = time.monotonic()
     value, t3 = shared.run("k", begun, 0.05, lambda: next(counter))
     assert value == 2 and t3 > begun and t3 >= t2 + 0.05
+
+
+REFUSED = "Incus exec timeout in demo-agent32: Failed to retrieve PID of executing child process"
+
+
+class Loaded:
+    """An Incus under a heavy load: the first `refusals` execs fail."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+
+    def exec(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ExecResult:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise BackendError(REFUSED)
+        return ExecResult(0, "running\n", "")
+
+
+def test_an_exec_incus_refuses_is_a_failed_attempt_not_a_failed_probe() -> None:
+    probe = Probe("systemd", "systemctl is-system-running", "^running$", 5.0)
+    result = run_probe(Loaded(1), "demo-agent32", "demo-agent32", probe, sleep=lambda _: None)
+    assert result.ok and result.attempts == 2
+    clock = iter(range(0, 100, 3))
+    with pytest.raises(ProbeError, match="Failed to retrieve PID"):  # until the timeout
+        run_probe(Loaded(10**6), "x", "x", probe, clock=lambda: next(clock), sleep=lambda _: None)
