@@ -48,8 +48,23 @@ OTHER = "other-plex-node"
 KUBECTL = ["/var/lib/rancher/rke2/bin/kubectl", "--kubeconfig", KUBECONFIG]
 
 
+INOTIFY = ("max_user_instances", "max_user_watches", "max_queued_events")
+
+
+def inotify_limits() -> dict[str, int]:
+    """The host's inotify budget (bin/setup-incus raises it for many systemd containers)."""
+    return {k: int(Path(f"/proc/sys/fs/inotify/{k}").read_text()) for k in INOTIFY}
+
+
 @pytest.fixture(scope="module")
-def cluster(incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def host_limits() -> dict[str, int]:
+    return inotify_limits()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    incus: PylxdIncus, tmp_path_factory: pytest.TempPathFactory, host_limits: dict[str, int]
+) -> Iterator[Cluster]:
     started = time.monotonic()
     c = build_cluster(
         incus,
@@ -234,6 +249,16 @@ def evacuated(
     took = time.monotonic() - t
     print(f"member {LOST} seen down after {seen:.0f}s; deploy --evacuate {took:.0f}s")
     return {"before": before, "rows": rows, "plan": plan, "seconds": took}
+
+
+def test_members_and_their_nodes_leave_the_hosts_kernel_settings_alone(
+    host_limits: dict[str, int], deployed: dict[str, float]
+) -> None:
+    """A privileged member, and every privileged node nested in it, shares the host's user
+    namespace, so a sysctl its systemd applies is the host's: incus-base's own
+    10-incus-inotify.conf cut the host's budget to 1024 instances (and a later 64-agent
+    deploy had nodes whose init died)."""
+    assert inotify_limits() == host_limits
 
 
 def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
