@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
@@ -55,10 +56,53 @@ def plan_observed(
     return make_plan(plex, images, observed, **options)
 
 
+# `--evacuate` re-creates the nodes of the members that are down, so it acts only on a view of
+# the members that held still: right after a member dies, Incus can briefly show others as down
+# too (a new database leader while heartbeats catch up), and a plan made then would evacuate
+# nodes that are fine (seen in test_cluster: the master's member, caught by the quorum check).
+SETTLE_READS = 3  # consecutive observations that must agree on which members are down
+SETTLE_INTERVAL = 2.0  # seconds between them
+SETTLE_TRIES = 15  # observations at most before giving up on a cluster that keeps changing
+
+
+def down_members(observed: Observed) -> dict[str, str]:
+    return {m: why for m, why in observed.members.items() if why}
+
+
+def observe_settled(
+    plex: Plex, incus: Incus, sleep: Callable[[float], None] = time.sleep
+) -> Observed:
+    """The plex observed once the same members were down in SETTLE_READS observations in a
+    row (at once when every member is online); a BackendError naming the members when they
+    keep changing."""
+    observed = incus.observe(plex.name)
+    agreed, tries = 1, 1
+    while down_members(observed) and agreed < SETTLE_READS:
+        if tries >= SETTLE_TRIES:
+            seen = ", ".join(f"{m} ({why})" for m, why in down_members(observed).items())
+            raise BackendError(
+                f"cluster members keep changing state ({tries} observations "
+                f"{SETTLE_INTERVAL:g} s apart, last down: {seen}): not evacuating",
+                hint="check `incus cluster list`, then run the deploy again",
+            )
+        sleep(SETTLE_INTERVAL)
+        again = incus.observe(plex.name)
+        tries += 1
+        same = down_members(again).keys() == down_members(observed).keys()
+        agreed = agreed + 1 if same else 1
+        observed = again
+    return observed
+
+
+def observe_for_plan(plex: Plex, incus: Incus, evacuate: bool = False) -> Observed:
+    """What a plan is made from: with `evacuate`, only a settled view of the members."""
+    return observe_settled(plex, incus) if evacuate else incus.observe(plex.name)
+
+
 def make_deploy_plan(
     plex: Plex, incus: Incus, **options: Unpack[PlanOptions]
 ) -> tuple[Plan, Observed]:
-    observed = incus.observe(plex.name)
+    observed = observe_for_plan(plex, incus, bool(options.get("evacuate")))
     return plan_observed(plex, observed, **options), observed
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from plex.deploy.plan import make_plan, simulate_apply
+from plex.errors import BackendError
 from plex.model import owner
 from plex.model.identity import TOKEN_FILE, Identity
 from plex.model.image import ImageRef
@@ -18,8 +19,9 @@ from plex.model.observed import Observed
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import parse_plex
 from plex.services.apply import Applier
+from plex.services.deploy import SETTLE_INTERVAL, SETTLE_TRIES, down_members, observe_settled
 from plex.store.identity import ensure_identity
-from tests.fixtures.fake_incus import Call
+from tests.fixtures.fake_incus import Call, FakeIncus
 from tests.unit.test_apply import PROBES, PROFILE, lab
 from tests.unit.test_plan_evacuate import back, down
 from tests.unit.test_plan_members import ROOT
@@ -100,3 +102,49 @@ def test_stale_copies_are_deleted_before_the_first_wave(omni: Omni) -> None:
     assert set(incus.instances) == set(healthy.instances)
     assert not hostnames(incus.calls)  # no instance needs its hostname pinned at home
     assert dataclasses.asdict(plan)["stale"]
+
+
+class Flapping(FakeIncus):
+    """Incus right after a member died: each observation shows the next members' state."""
+
+    def __init__(self, base: Observed, states: list[dict[str, str]]) -> None:
+        super().__init__(base.project)
+        held = FakeIncus.holding(base)
+        self.instances, self.configs, self.aliases = held.instances, held.configs, held.aliases
+        self.states = states
+        self.reads = 0
+
+    def observe(self, plex: str) -> Observed:
+        self.members = self.states[min(self.reads, len(self.states) - 1)]
+        self.reads += 1
+        return super().observe(plex)
+
+
+def test_evacuate_plans_only_on_members_that_stayed_down(omni: Omni) -> None:
+    """Right after gamma died, alpha looked down for one observation (test_cluster saw it): a
+    plan made then would evacuate the master. The deploy waits for SETTLE_READS views that
+    agree, and evacuates only gamma's nodes."""
+    plex, _, healthy, _ = omni
+    ok = dict.fromkeys(("alpha", "beta", "gamma"), "")
+    gamma = {**ok, "gamma": "Offline: no heartbeat"}
+    both = {**gamma, "alpha": "Offline: no heartbeat"}
+    incus = Flapping(down(healthy, "gamma"), [gamma, both, gamma, gamma, gamma])
+    slept: list[float] = []
+    seen = observe_settled(plex, incus, sleep=slept.append)
+    assert down_members(seen).keys() == {"gamma"}
+    assert incus.reads == 5 and slept == [SETTLE_INTERVAL] * 4  # gamma, both, then 3 agreeing
+    # Every member online: one observation, no wait.
+    calm = Flapping(healthy, [ok])
+    assert observe_settled(plex, calm, sleep=slept.append).members == ok and calm.reads == 1
+
+
+def test_evacuate_refuses_a_cluster_that_keeps_changing(omni: Omni) -> None:
+    plex, _, healthy, _ = omni
+    ok = dict.fromkeys(("alpha", "beta", "gamma"), "")
+    gamma = {**ok, "gamma": "Offline: no heartbeat"}
+    both = {**gamma, "alpha": "Offline: no heartbeat"}
+    incus = Flapping(down(healthy, "gamma"), [gamma, both] * SETTLE_TRIES)
+    with pytest.raises(BackendError, match=r"cluster members keep changing state .*not evacuating"):
+        observe_settled(plex, incus, sleep=lambda _: None)
+    assert incus.reads == SETTLE_TRIES
+    assert not [c for c in incus.calls if c[0] in ("create", "delete", "start")]

@@ -73,6 +73,7 @@ def run_deploy(
     from plex.services.deploy import (
         apply_plan,
         move_aliases,
+        observe_for_plan,
         plan_observed,
         rollback_moves,
         rolled_back,
@@ -80,7 +81,7 @@ def run_deploy(
     from plex.store.lock import plex_lock
 
     with plex_lock(p.name, "deploy"):
-        observed = incus.observe(p.name)
+        observed = observe_for_plan(p, incus, evacuate)
         moves = rollback_moves(p, observed, role) if rollback else []
         plan = plan_observed(
             p,

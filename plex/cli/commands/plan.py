@@ -72,13 +72,15 @@ def load_images_file(path: Path) -> dict[Role, ImageRef]:
     return out
 
 
-def observe(plex: Plex) -> Observed:
+def observe(plex: Plex, evacuate: bool = False) -> Observed:
     from plex.backends.incus.client import connect  # pylxd only when a daemon is really wanted
     from plex.model.observed import Observed
+    from plex.services.deploy import observe_for_plan
 
     incus = connect(plex.incus, create=False)  # planning never creates anything
     try:
-        return incus.observe(plex.name)
+        # The plan shows what the deploy would do: the same (settled, for --evacuate) view.
+        return observe_for_plan(plex, incus, evacuate)
     except BackendError as e:
         # Incus lists no instances for a missing project but fails on its images: a plex
         # never deployed plans as a fresh deploy.
@@ -96,7 +98,7 @@ def plan_for(
     max_unavailable: int | None = None,
     evacuate: bool = False,
 ) -> Plan:
-    observed = load_observed_file(observed_file) if observed_file else observe(plex)
+    observed = load_observed_file(observed_file) if observed_file else observe(plex, evacuate)
     if observed.plex != plex.name:
         raise UsageError(f"the observed snapshot is of plex '{observed.plex}', not '{plex.name}'")
     from plex.services.deploy import plan_observed
