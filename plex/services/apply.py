@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from plex.backends.incus.protocol import ExecResult, Incus
@@ -38,6 +39,14 @@ from plex.services.progress import unreported
 from plex.services.registry_secrets import push_credentials
 from plex.services.stale import delete_stale
 from plex.services.steps import Step, run_steps
+
+# etcd refuses a member add or remove ("etcdserver: unhealthy cluster") until its leader has
+# been connected to every voting member for HealthInterval (etcd 3.4 etcdserver/server.go:
+# mayAddMember and mayRemoveMember call isConnectedFullySince(now - HealthInterval), and
+# HealthInterval = 5 * time.Second). A server that has just joined makes the next server's join
+# fail, and k3s retries that join only 5 s later; so the next one waits for it here instead.
+ETCD_HEALTH_INTERVAL = 5.0
+ETCD_CONNECT_MARGIN = 0.5  # from etcd's start until its peers are connected
 
 # Importers of these names from here keep working (they moved with their job).
 __all__ = ["JOIN_DROPIN", "Applier", "ApplyResult", "Report", "WaveReport", "adaptive_parallel"]
@@ -76,6 +85,7 @@ class Applier:
         self.instances: dict[str, str] = {}  # node -> instance, when not named after it
         # The agents of a wave poll the same command on the master: one run for all.
         self.shared: SharedRuns[ExecResult] = SharedRuns()
+        self._sleep: Callable[[float], None] = time.sleep  # tests replace it
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -98,7 +108,10 @@ class Applier:
                 steps.append(Step(f"#vip{i}", self.vip, lbs))
                 gate.update(dict.fromkeys(lbs, f"#vip{i}"))
             if servers:
-                steps.append(Step(f"#etcd{i}", self.etcd, servers))
+                # Only a later server change (a join or a removal) needs etcd to have settled.
+                later = any(a.role is Role.SERVER for w in plan.waves[i:] for a in w)
+                check = functools.partial(self.etcd, servers if later else [])
+                steps.append(Step(f"#etcd{i}", check, servers))
                 gate.update(dict.fromkeys(servers, f"#etcd{i}"))
         earlier: list[str] = []
         for wave in plan.waves:
@@ -134,9 +147,32 @@ class Applier:
         self.report("lb", "VIP")
         return [probe_vip(self.shell, self.plex, instances=self.instances)]
 
-    def etcd(self) -> list[ProbeResult]:
-        self.kube.check_etcd_members(unborn=list(self.precreated))
+    def etcd(self, servers: list[str]) -> list[ProbeResult]:
+        """etcd's members checked; then, before a later wave changes them again (`servers`:
+        this wave's, empty when none follows), until etcd counts the new ones as connected."""
+        members = self.kube.check_etcd_members(unborn=list(self.precreated))
+        if servers and len(members) > 1:  # a one-member cluster takes the next one at once
+            self.etcd_connected(servers)
         return []
+
+    def etcd_connected(self, servers: list[str]) -> None:
+        """Until the etcd of every server of the wave has run for ETCD_HEALTH_INTERVAL (+ a
+        margin for its peers to connect): etcd refuses the next member add or remove before
+        that, and the refused joiner retries only 5 s later (k3s)."""
+        ages = []
+        for name in servers:
+            res = self.shell.exec(
+                self.instances.get(name, name), ["ps", "-o", "etimes=", "-C", "etcd"]
+            )
+            seconds = [int(x) for x in res.stdout.split() if x.isdigit()]
+            if res.returncode == 0 and seconds:
+                ages.append(min(seconds))  # whole seconds it has run (floored)
+        if not ages:
+            return  # no etcd process to see (a node whose runtime hides it): nothing to wait on
+        wait = ETCD_HEALTH_INTERVAL + ETCD_CONNECT_MARGIN - min(ages)
+        if wait > 0:
+            self.report("etcd", f"{wait:.1f}s until etcd counts the new members as connected")
+            self._sleep(wait)
 
     def teardown_cascade(self, plan: Plan) -> list[ProbeResult]:
         """Delete every node the new master will replace before it starts, and create (not

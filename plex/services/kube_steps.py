@@ -84,11 +84,11 @@ class KubeSteps:
                 hint="pass --force to replace it anyway",
             )
 
-    def check_etcd_members(self, unborn: Collection[str] = ()) -> None:
+    def check_etcd_members(self, unborn: Collection[str] = ()) -> set[str]:
         """After a server wave: etcd's members must be exactly the plex's existing servers. A
         stale member (a server gone without removal) is removed; anything else stops here.
         `unborn`: servers created but not started yet (a cascade's next servers, waiting for
-        their turn): not members yet."""
+        their turn): not members yet. Returns the members."""
         observed = self.incus.observe(self.plex.name)
         servers = self.cluster.servers()
         # Servers with a copy, live or on a member that is down (an evacuated copy is not
@@ -118,3 +118,4 @@ class KubeSteps:
                 hint=f"plex status {self.plex.name}",
             )
         self.report("etcd", f"members: {', '.join(sorted(expected))}")
+        return expected

@@ -19,7 +19,7 @@ from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from plex.services import rke2_hold
-from plex.services.apply import Applier
+from plex.services.apply import ETCD_CONNECT_MARGIN, ETCD_HEALTH_INTERVAL, Applier
 from plex.services.node_create import JOIN_DROPIN
 from plex.store.identity import ensure_identity
 from tests.fixtures.fake_incus import Call, FakeIncus
@@ -228,6 +228,47 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     assert any(ready["demo-server2"] < i < released["demo-server3"] for i in member_lists)
     assert set(result.spans) == set(kube)
     assert result.spans["demo-server3"][0] >= result.spans["demo-server2"][1]
+
+
+def test_the_next_server_joins_once_etcd_counts_the_last_one_connected(demo: Demo) -> None:
+    """etcd refuses a member add until its leader has been connected to every voting member
+    for 5 s (HealthInterval): the cascade waits for the etcd of the server that just joined
+    to have run that long (plus a margin) before it releases the next one."""
+    plex, identity, images = demo
+    fresh = make_plan(
+        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
+    )
+    deployed = simulate_apply(fresh, Observed("demo", "plex-demo"))
+    plan = make_plan(
+        plex, images, deployed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
+    )
+    incus = lab(deployed)
+    nodes = LabNodes(incus)
+
+    def etcd_for_two_seconds(name: str, argv: list[str]) -> ExecResult:
+        if argv[:3] == ["ps", "-o", "etimes="]:  # etcd has run for 2 s on every server
+            return ExecResult(0, "      2\n", "")
+        return nodes(name, argv)
+
+    incus.on_exec = etcd_for_two_seconds
+    applier = Applier(plex, incus, identity, PROBES, parallel=4)
+    slept: list[tuple[int, float]] = []
+    applier._sleep = lambda s: slept.append((len(incus.calls), s))
+    applier.apply(plan)
+    wait = ETCD_HEALTH_INTERVAL + ETCD_CONNECT_MARGIN - 2
+    # After server2's wave only: none after the master's (a one-member cluster), none after
+    # server3's (no server change follows it).
+    assert [s for _, s in slept] == [wait]
+    hold = rke2_hold.dropin_path(Role.SERVER)
+    released = next(
+        i for i, c in enumerate(incus.calls) if c[:2] == ("exec", "demo-server3") and hold in c[2]
+    )
+    asked = next(
+        i
+        for i, c in enumerate(incus.calls)
+        if c[:2] == ("exec", "demo-server2") and c[2].startswith("ps -o etimes=")
+    )
+    assert asked < slept[0][0] <= released
 
 
 def deployed_state(plan: Plan) -> dict[str, ObservedInstance]:
