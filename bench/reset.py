@@ -307,10 +307,16 @@ def main() -> int:
                             # The cascade replaced the kube nodes (their snapshots went with
                             # them): keep the new state, then reset to it.
                             take_snapshot(plex, incus, ROOT)
+                            snap_timeline = Timeline()
                             t = time.monotonic()
-                            restored = reset_to(plex, incus, ROOT, "pristine")
+                            restored = reset_to(
+                                plex, incus, ROOT, "pristine", report=snap_timeline.report
+                            )
                             snaps.append(time.monotonic() - t)
                             milestones.append(restored.phases)
+                            if args.timeline:
+                                print(f"snapshot reset {len(snaps)}: {snaps[-1]:.1f}s")
+                                print("\n".join(snap_timeline.lines(plex.name + "-")), flush=True)
                     if not args.no_rolling:
                         Baker(plex, incus, new_generation(Path(tmp))).bake(
                             [Role.SERVER, Role.AGENT]
