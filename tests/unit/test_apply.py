@@ -187,10 +187,9 @@ def test_master_cascade_tears_down_dependents_before_the_new_master(demo: Demo) 
     )
 
 
-def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_turn_comes(
-    demo: Demo,
-) -> None:
-    plex, identity, images = demo
+def master_cascade(demo: Demo) -> tuple[Observed, Plan]:
+    """The demo deployed, and the plan of `--replace master` over it."""
+    plex, _, images = demo
     fresh = make_plan(
         plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
     )
@@ -198,6 +197,14 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     plan = make_plan(
         plex, images, deployed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
     )
+    return deployed, plan
+
+
+def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_turn_comes(
+    demo: Demo,
+) -> None:
+    plex, identity, _ = demo
+    deployed, plan = master_cascade(demo)
     assert plan.after["demo-agent1"] == ("demo-server1",)  # not the other servers' joins
     assert set(plan.after["demo-server3"]) == {"demo-server1", "demo-server2"}
     incus = lab(deployed)
@@ -234,14 +241,8 @@ def test_the_next_server_joins_once_etcd_counts_the_last_one_connected(demo: Dem
     """etcd refuses a member add until its leader has been connected to every voting member
     for 5 s (HealthInterval): the cascade waits for the etcd of the server that just joined
     to have run that long (plus a margin) before it releases the next one."""
-    plex, identity, images = demo
-    fresh = make_plan(
-        plex, images, Observed("demo", "plex-demo"), profiles=dict.fromkeys(Role, PROFILE)
-    )
-    deployed = simulate_apply(fresh, Observed("demo", "plex-demo"))
-    plan = make_plan(
-        plex, images, deployed, replace=["master"], profiles=dict.fromkeys(Role, PROFILE)
-    )
+    plex, identity, _ = demo
+    deployed, plan = master_cascade(demo)
     incus = lab(deployed)
     nodes = LabNodes(incus)
 
