@@ -136,6 +136,27 @@ def test_private_host_keys_are_0600_on_the_nodes(
         assert res.stdout.split() == ["600", "root", "600", "root"], n.name
 
 
+def test_kube_nodes_apply_only_their_own_kernel_settings(
+    incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
+) -> None:
+    """A kube node is a privileged container: a setting its systemd-sysctl writes that is not
+    per network namespace is the host's. It applies plex's net.* file (its own namespace's)
+    and leaves the rest, here systemd's fs.protected_fifos = 1, to the host."""
+    host = Path("/proc/sys/fs/protected_fifos")
+    before = host.read_text()
+    agent = f"{test_plex.name}-agent1"
+    host.write_text("0\n")  # a value systemd's 99-protect-links.conf would change
+    try:
+        assert incus.exec(agent, ["sysctl", "-qw", "net.ipv4.ip_forward=0"]).returncode == 0
+        res = incus.exec(agent, ["systemctl", "restart", "systemd-sysctl"])
+        assert res.returncode == 0, res.output
+        assert host.read_text() == "0\n"
+        forward = incus.exec(agent, ["cat", "/proc/sys/net/ipv4/ip_forward"]).stdout
+        assert forward.strip() == "1"  # plex's file, applied in the node's own namespace
+    finally:
+        host.write_text(before)
+
+
 def test_replace_master_recreates_exactly_servers_and_agents(
     incus: PylxdIncus, test_plex: Plex, deployed: dict[str, Any]
 ) -> None:
