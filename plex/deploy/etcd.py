@@ -40,6 +40,30 @@ def curl(path: str, body: dict[str, Any] | None = None) -> list[str]:
     ]
 
 
+# etcd refuses a member add or remove ("etcdserver: unhealthy cluster") until its leader has
+# been connected to every voting member for HealthInterval (etcd 3.4 etcdserver/server.go:
+# mayAddMember and mayRemoveMember call isConnectedFullySince(now - HealthInterval), and
+# HealthInterval = 5 * time.Second). A server that has just joined makes the next server's join
+# fail, and k3s retries that join only 5 s later; so plex waits for it instead.
+HEALTH_INTERVAL = 5.0
+CONNECT_MARGIN = 0.5  # from etcd's start until its peers are connected
+
+# How long etcd has run on a node, in whole seconds (procps: `etimes`, elapsed since start).
+AGE = ["ps", "-o", "etimes=", "-C", "etcd"]
+
+
+def parse_age(returncode: int, stdout: str) -> int | None:
+    """The youngest etcd process's age from AGE's answer; None when no etcd runs."""
+    seconds = [int(x) for x in stdout.split() if x.isdigit()]
+    return min(seconds) if returncode == 0 and seconds else None
+
+
+def settle_wait(ages: Sequence[int]) -> float:
+    """Seconds until etcd counts members of these ages (floored seconds) as connected long
+    enough to take the next member change; 0 when they already are."""
+    return max(0.0, HEALTH_INTERVAL + CONNECT_MARGIN - min(ages)) if ages else 0.0
+
+
 MEMBERS = "/v3/cluster/member/list"
 STATUS = "/v3/maintenance/status"
 REMOVE = "/v3/cluster/member/remove"

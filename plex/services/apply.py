@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from plex.backends.incus.protocol import ExecResult, Incus
 from plex.backends.ssh import host_key_probe
+from plex.deploy import etcd
 from plex.deploy.actions import Action, Plan, Verb
 from plex.deploy.probes import ProbeResult, ProbeSet, probe_node, probe_vip
 from plex.deploy.shared_runs import SharedRuns
@@ -39,14 +40,6 @@ from plex.services.progress import unreported
 from plex.services.registry_secrets import push_credentials
 from plex.services.stale import delete_stale
 from plex.services.steps import Step, run_steps
-
-# etcd refuses a member add or remove ("etcdserver: unhealthy cluster") until its leader has
-# been connected to every voting member for HealthInterval (etcd 3.4 etcdserver/server.go:
-# mayAddMember and mayRemoveMember call isConnectedFullySince(now - HealthInterval), and
-# HealthInterval = 5 * time.Second). A server that has just joined makes the next server's join
-# fail, and k3s retries that join only 5 s later; so the next one waits for it here instead.
-ETCD_HEALTH_INTERVAL = 5.0
-ETCD_CONNECT_MARGIN = 0.5  # from etcd's start until its peers are connected
 
 # Importers of these names from here keep working (they moved with their job).
 __all__ = ["JOIN_DROPIN", "Applier", "ApplyResult", "Report", "WaveReport", "adaptive_parallel"]
@@ -156,20 +149,18 @@ class Applier:
         return []
 
     def etcd_connected(self, servers: list[str]) -> None:
-        """Until the etcd of every server of the wave has run for ETCD_HEALTH_INTERVAL (+ a
-        margin for its peers to connect): etcd refuses the next member add or remove before
-        that, and the refused joiner retries only 5 s later (k3s)."""
-        ages = []
-        for name in servers:
-            res = self.shell.exec(
-                self.instances.get(name, name), ["ps", "-o", "etimes=", "-C", "etcd"]
-            )
-            seconds = [int(x) for x in res.stdout.split() if x.isdigit()]
-            if res.returncode == 0 and seconds:
-                ages.append(min(seconds))  # whole seconds it has run (floored)
-        if not ages:
-            return  # no etcd process to see (a node whose runtime hides it): nothing to wait on
-        wait = ETCD_HEALTH_INTERVAL + ETCD_CONNECT_MARGIN - min(ages)
+        """Until the etcd of every server of the wave has run long enough to be counted as
+        connected (plex.deploy.etcd.settle_wait): etcd refuses the next member add or remove
+        before that, and the refused joiner retries only 5 s later (k3s)."""
+
+        def age(name: str) -> int | None:
+            res = self.shell.exec(self.instances.get(name, name), etcd.AGE)
+            return etcd.parse_age(res.returncode, res.stdout)
+
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            # No etcd process to see (a node whose runtime hides it): nothing to wait on.
+            ages = [a for a in pool.map(age, servers) if a is not None]
+        wait = etcd.settle_wait(ages)
         if wait > 0:
             self.report("etcd", f"{wait:.1f}s until etcd counts the new members as connected")
             self._sleep(wait)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from plex.backends.incus.protocol import ExecResult
+from plex.deploy import etcd
 from plex.deploy.plan import Plan, make_plan, simulate_apply
 from plex.deploy.probes import Probe, ProbeSet
 from plex.deploy.spec import RoleProfile
@@ -19,7 +20,7 @@ from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Plex, Role
 from plex.plexfile.load import load_plex
 from plex.services import rke2_hold
-from plex.services.apply import ETCD_CONNECT_MARGIN, ETCD_HEALTH_INTERVAL, Applier
+from plex.services.apply import Applier
 from plex.services.node_create import JOIN_DROPIN
 from plex.store.identity import ensure_identity
 from tests.fixtures.fake_incus import Call, FakeIncus
@@ -256,7 +257,7 @@ def test_the_next_server_joins_once_etcd_counts_the_last_one_connected(demo: Dem
     slept: list[tuple[int, float]] = []
     applier._sleep = lambda s: slept.append((len(incus.calls), s))
     applier.apply(plan)
-    wait = ETCD_HEALTH_INTERVAL + ETCD_CONNECT_MARGIN - 2
+    wait = etcd.HEALTH_INTERVAL + etcd.CONNECT_MARGIN - 2
     # After server2's wave only: none after the master's (a one-member cluster), none after
     # server3's (no server change follows it).
     assert [s for _, s in slept] == [wait]

@@ -57,3 +57,13 @@ def test_the_query_uses_rke2s_etcd_client_certificates() -> None:
     argv = etcd.curl(etcd.MEMBERS)
     assert argv[-1] == "https://127.0.0.1:2379/v3/cluster/member/list"
     assert "/var/lib/rancher/rke2/server/tls/etcd/server-client.crt" in argv
+
+
+def test_the_youngest_etcd_decides_how_long_the_next_member_change_waits() -> None:
+    # procps pads `etimes=` with spaces; a node may show two etcd processes for a moment.
+    assert etcd.parse_age(0, "     12\n      3\n") == 3
+    assert etcd.parse_age(1, "") is None  # ps -C exits 1 when no such process runs
+    assert etcd.parse_age(0, "\n") is None
+    assert etcd.settle_wait([3, 9]) == etcd.HEALTH_INTERVAL + etcd.CONNECT_MARGIN - 3
+    assert etcd.settle_wait([6]) == 0.0  # connected for longer than HealthInterval already
+    assert etcd.settle_wait([]) == 0.0  # no etcd seen: nothing to wait on
