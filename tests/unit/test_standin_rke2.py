@@ -23,10 +23,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fixtures.build_standin import STANDIN_VERSION, build_standin_rke2
+from tests.fixtures.rke2_rules import standin
 
 TOKEN = "standin-test-token"
 HEARTBEAT = "0.2"
@@ -66,6 +68,8 @@ class Node:
     etcd_client: int = field(default_factory=free_port)
     etcd_peer: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
+    # The leader promotes learners on this tick (k3s: 15 s); short, so joins stay quick here.
+    learner_tick: str = "2"
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -78,6 +82,7 @@ class Node:
             "RKE2_STANDIN_ETCD_PEER_PORT": str(self.etcd_peer),
             "RKE2_STANDIN_HEARTBEAT": HEARTBEAT,
             "RKE2_STANDIN_NODE_GRACE": GRACE,
+            "RKE2_STANDIN_LEARNER_TICK": self.learner_tick,
             **extra,
         }
 
@@ -473,16 +478,143 @@ def test_bundled_containerd_serves_the_rke2_socket(tmp_path: Path) -> None:
 # --- node passwords, etcd ---------------------------------------------------------------------
 
 
-def etcd_members(node: Node) -> list[str]:
-    """Member names from the node's etcd, through the gateway with RKE2's client certs."""
+def etcd_call(node: Node, path: str, body: dict[str, object] | None = None) -> dict[str, Any]:
+    """One call to the node's etcd gateway, with RKE2's client certs; etcd's error as data."""
     tls = node.root / "var/lib/rancher/rke2/server/tls/etcd"
     ctx = ssl.create_default_context(cafile=str(tls / "server-ca.crt"))
     ctx.load_cert_chain(tls / "server-client.crt", tls / "server-client.key")
     req = urllib.request.Request(
-        f"https://127.0.0.1:{node.etcd_client}/v3/cluster/member/list", data=b"{}", method="POST"
+        f"https://127.0.0.1:{node.etcd_client}{path}",
+        data=json.dumps(body or {}).encode(),
+        method="POST",
     )
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
-        return sorted(m.get("name", "") for m in json.loads(r.read())["members"])
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as e:
+        return dict(json.loads(e.read()))
+
+
+def etcd_members(node: Node) -> list[str]:
+    """Member names from the node's etcd."""
+    return sorted(m.get("name", "") for m in etcd_call(node, "/v3/cluster/member/list")["members"])
+
+
+def learners(node: Node) -> list[dict[str, Any]]:
+    return [m for m in etcd_call(node, "/v3/cluster/member/list")["members"] if m.get("isLearner")]
+
+
+def joiner(prefix: Path, root: Path, name: str, leader: Node) -> Node:
+    return Node(
+        prefix,
+        root,
+        "server",
+        {
+            "token": TOKEN,
+            "node-name": name,
+            "node-ip": "127.0.0.1",
+            "server": f"https://127.0.0.1:{leader.supervisor}",
+        },
+    )
+
+
+def test_the_stand_in_promotes_learners_on_k3s_tick() -> None:
+    # Pinned: k3s pkg/etcd/etcd.go manageTickerTime; pkg/cluster/managed.go testClusterDB.
+    rke2 = standin()
+    assert (rke2.LEARNER_TICK, rke2.DATASTORE_TEST_INTERVAL) == (15.0, 5.0)
+    assert rke2.DATASTORE_TEST_TIMEOUT == 10.0
+
+
+def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
+    prefix: Path, tmp_path: Path
+) -> None:
+    leader = Node(
+        prefix,
+        tmp_path / "leader",
+        "server",
+        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
+        learner_tick="6",
+    )
+    second = joiner(prefix, tmp_path / "server-2", "server-2", leader)
+    try:
+        started = time.monotonic()  # the leader's ticker starts after this
+        leader.start()
+        second.start(wait_ready=False)
+        assert wait_for(lambda: str(len(learners(leader))), "1") == "1"
+        # A learner answers only Status: the server cannot register itself yet.
+        assert leader.ready("server-2").startswith("error: ")
+        assert wait_for(lambda: str(len(learners(leader))), "0", 20) == "0"
+        # Promoted on the leader's first tick, not before; up at its next datastore test.
+        assert time.monotonic() - started >= 6
+        assert wait_for(lambda: leader.ready("server-2"), "True", 15) == "True"
+        assert etcd_members(leader) == ["server-1", "server-2"]
+    finally:
+        second.stop()
+        leader.stop()
+    out = second.output()
+    assert "this server has not yet been promoted from learner to voting member" in out, out
+    assert "Promoted learner server-2" in leader.output()
+
+
+def test_a_learner_promoted_by_anyone_is_up_at_its_next_datastore_test(
+    prefix: Path, tmp_path: Path
+) -> None:
+    leader = Node(
+        prefix,
+        tmp_path / "leader",
+        "server",
+        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
+        learner_tick="600",  # the leader's own promotion never comes in this test
+    )
+    second = joiner(prefix, tmp_path / "server-2", "server-2", leader)
+    try:
+        leader.start()
+        second.start(wait_ready=False)
+        promoted = None
+        deadline = time.monotonic() + 30
+        while promoted is None and time.monotonic() < deadline:
+            for m in learners(leader):
+                answer = etcd_call(leader, "/v3/cluster/member/promote", {"ID": m["ID"]})
+                if "error" not in answer:
+                    promoted = time.monotonic()
+                else:  # not in sync with the leader yet: etcd's own refusal
+                    assert "in sync with leader" in answer["message"], answer
+            time.sleep(0.2)
+        assert promoted is not None
+        assert wait_for(lambda: leader.ready("server-2"), "True", 15) == "True"
+        assert time.monotonic() - promoted <= 5 + 3  # one datastore test interval (+ slack)
+    finally:
+        second.stop()
+        leader.stop()
+
+
+def test_etcd_takes_one_learner_at_a_time(server: Node, tmp_path: Path) -> None:
+    fake = f"http://127.0.0.1:{free_port()}"
+    added = etcd_call(server, "/v3/cluster/member/add", {"peerURLs": [fake], "isLearner": True})
+    try:
+        code, text = supervisor_post(
+            server, "/v1-standin/etcd-join", {"name": "server-9", "peer_url": "http://127.0.0.1:1"}
+        )
+        assert (code, text.strip()) == (503, "etcdserver: too many learner members in cluster")
+    finally:
+        etcd_call(server, "/v3/cluster/member/remove", {"ID": added["member"]["ID"]})
+    assert etcd_members(server) == ["server-1"]
+
+
+def supervisor_post(node: Node, path: str, body: dict[str, str]) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{node.supervisor}{path}",
+        data=json.dumps({"token": TOKEN, **body}).encode(),
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def test_same_name_with_another_password_is_refused_until_the_node_is_deleted(
