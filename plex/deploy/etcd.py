@@ -67,6 +67,9 @@ def settle_wait(ages: Sequence[int]) -> float:
 MEMBERS = "/v3/cluster/member/list"
 STATUS = "/v3/maintenance/status"
 REMOVE = "/v3/cluster/member/remove"
+# A learner's promotion to a voting member (etcdctl member promote). RKE2's etcd leader tries
+# the first learner only every 15 s (k3s manageLearners); etcd refuses one not yet in sync.
+PROMOTE = "/v3/cluster/member/promote"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Member:
     id: str
     name: str  # empty for a member added but never started
     peer_urls: tuple[str, ...] = ()
+    # RKE2 adds a joining server as a learner (non-voting) until it is promoted.
+    is_learner: bool = False
 
     def node(self, servers: Collection[str]) -> str | None:
         """The server this member is, by RKE2's naming (`<node>` or `<node>-<8 hex>`)."""
@@ -87,9 +92,28 @@ def parse_members(text: str) -> list[Member]:
     """The gateway's member list; ValueError (with etcd's own message) otherwise."""
     data = _json(text)
     return [
-        Member(str(m["ID"]), str(m.get("name", "")), tuple(m.get("peerURLs", [])))
+        Member(
+            str(m["ID"]),
+            str(m.get("name", "")),
+            tuple(m.get("peerURLs", [])),
+            bool(m.get("isLearner", False)),
+        )
         for m in data.get("members", [])
     ]
+
+
+def learner_of(members: Sequence[Member], server: str) -> Member | None:
+    """The server's member while it is a started learner; None once it votes (or before its
+    etcd has started: a member never started has no name yet)."""
+    return next((m for m in members if m.is_learner and m.node([server])), None)
+
+
+def votes(members: Sequence[Member], server: str) -> bool:
+    return any(not m.is_learner and m.node([server]) for m in members)
+
+
+# etcd's answer to a promotion of a learner whose log still lags the leader's: try again.
+NOT_IN_SYNC = "can only promote a learner member which is in sync with leader"
 
 
 @dataclass(frozen=True)
@@ -136,10 +160,11 @@ class MemberCheck:
     stale: tuple[Member, ...] = field(default=())
     unstarted: tuple[Member, ...] = field(default=())
     missing: tuple[str, ...] = field(default=())
+    learners: tuple[Member, ...] = field(default=())  # started, not yet voting
 
     @property
     def ok(self) -> bool:
-        return not (self.stale or self.unstarted or self.missing)
+        return not (self.stale or self.unstarted or self.missing or self.learners)
 
 
 def check_members(
@@ -152,4 +177,5 @@ def check_members(
     stale = tuple(m for m in named if m.node(servers) not in expected)
     have = {m.node(servers) for m in named}
     missing = tuple(sorted(set(expected) - have))
-    return MemberCheck(tuple(members), frozenset(expected), stale, unstarted, missing)
+    learners = tuple(m for m in named if m.is_learner and m not in stale)
+    return MemberCheck(tuple(members), frozenset(expected), stale, unstarted, missing, learners)

@@ -11,6 +11,7 @@ node is started and probed; if it fails its probes it is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -29,7 +30,7 @@ from plex.model import owner, topology
 from plex.model.identity import Identity
 from plex.model.plex import Plex, Role
 from plex.model.topology import Node
-from plex.services import rke2_hold
+from plex.services import learner_promotion, rke2_hold
 from plex.services.apply_result import ApplyResult, Report, WaveReport
 from plex.services.balancers import Balancers
 from plex.services.kube_steps import KubeSteps
@@ -318,12 +319,20 @@ class Applier:
             self.report(name, "credentials")
         self.report(name, "probes")
         node = topology.resolve(self.plex, name)
-        if action.spec.type == "virtual-machine":
-            # No incus-agent in the VM: wait for sshd with the node's own host key, then run
-            # the role's probes over SSH (logged in with the plex's deploy key).
-            results = [self.probe_ssh(node), *self.probe(node)]
-        else:
-            results = self.probe(node)
+        # Every server but a bootstrapping master joins as an etcd learner: plex promotes it
+        # while its probes wait (plex.services.learner_promotion).
+        joins = action.role is Role.SERVER and (action.join or not node.is_master)
+        with (
+            learner_promotion.promoting(self.plex, self.incus, name, self.report)
+            if joins
+            else contextlib.nullcontext()
+        ):
+            if action.spec.type == "virtual-machine":
+                # No incus-agent in the VM: wait for sshd with the node's own host key, then
+                # run the role's probes over SSH (logged in with the plex's deploy key).
+                results = [self.probe_ssh(node), *self.probe(node)]
+            else:
+                results = self.probe(node)
         if action.role is Role.SERVER:
             self.lbs.ready([name])
         self.incus.set_config(made, {owner.READY: "true"})

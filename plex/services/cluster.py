@@ -79,6 +79,10 @@ class Cluster:
     def remove_member(self, server: str, member: etcd.Member) -> None:
         etcd.parse_members(self.etcd_call(server, etcd.REMOVE, {"ID": member.id}))
 
+    def promote(self, server: str, member: etcd.Member) -> None:
+        """A learner made a voting member; ValueError with etcd's refusal otherwise."""
+        etcd.parse_members(self.etcd_call(server, etcd.PROMOTE, {"ID": member.id}))
+
     def delete_node(self, server: str, name: str) -> bool:
         """`kubectl delete node`; False when the cluster has no such Node. ClusterError
         with kubectl's own message otherwise."""
@@ -115,11 +119,13 @@ class Cluster:
                     per[s]["error"] = str(e)[-200:]
         leader = next((s for s, v in per.items() if v.get("leader")), None)
         names = [m.node(self.servers()) or m.name or f"(unstarted {m.id})" for m in members]
+        learners = [m.node(self.servers()) or m.name for m in members if m.is_learner]
         for s in self.servers():
             per.setdefault(s, {"quorum": False, "leader": False, "error": "not running"})
             per[s]["member"] = s in names
         return {
             "members": names,
+            "learners": learners,  # joined, not voting yet (RKE2 promotes them)
             "leader": leader,
             "quorum": any(v.get("quorum") for v in per.values()),
             "servers": per,

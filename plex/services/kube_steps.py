@@ -109,10 +109,12 @@ class KubeSteps:
                 self.cluster.remove_member(server, m)
         except ValueError as e:
             raise ClusterError(f"etcd on {server}: {e}") from None
-        if check.unstarted or check.missing:
+        if check.unstarted or check.missing or check.learners:
             what = [f"missing {', '.join(check.missing)}"] if check.missing else []
             peers = [u for m in check.unstarted for u in m.peer_urls]
             what += [f"added but never started: {', '.join(peers)}"] if peers else []
+            learners = [m.node(servers) or m.name for m in check.learners]
+            what += [f"not promoted from learner: {', '.join(learners)}"] if learners else []
             raise ClusterError(
                 f"etcd members are not the plex's servers: {'; '.join(what)}",
                 hint=f"plex status {self.plex.name}",

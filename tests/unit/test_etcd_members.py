@@ -67,3 +67,24 @@ def test_the_youngest_etcd_decides_how_long_the_next_member_change_waits() -> No
     assert etcd.settle_wait([3, 9]) == etcd.HEALTH_INTERVAL + etcd.CONNECT_MARGIN - 3
     assert etcd.settle_wait([6]) == 0.0  # connected for longer than HealthInterval already
     assert etcd.settle_wait([]) == 0.0  # no etcd seen: nothing to wait on
+
+
+def test_a_learner_is_a_member_that_does_not_vote_yet() -> None:
+    # The gateway's answer for a joining server RKE2 added as a learner (etcd 3.4.23).
+    doc = {
+        "members": [
+            {"ID": "1", "name": "demo-server1-0a0b0c0d", "peerURLs": ["https://10.0.0.1:2380"]},
+            {
+                "ID": "2",
+                "name": "demo-server2-1a2b3c4d",
+                "peerURLs": ["https://10.0.0.2:2380"],
+                "isLearner": True,
+            },
+        ]
+    }
+    ms = etcd.parse_members(json.dumps(doc))
+    assert etcd.learner_of(ms, "demo-server2") == ms[1]
+    assert etcd.learner_of(ms, "demo-server1") is None
+    assert etcd.votes(ms, "demo-server1") and not etcd.votes(ms, "demo-server2")
+    check = etcd.check_members(ms, {"demo-server1", "demo-server2"}, SERVERS)
+    assert not check.ok and check.learners == (ms[1],) and not check.missing
