@@ -301,6 +301,7 @@ def test_a_lost_member_is_reported_and_evacuate_re_creates_its_nodes(
     etcd = KubeCluster(multi, remote).summary()
     servers = [n.name for n in topology.nodes(multi) if n.role is Role.SERVER]
     assert sorted(etcd["members"]) == sorted(servers), etcd
+    assert etcd["learners"] == [], etcd  # every joined server was promoted to a voter
     reg = topology.registry_node(multi)
     assert reg is not None
     url = f"http://{reg.address}:{multi.registry.port}/v2/"

@@ -64,7 +64,8 @@ def status_cli(plex: PlexArg, output: OutputOpt = ui.Output.TABLE) -> None:
             [
                 [
                     s,
-                    "yes" if v["member"] else "no",
+                    # a joined server that does not vote yet (RKE2 promotes it)
+                    "learner" if s in etcd["learners"] else "yes" if v["member"] else "no",
                     "yes" if v["leader"] else "no",
                     "yes" if v["quorum"] else "no",
                     v.get("error") or "",
