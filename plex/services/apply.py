@@ -283,9 +283,19 @@ class Applier:
         if action.verb is Verb.DELETE:
             self.report(name, "deleted")
             return []
+        if action.role is Role.SERVER and self.joins(action):
+            # RKE2 takes a server with an empty data dir only once no etcd member of its node
+            # is left from an earlier life (its Node just deleted: RKE2 removes that one).
+            self.kube.old_member_gone(name, grace=2.0 if action.drain or action.forget else 0.0)
         self._check()
         self.build(action)
         return self.boot(action)
+
+    def joins(self, action: Action) -> bool:
+        """Every server but a bootstrapping master joins the running cluster."""
+        return action.role is Role.SERVER and (
+            action.join or not topology.resolve(self.plex, action.node).is_master
+        )
 
     def build(self, action: Action) -> None:
         """Create the node (not started), its private files pushed."""
@@ -321,10 +331,9 @@ class Applier:
         node = topology.resolve(self.plex, name)
         # Every server but a bootstrapping master joins as an etcd learner: plex promotes it
         # while its probes wait (plex.services.learner_promotion).
-        joins = action.role is Role.SERVER and (action.join or not node.is_master)
         with (
             learner_promotion.promoting(self.plex, self.incus, name, self.report)
-            if joins
+            if self.joins(action)
             else contextlib.nullcontext()
         ):
             if action.spec.type == "virtual-machine":

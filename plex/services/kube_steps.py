@@ -3,12 +3,14 @@ before it goes, and after a server wave check that etcd's members are exactly th
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from plex.backends.incus.protocol import Incus
 from plex.deploy import etcd
 from plex.deploy.copies import node_copies
+from plex.errors import BackendError
 from plex.model.plex import Plex
 from plex.services.apply_result import Report
 from plex.services.cluster import Cluster, ClusterError
@@ -22,6 +24,7 @@ class KubeSteps:
     # --force: a failed drain or node deletion is reported and skipped, not fatal.
     force: bool = False
     cluster: Cluster = field(init=False)
+    sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
         self.cluster = Cluster(self.plex, self.incus)
@@ -83,6 +86,41 @@ class KubeSteps:
                 e.message.split(" failed: ", 1)[-1],
                 hint="pass --force to replace it anyway",
             )
+
+    def old_member_gone(self, name: str, grace: float = 0.0, timeout: float = 60.0) -> None:
+        """Before server `name` joins with an empty data dir: no etcd member of its node may be
+        left from an earlier life. RKE2 refuses a join while one is ("duplicate node name
+        found") and restarts only 5 s later. Deleting the Node removes it (RKE2's member
+        controller, given `grace` seconds); one still there (a lost server recreated, RKE2 not
+        done) is removed here, retried while etcd refuses; after `timeout` the wave stops
+        unless --force."""
+        server = self.cluster.healthy_server(exclude=[name])
+        if server is None:
+            return  # nothing to ask; the join itself will say
+        start = time.monotonic()
+        error = "it is still there"
+        while True:
+            try:
+                old = [m for m in self.cluster.members(server) if m.node([name])]
+                if not old:
+                    return
+                if time.monotonic() - start >= grace:
+                    for m in old:
+                        self.report(
+                            name, f"remove its old etcd member {m.name or m.id} (on {server})"
+                        )
+                        self.cluster.remove_member(server, m)
+            except (ValueError, BackendError) as e:
+                error = str(e)[-200:]  # etcd refused (unhealthy cluster) or is busy: again
+            if time.monotonic() - start > timeout:
+                self._skip(
+                    name,
+                    "removing its old etcd member",
+                    error,
+                    hint=f"plex status {self.plex.name}; --force replaces it anyway",
+                )
+                return
+            self.sleep(0.5)
 
     def check_etcd_members(self, unborn: Collection[str] = ()) -> set[str]:
         """After a server wave: etcd's members must be exactly the plex's existing servers. A

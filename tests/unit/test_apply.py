@@ -53,8 +53,17 @@ class LabNodes:
         return ExecResult(0, "ok\n", "")
 
     def joined(self, name: str) -> bool:
+        """A server is a member from its start until its Node is deleted (RKE2 then removes
+        its member)."""
         calls = self.incus.calls
         created = [i for i, c in enumerate(calls) if c[:2] == ("create", name)]
+        deleted = [
+            i
+            for i, c in enumerate(calls)
+            if c[0] == "exec" and str(c[2]).endswith(f"delete node {name}")
+        ]
+        if deleted and (not created or deleted[-1] > created[-1]):
+            return False
         return not created or ("start", name) in calls[created[-1] :]
 
 

@@ -1,5 +1,6 @@
-"""plex promotes a joining server's etcd learner itself (plex.services.learner_promotion),
-through another running server, retrying etcd's own "not in sync" answer."""
+"""A server joining etcd: plex promotes its learner itself (plex.services.learner_promotion),
+through another running server, retrying etcd's own "not in sync" answer; and before it joins,
+no member of its node is left from an earlier life (plex.services.kube_steps)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from plex.model import owner
 from plex.model.observed import Observed, ObservedInstance
 from plex.model.plex import Plex
 from plex.plexfile.load import load_plex
+from plex.services.cluster import ClusterError
+from plex.services.kube_steps import KubeSteps
 from plex.services.learner_promotion import promote_when_in_sync
 from tests.fixtures.fake_incus import FakeIncus
 
@@ -144,3 +147,70 @@ def test_it_stops_when_the_probes_are_done(plex: Plex) -> None:
         sleep=looks.append,
     )
     assert not done and len(looks) == 3 and gateway.promotions == []
+
+
+# --- a server's etcd member from an earlier life (plex.services.kube_steps) -------------------
+
+
+class OldMember:
+    """server1's etcd gateway, listing demo-server2's member of an earlier life until it is
+    removed (by plex's REMOVE, or by RKE2 on its own after `rke2_removes_after` looks)."""
+
+    def __init__(self, rke2_removes_after: int | None = None, unhealthy: int = 0) -> None:
+        self.looks, self.after, self.unhealthy = 0, rke2_removes_after, unhealthy
+        self.present = True
+        self.removes: list[str] = []
+
+    def __call__(self, name: str, argv: list[str]) -> ExecResult:
+        if argv[0] != "curl":
+            return ExecResult(0, "ok\n", "")  # the readyz of a healthy server
+        path = argv[-1].split("2379", 1)[1]
+        if path == etcd.REMOVE:
+            self.removes.append(json.loads(argv[argv.index("-d") + 1])["ID"])
+            if self.unhealthy:
+                self.unhealthy -= 1
+                err = "etcdserver: unhealthy cluster"
+                return ExecResult(0, json.dumps({"error": err, "message": err}), "")
+            self.present = False
+        else:
+            self.looks += 1
+            if self.after is not None and self.looks > self.after:
+                self.present = False
+        members = [{"ID": "21", "name": "demo-server1-99aabbcc"}]
+        if self.present:
+            members.append({"ID": "22", "name": "demo-server2-0a1b2c3d"})
+        return ExecResult(0, json.dumps({"members": members}), "")
+
+
+def steps(plex: Plex, gateway: OldMember, said: list[str]) -> KubeSteps:
+    incus = lab("demo-server1")  # demo-server2 is gone from Incus (or about to be recreated)
+    incus.on_exec = gateway
+    kube = KubeSteps(plex, incus, lambda n, m: said.append(f"{n}: {m}"))
+    kube.sleep = lambda s: None
+    return kube
+
+
+def test_a_lost_servers_old_member_is_removed_before_it_rejoins(plex: Plex) -> None:
+    gateway = OldMember(unhealthy=1)  # etcd refuses the first removal
+    said: list[str] = []
+    steps(plex, gateway, said).old_member_gone("demo-server2")
+    assert gateway.removes == ["22", "22"] and not gateway.present
+    assert (
+        said
+        == ["demo-server2: remove its old etcd member demo-server2-0a1b2c3d (on demo-server1)"] * 2
+    )
+
+
+def test_rke2_is_given_its_grace_to_remove_the_member_of_a_deleted_node(plex: Plex) -> None:
+    gateway = OldMember(rke2_removes_after=2)
+    said: list[str] = []
+    steps(plex, gateway, said).old_member_gone("demo-server2", grace=60)
+    assert gateway.removes == [] and said == []
+
+
+def test_a_member_etcd_will_not_remove_stops_the_wave(plex: Plex) -> None:
+    gateway = OldMember(unhealthy=10**6)
+    with pytest.raises(
+        ClusterError, match="removing its old etcd member failed: etcdserver: unhealthy"
+    ):
+        steps(plex, gateway, []).old_member_gone("demo-server2", timeout=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -496,8 +497,10 @@ def etcd_call(node: Node, path: str, body: dict[str, object] | None = None) -> d
 
 
 def etcd_members(node: Node) -> list[str]:
-    """Member names from the node's etcd."""
-    return sorted(m.get("name", "") for m in etcd_call(node, "/v3/cluster/member/list")["members"])
+    """The nodes of the node's etcd members, each named as k3s names them: `<node>-<8 hex>`."""
+    names = [m.get("name", "") for m in etcd_call(node, "/v3/cluster/member/list")["members"]]
+    assert all(re.fullmatch(r".+-[0-9a-f]{8}", n) for n in names), names
+    return sorted(n[:-9] for n in names)
 
 
 def learners(node: Node) -> list[dict[str, Any]]:
@@ -553,7 +556,7 @@ def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
         leader.stop()
     out = second.output()
     assert "this server has not yet been promoted from learner to voting member" in out, out
-    assert "Promoted learner server-2" in leader.output()
+    assert re.search(r"Promoted learner server-2-[0-9a-f]{8}\b", leader.output())
 
 
 def test_a_learner_promoted_by_anyone_is_up_at_its_next_datastore_test(
@@ -593,11 +596,28 @@ def test_etcd_takes_one_learner_at_a_time(server: Node, tmp_path: Path) -> None:
     added = etcd_call(server, "/v3/cluster/member/add", {"peerURLs": [fake], "isLearner": True})
     try:
         code, text = supervisor_post(
-            server, "/v1-standin/etcd-join", {"name": "server-9", "peer_url": "http://127.0.0.1:1"}
+            server,
+            "/v1-standin/etcd-join",
+            {"name": "server-9", "member": "server-9-0a0b0c0d", "peer_url": "http://127.0.0.1:1"},
         )
         assert (code, text.strip()) == (503, "etcdserver: too many learner members in cluster")
     finally:
         etcd_call(server, "/v3/cluster/member/remove", {"ID": added["member"]["ID"]})
+    assert etcd_members(server) == ["server-1"]
+
+
+def test_a_node_whose_old_member_is_still_in_etcd_cannot_join(server: Node, tmp_path: Path) -> None:
+    """k3s refuses a second member for one node name; the earlier life's member must go
+    first (deleting its Node does that). The joiner exits and systemd restarts it."""
+    code, text = supervisor_post(
+        server,
+        "/v1-standin/etcd-join",
+        {"name": "server-1", "member": "server-1-00000000", "peer_url": "http://127.0.0.1:9"},
+    )
+    assert (code, text.strip()) == (
+        503,
+        "duplicate node name found, please use a unique name for this node",
+    )
     assert etcd_members(server) == ["server-1"]
 
 
