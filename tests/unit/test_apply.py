@@ -47,20 +47,26 @@ class LabNodes:
         if argv[0] == "curl":  # plex.deploy.etcd.curl
             if not argv[-1].endswith("/member/list"):
                 return ExecResult(0, "{}", "")
-            servers = sorted(n for n in self.incus.instances if "-server" in n and self.joined(n))
+            # Members are named after their node (an evacuated copy's instance is not).
+            servers = sorted(
+                self.incus.configs.get(n, {}).get(owner.NODE, n)
+                for n in self.incus.instances
+                if "-server" in n and self.joined(n)
+            )
             members = [{"ID": str(i), "name": n} for i, n in enumerate(servers)]
             return ExecResult(0, json.dumps({"members": members}), "")
         return ExecResult(0, "ok\n", "")
 
     def joined(self, name: str) -> bool:
-        """A server is a member from its start until its Node is deleted (RKE2 then removes
-        its member)."""
+        """A server's instance is a member from its start until its node's Node is deleted
+        (RKE2 then removes its member)."""
         calls = self.incus.calls
+        node = self.incus.configs.get(name, {}).get(owner.NODE, name)
         created = [i for i, c in enumerate(calls) if c[:2] == ("create", name)]
         deleted = [
             i
             for i, c in enumerate(calls)
-            if c[0] == "exec" and str(c[2]).endswith(f"delete node {name}")
+            if c[0] == "exec" and str(c[2]).endswith(f"delete node {node}")
         ]
         if deleted and (not created or deleted[-1] > created[-1]):
             return False
