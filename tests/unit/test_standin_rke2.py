@@ -521,6 +521,18 @@ def joiner(prefix: Path, root: Path, name: str, leader: Node) -> Node:
     )
 
 
+def leader_and_joiner(prefix: Path, tmp_path: Path, learner_tick: str) -> tuple[Node, Node]:
+    """A fresh one-server cluster (its leader promoting on `learner_tick`) and server-2."""
+    leader = Node(
+        prefix,
+        tmp_path / "leader",
+        "server",
+        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
+        learner_tick=learner_tick,
+    )
+    return leader, joiner(prefix, tmp_path / "server-2", "server-2", leader)
+
+
 def test_the_stand_in_promotes_learners_on_k3s_tick() -> None:
     # Pinned: k3s pkg/etcd/etcd.go manageTickerTime; pkg/cluster/managed.go testClusterDB.
     rke2 = standin()
@@ -531,14 +543,7 @@ def test_the_stand_in_promotes_learners_on_k3s_tick() -> None:
 def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
     prefix: Path, tmp_path: Path
 ) -> None:
-    leader = Node(
-        prefix,
-        tmp_path / "leader",
-        "server",
-        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
-        learner_tick="6",
-    )
-    second = joiner(prefix, tmp_path / "server-2", "server-2", leader)
+    leader, second = leader_and_joiner(prefix, tmp_path, learner_tick="6")
     try:
         started = time.monotonic()  # the leader's ticker starts after this
         leader.start()
@@ -562,14 +567,8 @@ def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
 def test_a_learner_promoted_by_anyone_is_up_at_its_next_datastore_test(
     prefix: Path, tmp_path: Path
 ) -> None:
-    leader = Node(
-        prefix,
-        tmp_path / "leader",
-        "server",
-        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
-        learner_tick="600",  # the leader's own promotion never comes in this test
-    )
-    second = joiner(prefix, tmp_path / "server-2", "server-2", leader)
+    # The leader's own promotion never comes in this test.
+    leader, second = leader_and_joiner(prefix, tmp_path, learner_tick="600")
     try:
         leader.start()
         second.start(wait_ready=False)
