@@ -10,6 +10,7 @@ test ends with a reset, which the tests after it build on)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,9 +57,13 @@ def cluster(incus: PylxdIncus, test_plex: Plex, baked: dict[str, BakeResult]) ->
 
 
 def members(cluster: Cluster) -> list[str]:
+    """The servers etcd's members are: RKE2 names each `<node>-<8 hex>`; none a learner."""
     server = cluster.healthy_server()
     assert server, "no healthy server"
-    return sorted(m.name for m in cluster.members(server))
+    got = cluster.members(server)
+    assert all(re.fullmatch(r".+-[0-9a-f]{8}", m.name) for m in got), got
+    assert not any(m.is_learner for m in got), got
+    return sorted(m.node(cluster.servers()) or m.name for m in got)
 
 
 def uuid(incus: Incus, plex: Plex, name: str) -> str:
