@@ -283,7 +283,7 @@ class Applier:
         if action.verb is Verb.DELETE:
             self.report(name, "deleted")
             return []
-        if action.role is Role.SERVER and self.joins(action):
+        if self.joins(action):
             # RKE2 takes a server with an empty data dir only once no etcd member of its node
             # is left from an earlier life (its Node just deleted: RKE2 removes that one).
             self.kube.old_member_gone(name, grace=2.0 if action.drain or action.forget else 0.0)
