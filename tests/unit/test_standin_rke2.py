@@ -71,12 +71,15 @@ class Node:
     proc: subprocess.Popen[str] | None = None
     # The leader promotes learners on this tick (k3s: 15 s); short, so joins stay quick here.
     learner_tick: str = "2"
+    # The address it listens on (its node-ip too, when it joins): k3s takes a nameless member
+    # at a joiner's own address to be that joiner, so joiners at once need their own.
+    ip: str = "127.0.0.1"
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
             **os.environ,
             "RKE2_STANDIN_ROOT": str(self.root),
-            "RKE2_STANDIN_BIND": "127.0.0.1",
+            "RKE2_STANDIN_BIND": self.ip,
             "RKE2_STANDIN_SUPERVISOR_PORT": str(self.supervisor),
             "RKE2_STANDIN_APISERVER_PORT": str(self.apiserver),
             "RKE2_STANDIN_ETCD_CLIENT_PORT": str(self.etcd_client),
@@ -100,7 +103,8 @@ class Node:
         notify.settimeout(60)
         self.proc = subprocess.Popen(
             [sys.executable, str(self.prefix / "bin/rke2"), self.role],
-            env=self.env(NOTIFY_SOCKET=name),
+            # Not waited for: run as outside systemd (no socket a READY=1 would find closed).
+            env=self.env(**({"NOTIFY_SOCKET": name} if wait_ready else {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -510,7 +514,7 @@ def learners(node: Node) -> list[dict[str, Any]]:
     return [m for m in etcd_call(node, "/v3/cluster/member/list")["members"] if m.get("isLearner")]
 
 
-def joiner(prefix: Path, root: Path, name: str, leader: Node) -> Node:
+def joiner(prefix: Path, root: Path, name: str, leader: Node, ip: str = "127.0.0.1") -> Node:
     return Node(
         prefix,
         root,
@@ -518,9 +522,10 @@ def joiner(prefix: Path, root: Path, name: str, leader: Node) -> Node:
         {
             "token": TOKEN,
             "node-name": name,
-            "node-ip": "127.0.0.1",
+            "node-ip": ip,
             "server": f"https://127.0.0.1:{leader.supervisor}",
         },
+        ip=ip,
     )
 
 
@@ -540,8 +545,103 @@ def test_the_stand_in_promotes_learners_on_k3s_tick() -> None:
     # Pinned: k3s pkg/etcd/etcd.go manageTickerTime; pkg/cluster/managed.go testClusterDB.
     rke2 = standin()
     assert (rke2.LEARNER_TICK, rke2.DATASTORE_TEST_INTERVAL) == (15.0, 5.0)
-    assert rke2.DATASTORE_TEST_TIMEOUT == 10.0
+    assert rke2.DATASTORE_TEST_TIMEOUT == 30.0  # testTimeout, since k3s#5882
     assert rke2.JOIN_TIMEOUT == 20.0  # k3s pkg/etcd/etcd.go join's clientCtx
+    assert rke2.JOIN_RETRY_INTERVAL == 1.0  # ETCD.Start's PollUntilContextCancel, since k3s#7000
+
+
+@pytest.mark.parametrize(
+    ("refusal", "logged"),
+    [
+        (
+            "etcdserver: too many learner members in cluster",
+            "Waiting for other members to finish joining etcd cluster: "
+            "etcdserver: too many learner members in cluster",
+        ),
+        (
+            "etcdserver: unhealthy cluster",
+            "Waiting for other members to finish joining etcd cluster: "
+            "etcdserver: unhealthy cluster",
+        ),
+        (
+            "failed to get MemberList from server: etcdserver: request timed out",
+            "Waiting to retrieve etcd cluster member list: "
+            "failed to get MemberList from server: etcdserver: request timed out",
+        ),
+    ],
+)
+def test_a_join_waits_out_what_k3s_waits_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], refusal: str, logged: str
+) -> None:
+    rke2 = standin()
+    answers: list[object] = [rke2.Refused(refusal), rke2.Refused(refusal), {"initial_cluster": "x"}]
+    slept: list[float] = []
+
+    def call(*args: object, **kwargs: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(rke2, "supervisor_call", call)
+    monkeypatch.setattr(rke2.time, "sleep", slept.append)
+    assert rke2.join_etcd({}, {}) == "x"
+    assert slept == [1.0, 1.0]
+    assert capsys.readouterr().out.count(f'level=info msg="{logged}"') == 2
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "duplicate node name found, please use a unique name for this node",
+        "context deadline exceeded",
+    ],
+)
+def test_any_other_join_refusal_is_fatal(monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    rke2 = standin()
+
+    def call(*args: object, **kwargs: object) -> object:
+        raise rke2.Refused(refusal)
+
+    def fatal(msg: str) -> None:
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(rke2, "supervisor_call", call)
+    monkeypatch.setattr(rke2, "fatal", fatal)
+    with pytest.raises(RuntimeError) as e:
+        rke2.join_etcd({}, {})
+    assert str(e.value) == f"etcd cluster join failed: {refusal}"
+
+
+def test_servers_joining_at_once_are_admitted_one_at_a_time(prefix: Path, tmp_path: Path) -> None:
+    """k3s retries a join etcd refuses for another member's sake every second, in-process:
+    two servers started together both join, neither exits."""
+    leader = Node(
+        prefix,
+        tmp_path / "leader",
+        "server",
+        {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"},
+        learner_tick="1",
+    )
+    second = joiner(prefix, tmp_path / "server-2", "server-2", leader, "127.0.0.2")
+    third = joiner(prefix, tmp_path / "server-3", "server-3", leader, "127.0.0.3")
+    try:
+        leader.start()
+        second.start(wait_ready=False)
+        third.start(wait_ready=False)
+        for name in ("server-2", "server-3"):
+            # Two cold etcd starts and a 5 s health wait in between, on a loaded CI machine.
+            got = wait_for(lambda n=name: leader.ready(n), "True", 90)
+            assert got == "True", second.output() + third.output()
+        assert second.alive() and third.alive()
+        assert etcd_members(leader) == ["server-1", "server-2", "server-3"]
+    finally:
+        second.stop()
+        third.stop()
+        leader.stop()
+    out = second.output() + third.output()
+    assert "Waiting for other members to finish joining etcd cluster: etcdserver: " in out, out
+    assert "level=fatal" not in out, out
 
 
 def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
