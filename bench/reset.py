@@ -2,8 +2,9 @@
 """Reset benchmark: `plex reset` of the demo plex against the raw floor, in one run.
 
   plex reset     the master cascade (3 servers, the agents) with the current images: delete,
-                 create, push host keys, start, probes, servers joining one at a time, agents
-                 joining as soon as the new master is ready
+                 create, push host keys, start, probes, the other servers and the agents
+                 joining together as soon as the new master is ready (etcd admits the
+                 servers one at a time, RKE2 retrying each refused join every second)
   raw floor      the same kube nodes launched in parallel with the incus CLI from the same
                  images and instance config (no NIC: the plex's nodes hold those addresses),
                  waiting only until systemd is past sysinit: no probes, no ordering, no join

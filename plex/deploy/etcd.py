@@ -43,8 +43,9 @@ def curl(path: str, body: dict[str, Any] | None = None) -> list[str]:
 # etcd refuses a member add or remove ("etcdserver: unhealthy cluster") until its leader has
 # been connected to every voting member for HealthInterval (etcd 3.4 etcdserver/server.go:
 # mayAddMember and mayRemoveMember call isConnectedFullySince(now - HealthInterval), and
-# HealthInterval = 5 * time.Second). A server that has just joined makes the next server's join
-# fail, and k3s retries that join only 5 s later; so plex waits for it instead.
+# HealthInterval = 5 * time.Second). A server that has just joined makes a rolling change's next
+# step fail: the old member's removal plex asks for, and the next joiner's add (RKE2 would try
+# that again every second, a raft round each time); so plex waits for it instead.
 HEALTH_INTERVAL = 5.0
 CONNECT_MARGIN = 0.5  # from etcd's start until its peers are connected
 

@@ -3,7 +3,12 @@
 registry -> lb1 -> lb2 -> master -> server2 -> server3 ... -> every agent -> deletes
 
 - lbs go one at a time so the keepalived VIP stays held by a peer while one is replaced;
-- etcd admits one new member at a time, so each non-master server waits for the previous one;
+- etcd admits one new member at a time, so in a rolling change each non-master server waits
+  for the previous one (one server down at a time); in a cascade (a new cluster, nothing to keep
+  available) the other servers join together once the master is ready: RKE2 tries a join etcd
+  refuses for another member's sake ("too many learner members", "unhealthy cluster") again
+  every second, in-process (k3s ETCD.Start, since k3s-io/k3s#7000), so etcd admits them one
+  after the other as fast as it can;
 - agents join through the VIP once the control plane is complete, all together (in a cascade:
   once the new master is ready, alongside the other servers' joins);
 - orphans are deleted last, when their replacements (if any) are already serving.
@@ -23,14 +28,14 @@ def dependencies(
     nodes: Sequence[Node],
     server_order: Sequence[str],
     orphans: Collection[str] = (),
-    agents_after_master: bool = False,
+    cascade: bool = False,
 ) -> dict[str, set[str]]:
     """node -> the nodes that must be done first. `server_order`: the non-master servers, in the
     order they go (the caller puts broken ones first, which restores quorum sooner).
 
-    `agents_after_master` (a cascade: a new cluster): agents join as soon as the master is
-    ready, alongside the other servers' joins; otherwise (rolling) the control plane is
-    complete before any agent changes, as Kubernetes upgrades go."""
+    `cascade` (a new cluster): the other servers and the agents join as soon as the master is
+    ready, all together; otherwise (rolling) the servers go one at a time and the control
+    plane is complete before any agent changes, as Kubernetes upgrades go."""
     graph: dict[str, set[str]] = {}
     previous: set[str] = set()  # the last step of the chain so far
     by_role = {role: [n for n in nodes if n.role is role] for role in Role}
@@ -48,13 +53,18 @@ def dependencies(
         if n.is_master:
             chain(n.name)
     after_master = set(previous)
-    for name in server_order:
-        chain(name)
+    if cascade:
+        for name in server_order:
+            graph[name] = set(after_master)
+        previous = set(server_order) or after_master
+    else:
+        for name in server_order:
+            chain(name)
     agents = [n.name for n in by_role[Role.AGENT]]
     for name in agents:
-        graph[name] = set(after_master if agents_after_master else previous)
+        graph[name] = set(after_master if cascade else previous)
     if agents:
-        previous = set(agents) | (previous if agents_after_master else set())
+        previous = set(agents) | (previous if cascade else set())
     every_node = {n.name for n in nodes}
     for name in orphans:
         graph[name] = set(every_node) or set(previous)

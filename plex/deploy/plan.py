@@ -9,7 +9,7 @@ passed its probes before) is started, not rebuilt; apply replaces it if it then 
 Two strategies, chosen by intent (`Plan.strategy`, with the reason `plex plan` shows):
 - cascade: `--replace master` or `all` (and `plex reset`), or a master to replace when no
   other server of the cluster is alive: a new master is a new cluster, so every other server
-  and agent is replaced with it, and agents join as soon as the new master is ready;
+  and agent is replaced with it, and they all join as soon as the new master is ready;
 - rolling: any other change in a live cluster, `--replace <master's node name>` included.
   Servers go one at a time (a replaced master re-joins the running cluster through the VIP
   instead of bootstrapping a new one), agents in batches of at most `max_unavailable`.
@@ -331,7 +331,7 @@ def make_plan(
     order = [*names, *orphans]
     starts = [name for name in order if actions[name].verb is Verb.START]
     changing = {name for name, a in actions.items() if a.verb.changes and name not in starts}
-    graph = dependencies(nodes, server_order, orphans, agents_after_master=cascade is not None)
+    graph = dependencies(nodes, server_order, orphans, cascade=cascade is not None)
     grouped = waves(graph, changing, order)
     if cascade is None:
         agents = sum(1 for n in nodes if n.role is Role.AGENT)

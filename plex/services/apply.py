@@ -152,7 +152,7 @@ class Applier:
     def etcd_connected(self, servers: list[str]) -> None:
         """Until the etcd of every server of the wave has run long enough to be counted as
         connected (plex.deploy.etcd.settle_wait): etcd refuses the next member add or remove
-        before that, and the refused joiner retries only 5 s later (k3s)."""
+        before that (plex.deploy.etcd.HEALTH_INTERVAL)."""
 
         def age(name: str) -> int | None:
             res = self.shell.exec(self.instances.get(name, name), etcd.AGE)
@@ -306,8 +306,8 @@ class Applier:
         """Start the created node, pass its probes, back into rotation, mark it ready."""
         assert action.spec is not None
         if action.role is not Role.AGENT:
-            # Servers, lbs and the registry go one at a time (the graph chains them) and
-            # are on the path every later node waits for: never queued behind agents.
+            # Servers, lbs and the registry are on the path every later node waits for:
+            # never queued behind agents.
             return self._boot(action)
         with self.boots:
             return self._boot(action)

@@ -145,11 +145,12 @@ def test_each_node_gets_volume_keys_start_probes_then_ready(demo: Demo) -> None:
     assert ("demo-lb1", TOKEN_FILE) not in pushed and ("demo-registry1", TOKEN_FILE) not in pushed
     server = [c[0] for c in incus.calls if c[1] == "demo-server1"]
     assert server.index("push") < server.index("start")
-    # Waves in order: registry first, server3 last (agents join with server2); every node ends
-    # ready.
+    # Waves in order: registry first, the master before every other kube node (they all join
+    # once it is ready); every node ends ready.
     created = [c[1] for c in incus.calls if c[0] == "create"]
-    assert created[0] == "demo-registry1" and created[-1] == "demo-server3"
-    assert created.index("demo-agent1") > created.index("demo-server1")
+    assert created[0] == "demo-registry1"
+    master = created.index("demo-server1")
+    assert all(created.index(n) > master for n in ("demo-server2", "demo-server3", "demo-agent1"))
     ready = {c[1] for c in incus.calls if c[0] == "config"}
     assert ready == set(created)
 
@@ -221,8 +222,9 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
 ) -> None:
     plex, identity, _ = demo
     deployed, plan = master_cascade(demo)
-    assert plan.after["demo-agent1"] == ("demo-server1",)  # not the other servers' joins
-    assert set(plan.after["demo-server3"]) == {"demo-server1", "demo-server2"}
+    # Not the other servers' joins: everything after the master waits for it alone.
+    assert plan.after["demo-agent1"] == ("demo-server1",)
+    assert plan.after["demo-server3"] == ("demo-server1",)
     incus = lab(deployed)
     result = Applier(plex, incus, identity, PROBES, parallel=4).apply(plan)
     calls = [c[:2] for c in incus.calls]
@@ -230,7 +232,7 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
     kube = ["demo-server1", "demo-server2", "demo-server3", "demo-agent1", "demo-agent2"]
     # Every successor exists before the new master starts; no agent starts before it is
     # ready. The other servers boot early, rke2-server held (the drop-in pushed before their
-    # start), and each is released only once the server before it is ready.
+    # start), and are released once the master is ready (etcd admits them one at a time).
     first_start = calls.index(("start", "demo-server1"))
     assert all(calls.index(("create", n)) < first_start for n in kube)
     for n in kube[3:]:
@@ -245,20 +247,32 @@ def test_cascade_creates_successors_during_teardown_and_starts_each_when_its_tur
             i for i, c in enumerate(incus.calls) if c[:2] == ("exec", n) and hold in c[2]
         )
     assert released["demo-server2"] > ready["demo-server1"]
-    assert released["demo-server3"] > ready["demo-server2"]
-    # Each server's etcd members are checked before the next server joins.
+    assert released["demo-server3"] > ready["demo-server1"]
+    # etcd's members are checked once both joined.
     member_lists = [i for i, c in enumerate(incus.calls) if "member/list" in str(c)]
-    assert any(ready["demo-server2"] < i < released["demo-server3"] for i in member_lists)
+    both = max(ready["demo-server2"], ready["demo-server3"])
+    assert any(i > both for i in member_lists)
     assert set(result.spans) == set(kube)
-    assert result.spans["demo-server3"][0] >= result.spans["demo-server2"][1]
 
 
-def test_the_next_server_joins_once_etcd_counts_the_last_one_connected(demo: Demo) -> None:
-    """etcd refuses a member add until its leader has been connected to every voting member
-    for 5 s (HealthInterval): the cascade waits for the etcd of the server that just joined
-    to have run that long (plus a margin) before it releases the next one."""
-    plex, identity, _ = demo
-    deployed, plan = master_cascade(demo)
+def test_the_next_server_goes_once_etcd_counts_the_last_one_connected(demo: Demo) -> None:
+    """etcd refuses a member add or remove until its leader has been connected to every voting
+    member for 5 s (HealthInterval): a rolling change waits for the etcd of the server that just
+    joined to have run that long (plus a margin) before it takes the next one down."""
+    plex, identity, images = demo
+    profiles = dict.fromkeys(Role, PROFILE)
+    deployed = Observed(
+        "demo",
+        "plex-demo",
+        deployed_state(make_plan(plex, images, Observed("demo", "plex-demo"), profiles=profiles)),
+    )
+    newer = {**images, Role.SERVER: ImageRef(Role.SERVER, "n" * 64, "e" * 64, "demo/server")}
+    plan = make_plan(plex, newer, deployed, profiles=profiles)
+    assert [[a.node for a in w] for w in plan.waves] == [
+        ["demo-server1"],
+        ["demo-server2"],
+        ["demo-server3"],
+    ]
     incus = lab(deployed)
     nodes = LabNodes(incus)
 
@@ -273,19 +287,15 @@ def test_the_next_server_joins_once_etcd_counts_the_last_one_connected(demo: Dem
     applier._sleep = lambda s: slept.append((len(incus.calls), s))
     applier.apply(plan)
     wait = etcd.HEALTH_INTERVAL + etcd.CONNECT_MARGIN - 2
-    # After server2's wave only: none after the master's (a one-member cluster), none after
-    # server3's (no server change follows it).
-    assert [s for _, s in slept] == [wait]
-    hold = rke2_hold.dropin_path(Role.SERVER)
-    released = next(
-        i for i, c in enumerate(incus.calls) if c[:2] == ("exec", "demo-server3") and hold in c[2]
-    )
+    # After server1's wave and server2's; none after server3's (no server change follows it).
+    assert [s for _, s in slept] == [wait, wait]
     asked = next(
         i
         for i, c in enumerate(incus.calls)
         if c[:2] == ("exec", "demo-server2") and c[2].startswith("ps -o etimes=")
     )
-    assert asked < slept[0][0] <= released
+    created = incus.calls.index(next(c for c in incus.calls if c[:2] == ("create", "demo-server3")))
+    assert asked < slept[1][0] <= created
 
 
 def deployed_state(plan: Plan) -> dict[str, ObservedInstance]:
