@@ -171,8 +171,7 @@ def test_replace_master_recreates_exactly_servers_and_agents(
     assert order[0] == "demo-server1"
     assert [w.nodes for w in result.waves] == [
         ["demo-server1"],
-        ["demo-server2", "demo-agent1", "demo-agent2"],
-        ["demo-server3"],
+        ["demo-server2", "demo-server3", "demo-agent1", "demo-agent2"],
     ]
     assert make_deploy_plan(test_plex, incus)[0].empty
 
