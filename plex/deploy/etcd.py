@@ -1,9 +1,12 @@
 """etcd as RKE2 runs it, seen from plex: the query plex runs on a server and what it makes of
 the answer. Pure (the commands run through the Incus backend, in plex.services.cluster).
 
-RKE2 serves etcd's client API on https://127.0.0.1:2379 of each server, with the client
-certificates its docs give etcdctl (server/tls/etcd/server-ca.crt, server-client.crt,
-server-client.key). plex needs only curl on the node and etcd's JSON gateway (/v3/...).
+plex needs only curl on the node and etcd's JSON gateway (/v3/...), with the client
+certificates RKE2's docs give etcdctl (server/tls/etcd/server-ca.crt, server-client.crt,
+server-client.key). The gateway is not on the client port: RKE2's etcd serves 2379 for gRPC
+alone and HTTP on https://127.0.0.1:2382 (k3s pkg/etcd listenClientHTTPURLs, since
+k3s-io/k3s#8402, September 2023, for etcd-io/etcd#15402); an HTTP request on 2379 gets grpc-go's
+415 "invalid gRPC request content-type" (rancher/rke2#7170, on v1.29.9).
 RKE2 names a member after its node, with a suffix (`<node>-<8 hex>`); both forms are matched.
 """
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TLS = "/var/lib/rancher/rke2/server/tls/etcd"
-ENDPOINT = "https://127.0.0.1:2379"
+ENDPOINT = "https://127.0.0.1:2382"  # etcd's HTTP listener on a server (see above)
 
 
 def curl(path: str, body: dict[str, Any] | None = None) -> list[str]:

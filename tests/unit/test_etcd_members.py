@@ -55,7 +55,7 @@ def test_etcds_own_errors_come_through() -> None:
 
 def test_the_query_uses_rke2s_etcd_client_certificates() -> None:
     argv = etcd.curl(etcd.MEMBERS)
-    assert argv[-1] == "https://127.0.0.1:2379/v3/cluster/member/list"
+    assert argv[-1] == "https://127.0.0.1:2382/v3/cluster/member/list"
     assert "/var/lib/rancher/rke2/server/tls/etcd/server-client.crt" in argv
 
 

@@ -52,7 +52,7 @@ class Etcd:
 
     def __call__(self, name: str, argv: list[str]) -> ExecResult:
         assert argv[0] == "curl"
-        path = argv[-1].split("2379", 1)[1]
+        path = argv[-1].split("2382", 1)[1]
         body = json.loads(argv[argv.index("-d") + 1])
         if path == etcd.PROMOTE:
             self.promotions.append((name, body["ID"]))
@@ -164,7 +164,7 @@ class OldMember:
     def __call__(self, name: str, argv: list[str]) -> ExecResult:
         if argv[0] != "curl":
             return ExecResult(0, "ok\n", "")  # the readyz of a healthy server
-        path = argv[-1].split("2379", 1)[1]
+        path = argv[-1].split("2382", 1)[1]
         if path == etcd.REMOVE:
             self.removes.append(json.loads(argv[argv.index("-d") + 1])["ID"])
             if self.unhealthy:

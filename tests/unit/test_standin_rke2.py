@@ -66,7 +66,8 @@ class Node:
     config: dict[str, str]
     supervisor: int = field(default_factory=free_port)
     apiserver: int = field(default_factory=free_port)
-    etcd_client: int = field(default_factory=free_port)
+    etcd_client: int = field(default_factory=free_port)  # gRPC only, as RKE2's 2379
+    etcd_http: int = field(default_factory=free_port)  # the JSON gateway, as RKE2's 2382
     etcd_peer: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     # The leader promotes learners on this tick (k3s: 15 s); short, so joins stay quick here.
@@ -83,6 +84,7 @@ class Node:
             "RKE2_STANDIN_SUPERVISOR_PORT": str(self.supervisor),
             "RKE2_STANDIN_APISERVER_PORT": str(self.apiserver),
             "RKE2_STANDIN_ETCD_CLIENT_PORT": str(self.etcd_client),
+            "RKE2_STANDIN_ETCD_HTTP_PORT": str(self.etcd_http),
             "RKE2_STANDIN_ETCD_PEER_PORT": str(self.etcd_peer),
             "RKE2_STANDIN_HEARTBEAT": HEARTBEAT,
             "RKE2_STANDIN_NODE_GRACE": GRACE,
@@ -492,7 +494,7 @@ def etcd_call(node: Node, path: str, body: dict[str, object] | None = None) -> d
     ctx = ssl.create_default_context(cafile=str(tls / "server-ca.crt"))
     ctx.load_cert_chain(tls / "server-client.crt", tls / "server-client.key")
     req = urllib.request.Request(
-        f"https://127.0.0.1:{node.etcd_client}{path}",
+        f"https://127.0.0.1:{node.etcd_http}{path}",
         data=json.dumps(body or {}).encode(),
         method="POST",
     )
@@ -726,7 +728,7 @@ def test_the_datastore_test_fails_without_a_leader_as_k3s_does(
         asked.append(path)
         if path == "/v3/maintenance/alarm" and alarm_blocks:
             time.sleep(timeout)
-            raise rke2.EtcdError("etcd at https://127.0.0.1:2379 is unreachable: timed out")
+            raise rke2.EtcdError("etcd at https://127.0.0.1:2382 is unreachable: timed out")
         return NO_LEADER_STATUS if path == "/v3/maintenance/status" else {}
 
     monkeypatch.setattr(rke2, "etcd", etcd)
@@ -736,6 +738,41 @@ def test_the_datastore_test_fails_without_a_leader_as_k3s_does(
     # k3s Test's order: status, defragment, alarms, status again; never the member list.
     order = ["/v3/maintenance/status", "/v3/maintenance/defragment", "/v3/maintenance/alarm"]
     assert asked == (order if alarm_blocks else [*order, "/v3/maintenance/status"])
+
+
+def plex_etcd_query(node: Node, port: int, *curl_opts: str) -> subprocess.CompletedProcess[str]:
+    """plex's own member-list query (plex.deploy.etcd.curl), pointed at this node's certificates
+    and at `port` in place of RKE2's 2382."""
+    from plex.deploy import etcd
+
+    tls = str(node.root / "var/lib/rancher/rke2/server/tls/etcd")
+    argv = [a.replace(etcd.TLS, tls) for a in etcd.curl(etcd.MEMBERS)]
+    assert argv[-1].startswith("https://127.0.0.1:2382/")
+    argv[-1] = argv[-1].replace(":2382/", f":{port}/", 1)
+    return subprocess.run(
+        [argv[0], *curl_opts, *argv[1:]], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_etcds_client_port_serves_grpc_only_and_http_has_its_own(server: Node) -> None:
+    """RKE2 v1.31 (k3s-io/k3s#8402): etcd's JSON gateway answers on the HTTP listener (2382);
+    on the client port (2379) an HTTP request meets grpc-go: HTTP/2 is answered 415 with no
+    body (rancher/rke2#7170), HTTP/1.1 is not spoken, and TLS wants the client certificate."""
+    served = plex_etcd_query(server, server.etcd_http)
+    assert served.returncode == 0, served.stderr
+    assert [m["name"][:-9] for m in json.loads(served.stdout)["members"]] == ["server-1"]
+
+    refused = plex_etcd_query(server, server.etcd_client, "-w", "%{http_version} %{http_code}")
+    assert (refused.returncode, refused.stdout) == (0, "2 415"), refused.stderr
+    h1 = plex_etcd_query(server, server.etcd_client, "--http1.1")
+    assert h1.returncode != 0 and h1.stdout == "", h1
+    # Without a client certificate neither port takes the request (k3s: ClientCertAuth).
+    tls = server.root / "var/lib/rancher/rke2/server/tls/etcd"
+    for port in (server.etcd_client, server.etcd_http):
+        url = f"https://127.0.0.1:{port}/v3/cluster/member/list"
+        argv = ["curl", "-sS", "--max-time", "5", "--cacert", str(tls / "server-ca.crt"), url]
+        anonymous = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        assert anonymous.returncode != 0 and anonymous.stdout == "", anonymous
 
 
 def test_etcd_takes_one_learner_at_a_time(server: Node, tmp_path: Path) -> None:
