@@ -379,6 +379,61 @@ def test_wrong_token_is_refused(server: Node, agent_factory: object) -> None:
     assert server.ready("agent-bad").startswith("error: Error from server (NotFound)")
 
 
+def pods_on(server: Node, node: str) -> list[str]:
+    raw = server.kubectl("get", "--raw", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+    assert raw.returncode == 0, raw.stderr
+    return sorted(p["metadata"]["name"] for p in json.loads(raw.stdout)["items"])
+
+
+def test_drain_refuses_what_kubectl_refuses_and_evicts_the_rest(
+    server: Node, agent_factory: object
+) -> None:
+    """Every node runs canal's DaemonSet pod, the first server rke2-metrics-server (emptyDir):
+    kubectl's drain needs --ignore-daemonsets everywhere and --delete-emptydir-data there."""
+    assert callable(agent_factory)
+    agent_factory("agent-5")
+    assert wait_for(lambda: server.ready("agent-5"), "True") == "True"
+    on_agent = pods_on(server, "agent-5")
+    assert len(on_agent) == 1 and on_agent[0].startswith("rke2-canal-")
+    r = server.kubectl("drain", "agent-5")
+    assert r.returncode == 1
+    assert r.stderr == (
+        'error: unable to drain node "agent-5" due to error: cannot delete DaemonSet-managed '
+        f"Pods (use --ignore-daemonsets to ignore): kube-system/{on_agent[0]}, continuing "
+        "command...\nThere are pending nodes to be drained:\n agent-5\nerror: cannot delete "
+        f"DaemonSet-managed Pods (use --ignore-daemonsets to ignore): kube-system/{on_agent[0]}\n"
+    )
+    assert "Ready,SchedulingDisabled" in server.kubectl("get", "node", "agent-5").stdout
+    assert server.kubectl("uncordon", "agent-5").returncode == 0
+
+    metrics = [p for p in pods_on(server, "server-1") if p.startswith("rke2-metrics-server-")]
+    assert len(metrics) == 1
+    r = server.kubectl("drain", "server-1", "--ignore-daemonsets")
+    assert r.returncode == 1
+    assert (
+        "cannot delete Pods with local storage (use --delete-emptydir-data to override): "
+        f"kube-system/{metrics[0]}, continuing command..."
+    ) in r.stderr
+    assert pods_on(server, "server-1").count(metrics[0]) == 1  # nothing evicted
+    r = server.kubectl("drain", "server-1", "--ignore-daemonsets", "--delete-emptydir-data")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.startswith(
+            "Warning: ignoring DaemonSet-managed Pods: kube-system/rke2-canal-"
+        )
+        assert f"evicting pod kube-system/{metrics[0]}\npod/{metrics[0]} evicted\n" in r.stdout
+        assert r.stdout.endswith("node/server-1 drained\n")
+        # Its ReplicaSet's new pod lands on the one schedulable node left.
+        moved = [p for p in pods_on(server, "agent-5") if p.startswith("rke2-metrics-server-")]
+        assert len(moved) == 1 and moved != metrics
+        assert not [p for p in pods_on(server, "server-1") if p.startswith("rke2-metrics")]
+    finally:
+        server.kubectl("uncordon", "server-1")
+    # Deleting its node moves it again: to the server, the only node left.
+    assert server.kubectl("delete", "node", "agent-5").returncode == 0
+    assert [p for p in pods_on(server, "server-1") if p.startswith("rke2-metrics-server-")]
+
+
 def test_drain_and_delete(server: Node, agent_factory: object) -> None:
     assert callable(agent_factory)
     agent_factory("agent-3")
