@@ -6,6 +6,7 @@ ports; inside node images it runs as /usr/local/bin/rke2 under systemd.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -293,9 +295,10 @@ def test_everything_says_standin(prefix: Path) -> None:
 
 def test_supervisor_ping_answers_pong_over_tls(server: Node, prefix: Path) -> None:
     assert tls_get(server.supervisor, "/ping") == (200, "pong")
-    # The certificate the server made at start verifies for 127.0.0.1: strict clients work too.
+    # The certificate the server made at start, issued by its server CA, verifies for
+    # 127.0.0.1: strict clients work too.
     tls = server.root / "var/lib/rancher/rke2/server/tls"
-    ctx = ssl.create_default_context(cafile=tls / "serving.crt")
+    ctx = ssl.create_default_context(cafile=tls / "server-ca.crt")
     with urllib.request.urlopen(f"https://127.0.0.1:{server.supervisor}/ping", context=ctx) as r:
         assert r.read() == b"pong"
 
@@ -598,6 +601,122 @@ def leader_and_joiner(prefix: Path, tmp_path: Path, learner_tick: str) -> tuple[
     return leader, joiner(prefix, tmp_path / "server-2", "server-2", leader)
 
 
+@contextlib.contextmanager
+def tcp_forward(listen: str, target: int) -> Iterator[int]:
+    """A TCP pass-through on `listen` to 127.0.0.1:`target` (as haproxy in TCP mode in front
+    of the supervisor): yields its port."""
+    lsock = socket.create_server((listen, 0))
+    lsock.settimeout(0.2)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", target))
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield lsock.getsockname()[1]
+    finally:
+        stop.set()
+        lsock.close()
+
+
+@pytest.mark.parametrize("in_tls_san", [False, True])
+def test_a_server_joins_through_a_vip_only_if_tls_san_names_it(
+    prefix: Path, tmp_path: Path, in_tls_san: bool
+) -> None:
+    """k3s validates a joiner's `server:` against the supervisor's certificate, which names a
+    VIP only through tls-san (tls-san-security); an agent goes through its own local load
+    balancer at 127.0.0.1 and needs only the chain to the cluster CA."""
+    vip = "127.0.0.9"
+    leader_cfg = {"token": TOKEN, "node-name": "server-1", "node-ip": "127.0.0.1"}
+    if in_tls_san:
+        leader_cfg["tls-san"] = f"[{vip}, api.example.test]"
+    leader = Node(prefix, tmp_path / "leader", "server", leader_cfg, learner_tick="1")
+    leader.start()
+    with tcp_forward(vip, leader.supervisor) as port:
+        url = f"https://{vip}:{port}"
+        second = Node(
+            prefix,
+            tmp_path / "server-2",
+            "server",
+            {"token": TOKEN, "node-name": "server-2", "node-ip": "127.0.0.2", "server": url},
+            ip="127.0.0.2",
+        )
+        agent = Node(
+            prefix,
+            tmp_path / "agent-1",
+            "agent",
+            {"token": TOKEN, "node-name": "agent-1", "server": url},
+        )
+        try:
+            agent.start()  # no SAN needed
+            if in_tls_san:
+                second.start()
+                assert wait_for(lambda: leader.ready("server-2"), "True", 30) == "True"
+                # Both servers' certificates chain to the one CA the joiner took.
+                tls = tmp_path / "{}/var/lib/rancher/rke2/server/tls/server-ca.crt"
+                cas = {Path(str(tls).format(n)).read_bytes() for n in ("leader", "server-2")}
+                assert len(cas) == 1
+            else:
+                second.start(wait_ready=False)
+                assert second.proc is not None
+                assert second.proc.wait(timeout=30) == 1
+                out = second.output()
+                assert (
+                    f'level=fatal msg="failed to validate token: CA cert validation failed: Get '
+                    f'"{url}/cacerts": tls: failed to verify certificate: IP address '
+                    f"mismatch, certificate is not valid for '{vip}'."
+                ) in out, out
+        finally:
+            agent.stop()
+            second.stop()
+            leader.stop()
+
+
+def test_server_certificate_names_what_k3s_puts_in_it() -> None:
+    rke2 = standin()
+    sans = rke2.serving_sans(
+        {"tls-san": ["10.0.0.10", "api.lab", "10.0.0.10"], "service-cidr": "10.96.0.0/12"},
+        "server-1",
+        "10.0.0.11",
+    )
+    assert sans == [
+        "DNS:localhost",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "IP:127.0.0.1",
+        "IP:::1",
+        "IP:10.96.0.1",
+        "DNS:server-1",
+        "IP:10.0.0.11",
+        "IP:10.0.0.10",
+        "DNS:api.lab",
+    ]
+    assert "IP:10.43.0.1" in rke2.serving_sans({}, "s", "10.0.0.11")  # RKE2's service CIDR
+
+
 def test_the_stand_in_promotes_learners_on_k3s_tick() -> None:
     # Pinned: k3s pkg/etcd/etcd.go manageTickerTime; pkg/cluster/managed.go testClusterDB.
     rke2 = standin()
@@ -704,7 +823,9 @@ def test_servers_joining_at_once_are_admitted_one_at_a_time(prefix: Path, tmp_pa
 def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
     prefix: Path, tmp_path: Path
 ) -> None:
-    leader, second = leader_and_joiner(prefix, tmp_path, learner_tick="6")
+    # The tick comes well after the join (the leader takes seconds to start, and the joiner
+    # validates the supervisor's certificate and takes the CA first).
+    leader, second = leader_and_joiner(prefix, tmp_path, learner_tick="10")
     try:
         started = time.monotonic()  # the leader's ticker starts after this
         leader.start()
@@ -715,7 +836,7 @@ def test_a_joining_server_is_a_learner_until_the_leaders_tick_promotes_it(
         assert leader.ready("server-2").startswith("error: ")
         assert wait_for(lambda: str(len(learners(leader))), "0", 40) == "0", second.output()
         # Promoted on the leader's first tick, not before; up at its next datastore test.
-        assert time.monotonic() - started >= 6
+        assert time.monotonic() - started >= 10
         assert wait_for(lambda: leader.ready("server-2"), "True", 15) == "True"
         assert etcd_members(leader) == ["server-1", "server-2"]
     finally:
