@@ -6,7 +6,9 @@ the file API also works on a stopped instance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from plex.backends.incus.protocol import ExecResult
 from plex.backends.incus.rest import IncusRest
@@ -19,6 +21,14 @@ EXEC_ENV = {
 }
 
 
+# Incus's answer to an exec whose attach failed: forkexec exits before it sends the attached
+# PID (cmd/incusd/main_forkexec.go: c->attach failed; driver_lxc.go Exec). The command never
+# ran, so running it again is safe. Seen here on a loaded 2-core host with cgroup v1 (a
+# `kubectl drain` of a rolling deploy failed on it once in a full test run).
+UNATTACHED = "Failed to retrieve PID of executing child process"
+ATTACH_RETRIES = (0.2, 0.5, 1.0, 2.0)  # seconds before each new try
+
+
 def _write_headers(kind: str, mode: int, uid: int = 0, gid: int = 0) -> dict[str, str]:
     return {
         "X-Incus-type": kind,
@@ -26,6 +36,18 @@ def _write_headers(kind: str, mode: int, uid: int = 0, gid: int = 0) -> dict[str
         "X-Incus-uid": str(uid),
         "X-Incus-gid": str(gid),
     }
+
+
+def attached(run: Callable[[], Any], sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`run()`, tried again while Incus could not attach the command (UNATTACHED)."""
+    for delay in ATTACH_RETRIES:
+        try:
+            return run()
+        except BackendError as e:
+            if UNATTACHED not in e.message:
+                raise
+            sleep(delay)
+    return run()
 
 
 class Files(IncusRest):
@@ -37,8 +59,10 @@ class Files(IncusRest):
             "record-output": True,
             "interactive": False,
         }
-        meta = self.sync(
-            "POST", f"instances/{name}/exec", json=body, what=f"exec {argv[0]} in {name}"
+        meta = attached(
+            lambda: self.sync(
+                "POST", f"instances/{name}/exec", json=body, what=f"exec {argv[0]} in {name}"
+            )
         )
         md = meta.get("metadata") or {}
         out: dict[str, str] = {}
