@@ -9,6 +9,7 @@ a BackendError naming what plex was doing.
 from __future__ import annotations
 
 import os
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,19 @@ API_VERSION = "1.0"
 # urllib3 then fails inside ("'NoneType' object has no attribute 'qsize'"). Room for that many;
 # bounded, since every pool keeps its idle connection (one file descriptor) open.
 UNIX_POOLS = 256
+
+
+# A cluster member that just came back is forwarded requests only once the other members'
+# event listeners reach it again; until then Incus refuses them before sending anything
+# (internal/server/cluster/events.go EventListenerWait: "Server isn't ready yet"; after its 10 s
+# wait, connect.go: "Missing event connection with target cluster member"). It takes seconds:
+# wait it out, bounded, rather than fail a deploy on a member that is back.
+MEMBER_NOT_READY = (
+    "Server isn't ready yet",
+    "Missing event connection with target cluster member",
+)
+MEMBER_READY_WAIT = 60.0  # seconds
+MEMBER_READY_POLL = 0.5
 
 
 def widen_unix_pools(session: requests.Session, size: int = UNIX_POOLS) -> None:
@@ -114,15 +128,20 @@ class IncusRest:
         """The raw response (None for a 404 when `ok_missing`); HTTP errors raise."""
         url = f"{self.base}/{path.lstrip('/')}"
         p = {"project": self.project, **(params or {})} if project else (params or {})
-        try:
-            resp = self.session.request(method, url, params=p, timeout=600, **kwargs)
-        except requests.RequestException as e:
-            raise BackendError(f"Incus {what or path}: {e}") from None
-        if resp.status_code == 404 and ok_missing:
-            return None
-        if resp.status_code >= 400:
-            raise BackendError(f"Incus {what or path}: {_error_text(resp)}")
-        return resp
+        deadline = time.monotonic() + MEMBER_READY_WAIT
+        while True:
+            try:
+                resp = self.session.request(method, url, params=p, timeout=600, **kwargs)
+            except requests.RequestException as e:
+                raise BackendError(f"Incus {what or path}: {e}") from None
+            if resp.status_code == 404 and ok_missing:
+                return None
+            if resp.status_code < 400:
+                return resp
+            text = _error_text(resp)
+            if not any(m in text for m in MEMBER_NOT_READY) or time.monotonic() >= deadline:
+                raise BackendError(f"Incus {what or path}: {text}")
+            time.sleep(MEMBER_READY_POLL)
 
     def sync(self, method: str, path: str, **kw: Any) -> Any:
         """The call's metadata; an async call is waited for and its operation's returned."""
