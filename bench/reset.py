@@ -10,6 +10,9 @@
                  waiting only until systemd is past sysinit: no probes, no ordering, no join
   snapshot reset `plex reset --to pristine`: every node restored from its pristine snapshot,
                  started in dependency order, probed (ratio against the cascade of the run)
+  snapshot floor every node force-stopped, restored and started in parallel with the incus
+                 CLI, waiting only until systemd is past sysinit: the least any snapshot reset
+                 takes on this host (no RKE2, no order, no probes)
   rolling        a new image generation of server and agent rolled one node at a time (the
                  cluster stays), against the cascade of the same run
 
@@ -126,21 +129,10 @@ def raw_floor(
                 capture_output=True,
             )
         subprocess.run(["incus", "start", name, *p], check=True, capture_output=True)
-        # Booted = systemd is past sysinit (starting, running or degraded). Without a NIC a
-        # node's RKE2 never finishes starting, so "running" is out of reach for the floor; an
-        # exec before the container's bus is up fails at once, so poll until it answers.
-        # 64 at once on a small host take minutes: the floor is what it is, not a failure.
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            out = subprocess.run(
-                ["incus", "exec", name, *p, "--", "systemctl", "is-system-running"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            if out in ("starting", "running", "degraded"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not boot")
+        # Booted = past sysinit: without a NIC a node's RKE2 never finishes starting, so
+        # "running" is out of reach for the floor. 64 at once on a small host take minutes:
+        # the floor is what it is, not a failure.
+        booted(name, project, time.monotonic() + 900)
 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
@@ -152,6 +144,49 @@ def raw_floor(
             capture_output=True,
         )
     return elapsed
+
+
+def booted(name: str, project: str, deadline: float) -> None:
+    """Until systemd in `name` is past sysinit (starting, running or degraded). An exec
+    before the container's bus is up fails at once, so poll until it answers."""
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["incus", "exec", name, "--project", project, "--", "systemctl", "is-system-running"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if out in ("starting", "running", "degraded"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not boot")
+
+
+def snapshot_floor(incus: Incus, plex: Plex, project: str) -> float:
+    """The snapshot reset's own floor: every node of the plex (lbs and registry included)
+    force-stopped together, then restored from its pristine snapshot and started, in
+    parallel with the incus CLI, waiting only until systemd is past sysinit: no hold, no
+    order, no probes. RKE2 starts as it boots, so the plex comes back (unprobed)."""
+    from plex.services.pristine import snapshot_name
+    from plex.services.snapshot import Snapshots
+
+    observed = incus.observe(plex.name)
+    stamp = Snapshots(plex, incus, ROOT).latest(observed)
+    names = [n.name for n in topology.nodes(plex)]
+    p = ["--project", project]
+    start = time.monotonic()
+    subprocess.run(["incus", "stop", "--force", *names, *p], check=True, capture_output=True)
+
+    def one(name: str) -> None:
+        snap = snapshot_name(observed.instances[name].image or "", stamp)
+        subprocess.run(
+            ["incus", "snapshot", "restore", name, snap, *p], check=True, capture_output=True
+        )
+        subprocess.run(["incus", "start", name, *p], check=True, capture_output=True)
+        booted(name, project, time.monotonic() + 900)
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        list(pool.map(one, names))
+    return time.monotonic() - start
 
 
 class Memory(threading.Thread):
@@ -245,6 +280,7 @@ def main() -> int:
     floors: list[float] = []
     agent_floors: list[float] = []
     snaps: list[float] = []
+    snap_floors: list[float] = []  # restore + boot of every node, nothing else
     milestones: list[dict[str, float]] = []  # per snapshot reset: when each tier was ready
     rolling: list[float] = []
     waves: list[list[tuple[list[str], float]]] = []
@@ -308,6 +344,7 @@ def main() -> int:
                             # The cascade replaced the kube nodes (their snapshots went with
                             # them): keep the new state, then reset to it.
                             take_snapshot(plex, incus, ROOT)
+                            snap_floors.append(snapshot_floor(incus, plex, project))
                             snap_timeline = Timeline()
                             t = time.monotonic()
                             restored = reset_to(
@@ -318,6 +355,15 @@ def main() -> int:
                             if args.timeline:
                                 print(f"snapshot reset {len(snaps)}: {snaps[-1]:.1f}s")
                                 print("\n".join(snap_timeline.lines(plex.name + "-")), flush=True)
+                                print(
+                                    "  probes: "
+                                    + ", ".join(
+                                        f"{p.node.removeprefix(plex.name + '-')}/{p.probe} "
+                                        f"{p.seconds:.1f}s x{p.attempts}"
+                                        for p in restored.probes
+                                    ),
+                                    flush=True,
+                                )
                     if not args.no_rolling:
                         Baker(plex, incus, new_generation(Path(tmp))).bake(
                             [Role.SERVER, Role.AGENT]
@@ -358,6 +404,12 @@ def main() -> int:
     if snaps:
         row("snapshot reset (plex reset --to pristine)", snaps)
         print(f"ratio snapshot reset / cascade reset: {med(snaps) / med(resets):.2f}x")
+        row("snapshot floor (parallel restore + boot, CLI)", snap_floors)
+        print(
+            f"ratio snapshot floor / cascade reset: {med(snap_floors) / med(resets):.2f}x "
+            "(the least a snapshot reset can take here); snapshot reset / snapshot floor: "
+            f"{med(snaps) / med(snap_floors):.2f}x"
+        )
         at = milestones[sorted(range(len(snaps)), key=lambda i: snaps[i])[len(snaps) // 2]]
         print(
             "snapshot reset milestones (median run): "
