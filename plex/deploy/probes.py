@@ -44,6 +44,7 @@ class Probe:
     runs_on: str = "self"  # self | master (`on:` would be YAML 1.1's boolean True)
     per_port: bool = False
     per_upstream: bool = False
+    first: bool = False  # the node's other probes wait for this one (see deploy/probes.yaml)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,12 @@ def run_probe(
         sleep(max(0.0, min(wait, probe.timeout - (clock() - start))))
 
 
+def in_turn(probes: Sequence[Probe]) -> tuple[list[Probe], list[Probe]]:
+    """The probes marked `first` (a node's others wait for them), then the others; each in
+    listed order."""
+    return [p for p in probes if p.first], [p for p in probes if not p.first]
+
+
 def probe_node(
     incus: Executor,
     plex: Plex,
@@ -224,7 +231,7 @@ def probe_node(
     where = instances or {}
     master = topology.master(plex)
     results = []
-    for p in probes.for_role(node.role):
+    for p in (p for turn in in_turn(probes.for_role(node.role)) for p in turn):
         for _, concrete in expand(p, plex, node, identity):
             on = master.name if concrete.runs_on == "master" else node.name
             target = where.get(on, on)

@@ -60,6 +60,11 @@ class ProbeEntry(_Model):
     runs_on: Literal["self", "master"] = "self"
     per_port: bool = Field(False, description="one probe per registry port ({port})")
     per_upstream: bool = Field(False, description="one probe per registry upstream")
+    first: bool = Field(
+        False,
+        description="the node's other probes start once this one passed (it waits in the "
+        "node for what they check)",
+    )
 
 
 class ProbesFile(_Model):

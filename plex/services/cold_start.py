@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from plex.backends.incus.protocol import ExecResult, Incus
-from plex.deploy.probes import Probe, ProbeResult, ProbeSet, expand, probe_vip, run_probe
+from plex.deploy.probes import (
+    Probe,
+    ProbeResult,
+    ProbeSet,
+    expand,
+    in_turn,
+    probe_vip,
+    run_probe,
+)
 from plex.deploy.shared_runs import SharedRuns
 from plex.errors import Interrupted
 from plex.model import owner, topology
@@ -218,14 +226,12 @@ class ColdStart:
         self.milestone(f"{node.role.value} ready")
 
     def probe(self, node: Node) -> list[ProbeResult]:
-        """Every probe of the node at once (they check independent things; one node's probes
-        one after the other would add their latencies up), results in their listed order."""
+        """The node's `first` probes, then the others, each group at once (they check
+        independent things; one after the other would add their latencies up); results in
+        that order. The others wait because until the first ones pass (systemd's, which
+        waits in the node for the boot to end) they could only fail, and every attempt is
+        an Incus exec: CPU taken from the nodes still booting."""
         master = topology.master(self.plex).name
-        concrete = [
-            c
-            for p in self.probes.for_role(node.role)
-            for _, c in expand(p, self.plex, node, self.identity)
-        ]
 
         def one(probe: Probe) -> ProbeResult:
             target = master if probe.runs_on == "master" else node.name
@@ -234,8 +240,13 @@ class ColdStart:
                 self.incus, target, node.name, probe, cancelled=self.failed.is_set, shared=shared
             )
 
-        with ThreadPoolExecutor(max_workers=len(concrete) or 1) as pool:
-            return list(pool.map(one, concrete))
+        results: list[ProbeResult] = []
+        for turn in in_turn(self.probes.for_role(node.role)):
+            concrete = [c for p in turn for _, c in expand(p, self.plex, node, self.identity)]
+            if concrete:
+                with ThreadPoolExecutor(max_workers=len(concrete)) as pool:
+                    results += pool.map(one, concrete)
+        return results
 
 
 def each(parallel: int, fn: Callable[[str], object], names: Sequence[str]) -> None:
