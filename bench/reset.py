@@ -51,6 +51,7 @@ import yaml  # noqa: E402
 
 from plex.backends.incus.client import connect  # noqa: E402
 from plex.backends.incus.protocol import Incus  # noqa: E402
+from plex.deploy.probes import ProbeResult  # noqa: E402
 from plex.model import topology  # noqa: E402
 from plex.model.plex import Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402
@@ -132,7 +133,7 @@ def raw_floor(
         # Booted = past sysinit: without a NIC a node's RKE2 never finishes starting, so
         # "running" is out of reach for the floor. 64 at once on a small host take minutes:
         # the floor is what it is, not a failure.
-        booted(name, project, time.monotonic() + 900)
+        booted(name, project)
 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
@@ -146,9 +147,10 @@ def raw_floor(
     return elapsed
 
 
-def booted(name: str, project: str, deadline: float) -> None:
+def booted(name: str, project: str, timeout: float = 900) -> None:
     """Until systemd in `name` is past sysinit (starting, running or degraded). An exec
     before the container's bus is up fails at once, so poll until it answers."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run(
             ["incus", "exec", name, "--project", project, "--", "systemctl", "is-system-running"],
@@ -182,11 +184,19 @@ def snapshot_floor(incus: Incus, plex: Plex, project: str) -> float:
             ["incus", "snapshot", "restore", name, snap, *p], check=True, capture_output=True
         )
         subprocess.run(["incus", "start", name, *p], check=True, capture_output=True)
-        booted(name, project, time.monotonic() + 900)
+        booted(name, project)
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         list(pool.map(one, names))
     return time.monotonic() - start
+
+
+def probe_line(plex: Plex, probes: list[ProbeResult]) -> str:
+    """node/probe seconds xattempts, for each probe (--timeline)."""
+    return ", ".join(
+        f"{p.node.removeprefix(plex.name + '-')}/{p.probe} {p.seconds:.1f}s x{p.attempts}"
+        for p in probes
+    )
 
 
 class Memory(threading.Thread):
@@ -320,11 +330,7 @@ def main() -> int:
                             for w in result.waves:
                                 print(
                                     f"  wave {w.index} {w.seconds:.1f}s: "
-                                    + ", ".join(
-                                        f"{p.node.removeprefix(plex.name + '-')}/{p.probe} "
-                                        f"{p.seconds:.1f}s x{p.attempts}"
-                                        for p in w.probes
-                                    ),
+                                    + probe_line(plex, w.probes),
                                     flush=True,
                                 )
                         waves.append([(w.nodes, w.seconds) for w in result.waves])
@@ -356,12 +362,7 @@ def main() -> int:
                                 print(f"snapshot reset {len(snaps)}: {snaps[-1]:.1f}s")
                                 print("\n".join(snap_timeline.lines(plex.name + "-")), flush=True)
                                 print(
-                                    "  probes: "
-                                    + ", ".join(
-                                        f"{p.node.removeprefix(plex.name + '-')}/{p.probe} "
-                                        f"{p.seconds:.1f}s x{p.attempts}"
-                                        for p in restored.probes
-                                    ),
+                                    "  probes: " + probe_line(plex, restored.probes),
                                     flush=True,
                                 )
                     if not args.no_rolling:

@@ -231,7 +231,8 @@ def probe_node(
     where = instances or {}
     master = topology.master(plex)
     results = []
-    for p in (p for turn in in_turn(probes.for_role(node.role)) for p in turn):
+    first, rest = in_turn(probes.for_role(node.role))
+    for p in [*first, *rest]:
         for _, concrete in expand(p, plex, node, identity):
             on = master.name if concrete.runs_on == "master" else node.name
             target = where.get(on, on)
