@@ -95,7 +95,9 @@ def observe_settled(
 
 
 def observe_for_plan(plex: Plex, incus: Incus, evacuate: bool = False) -> Observed:
-    """What a plan is made from: with `evacuate`, only a settled view of the members."""
+    """What a plan is made from, once Incus is done changing the plex's instances: with
+    `evacuate`, only a settled view of the members."""
+    incus.wait_for_operations(plex.name)
     return observe_settled(plex, incus) if evacuate else incus.observe(plex.name)
 
 

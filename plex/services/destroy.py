@@ -22,6 +22,7 @@ def destroy(
     if plex.registry.runtime is Runtime.DOCKER and docker is None:
         raise UsageError(f"plex '{plex.name}' runs its registry on Docker: no engine to reach")
     with plex_lock(plex.name, "deploy"):
+        incus.wait_for_operations(plex.name)  # a killed deploy's create ends first
         observed = incus.observe(plex.name)
         # Every generation of the plex is retired, and its pristine snapshots with it.
         pristine.retire(incus, pristine.nodes_and_images(observed), everything=True)

@@ -237,5 +237,6 @@ def reset_to(
     if target != PRISTINE:
         raise UsageError(f"--to {target}: unknown reset target", hint=f"use --to {PRISTINE}")
     with plex_lock(plex.name, "deploy"):
+        incus.wait_for_operations(plex.name)
         observed = incus.observe(plex.name)
         return Snapshots(plex, incus, root, report, parallel).restore(observed)

@@ -3,9 +3,13 @@ neighbours on a network (every project), and the cluster's members."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from plex.backends.incus.rest import IncusRest
+from plex.errors import BackendError
 from plex.model import owner
 from plex.model.observed import Observed, ObservedInstance, owned
 from plex.plexfile.crosscheck import Neighbour
@@ -36,7 +40,45 @@ def _addresses(inst: dict[str, Any], nics: list[dict[str, str]]) -> tuple[str, .
     return tuple(sorted(addrs))
 
 
+# What incusd keeps doing after its client went away (a plex killed mid-deploy): an
+# operation changing an instance runs to its end. Commands run in an instance change none.
+OPERATIONS_WAIT = 300.0  # seconds; an instance create from a large image takes a minute
+OPERATIONS_POLL = 0.5
+NOT_A_CHANGE = frozenset({"Executing command"})  # incus operationtype CommandExec
+
+
+def instance_changes(operations: dict[str, Any] | None, plex: str) -> list[str]:
+    """`<description> <instance>` for each running operation that changes one of `plex`'s
+    instances (named `<plex>-...`), from Incus's operation list (recursion=1: the
+    operations by status)."""
+    out = []
+    for op in (operations or {}).get("running") or []:
+        if op.get("description") in NOT_A_CHANGE:
+            continue
+        for url in (op.get("resources") or {}).get("instances") or []:
+            name = unquote(urlparse(url).path.rsplit("/", 1)[-1])
+            if name.startswith(f"{plex}-"):
+                out.append(f"{op.get('description', 'changing')} {name}")
+    return out
+
+
 class Observe(IncusRest):
+    def wait_for_operations(self, plex: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Until Incus has no operation still changing an instance of `plex`: one an earlier
+        plex, killed, left running (a create, a delete). A plan observed before it ends would
+        create an instance that is about to appear, or keep one that is about to go."""
+        deadline = time.monotonic() + OPERATIONS_WAIT
+        while changes := instance_changes(
+            self.sync("GET", "operations", params={"recursion": "1"}), plex
+        ):
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    f"Incus is still busy with plex '{plex}' after {OPERATIONS_WAIT:.0f}s: "
+                    + ", ".join(changes),
+                    hint="see `incus operation list`; run the command again once they end",
+                )
+            sleep(OPERATIONS_POLL)
+
     def _instances_full(self) -> list[dict[str, Any]]:
         return self.sync("GET", "instances", params={"recursion": "1"}) or []
 
