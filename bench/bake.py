@@ -118,14 +118,18 @@ def main() -> int:
 
     from tests.fixtures.build_standin import build_standin_rke2
     from tests.fixtures.release_server import serve_directory
+    from tests.fixtures.throwaway_projects import claim, release
 
     project = f"plex-bench-{uuid.uuid4().hex[:6]}"
+    cfg = IncusConfig(project=project, pool=args.pool, network=args.network)
+    for gone in claim(cfg, project):
+        print(f"deleted {gone}: a killed bench or test session left it", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PLEX_STATE_DIR"] = f"{tmp}/state"
         if not args.keep_cache:
             os.environ["PLEX_CACHE_DIR"] = f"{tmp}/cache"  # cold: nothing cached
         build_standin_rke2(Path(tmp) / "release")
-        incus = connect(IncusConfig(project=project, pool=args.pool, network=args.network))
+        incus = connect(cfg)
         try:
             with serve_directory(Path(tmp) / "release") as srv:
                 plex = bench_plex(project, args.pool, args.network, srv.url, 31)
@@ -142,6 +146,7 @@ def main() -> int:
                 res["by hand (plex layers, incus CLI)"] = by_hand(plex, project, args.pool)
         finally:
             incus.delete_project()
+            release(project)
 
     base = res["by hand (plex layers, incus CLI)"]
     print(f"bake benchmark: demo plex, 4 roles, Incus pool {args.pool} ({time.strftime('%F %T')})")

@@ -53,7 +53,7 @@ from plex.backends.incus.client import connect  # noqa: E402
 from plex.backends.incus.protocol import Incus  # noqa: E402
 from plex.deploy.probes import ProbeResult  # noqa: E402
 from plex.model import topology  # noqa: E402
-from plex.model.plex import Plex, Role  # noqa: E402
+from plex.model.plex import IncusConfig, Plex, Role  # noqa: E402
 from plex.plexfile.load import parse_plex  # noqa: E402
 from plex.services.bake import Baker, Paths  # noqa: E402
 from plex.services.deploy import deploy, make_deploy_plan  # noqa: E402
@@ -283,9 +283,12 @@ def main() -> int:
     from plex.services.snapshot import reset_to, take_snapshot
     from tests.fixtures.build_standin import build_standin_rke2
     from tests.fixtures.release_server import serve_directory
+    from tests.fixtures.throwaway_projects import claim, release
     from tests.fixtures.upstream_registry import start_upstream
 
     project = f"plex-bench-{uuid.uuid4().hex[:6]}"
+    for gone in claim(IncusConfig(project=project, pool=args.pool, network=args.network), project):
+        print(f"deleted {gone}: a killed bench or test session left it", flush=True)
     resets: list[float] = []
     floors: list[float] = []
     agent_floors: list[float] = []
@@ -376,6 +379,7 @@ def main() -> int:
                     destroy(plex, incus, everything=True)
                 finally:
                     incus.delete_project()
+                    release(project)
         finally:
             up.stop()
     memory.done.set()

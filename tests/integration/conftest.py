@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,16 +51,24 @@ def incus_cfg(session_project: str) -> IncusConfig:
 @pytest.fixture(scope="session")
 def incus(incus_cfg: IncusConfig) -> Iterator[PylxdIncus]:
     from plex.backends.incus.client import connect
+    from tests.fixtures.throwaway_projects import claim, release
 
     try:
+        # Before this session's plexes: a killed session's project still holds their names
+        # and addresses on the bridge (tests/fixtures/throwaway_projects.py).
+        reaped = claim(incus_cfg, incus_cfg.project)
         inc: PylxdIncus = connect(incus_cfg)
         inc.sync("GET", f"storage-pools/{POOL}", project=False, what=f"pool {POOL}")
     except BackendError as e:
         _unusable(e.message)
+    if reaped:
+        # In the warnings summary: a machine that keeps leaving projects behind is worth a look.
+        warnings.warn(f"deleted the projects of killed sessions: {', '.join(reaped)}", stacklevel=1)
     try:
         yield inc
     finally:
         inc.delete_project()
+        release(incus_cfg.project)
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,9 @@ def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
 ) -> None:
     plex = demo_plex(incus.project)
     server1 = topology.master(plex)
-    other_cfg = incus_cfg.model_copy(update={"project": f"plex-test-other-{uuid.uuid4().hex[:6]}"})
+    # Named under the session's project: it is this session's to delete (throwaway_projects).
+    other_name = f"{incus.project}-other-{uuid.uuid4().hex[:6]}"
+    other_cfg = incus_cfg.model_copy(update={"project": other_name})
     plan = make_plan(plex, images(), incus.observe(plex.name))
     check_network(plex, incus, plan)  # nothing on the network yet: fine
     with throwaway_project(other_cfg, other_cfg.project) as other:
