@@ -112,35 +112,49 @@ class Neighbour:
     plex: str | None  # user.plex.plex, when some plex owns it
 
     @property
-    def where(self) -> str:
+    def holder(self) -> str:
+        """Its project and owner, as an error names them."""
         owner = f"plex '{self.plex}'" if self.plex else "not plex-owned"
-        return f"instance '{self.name}' in project '{self.project}' ({owner})"
+        return f"project '{self.project}' ({owner})"
 
 
 def live_collisions(plex: Plex, neighbours: Sequence[Neighbour]) -> list[str]:
-    """What on the live network would collide with this plex's nodes, one sentence each.
+    """What on the live network would collide with this plex's nodes: one sentence per other
+    holder (a project, and the plex owning its instances), naming each taken name and address.
 
     The plex's own nodes (same project, owned by this plex) are not collisions: they are what a
-    deploy replaces."""
+    deploy replaces. Grouped because the usual cause is a whole plex deployed from another
+    project (or left by a killed run): one line per node name and address made an error of
+    thousands of characters saying the same thing 17 times."""
     nodes = topology.nodes(plex)
     by_name = {n.name: n for n in nodes}
     by_addr = {n.address: n.name for n in nodes}
     if plex.network.vip:
         by_addr[plex.network.vip] = "the VIP"
-    out: list[str] = []
+    names: dict[str, list[str]] = {}
+    addrs: dict[str, dict[str, str]] = {}  # holder -> address -> how the error says it
     for nb in neighbours:
         if nb.project == plex.incus.project and nb.plex == plex.name:
             continue
+        holder = nb.holder
         if nb.name in by_name and nb.project != plex.incus.project:
-            out.append(
-                f"node name {nb.name} is taken on network {plex.incus.network} by "
-                f"{nb.where}: Incus DNS names are per network"
-            )
+            names.setdefault(holder, []).append(nb.name)
         for addr in nb.addresses:
-            if addr in by_addr and not (nb.plex == plex.name and nb.project == plex.incus.project):
-                # A foreign holder of our VIP is only a problem when it is not our own lb.
-                out.append(
-                    f"address {addr} ({by_addr[addr]}) is used on network "
-                    f"{plex.incus.network} by {nb.where}"
-                )
+            if addr in by_addr:
+                ours = by_addr[addr]
+                held = f"{addr} ({ours})" if nb.name == ours else f"{addr} ({ours}) by {nb.name}"
+                addrs.setdefault(holder, {})[addr] = held
+    out: list[str] = []
+    for holder in dict.fromkeys([*names, *addrs]):
+        parts = []
+        if holder in names:
+            taken = sorted(names[holder])
+            parts.append(
+                f"node name{'s' if len(taken) > 1 else ''} {', '.join(taken)} taken "
+                "(Incus DNS names are per network)"
+            )
+        if holder in addrs:
+            used = [addrs[holder][a] for a in sorted(addrs[holder], key=ipaddress.ip_address)]
+            parts.append(f"address{'es' if len(used) > 1 else ''} {', '.join(used)} in use")
+        out.append(f"{holder} on network {plex.incus.network}: " + "; ".join(parts))
     return out

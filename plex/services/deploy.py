@@ -116,8 +116,7 @@ def check_network(plex: Plex, incus: Incus, plan: Plan) -> None:
     problems = live_collisions(plex, incus.neighbours(plex.incus.network))
     if problems:
         raise PlexError(
-            f"plex '{plex.name}' collides on network {plex.incus.network}: "
-            + "; ".join(dict.fromkeys(problems)),
+            f"plex '{plex.name}' collides with " + "; and with ".join(problems),
             hint="move the plex to its own CIDR/names, or remove the other instances",
         )
 

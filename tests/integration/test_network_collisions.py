@@ -60,7 +60,9 @@ def test_a_name_and_an_address_taken_in_another_project_stop_the_deploy(
         with pytest.raises(PlexError) as e:
             check_network(plex, incus, plan)
         msg = e.value.message
-        assert f"node name {server1.name} is taken on network {incus_cfg.network}" in msg
-        assert f"project '{other_cfg.project}'" in msg
-        assert f"address {plex.network.vip} (the VIP)" in msg
+        assert msg == (
+            f"plex 'demo' collides with project '{other_cfg.project}' (not plex-owned) on "
+            f"network {incus_cfg.network}: node name {server1.name} taken (Incus DNS names are "
+            f"per network); address {plex.network.vip} (the VIP) by {server1.name} in use"
+        )
         assert server1.name not in incus.instance_names()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from plex.model import topology
 from plex.model.plex import Plex
 from plex.plexfile.crosscheck import Neighbour, live_collisions
 from plex.plexfile.load import load_plex
@@ -109,9 +111,9 @@ def demo() -> Plex:
 def test_live_dns_name_in_another_project_collides(demo: Plex) -> None:
     taken = Neighbour("someone-else", "demo-server1", (), None)
     [msg] = live_collisions(demo, [taken])
-    assert (
-        "node name demo-server1 is taken on network plexbr0 by instance 'demo-server1' in "
-        "project 'someone-else' (not plex-owned)" in msg
+    assert msg == (
+        "project 'someone-else' (not plex-owned) on network plexbr0: node name demo-server1 "
+        "taken (Incus DNS names are per network)"
     )
 
 
@@ -123,8 +125,32 @@ def test_live_address_and_vip_holders_collide(demo: Plex) -> None:
             Neighbour("default", "router", ("10.77.0.10",), None),
         ],
     )
-    assert any("10.77.0.21 (demo-server1)" in m and "plex 'lab'" in m for m in got)
-    assert any("10.77.0.10 (the VIP)" in m for m in got)
+    assert got == [
+        "project 'other' (plex 'lab') on network plexbr0: address 10.77.0.21 (demo-server1) by "
+        "web in use",
+        "project 'default' (not plex-owned) on network plexbr0: address 10.77.0.10 (the VIP) by "
+        "router in use",
+    ]
+
+
+def test_a_whole_plex_in_another_project_is_one_sentence_naming_each_collision(
+    demo: Plex,
+) -> None:
+    # What a killed test session left (CI at 4896df3): the same plex deployed in its project.
+    left = [
+        Neighbour("plex-test-c07f747b", n.name, (n.address,), "demo") for n in topology.nodes(demo)
+    ]
+    lb1 = next(i for i, nb in enumerate(left) if nb.name == "demo-lb1")
+    left[lb1] = dataclasses.replace(left[lb1], addresses=("10.77.0.11", "10.77.0.10"))  # + VIP
+    [msg] = live_collisions(demo, left)
+    names = ", ".join(sorted(n.name for n in topology.nodes(demo)))
+    assert msg.startswith(
+        f"project 'plex-test-c07f747b' (plex 'demo') on network plexbr0: node names {names} "
+        "taken (Incus DNS names are per network); addresses 10.77.0.5 (demo-registry1), "
+        "10.77.0.10 (the VIP) by demo-lb1, 10.77.0.11 (demo-lb1), "
+    )
+    assert msg.endswith("10.77.0.32 (demo-agent2) in use")
+    assert msg.count("10.77.0.") == len(left) + 1
 
 
 def test_the_plex_s_own_nodes_are_not_collisions(demo: Plex) -> None:
